@@ -1,0 +1,64 @@
+// Model: a STEM / dense / hash-MoE decoder in memory, with the contract's math
+// (docs/model-format.md) forward and backward on the CPU.
+// Ownership: a Model owns its weights and its work buffers; it is movable, not
+// copyable, and not thread-safe (one caller at a time; kernels use all cores
+// inside). Fallible calls return Status/Result naming the file, field and value.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "stem/config.h"
+#include "stem/status.h"
+
+namespace stem {
+namespace model { class Transformer; }
+
+// A gradient or activation handed to the caller: F32, row-major.
+struct HostTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+class Model {
+ public:
+  Model();
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  // Fresh weights initialised as the official implementation does, seeded.
+  static Result<Model> init(const ModelConfig& cfg, uint64_t seed);
+  // Reads DIR/config.json and DIR/model.safetensors (F32, or BF16 widened),
+  // checking every tensor's name, dtype and shape against the config.
+  static Result<Model> load(const std::string& dir);
+  // Writes DIR/config.json and DIR/model.safetensors (F32), each atomically;
+  // creates DIR if needed; copies tokenizer.model when the model has one.
+  Status save(const std::string& dir) const;
+
+  const ModelConfig& config() const;
+  // Path of the tokenizer.model the model was loaded with ("" if none).
+  const std::string& tokenizer_path() const;
+
+  // Mean next-token loss of B sequences of T tokens ([B, T] row-major): the
+  // mean over all B*(T-1) predicted positions. Fills logits [B*T, V] if given.
+  // Errors: T < 2 (no target), T > max_position_embeddings, ids outside [0, V).
+  Result<double> score(const std::vector<int32_t>& tokens, int64_t B, int64_t T,
+                       std::vector<float>* logits = nullptr);
+  // The same loss and the gradient of every trainable parameter, by tensor
+  // name, dense F32 (row-sparse gradients are expanded).
+  Result<double> grad(const std::vector<int32_t>& tokens, int64_t B, int64_t T,
+                      std::map<std::string, HostTensor>* grads);
+
+  // The engine behind the handle, for training, inference and benchmarks.
+  model::Transformer& impl();
+  const model::Transformer& impl() const;
+
+ private:
+  std::unique_ptr<model::Transformer> impl_;
+};
+
+}  // namespace stem

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything stem needs to build, test and run, from Debian 12 packages only.
+# Usage: scripts/setup.sh [--dev]   (--dev adds PyTorch and NumPy, used only to
+# regenerate test fixtures and to run the PyTorch baseline benchmark).
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake ninja-build pkg-config
+  libdnnl-dev            # oneDNN: GEMMs, dispatched on the CPU at run time
+  nlohmann-json3-dev     # JSON (config.json, safetensors headers)
+  libcli11-dev           # command-line parsing
+  libgtest-dev libgmock-dev  # tests
+  libbenchmark-dev       # micro-benchmarks (bench/)
+  libsentencepiece-dev sentencepiece  # tokenizer
+  liburing-dev           # io_uring reads for the disk table tier
+  zlib1g-dev
+)
+if [[ "${1:-}" == "--dev" ]]; then
+  pkgs+=(python3-torch python3-numpy libopenblas0-openmp libgoogle-perftools4)
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

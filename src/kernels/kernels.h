@@ -1,0 +1,181 @@
+// The ops of the model, as forward/backward pairs of free functions on raw F32
+// pointers with explicit dimensions (CPU implementations in backends/cpu/,
+// scalar oracles in kernels/ref/). A kernel knows nothing of layers or models.
+//
+// Dimension legend (the contract's names):
+//   B batch, T sequence length, N = B*T rows, d hidden, f FFN width,
+//   V vocabulary, H query heads, Hkv key/value heads, hd head dim, E experts,
+//   R rows of a row source (a whole table, or a staging buffer of unique rows).
+// All arrays are row-major and contiguous. Conventions:
+//   - Backward functions ACCUMULATE into parameter gradients (dW +=) so that
+//     micro-batches add up; the caller zeroes them at the start of a step.
+//   - Activation gradients named in "(+=)" accumulate (residual stream), the
+//     others are overwritten.
+//   - Multi-threaded with OpenMP inside; call them from one thread.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace stem::kernels {
+
+// ---------------------------------------------------------------- grouping
+// Groups N positions by an integer key in [0, K): the distinct keys in
+// ascending order, each position's slot among them, and the positions of each
+// slot (CSR). Built once per step from the token ids; serves the row-sparse
+// table gradients (key = token id) and hash-MoE routing (key = expert).
+struct RowIndex {
+  std::vector<int32_t> unique;   // [U] distinct keys, ascending
+  std::vector<int32_t> slot;     // [N] position -> index into unique
+  std::vector<int32_t> offsets;  // [U+1] CSR offsets into `order`
+  std::vector<int32_t> order;    // [N] positions grouped by slot, ascending within a slot
+  int64_t n_unique() const { return static_cast<int64_t>(unique.size()); }
+};
+// Every key must lie in [0, K) (checked: a violation is a bug of the caller,
+// which validates token ids first).
+RowIndex build_row_index(const int32_t* keys, int64_t N, int64_t K);
+
+// ---------------------------------------------------------------- GEMM
+// C[M,N] = alpha * op(A) op(B) + beta * C with op(X) = X or X^T; row-major with
+// leading dimensions lda, ldb, ldc (elements). Backed by oneDNN.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+          int64_t ldc);
+
+// y[N,out] = x[N,in] W[out,in]^T  (+ y when accumulate)
+void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in,
+                    int64_t out, bool accumulate = false);
+// dW[out,in] += dy^T x; dx[N,in] = dy W (or += when accumulate_dx). dx or dW may be null.
+void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
+                     int64_t N, int64_t in, int64_t out, bool accumulate_dx);
+
+// ---------------------------------------------------------------- rows
+// out[N,C] = rows[row_of[n], :]   (rows is [R,C])
+void gather_rows(float* out, const float* rows, const int32_t* row_of, int64_t N, int64_t C);
+// drows[U,C] += sum over positions n of slot u of dsrc[n, :]   (row-sparse gradient)
+void scatter_add_rows(float* drows, const float* dsrc, const RowIndex& index, int64_t C);
+
+// Token embedding: h[N,d] = table[ids[n]]; backward accumulates into the
+// row-sparse gradient drows[U,d] of the distinct ids (index built from ids).
+void embedding_forward(float* h, const float* table, const int32_t* ids, int64_t N, int64_t d);
+void embedding_backward(float* drows, const float* dh, const RowIndex& index, int64_t d);
+
+// ---------------------------------------------------------------- RMSNorm
+// y = x / sqrt(mean(x^2) + eps) * w; rstd[N] saved for backward.
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N,
+                     int64_t d, float eps);
+// dx[N,d] (+=), dw[d] +=
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int64_t N, int64_t d);
+
+// ---------------------------------------------------------------- RoPE
+// Hugging Face "rotate_half" convention. cos/sin are [P, hd/2] tables (angles in
+// double, stored as float); row p holds position p. x is [B, T, nh, hd]; the
+// sequence position of row (b, t) is pos0 + t. In place.
+void rope_tables(float* cos, float* sin, int64_t P, int64_t hd, double theta);
+void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T,
+                  int64_t nh, int64_t hd, int64_t pos0);
+// In place: dx = R^T dy (the inverse rotation).
+void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T,
+                   int64_t nh, int64_t hd, int64_t pos0);
+
+// ---------------------------------------------------------------- attention
+// Causal grouped-query attention, softmax(q k^T / sqrt(hd)) v, query head j
+// reading kv head j / (H/Hkv). q, out [B,T,H,hd]; k, v [B,T,Hkv,hd];
+// lse [B,H,T] the log-sum-exp of each score row, saved so that backward
+// recomputes the probabilities instead of storing [T,T] per head.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+// dq [B,T,H,hd], dk, dv [B,T,Hkv,hd] overwritten.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                        const float* lse, const float* q, const float* k, const float* v,
+                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+
+// ---------------------------------------------------------------- SwiGLU
+// hact[N,f] = silu(g) * u, with u[n] = u_rows[u_row_of[n]] when u_row_of is
+// given (the STEM case: u_rows is a [R,f] row source), else u[n] = u_rows[n].
+void swiglu_forward(float* hact, const float* g, const float* u_rows, const int32_t* u_row_of,
+                    int64_t N, int64_t f);
+// dg[N,f], du[N,f] (per position, also in the STEM case) overwritten.
+void swiglu_backward(float* dg, float* du, const float* dhact, const float* g,
+                     const float* u_rows, const int32_t* u_row_of, int64_t N, int64_t f);
+
+// Dense SwiGLU FFN: y[N,d] = (silu(x Wg^T) * (x Wu^T)) Wd^T.
+// Saved activations g, u, hact [N,f]. Wg, Wu [f,d]; Wd [d,f].
+void dense_ffn_forward(float* y, float* g, float* u, float* hact, const float* x,
+                       const float* Wg, const float* Wu, const float* Wd, int64_t N, int64_t d,
+                       int64_t f);
+// dx[N,d] (+=); dWg, dWu, dWd +=; scratch [N,f] x2.
+void dense_ffn_backward(float* dx, float* dWg, float* dWu, float* dWd, const float* dy,
+                        const float* x, const float* g, const float* u, const float* hact,
+                        const float* Wg, const float* Wu, const float* Wd, float* scratch_a,
+                        float* scratch_b, int64_t N, int64_t d, int64_t f);
+
+// STEM FFN: y[N,d] = (silu(x Wg^T) * U[t]) Wd^T, the up-projection replaced by
+// the row of each position's token: U[t_n] = rows[row_of[n]] from a row source
+// rows [R,f] (the whole table with row_of = token ids, or a staging buffer of
+// fetched rows with row_of = slots). Saved g, hact [N,f].
+void stem_ffn_forward(float* y, float* g, float* hact, const float* x, const float* Wg,
+                      const float* Wd, const float* rows, const int32_t* row_of, int64_t N,
+                      int64_t d, int64_t f);
+// dx (+=); dWg, dWd +=; drows[U,f] += the row-sparse table gradient of the
+// distinct tokens (index over token ids); scratch [N,f] x2.
+void stem_ffn_backward(float* dx, float* dWg, float* dWd, float* drows, const float* dy,
+                       const float* x, const float* g, const float* hact, const float* Wg,
+                       const float* Wd, const float* rows, const int32_t* row_of,
+                       const RowIndex& index, float* scratch_a, float* scratch_b, int64_t N,
+                       int64_t d, int64_t f);
+
+// Hash-MoE FFN: position n goes to expert e = route.unique[route.slot[n]] (route
+// built from hash_table[t_n]); each expert a dense SwiGLU FFN. Wg/Wu/Wd are
+// arrays of E pointers. Saved: xe [N,d] (x permuted into expert order), g, u,
+// hact [N,f] in the same order.
+struct MoeWeights {
+  const float* const* Wg;  // E x [f,d]
+  const float* const* Wu;  // E x [f,d]
+  const float* const* Wd;  // E x [d,f]
+};
+struct MoeGrads {
+  float* const* dWg;  // E x [f,d] +=
+  float* const* dWu;  // E x [f,d] +=
+  float* const* dWd;  // E x [d,f] +=
+};
+void hash_moe_forward(float* y, float* xe, float* g, float* u, float* hact, float* ye,
+                      const float* x, const MoeWeights& w, const RowIndex& route, int64_t N,
+                      int64_t d, int64_t f);
+// dx (+=); scratch: dye [N,d], dxe [N,d], two of [N,f].
+void hash_moe_backward(float* dx, const MoeGrads& dw, const float* dy, const float* xe,
+                       const float* g, const float* u, const float* hact, const MoeWeights& w,
+                       const RowIndex& route, float* dye, float* dxe, float* scratch_a,
+                       float* scratch_b, int64_t N, int64_t d, int64_t f);
+
+// ---------------------------------------------------------------- loss
+// losses[n] = logsumexp(logits[n]) - logits[n][targets[n]]; 0 where targets[n] < 0
+// (ignored). Returns the sum of losses over the counted rows.
+double cross_entropy_forward(float* losses, const float* logits, const int32_t* targets,
+                             int64_t N, int64_t V);
+// dlogits[n] = (softmax(logits[n]) - onehot(targets[n])) * scale; zero rows where
+// ignored. dlogits may alias logits (in place).
+void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* targets,
+                            float scale, int64_t N, int64_t V);
+
+// ---------------------------------------------------------------- optimizer
+// Decoupled-weight-decay Adam (PyTorch AdamW): m = b1 m + (1-b1) g;
+// v = b2 v + (1-b2) g^2; p -= lr * (wd p + (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)).
+struct AdamWHyper {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
+  int64_t step = 1;  // 1-based, for bias correction
+};
+// g may be null: a zero gradient (the moments still decay, the decay still applies).
+void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const AdamWHyper& h);
+// The same over a [R,C] table whose gradient is row-sparse: drows[U,C] holds the
+// gradients of rows index.unique; every other row steps with a zero gradient
+// (exactly what dense AdamW does with a mostly-zero gradient).
+void adamw_update_rows(float* p, float* m, float* v, const float* drows, const RowIndex& index,
+                       int64_t R, int64_t C, const AdamWHyper& h);
+
+// Sum of squares, for gradient norms (double accumulation).
+double sum_squares(const float* x, int64_t n);
+void scale_inplace(float* x, int64_t n, float s);
+
+}  // namespace stem::kernels

@@ -1,0 +1,56 @@
+// Tensor: a dtype, a row-major shape and a view of bytes it may or may not own.
+// No math lives here (see kernels/). A Tensor either owns its storage
+// (Tensor::zeros) or views memory kept alive by someone else (an arena, a
+// memory-mapped file): `holder_` keeps shared owners alive. Contiguous only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+
+namespace stem {
+
+enum class DType { F32, BF16, I32 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);  // safetensors spelling: "F32", "BF16", "I32"
+
+using Shape = std::vector<int64_t>;
+int64_t shape_numel(const Shape& s);
+std::string shape_str(const Shape& s);  // "[4096, 256]"
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Owns a fresh zero-filled 64-byte aligned allocation.
+  static Tensor zeros(DType dtype, Shape shape);
+  // Views `data` (not owned); `holder` (may be null) keeps its owner alive.
+  static Tensor view(DType dtype, Shape shape, void* data, std::shared_ptr<void> holder = nullptr);
+
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int64_t dim(size_t i) const { return shape_.at(i); }
+  size_t rank() const { return shape_.size(); }
+  int64_t numel() const { return shape_numel(shape_); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  bool empty() const { return data_ == nullptr; }
+
+  void* raw() { return data_; }
+  const void* raw() const { return data_; }
+  float* f32() { STEM_CHECK(dtype_ == DType::F32); return static_cast<float*>(data_); }
+  const float* f32() const { STEM_CHECK(dtype_ == DType::F32); return static_cast<const float*>(data_); }
+  int32_t* i32() { STEM_CHECK(dtype_ == DType::I32); return static_cast<int32_t*>(data_); }
+  const int32_t* i32() const { STEM_CHECK(dtype_ == DType::I32); return static_cast<const int32_t*>(data_); }
+
+ private:
+  DType dtype_ = DType::F32;
+  Shape shape_;
+  void* data_ = nullptr;
+  std::shared_ptr<void> holder_;
+};
+
+}  // namespace stem
