@@ -48,6 +48,7 @@ class SafetensorsFile {
  private:
   std::string path_;
   std::vector<SafetensorsEntry> entries_;
+  std::map<std::string, size_t> index_;  // name -> position in entries_
   std::map<std::string, std::string> metadata_;
   std::shared_ptr<void> mapping_;
   const std::byte* base_ = nullptr;

@@ -68,6 +68,7 @@ std::vector<TensorSpec> tensor_specs(const ModelConfig& cfg) {
         h->dtype = DType::I32;
         h->trainable = false;
         h->decay = false;
+        h->expert_count = cfg.num_hash_experts;
         for (int e = 0; e < static_cast<int>(cfg.num_hash_experts); ++e) {
           const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
           add(q + "gate_proj.weight", {f, d}, ParamKind::MoeExpert, InitKind::TruncNormal, sd, i, e);

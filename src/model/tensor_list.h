@@ -41,6 +41,7 @@ struct TensorSpec {
   double init_std = 0.0;
   int layer = -1;            // -1 for embed_tokens, norm, lm_head
   int expert = -1;           // hash-MoE expert index, else -1
+  int64_t expert_count = 0;  // E, for hash tables
   bool trainable = true;     // false: hash tables
   bool row_sparse = false;   // gradient holds only the rows of the step's tokens
   bool decay = true;         // weight decay applies (off for norms)

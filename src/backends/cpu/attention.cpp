@@ -1,0 +1,170 @@
+// Causal grouped-query attention on the CPU. Work is split into tasks of (batch,
+// query head, block of kQBlock query rows); a block attends only to keys up to
+// its last row, so the causal half of the scores is never computed. Scores go
+// through oneDNN GEMMs (single-threaded inside the parallel region) on a
+// per-thread [kQBlock, T] scratch, never a stored [T, T] matrix: forward saves
+// the log-sum-exp of each row and backward recomputes the probabilities.
+// Backward gives each query head its own dk/dv partials, then sums each kv
+// group, so no two threads write the same row.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backends/cpu/vec_math.h"
+#include "core/simd.h"
+#include "kernels/kernels.h"
+
+namespace stem::kernels {
+namespace {
+
+constexpr int64_t kQBlock = 128;
+
+// Row i of a score block: s[0..n) are scaled scores of keys 0..n-1 (n = i+1);
+// turns them into probabilities in place and zeroes s[n..width). Returns lse.
+STEM_SIMD float softmax_row(float* STEM_RESTRICT s, int64_t n, int64_t width) {
+  float mx = s[0];
+  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, s[j]);
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = cpu::exp_approx(s[j] - mx);
+    s[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+  for (int64_t j = n; j < width; ++j) s[j] = 0.0f;
+  return mx + std::log(sum);
+}
+
+// Backward of one row: p[0..n) = exp(s - lse) (recomputed), dp holds dO V^T on
+// entry and dS = p * (dp - D) on exit; p's entries past n are zeroed.
+STEM_SIMD void softmax_row_backward(float* STEM_RESTRICT p, float* STEM_RESTRICT dp, float lse,
+                                    float D, int64_t n, int64_t width) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float pj = cpu::exp_approx(p[j] - lse);
+    p[j] = pj;
+    dp[j] = pj * (dp[j] - D);
+  }
+  for (int64_t j = n; j < width; ++j) {
+    p[j] = 0.0f;
+    dp[j] = 0.0f;
+  }
+}
+
+STEM_SIMD float dot(const float* STEM_RESTRICT a, const float* STEM_RESTRICT b, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+STEM_SIMD void add_into(float* STEM_RESTRICT dst, const float* STEM_RESTRICT src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+// Per-thread scratch that survives across calls (kernels are called from one
+// thread at a time, so only the OpenMP workers touch their own slot).
+std::vector<float>& thread_scratch(int slot) {
+  static std::vector<std::vector<float>> bufs(256);
+  return bufs.at(static_cast<size_t>(slot));
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+  const int64_t group = H / Hkv, nblk = (T + kQBlock - 1) / kQBlock;
+  const int64_t ldq = H * hd, ldk = Hkv * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t tasks = B * H * nblk;
+#pragma omp parallel
+  {
+    std::vector<float>& S = thread_scratch(omp_get_thread_num());
+    if (S.size() < static_cast<size_t>(kQBlock * T)) S.resize(kQBlock * T);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t blk = nblk - 1 - task % nblk;  // big blocks first
+      const int64_t bh = task / nblk, b = bh / H, h = bh % H, g = h / group;
+      const int64_t i0 = blk * kQBlock, i1 = std::min(T, i0 + kQBlock), m = i1 - i0;
+      const float* qb = q + (b * T + i0) * ldq + h * hd;
+      const float* kb = k + b * T * ldk + g * hd;
+      const float* vb = v + b * T * ldk + g * hd;
+      gemm(false, true, m, i1, hd, scale, qb, ldq, kb, ldk, 0.0f, S.data(), i1);
+      float* lrow = lse + (b * H + h) * T + i0;
+      for (int64_t i = 0; i < m; ++i) lrow[i] = softmax_row(S.data() + i * i1, i0 + i + 1, i1);
+      gemm(false, false, m, hd, i1, 1.0f, S.data(), i1, vb, ldk, 0.0f,
+           out + (b * T + i0) * ldq + h * hd, ldq);
+    }
+  }
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                        const float* lse, const float* q, const float* k, const float* v,
+                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+  const int64_t group = H / Hkv, nblk = (T + kQBlock - 1) / kQBlock;
+  const int64_t ldq = H * hd, ldk = Hkv * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // dk/dv partials per query head: [B, H, T, hd] each. Each (b, h) is one task
+  // that walks its query blocks in order, so it owns its partial rows.
+  static std::vector<float> part;
+  const size_t part_n = static_cast<size_t>(B * H * T * hd);
+  if (part.size() < 2 * part_n) part.resize(2 * part_n);
+  float* dk_part = part.data();
+  float* dv_part = part.data() + part_n;
+  const int64_t tasks = B * H;
+#pragma omp parallel
+  {
+    std::vector<float>& S = thread_scratch(omp_get_thread_num());
+    if (S.size() < static_cast<size_t>(2 * kQBlock * T + kQBlock)) S.resize(2 * kQBlock * T + kQBlock);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < tasks; ++bh) {
+      const int64_t b = bh / H, h = bh % H, g = h / group;
+      const float* kb = k + b * T * ldk + g * hd;
+      const float* vb = v + b * T * ldk + g * hd;
+      float* dkh = dk_part + bh * T * hd;
+      float* dvh = dv_part + bh * T * hd;
+      std::memset(dkh, 0, sizeof(float) * T * hd);
+      std::memset(dvh, 0, sizeof(float) * T * hd);
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t i0 = blk * kQBlock, i1 = std::min(T, i0 + kQBlock), m = i1 - i0;
+        float* P = S.data();
+        float* dP = S.data() + kQBlock * T;
+        float* D = dP + kQBlock * T;
+        const float* qb = q + (b * T + i0) * ldq + h * hd;
+        const float* dob = dout + (b * T + i0) * ldq + h * hd;
+        const float* ob = out + (b * T + i0) * ldq + h * hd;
+        const float* lrow = lse + (b * H + h) * T + i0;
+        gemm(false, true, m, i1, hd, scale, qb, ldq, kb, ldk, 0.0f, P, i1);
+        gemm(false, true, m, i1, hd, 1.0f, dob, ldq, vb, ldk, 0.0f, dP, i1);
+        for (int64_t i = 0; i < m; ++i) D[i] = dot(dob + i * ldq, ob + i * ldq, hd);
+        for (int64_t i = 0; i < m; ++i)
+          softmax_row_backward(P + i * i1, dP + i * i1, lrow[i], D[i], i0 + i + 1, i1);
+        // dQ = scale * dS K;  dK += scale * dS^T Q;  dV += P^T dO
+        gemm(false, false, m, hd, i1, scale, dP, i1, kb, ldk, 0.0f,
+             dq + (b * T + i0) * ldq + h * hd, ldq);
+        gemm(true, false, i1, hd, m, scale, dP, i1, qb, ldq, 1.0f, dkh, hd);
+        gemm(true, false, i1, hd, m, 1.0f, P, i1, dob, ldq, 1.0f, dvh, hd);
+      }
+    }
+    // Sum the partials of each kv group into dk/dv [B, T, Hkv, hd].
+#pragma omp for schedule(static)
+    for (int64_t bt = 0; bt < B * T; ++bt) {
+      const int64_t b = bt / T, t = bt % T;
+      for (int64_t g = 0; g < Hkv; ++g) {
+        float* dkr = dk + bt * ldk + g * hd;
+        float* dvr = dv + bt * ldk + g * hd;
+        const int64_t h0 = g * group;
+        std::memcpy(dkr, dk_part + ((b * H + h0) * T + t) * hd, sizeof(float) * hd);
+        std::memcpy(dvr, dv_part + ((b * H + h0) * T + t) * hd, sizeof(float) * hd);
+        for (int64_t h = h0 + 1; h < h0 + group; ++h) {
+          add_into(dkr, dk_part + ((b * H + h) * T + t) * hd, hd);
+          add_into(dvr, dv_part + ((b * H + h) * T + t) * hd, hd);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace stem::kernels

@@ -1,0 +1,33 @@
+// GEMM through oneDNN's sgemm (row-major, CPU dispatch at run time; OpenMP
+// threads inside, one thread when called from a parallel region), and the
+// linear layer built on it.
+#include <oneapi/dnnl/dnnl.h>
+
+#include "core/check.h"
+#include "kernels/kernels.h"
+
+namespace stem::kernels {
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+          int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
+                                B, ldb, beta, C, ldc);
+  STEM_CHECKF(st == dnnl_success, "dnnl_sgemm failed (status %d) M=%ld N=%ld K=%ld",
+              static_cast<int>(st), static_cast<long>(M), static_cast<long>(N),
+              static_cast<long>(K));
+}
+
+void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in, int64_t out,
+                    bool accumulate) {
+  gemm(false, true, N, out, in, 1.0f, x, in, W, in, accumulate ? 1.0f : 0.0f, y, out);
+}
+
+void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
+                     int64_t N, int64_t in, int64_t out, bool accumulate_dx) {
+  if (dW) gemm(true, false, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
+  if (dx) gemm(false, false, N, in, out, 1.0f, dy, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
+}
+
+}  // namespace stem::kernels

@@ -1,0 +1,112 @@
+// The public Model handle: validation of user input in front of Transformer,
+// and the checkpoint directory (config.json, model.safetensors, tokenizer.model).
+#include "stem/model.h"
+
+#include <filesystem>
+
+#include "io/files.h"
+#include "model/transformer.h"
+
+namespace stem {
+
+namespace fs = std::filesystem;
+
+Model::Model() = default;
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+namespace {
+std::string tokenizer_of(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "tokenizer.model";
+  std::error_code ec;
+  return fs::is_regular_file(p, ec) ? p.string() : std::string();
+}
+}  // namespace
+
+Result<Model> Model::init(const ModelConfig& cfg, uint64_t seed) {
+  STEM_RETURN_IF_ERROR(cfg.validate().with_context("init"));
+  model::TensorList w = model::TensorList::allocate(model::tensor_specs(cfg));
+  model::init_weights(w, seed);
+  Model m;
+  m.impl_ = std::make_unique<model::Transformer>(cfg, std::move(w));
+  return m;
+}
+
+Result<Model> Model::load(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    return Status::error(dir + ": not a model directory (expected config.json and model.safetensors)");
+  STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(dir) / "config.json").string()));
+  STEM_ASSIGN_OR_RETURN(model::TensorList w,
+                        model::load_weights(cfg, (fs::path(dir) / "model.safetensors").string()));
+  Model m;
+  m.impl_ = std::make_unique<model::Transformer>(cfg, std::move(w));
+  m.impl_->set_tokenizer_path(tokenizer_of(dir));
+  return m;
+}
+
+Status Model::save(const std::string& dir) const {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::error(dir + ": cannot create directory: " + ec.message());
+  STEM_RETURN_IF_ERROR(config().save((fs::path(dir) / "config.json").string()));
+  STEM_RETURN_IF_ERROR(model::save_weights(impl_->weights(), (fs::path(dir) / "model.safetensors").string()));
+  const std::string& tok = impl_->tokenizer_path();
+  const fs::path dst = fs::path(dir) / "tokenizer.model";
+  if (!tok.empty() && !fs::equivalent(tok, dst, ec)) {
+    STEM_ASSIGN_OR_RETURN(std::string bytes, io::read_text(tok));
+    STEM_RETURN_IF_ERROR(io::write_text_atomic(dst.string(), bytes));
+  }
+  return ok_status();
+}
+
+const ModelConfig& Model::config() const { return impl_->config(); }
+const std::string& Model::tokenizer_path() const { return impl_->tokenizer_path(); }
+model::Transformer& Model::impl() { return *impl_; }
+const model::Transformer& Model::impl() const { return *impl_; }
+
+Status check_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, int64_t B, int64_t T) {
+  if (B < 1 || T < 1 || static_cast<int64_t>(tokens.size()) != B * T)
+    return Status::error("tokens: expected " + std::to_string(B) + " x " + std::to_string(T) +
+                         " ids, got " + std::to_string(tokens.size()));
+  if (T > cfg.max_position_embeddings)
+    return Status::error("tokens: sequence length " + std::to_string(T) +
+                         " exceeds max_position_embeddings = " +
+                         std::to_string(cfg.max_position_embeddings));
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size)
+      return Status::error("tokens: id " + std::to_string(tokens[i]) + " at position " +
+                           std::to_string(i) + " is outside [0, vocab_size = " +
+                           std::to_string(cfg.vocab_size) + ")");
+  return ok_status();
+}
+
+Result<double> Model::score(const std::vector<int32_t>& tokens, int64_t B, int64_t T,
+                            std::vector<float>* logits) {
+  STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
+  if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence to score next-token loss");
+  const double loss = impl_->forward(tokens.data(), B, T);
+  if (logits) logits->assign(impl_->logits(), impl_->logits() + B * T * config().vocab_size);
+  return loss;
+}
+
+Result<double> Model::grad(const std::vector<int32_t>& tokens, int64_t B, int64_t T,
+                           std::map<std::string, HostTensor>* grads) {
+  STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
+  if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence for a loss gradient");
+  const double loss = impl_->forward(tokens.data(), B, T);
+  model::Gradients g = impl_->make_gradients(B * T);
+  impl_->backward(g);
+  if (grads) {
+    grads->clear();
+    const model::TensorList& w = impl_->weights();
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (!w.spec(i).trainable) continue;
+      (*grads)[w.spec(i).name] = HostTensor{w.spec(i).shape, g.dense_copy(i)};
+    }
+  }
+  return loss;
+}
+
+}  // namespace stem

@@ -1,0 +1,355 @@
+// The contract's forward and backward, layer by layer, on the CPU kernels.
+// Saved per layer: the residual input, both normed inputs and their 1/rms, the
+// roped q and k, v, the attention output and its log-sum-exp, the residual
+// after attention, and the FFN's intermediate activations.
+#include "model/transformer.h"
+
+#include <cstring>
+
+#include "core/check.h"
+#include "core/simd.h"
+
+namespace stem::model {
+
+namespace {
+STEM_SIMD void add_rows(float* STEM_RESTRICT out, const float* STEM_RESTRICT a,
+                        const float* STEM_RESTRICT b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+void add(float* out, const float* a, const float* b, int64_t n) {
+  constexpr int64_t kChunk = 8192;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) add_rows(out + i0, a + i0, b + i0, std::min(kChunk, n - i0));
+}
+}  // namespace
+
+struct Transformer::LayerActs {
+  float* resid_in;  // [N, d] residual stream entering the layer
+  float* a;         // [N, d] input_layernorm output
+  float* rstd1;     // [N]
+  float* q;         // [N, H*hd] after RoPE
+  float* k;         // [N, Hkv*hd] after RoPE
+  float* v;         // [N, Hkv*hd]
+  float* att;       // [N, H*hd] attention output (before o_proj)
+  float* lse;       // [B, H, T]
+  float* h_mid;     // [N, d] residual after attention
+  float* x2;        // [N, d] post_attention_layernorm output
+  float* rstd2;     // [N]
+  float* g;         // [N, f] gate pre-activation (expert order for hash_moe)
+  float* u;         // [N, f] up projection (dense, hash_moe)
+  float* hact;      // [N, f] silu(g) * u
+  float* xe;        // [N, d] x2 in expert order (hash_moe)
+};
+
+struct Transformer::Acts {
+  std::vector<LayerActs> layer;
+  float* h_out;   // [N, d] residual after the last layer
+  float* hf;      // [N, d] final norm output
+  float* rstdf;   // [N]
+  float* logits;  // [N, V] (becomes dlogits in backward)
+  float* losses;  // [N]
+  // scratch
+  float* y;       // [N, d] FFN output / dy
+  float* dh;      // [N, d] gradient of the residual stream
+  float* dx;      // [N, d] gradient of a normed input
+  float* datt;    // [N, H*hd]
+  float* dq;      // [N, H*hd]
+  float* dk;      // [N, Hkv*hd]
+  float* dv;      // [N, Hkv*hd]
+  float* s_a;     // [N, f]
+  float* s_b;     // [N, f]
+  float* dxe;     // [N, d]
+};
+
+void Gradients::zero() {
+  dense.zero();
+  for (Tensor& t : rows)
+    if (!t.empty()) std::memset(t.raw(), 0, t.nbytes());
+}
+
+std::vector<float> Gradients::dense_copy(size_t i) const {
+  const TensorSpec& s = dense.spec(i);
+  std::vector<float> out(static_cast<size_t>(shape_numel(s.shape)), 0.0f);
+  if (!dense[i].empty()) {
+    std::memcpy(out.data(), dense[i].f32(), out.size() * sizeof(float));
+  } else if (!rows[i].empty()) {
+    const int64_t C = s.shape[1];
+    for (int64_t u = 0; u < index.n_unique(); ++u)
+      std::memcpy(out.data() + static_cast<int64_t>(index.unique[u]) * C, rows[i].f32() + u * C,
+                  C * sizeof(float));
+  }
+  return out;
+}
+
+Transformer::Transformer(ModelConfig cfg, TensorList weights)
+    : cfg_(std::move(cfg)), w_(std::move(weights)) {
+  auto idx = [&](const std::string& name) {
+    const int i = w_.find(name);
+    STEM_CHECKF(i >= 0, "tensor %s missing from the list", name.c_str());
+    return i;
+  };
+  auto f32 = [&](int i) { return static_cast<const float*>(w_[i].raw()); };
+  i_embed_ = idx("model.embed_tokens.weight");
+  i_norm_ = idx("model.norm.weight");
+  i_head_ = cfg_.tie_word_embeddings ? i_embed_ : idx("lm_head.weight");
+  for (int l = 0; l < cfg_.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerView v;
+    v.type = cfg_.ffn_types[l];
+    v.attn_norm = f32(v.i_attn_norm = idx(p + "input_layernorm.weight"));
+    v.wq = f32(v.i_wq = idx(p + "self_attn.q_proj.weight"));
+    v.wk = f32(v.i_wk = idx(p + "self_attn.k_proj.weight"));
+    v.wv = f32(v.i_wv = idx(p + "self_attn.v_proj.weight"));
+    v.wo = f32(v.i_wo = idx(p + "self_attn.o_proj.weight"));
+    v.ffn_norm = f32(v.i_ffn_norm = idx(p + "post_attention_layernorm.weight"));
+    if (v.type == FfnType::Dense || v.type == FfnType::Stem) {
+      v.w_gate = f32(v.i_gate = idx(p + "mlp.gate_proj.weight"));
+      v.w_down = f32(v.i_down = idx(p + "mlp.down_proj.weight"));
+    }
+    if (v.type == FfnType::Dense) v.w_up = f32(v.i_up = idx(p + "mlp.up_proj.weight"));
+    if (v.type == FfnType::Stem) v.stem_table = f32(v.i_stem = idx(p + "mlp.stem_embedding.weight"));
+    if (v.type == FfnType::HashMoe) {
+      v.hash_table = w_[idx(p + "mlp.hash_table")].i32();
+      for (int e = 0; e < cfg_.num_hash_experts; ++e) {
+        const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
+        v.i_e_gate.push_back(idx(q + "gate_proj.weight"));
+        v.i_e_up.push_back(idx(q + "up_proj.weight"));
+        v.i_e_down.push_back(idx(q + "down_proj.weight"));
+        v.e_gate.push_back(f32(v.i_e_gate.back()));
+        v.e_up.push_back(f32(v.i_e_up.back()));
+        v.e_down.push_back(f32(v.i_e_down.back()));
+      }
+    }
+    layers_.push_back(std::move(v));
+  }
+  const int64_t hd = cfg_.head_dim(), P = cfg_.max_position_embeddings;
+  rope_cos_.resize(P * hd / 2);
+  rope_sin_.resize(P * hd / 2);
+  kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), P, hd, cfg_.rope_theta);
+  acts_ = std::make_unique<Acts>();
+}
+
+Transformer::~Transformer() = default;
+
+float* Transformer::alloc(int64_t n) {
+  float* p = arena_.as<float>() + arena_used_;
+  arena_used_ += static_cast<int64_t>(core::align_up(static_cast<size_t>(n) * 4) / 4);
+  return p;
+}
+
+void Transformer::ensure_workspace(int64_t B, int64_t T) {
+  const int64_t N = B * T;
+  B_ = B;
+  T_ = T;
+  if (N <= cap_tokens_ && T <= cap_T_ && acts_->layer.size() == layers_.size()) return;
+  const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size, V = cfg_.vocab_size;
+  const int64_t qd = cfg_.num_attention_heads * cfg_.head_dim();
+  const int64_t kd = cfg_.num_key_value_heads * cfg_.head_dim();
+  const int64_t H = cfg_.num_attention_heads;
+  // Two passes: count, then carve (alloc() only advances an offset).
+  for (int pass = 0; pass < 2; ++pass) {
+    arena_used_ = 0;
+    Acts& A = *acts_;
+    A.layer.assign(layers_.size(), LayerActs{});
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      LayerActs& L = A.layer[l];
+      const FfnType t = layers_[l].type;
+      L.resid_in = alloc(N * d);
+      L.a = alloc(N * d);
+      L.rstd1 = alloc(N);
+      L.q = alloc(N * qd);
+      L.k = alloc(N * kd);
+      L.v = alloc(N * kd);
+      L.att = alloc(N * qd);
+      L.lse = alloc(B * H * T);
+      L.h_mid = alloc(N * d);
+      L.x2 = alloc(N * d);
+      L.rstd2 = alloc(N);
+      L.g = alloc(N * f);
+      L.u = t == FfnType::Stem ? nullptr : alloc(N * f);
+      L.hact = alloc(N * f);
+      L.xe = t == FfnType::HashMoe ? alloc(N * d) : nullptr;
+    }
+    A.h_out = alloc(N * d);
+    A.hf = alloc(N * d);
+    A.rstdf = alloc(N);
+    A.logits = alloc(N * V);
+    A.losses = alloc(N);
+    A.y = alloc(N * d);
+    A.dh = alloc(N * d);
+    A.dx = alloc(N * d);
+    A.datt = alloc(N * qd);
+    A.dq = alloc(N * qd);
+    A.dk = alloc(N * kd);
+    A.dv = alloc(N * kd);
+    A.s_a = alloc(N * f);
+    A.s_b = alloc(N * f);
+    A.dxe = alloc(N * d);
+    if (pass == 0) arena_.resize(static_cast<size_t>(arena_used_) * 4);
+  }
+  cap_tokens_ = N;
+  cap_T_ = T;
+}
+
+int64_t Transformer::workspace_bytes() const { return static_cast<int64_t>(arena_.size()); }
+
+const float* Transformer::logits() const {
+  STEM_CHECK(have_forward_);
+  return acts_->logits;
+}
+
+double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
+  namespace k = kernels;
+  STEM_CHECK(B >= 1 && T >= 1 && T <= cfg_.max_position_embeddings);
+  ensure_workspace(B, T);
+  const int64_t N = B * T, d = cfg_.hidden_size, f = cfg_.intermediate_size, V = cfg_.vocab_size;
+  const int64_t H = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, hd = cfg_.head_dim();
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  tokens_.assign(tokens, tokens + N);
+  targets_.assign(N, -1);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t + 1 < T; ++t) targets_[b * T + t] = tokens_[b * T + t + 1];
+  for (int64_t n = 0; n < N; ++n) STEM_CHECKF(tokens_[n] >= 0 && tokens_[n] < V, "token %d", tokens_[n]);
+  Acts& A = *acts_;
+  routes_.assign(layers_.size(), k::RowIndex{});
+
+  k::embedding_forward(A.layer.empty() ? A.h_out : A.layer[0].resid_in, w_[i_embed_].f32(),
+                       tokens_.data(), N, d);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerView& W = layers_[l];
+    LayerActs& L = A.layer[l];
+    // attention block
+    k::rmsnorm_forward(L.a, L.rstd1, L.resid_in, W.attn_norm, N, d, eps);
+    k::linear_forward(L.q, L.a, W.wq, N, d, H * hd);
+    k::linear_forward(L.k, L.a, W.wk, N, d, Hkv * hd);
+    k::linear_forward(L.v, L.a, W.wv, N, d, Hkv * hd);
+    k::rope_forward(L.q, rope_cos_.data(), rope_sin_.data(), B, T, H, hd, 0);
+    k::rope_forward(L.k, rope_cos_.data(), rope_sin_.data(), B, T, Hkv, hd, 0);
+    k::attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
+    std::memcpy(L.h_mid, L.resid_in, sizeof(float) * N * d);
+    k::linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
+    // FFN block
+    k::rmsnorm_forward(L.x2, L.rstd2, L.h_mid, W.ffn_norm, N, d, eps);
+    switch (W.type) {
+      case FfnType::Dense:
+        k::dense_ffn_forward(A.y, L.g, L.u, L.hact, L.x2, W.w_gate, W.w_up, W.w_down, N, d, f);
+        break;
+      case FfnType::Stem:
+        k::stem_ffn_forward(A.y, L.g, L.hact, L.x2, W.w_gate, W.w_down, W.stem_table,
+                            tokens_.data(), N, d, f);
+        break;
+      case FfnType::HashMoe: {
+        std::vector<int32_t> expert(N);
+        for (int64_t n = 0; n < N; ++n) expert[n] = W.hash_table[tokens_[n]];
+        routes_[l] = k::build_row_index(expert.data(), N, cfg_.num_hash_experts);
+        k::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
+        k::hash_moe_forward(A.y, L.xe, L.g, L.u, L.hact, A.dx, L.x2, mw, routes_[l], N, d, f);
+        break;
+      }
+    }
+    float* next = l + 1 < layers_.size() ? A.layer[l + 1].resid_in : A.h_out;
+    add(next, L.h_mid, A.y, N * d);
+  }
+  k::rmsnorm_forward(A.hf, A.rstdf, A.h_out, w_[i_norm_].f32(), N, d, eps);
+  k::linear_forward(A.logits, A.hf, w_[i_head_].f32(), N, d, V);
+  have_forward_ = true;
+  if (T < 2) return 0.0;
+  const double total = k::cross_entropy_forward(A.losses, A.logits, targets_.data(), N, V);
+  return total / static_cast<double>(B * (T - 1));
+}
+
+Gradients Transformer::make_gradients(int64_t max_tokens) const {
+  Gradients g;
+  g.dense = TensorList::allocate(w_.specs(), [](const TensorSpec& s) { return s.trainable && !s.row_sparse; });
+  g.rows.resize(w_.size());
+  for (size_t i = 0; i < w_.size(); ++i) {
+    const TensorSpec& s = w_.spec(i);
+    if (s.trainable && s.row_sparse) g.rows[i] = Tensor::zeros(DType::F32, {max_tokens, s.shape[1]});
+  }
+  return g;
+}
+
+void Transformer::backward(Gradients& G, float loss_scale) {
+  namespace k = kernels;
+  STEM_CHECK(have_forward_ && T_ >= 2);
+  have_forward_ = false;
+  const int64_t B = B_, T = T_, N = B * T, d = cfg_.hidden_size, f = cfg_.intermediate_size;
+  const int64_t V = cfg_.vocab_size, H = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads;
+  const int64_t hd = cfg_.head_dim();
+  Acts& A = *acts_;
+  G.index = k::build_row_index(tokens_.data(), N, V);
+  auto dense = [&](int i) { return G.dense[i].empty() ? nullptr : G.dense[i].f32(); };
+  auto rows = [&](int i) {
+    if (G.rows[i].empty()) return static_cast<float*>(nullptr);
+    STEM_CHECKF(G.rows[i].dim(0) >= G.index.n_unique(), "row gradient capacity %ld < %ld",
+                static_cast<long>(G.rows[i].dim(0)), static_cast<long>(G.index.n_unique()));
+    return G.rows[i].f32();
+  };
+
+  // loss -> logits -> final norm
+  const float scale = loss_scale / static_cast<float>(B * (T - 1));
+  k::cross_entropy_backward(A.logits, A.logits, targets_.data(), scale, N, V);
+  if (cfg_.tie_word_embeddings) {
+    k::linear_backward(A.dx, dense(i_embed_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
+  } else {
+    k::linear_backward(A.dx, dense(i_head_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
+  }
+  std::memset(A.dh, 0, sizeof(float) * N * d);
+  k::rmsnorm_backward(A.dh, dense(i_norm_), A.dx, A.h_out, w_[i_norm_].f32(), A.rstdf, N, d);
+
+  for (int l = static_cast<int>(layers_.size()) - 1; l >= 0; --l) {
+    const LayerView& W = layers_[l];
+    LayerActs& L = A.layer[l];
+    // FFN block: dh is the gradient of the layer's output residual.
+    std::memset(A.dx, 0, sizeof(float) * N * d);
+    switch (W.type) {
+      case FfnType::Dense:
+        k::dense_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_up), dense(W.i_down), A.dh, L.x2,
+                              L.g, L.u, L.hact, W.w_gate, W.w_up, W.w_down, A.s_a, A.s_b, N, d, f);
+        break;
+      case FfnType::Stem:
+        k::stem_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_down), rows(W.i_stem), A.dh, L.x2,
+                             L.g, L.hact, W.w_gate, W.w_down, W.stem_table, tokens_.data(),
+                             G.index, A.s_a, A.s_b, N, d, f);
+        break;
+      case FfnType::HashMoe: {
+        std::vector<float*> dg, du, dd;
+        for (size_t e = 0; e < W.i_e_gate.size(); ++e) {
+          dg.push_back(dense(W.i_e_gate[e]));
+          du.push_back(dense(W.i_e_up[e]));
+          dd.push_back(dense(W.i_e_down[e]));
+        }
+        k::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
+        k::MoeGrads mg{dg.data(), du.data(), dd.data()};
+        k::hash_moe_backward(A.dx, mg, A.dh, L.xe, L.g, L.u, L.hact, mw, routes_[l], A.y, A.dxe,
+                             A.s_a, A.s_b, N, d, f);
+        break;
+      }
+    }
+    k::rmsnorm_backward(A.dh, dense(W.i_ffn_norm), A.dx, L.h_mid, W.ffn_norm, L.rstd2, N, d);
+    // attention block: dh is now the gradient of h_mid.
+    k::linear_backward(A.datt, dense(W.i_wo), A.dh, L.att, W.wo, N, H * hd, d, false);
+    k::attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
+    k::rope_backward(A.dq, rope_cos_.data(), rope_sin_.data(), B, T, H, hd, 0);
+    k::rope_backward(A.dk, rope_cos_.data(), rope_sin_.data(), B, T, Hkv, hd, 0);
+    k::linear_backward(A.dx, dense(W.i_wq), A.dq, L.a, W.wq, N, d, H * hd, false);
+    k::linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
+    k::linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);
+    k::rmsnorm_backward(A.dh, dense(W.i_attn_norm), A.dx, L.resid_in, W.attn_norm, L.rstd1, N, d);
+  }
+  // embedding: row-sparse when untied; added into the dense head gradient when tied.
+  if (cfg_.tie_word_embeddings) {
+    float* g = dense(i_embed_);
+    for (int64_t u = 0; u < G.index.n_unique(); ++u) {
+      float* row = g + static_cast<int64_t>(G.index.unique[u]) * d;
+      for (int32_t j = G.index.offsets[u]; j < G.index.offsets[u + 1]; ++j) {
+        const float* src = A.dh + static_cast<int64_t>(G.index.order[j]) * d;
+        for (int64_t c = 0; c < d; ++c) row[c] += src[c];
+      }
+    }
+  } else {
+    k::embedding_backward(rows(i_embed_), A.dh, G.index, d);
+  }
+}
+
+}  // namespace stem::model

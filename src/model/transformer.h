@@ -1,0 +1,105 @@
+// Transformer: the contract's forward and backward over a batch of B sequences
+// of T tokens, on the CPU kernels. It owns the weights (a TensorList), a RoPE
+// table and a workspace of saved activations sized for the largest B*T seen
+// (activation memory grows with B*T only: attention keeps a log-sum-exp per
+// row, never a [T, T] matrix). It does not validate input: the public Model
+// and the trainer check token ids and lengths first (STEM_CHECK here).
+// Not thread-safe; one forward/backward at a time.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "model/weights.h"
+#include "stem/config.h"
+
+namespace stem::model {
+
+// Pointers of one layer into the weight list.
+struct LayerView {
+  FfnType type = FfnType::Dense;
+  const float* attn_norm = nullptr;     // [d]
+  const float* wq = nullptr;            // [H*hd, d]
+  const float* wk = nullptr;            // [Hkv*hd, d]
+  const float* wv = nullptr;            // [Hkv*hd, d]
+  const float* wo = nullptr;            // [d, H*hd]
+  const float* ffn_norm = nullptr;      // [d]
+  const float* w_gate = nullptr;        // [f, d]  dense and stem
+  const float* w_up = nullptr;          // [f, d]  dense
+  const float* w_down = nullptr;        // [d, f]  dense and stem
+  const float* stem_table = nullptr;    // [V, f]  stem
+  const int32_t* hash_table = nullptr;  // [V]     hash_moe
+  std::vector<const float*> e_gate, e_up, e_down;  // E x expert weights
+  // Indices into the tensor list, for gradients: same order as the fields.
+  int i_attn_norm = -1, i_wq = -1, i_wk = -1, i_wv = -1, i_wo = -1, i_ffn_norm = -1;
+  int i_gate = -1, i_up = -1, i_down = -1, i_stem = -1;
+  std::vector<int> i_e_gate, i_e_up, i_e_down;
+};
+
+// Gradients of one step, index-aligned with the weight list. Dense tensors for
+// ordinary parameters; for row-sparse ones (STEM tables, untied embeddings) a
+// [U, cols] block holding the rows of the step's distinct tokens `index.unique`.
+struct Gradients {
+  TensorList dense;              // trainable, not row-sparse; empty elsewhere
+  std::vector<Tensor> rows;      // row-sparse specs: [rows capacity, cols]; empty elsewhere
+  kernels::RowIndex index;       // distinct input tokens of the step
+  void zero();                   // dense and rows, before a step
+  // The gradient of tensor i as a dense [shape] array (rows expanded).
+  std::vector<float> dense_copy(size_t i) const;
+};
+
+class Transformer {
+ public:
+  Transformer(ModelConfig cfg, TensorList weights);
+  ~Transformer();
+
+  const ModelConfig& config() const { return cfg_; }
+  TensorList& weights() { return w_; }
+  const TensorList& weights() const { return w_; }
+  const LayerView& layer(int i) const { return layers_[i]; }
+
+  // Runs the model on tokens [B, T] (ids in [0, V), T <= max positions), saving
+  // activations for backward. Returns the mean next-token loss over B*(T-1)
+  // positions (0 when T == 1). logits() is valid until backward().
+  double forward(const int32_t* tokens, int64_t B, int64_t T);
+  const float* logits() const;  // [B*T, V]
+
+  // Gradients sized for up to max_tokens tokens a step.
+  Gradients make_gradients(int64_t max_tokens) const;
+  // Backward of the last forward's mean loss times loss_scale (1/k when k
+  // micro-batches are accumulated). Accumulates into g; g.index is rebuilt from
+  // this step's tokens, so row-sparse accumulation across micro-batches must go
+  // through the trainer (which merges them). Overwrites logits().
+  void backward(Gradients& g, float loss_scale = 1.0f);
+
+  int64_t workspace_bytes() const;
+  const std::string& tokenizer_path() const { return tokenizer_path_; }
+  void set_tokenizer_path(std::string p) { tokenizer_path_ = std::move(p); }
+
+ private:
+  struct LayerActs;
+  void ensure_workspace(int64_t B, int64_t T);
+  float* alloc(int64_t n);
+
+  ModelConfig cfg_;
+  TensorList w_;
+  std::vector<LayerView> layers_;
+  std::vector<float> rope_cos_, rope_sin_;  // [max_pos, hd/2]
+  int i_embed_ = -1, i_norm_ = -1, i_head_ = -1;
+
+  // Workspace: one arena carved into the saved activations and backward scratch.
+  core::AlignedBuffer arena_;
+  int64_t arena_used_ = 0;
+  int64_t cap_tokens_ = 0, cap_T_ = 0;
+  int64_t B_ = 0, T_ = 0;
+  std::vector<int32_t> tokens_, targets_;
+  struct Acts;
+  std::unique_ptr<Acts> acts_;
+  std::vector<kernels::RowIndex> routes_;  // per hash_moe layer, this step
+  bool have_forward_ = false;
+  std::string tokenizer_path_;
+};
+
+}  // namespace stem::model

@@ -1,0 +1,153 @@
+// TensorList storage, seeded initialisation, and checked load/save of weights.
+#include "model/weights.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include "core/bf16.h"
+#include "io/safetensors.h"
+
+namespace stem::model {
+
+TensorList TensorList::allocate(std::vector<TensorSpec> specs,
+                                const std::function<bool(const TensorSpec&)>& keep) {
+  TensorList out;
+  out.specs_ = std::move(specs);
+  std::vector<size_t> offsets(out.specs_.size(), 0);
+  size_t total = 0;
+  for (size_t i = 0; i < out.specs_.size(); ++i) {
+    const TensorSpec& s = out.specs_[i];
+    if (keep && !keep(s)) continue;
+    offsets[i] = total;
+    total += core::align_up(static_cast<size_t>(shape_numel(s.shape)) * dtype_size(s.dtype));
+  }
+  out.arena_ = std::make_shared<core::AlignedBuffer>(std::max<size_t>(total, 1));
+  out.tensors_.resize(out.specs_.size());
+  for (size_t i = 0; i < out.specs_.size(); ++i) {
+    const TensorSpec& s = out.specs_[i];
+    if (keep && !keep(s)) continue;
+    out.tensors_[i] = Tensor::view(s.dtype, s.shape, out.arena_->data() + offsets[i], out.arena_);
+  }
+  return out;
+}
+
+int TensorList::find(const std::string& name) const {
+  for (size_t i = 0; i < specs_.size(); ++i)
+    if (specs_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+void TensorList::zero() {
+  if (arena_) arena_->zero();
+}
+
+namespace {
+
+void fill_tensor(Tensor& t, const TensorSpec& s, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t n = t.numel();
+  switch (s.init) {
+    case InitKind::Ones: std::fill(t.f32(), t.f32() + n, 1.0f); break;
+    case InitKind::TruncNormal: {
+      std::normal_distribution<double> nd(0.0, 1.0);
+      float* p = t.f32();
+      for (int64_t i = 0; i < n; ++i) {
+        double z;
+        do z = nd(rng); while (std::abs(z) > 3.0);
+        p[i] = static_cast<float>(z * s.init_std);
+      }
+      break;
+    }
+    case InitKind::XavierNormal: {
+      std::normal_distribution<double> nd(0.0, s.init_std);
+      float* p = t.f32();
+      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(nd(rng));
+      break;
+    }
+    case InitKind::HashBalanced: {
+      // A random permutation of the tokens dealt to the experts in turn: expert
+      // loads differ by at most one token.
+      const int64_t E = s.expert_count;
+      std::vector<int32_t> perm(n);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int64_t i = 0; i < n; ++i) t.i32()[perm[i]] = static_cast<int32_t>(i % E);
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+void init_weights(TensorList& w, uint64_t seed) {
+  const int64_t n = static_cast<int64_t>(w.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < n; ++i) {
+    if (w[i].empty()) continue;
+    // splitmix-style stream per tensor: independent of thread count.
+    const uint64_t s = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i + 1) * 0xBF58476D1CE4E5B9ull;
+    fill_tensor(w[i], w.spec(i), s);
+  }
+}
+
+Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path) {
+  STEM_ASSIGN_OR_RETURN(io::SafetensorsFile file, io::SafetensorsFile::open(path));
+  TensorList w = TensorList::allocate(tensor_specs(cfg));
+  std::set<std::string> expected;
+  for (size_t i = 0; i < w.size(); ++i) expected.insert(w.spec(i).name);
+  for (const io::SafetensorsEntry& e : file.entries())
+    if (!expected.count(e.name))
+      return Status::error(path + ": unexpected tensor '" + e.name + "' " + shape_str(e.shape) +
+                           " (not part of this config; check config.json's ffn_types, "
+                           "num_hidden_layers and tie_word_embeddings)");
+  for (size_t i = 0; i < w.size(); ++i) {
+    const TensorSpec& s = w.spec(i);
+    const io::SafetensorsEntry* e = file.find(s.name);
+    if (!e) return Status::error(path + ": missing tensor '" + s.name + "' " + shape_str(s.shape));
+    if (e->shape != s.shape)
+      return Status::error(path + ": tensor '" + s.name + "' has shape " + shape_str(e->shape) +
+                           ", config.json implies " + shape_str(s.shape));
+    const bool want_int = s.dtype == DType::I32;
+    const bool ok_dtype = want_int ? e->dtype == DType::I32
+                                   : (e->dtype == DType::F32 || e->dtype == DType::BF16);
+    if (!ok_dtype)
+      return Status::error(path + ": tensor '" + s.name + "' has dtype " + dtype_name(e->dtype) +
+                           ", expected " + (want_int ? "I32" : "F32 or BF16"));
+    const std::byte* src = file.data(*e);
+    const int64_t n = s.shape.empty() ? 1 : shape_numel(s.shape);
+    if (e->dtype == DType::BF16) {
+      float* dst = w[i].f32();
+      for (int64_t k = 0; k < n; ++k) {
+        uint16_t b;
+        std::memcpy(&b, src + 2 * k, 2);
+        dst[k] = core::bf16_to_float(b);
+      }
+    } else {
+      std::memcpy(w[i].raw(), src, e->nbytes);
+    }
+    if (want_int) {
+      const int32_t* h = w[i].i32();
+      for (int64_t k = 0; k < n; ++k)
+        if (h[k] < 0 || h[k] >= cfg.num_hash_experts)
+          return Status::error(path + ": tensor '" + s.name + "' maps token " + std::to_string(k) +
+                               " to expert " + std::to_string(h[k]) + ", outside [0, " +
+                               std::to_string(cfg.num_hash_experts) + ")");
+    }
+  }
+  return w;
+}
+
+Status save_weights(const TensorList& w, const std::string& path) {
+  std::vector<io::SafetensorsItem> items;
+  for (size_t i = 0; i < w.size(); ++i)
+    if (!w[i].empty()) items.push_back({w.spec(i).name, w.spec(i).dtype, w.spec(i).shape, w[i].raw()});
+  return io::write_safetensors(path, items, {{"format", "pt"}});
+}
+
+}  // namespace stem::model

@@ -1,0 +1,52 @@
+// TensorList: the tensors of one tensor list (tensor_specs) in one 64-byte
+// aligned arena, index-aligned with the specs. The same shape serves weights,
+// dense gradients and optimizer moments, so every pass over "all parameters"
+// is one loop over one list. Also: init, load (with every name, shape and
+// dtype checked against the config) and save of weight lists.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "model/tensor_list.h"
+#include "stem/status.h"
+
+namespace stem::model {
+
+class TensorList {
+ public:
+  TensorList() = default;
+  // Allocates zeroed storage for every spec for which `keep(spec)` holds (all
+  // when null); the others get an empty Tensor at their index.
+  static TensorList allocate(std::vector<TensorSpec> specs,
+                             const std::function<bool(const TensorSpec&)>& keep = nullptr);
+
+  size_t size() const { return specs_.size(); }
+  const std::vector<TensorSpec>& specs() const { return specs_; }
+  const TensorSpec& spec(size_t i) const { return specs_[i]; }
+  Tensor& operator[](size_t i) { return tensors_[i]; }
+  const Tensor& operator[](size_t i) const { return tensors_[i]; }
+  int find(const std::string& name) const;  // -1 if absent
+  void zero();                              // every allocated tensor
+  size_t arena_bytes() const { return arena_ ? arena_->size() : 0; }
+
+ private:
+  std::vector<TensorSpec> specs_;
+  std::vector<Tensor> tensors_;
+  std::shared_ptr<core::AlignedBuffer> arena_;
+};
+
+// Fills every tensor as the official implementation does (see TensorSpec::init),
+// deterministically from `seed` (each tensor from its own stream).
+void init_weights(TensorList& w, uint64_t seed);
+
+// Reads a weights file, checking names, dtypes (F32 or BF16 for floats, I32 for
+// hash tables), shapes, nothing missing, nothing unexpected, hash-table entries
+// in [0, E). BF16 is widened to F32.
+Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& safetensors_path);
+Status save_weights(const TensorList& w, const std::string& safetensors_path);
+
+}  // namespace stem::model

@@ -1,0 +1,175 @@
+// stem init / score / grad: make a checkpoint, score token ids with it, and take
+// the gradient of that score for every parameter.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "commands.h"
+#include "io/files.h"
+#include "io/safetensors.h"
+#include "model/transformer.h"
+#include "stem/model.h"
+
+namespace stem::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Token ids of F as B sequences of T: the whole file is one sequence, or, with
+// --lines, every non-empty line is one (all of the same length).
+Result<std::vector<int32_t>> read_batch(const std::string& path, int64_t vocab, bool lines,
+                                        int64_t* B, int64_t* T) {
+  if (!lines) {
+    STEM_ASSIGN_OR_RETURN(std::vector<int32_t> ids, io::read_token_ids(path, vocab));
+    *B = 1;
+    *T = static_cast<int64_t>(ids.size());
+    return ids;
+  }
+  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
+  // Validate the whole file once (ids, range, line numbers in errors).
+  STEM_ASSIGN_OR_RETURN(std::vector<int32_t> all, io::read_token_ids(path, vocab));
+  std::istringstream in(text);
+  std::string line;
+  int64_t rows = 0, len = -1, lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    std::istringstream ls(line);
+    int64_t n = 0;
+    std::string tok;
+    while (ls >> tok) ++n;
+    if (n == 0) continue;
+    if (len >= 0 && n != len)
+      return Status::error(path + ":" + std::to_string(lineno) + ": sequence of " + std::to_string(n) +
+                           " ids, but earlier lines have " + std::to_string(len) + " (--lines needs equal lengths)");
+    len = n;
+    ++rows;
+  }
+  *B = rows;
+  *T = len;
+  return all;
+}
+
+struct ModelInput {
+  std::string model_dir, tokens_file;
+  bool lines = false;
+};
+
+void add_input_options(CLI::App* sub, ModelInput& in) {
+  sub->add_option("--model", in.model_dir, "Model directory (config.json, model.safetensors)")->required();
+  sub->add_option("--tokens-file", in.tokens_file, "Whitespace-separated token ids")->required();
+  sub->add_flag("--lines", in.lines, "Each non-empty line of the tokens file is its own sequence (equal lengths)");
+}
+
+}  // namespace
+
+void register_init(CLI::App& app) {
+  struct Opts {
+    std::string config, out;
+    uint64_t seed = 0;
+    bool force = false, json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand("init", "Create a checkpoint with freshly initialised weights");
+  sub->add_option("--config", o->config, "Model config.json (hyper-parameters)")->required();
+  sub->add_option("--out", o->out, "Output model directory")->required();
+  sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
+  sub->add_flag("--force", o->force, "Overwrite an existing model in --out");
+  sub->add_flag("--json", o->json, "Machine-readable output");
+  add_command(sub, [o] {
+    auto cfg = ModelConfig::load(o->config);
+    if (!cfg.ok()) return fail("init", cfg.status());
+    std::error_code ec;
+    if (!o->force && fs::exists(fs::path(o->out) / "model.safetensors", ec))
+      return fail("init", Status::error(o->out + ": already holds a model (use --force to overwrite)"));
+    auto m = Model::init(*cfg, o->seed);
+    if (!m.ok()) return fail("init", m.status());
+    if (Status st = m->save(o->out); !st.ok()) return fail("init", st);
+    int64_t n = 0;
+    for (const auto& s : m->impl().weights().specs()) n += shape_numel(s.shape);
+    if (o->json)
+      print_json({{"model", o->out}, {"parameters", n}, {"seed", o->seed}});
+    else
+      std::printf("wrote %s (%ld parameters, seed %lu)\n", o->out.c_str(), static_cast<long>(n),
+                  static_cast<unsigned long>(o->seed));
+    return 0;
+  });
+}
+
+void register_score(CLI::App& app) {
+  struct Opts {
+    ModelInput in;
+    std::string logits_out;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand("score", "Mean next-token loss of token ids (and their logits)");
+  add_input_options(sub, o->in);
+  sub->add_option("--logits-out", o->logits_out, "Write the logits [B*T, V] as float32 .npy");
+  sub->add_flag("--json", o->json, "Machine-readable output");
+  add_command(sub, [o] {
+    auto m = Model::load(o->in.model_dir);
+    if (!m.ok()) return fail("score", m.status());
+    int64_t B = 0, T = 0;
+    auto ids = read_batch(o->in.tokens_file, m->config().vocab_size, o->in.lines, &B, &T);
+    if (!ids.ok()) return fail("score", ids.status());
+    std::vector<float> logits;
+    auto loss = m->score(*ids, B, T, o->logits_out.empty() ? nullptr : &logits);
+    if (!loss.ok()) return fail("score", loss.status().with_context(o->in.tokens_file));
+    if (!o->logits_out.empty()) {
+      Status st = io::write_npy_f32(o->logits_out, logits.data(), {B * T, m->config().vocab_size});
+      if (!st.ok()) return fail("score", st);
+    }
+    const int64_t n_pred = B * (T - 1);
+    if (o->json) {
+      nlohmann::json j = {{"loss", *loss}, {"perplexity", std::exp(*loss)}, {"sequences", B},
+                          {"tokens", B * T}, {"predicted", n_pred}};
+      if (!o->logits_out.empty()) j["logits"] = o->logits_out;
+      print_json(j);
+    } else {
+      std::printf("loss %.6f  perplexity %.3f  (%ld predicted tokens)\n", *loss, std::exp(*loss),
+                  static_cast<long>(n_pred));
+    }
+    return 0;
+  });
+}
+
+void register_grad(CLI::App& app) {
+  struct Opts {
+    ModelInput in;
+    std::string out;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand("grad", "Gradient of the mean loss for every parameter");
+  add_input_options(sub, o->in);
+  sub->add_option("--out", o->out, "Output .safetensors (one F32 tensor per parameter, same names)")->required();
+  sub->add_flag("--json", o->json, "Machine-readable output");
+  add_command(sub, [o] {
+    auto m = Model::load(o->in.model_dir);
+    if (!m.ok()) return fail("grad", m.status());
+    int64_t B = 0, T = 0;
+    auto ids = read_batch(o->in.tokens_file, m->config().vocab_size, o->in.lines, &B, &T);
+    if (!ids.ok()) return fail("grad", ids.status());
+    std::map<std::string, HostTensor> grads;
+    auto loss = m->grad(*ids, B, T, &grads);
+    if (!loss.ok()) return fail("grad", loss.status().with_context(o->in.tokens_file));
+    std::vector<io::SafetensorsItem> items;
+    double sq = 0;
+    for (const auto& s : m->impl().weights().specs()) {  // the model's tensor order
+      auto it = grads.find(s.name);
+      if (it == grads.end()) continue;
+      items.push_back({s.name, DType::F32, it->second.shape, it->second.data.data()});
+      for (float x : it->second.data) sq += static_cast<double>(x) * x;
+    }
+    if (Status st = io::write_safetensors(o->out, items); !st.ok()) return fail("grad", st);
+    if (o->json)
+      print_json({{"loss", *loss}, {"grad_norm", std::sqrt(sq)}, {"tensors", items.size()}, {"out", o->out}});
+    else
+      std::printf("loss %.6f  grad norm %.6g  wrote %zu tensors to %s\n", *loss, std::sqrt(sq),
+                  items.size(), o->out.c_str());
+    return 0;
+  });
+}
+
+}  // namespace stem::cli

@@ -1,0 +1,70 @@
+// Shared plumbing of the subcommands (see commands.h).
+#include "commands.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+namespace stem::cli {
+namespace {
+std::map<CLI::App*, std::function<int()>>& registry() {
+  static std::map<CLI::App*, std::function<int()>> r;
+  return r;
+}
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void add_command(CLI::App* sub, std::function<int()> run) { registry()[sub] = std::move(run); }
+
+void register_all(CLI::App& app) {
+  register_init(app);
+  register_score(app);
+  register_grad(app);
+  register_inspect(app);
+  register_bench(app);
+}
+
+int run_selected(CLI::App& app) {
+  for (auto& [sub, run] : registry())
+    if (sub->parsed()) return run();
+  std::fprintf(stderr, "stem: no subcommand (see stem --help)\n");
+  return 2;
+}
+
+int fail(const std::string& cmd, const Status& st) {
+  std::fprintf(stderr, "stem %s: %s\n", cmd.c_str(), st.message().c_str());
+  return 1;
+}
+
+void print_json(const nlohmann::json& j) {
+  std::cout << j.dump(isatty(STDOUT_FILENO) ? 2 : -1) << std::endl;
+}
+
+Progress::Progress(std::string label, int64_t total)
+    : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO)), t0_(now_seconds()) {}
+
+void Progress::update(int64_t done, const std::string& extra) {
+  if (!tty_) return;
+  const int width = 30;
+  const double frac = total_ > 0 ? static_cast<double>(done) / static_cast<double>(total_) : 1.0;
+  const int fill = static_cast<int>(frac * width);
+  const double el = now_seconds() - t0_;
+  const double eta = frac > 0 ? el / frac - el : 0.0;
+  std::fprintf(stderr, "\r%s [%.*s%*s] %ld/%ld %s eta %.0fs   ", label_.c_str(), fill,
+               "##############################", width - fill, "", static_cast<long>(done),
+               static_cast<long>(total_), extra.c_str(), eta);
+  std::fflush(stderr);
+}
+
+void Progress::finish() {
+  if (!tty_) return;
+  std::fprintf(stderr, "\r%*s\r", 100, "");
+  std::fflush(stderr);
+}
+
+}  // namespace stem::cli

@@ -1,0 +1,45 @@
+// The subcommands of `stem` and what they share: registration, error printing
+// (one line, "stem <cmd>: <message>", exit 1), --json output, progress lines.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "stem/status.h"
+
+namespace stem::cli {
+
+// Adds `sub` with the function that runs it; `run` returns the exit code.
+void add_command(CLI::App* sub, std::function<int()> run);
+void register_all(CLI::App& app);
+int run_selected(CLI::App& app);
+
+// Prints "stem <cmd>: <message>" on stderr and returns 1.
+int fail(const std::string& cmd, const Status& st);
+// Prints a JSON object on stdout (pretty when stdout is a terminal).
+void print_json(const nlohmann::json& j);
+
+// A one-line progress bar on stderr, shown only when stderr is a terminal.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total);
+  void update(int64_t done, const std::string& extra = "");
+  void finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  bool tty_;
+  double t0_;
+};
+
+// The commands, one file each.
+void register_init(CLI::App& app);
+void register_score(CLI::App& app);
+void register_grad(CLI::App& app);
+void register_inspect(CLI::App& app);
+void register_bench(CLI::App& app);
+
+}  // namespace stem::cli
