@@ -18,7 +18,7 @@ this is the same optimisation problem), RoPE as x*cos + roll(x)*signed_sin with
 cached tables, causal attention as baddbmm with a cached additive mask then
 softmax and bmm, STEM rows via F.embedding, the lm_head and loss only on the
 B*(T-1) positions that have a target, hash-MoE by sorting positions per expert
-(one GEMM set per expert, no Python loop over tokens), AdamW foreach=True.
+(one GEMM set per expert, no Python loop over tokens), AdamW foreach=False.
 
 Run it with the Debian interpreter that has torch; for the best numbers use the
 environment that scripts/bench_compare.sh sets up (OMP_NUM_THREADS=2, OpenMP
@@ -351,8 +351,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mode", choices=["train", "forward"], default="train")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--foreach", choices=["on", "off"], default="on",
-                    help="AdamW foreach implementation (default on: the faster here)")
+    ap.add_argument("--foreach", choices=["on", "off"], default="off",
+                    help="AdamW foreach implementation (default off: the faster here; on the CPU "
+                         "torch 1.13's foreach ops are a per-tensor loop per stage, worse locality)")
     ap.add_argument("--no-fuse", action="store_true",
                     help="separate q/k/v and gate/up weights (one GEMM each)")
     ap.add_argument("--fixed-batch", action="store_true", help="reuse one batch every step")

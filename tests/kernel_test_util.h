@@ -42,7 +42,8 @@ inline VecF to_f(const VecD& v) {
   return r;
 }
 
-template <class V> double max_abs(const V& v) {
+template <class V>
+double max_abs(const V& v) {
   double m = 0;
   for (auto x : v) m = std::max(m, std::abs(double(x)));
   return m;
@@ -59,8 +60,7 @@ inline double dot(const VecD& a, const VecD& b) {
 // gradient that is exactly zero in exact arithmetic but float round-off in the
 // kernel); keep it far below the magnitude of the data.
 template <class A, class B>
-::testing::AssertionResult near_rel(const A& got, const B& want, double tol,
-                                    double floor = 1e-30) {
+::testing::AssertionResult near_rel(const A& got, const B& want, double tol, double floor = 1e-30) {
   if (got.size() != want.size())
     return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
   const double scale = std::max(max_abs(want), floor);
@@ -76,9 +76,9 @@ template <class A, class B>
   const double err = worst / scale;
   if (err <= tol) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
-         << "relative error " << err << " > " << tol << " (max|want| = " << scale
-         << "); worst at [" << at << "] of " << got.size() << ": got " << double(got[at])
-         << ", want " << double(want[at]);
+         << "relative error " << err << " > " << tol << " (max|want| = " << scale << "); worst at ["
+         << at << "] of " << got.size() << ": got " << double(got[at]) << ", want "
+         << double(want[at]);
 }
 
 // dL/dp[i] for every i by central differences, p[i] perturbed by +-eps in place

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -564,8 +565,11 @@ TEST_F(SafetensorsRoundTrip, DataSectionIs64ByteAlignedAndHeaderIsStandard) {
   std::vector<float> w(7, 2.0f);
   for (int n_items = 1; n_items <= 4; ++n_items) {
     std::vector<SafetensorsItem> items;
-    for (int i = 0; i < n_items; ++i)
-      items.push_back({std::string(static_cast<size_t>(i * 3 + 1), 'x').insert(0, "t"), DType::F32, {7}, w.data()});
+    std::string name = "t";
+    for (int i = 0; i < n_items; ++i) {
+      name += "xyz";  // names of varying length move the header's end around
+      items.push_back({name, DType::F32, {7}, w.data()});
+    }
     const std::string p = path("a.safetensors");
     ASSERT_TRUE(write_safetensors(p, items).ok());
     std::string bytes = read_bytes(p);

@@ -5,7 +5,9 @@
 // the oracle's forward, and the accumulate-vs-overwrite convention of every
 // output is pinned down. Attention: test_kernels_attention.cpp; FFNs:
 // test_kernels_ffn.cpp. Does not test performance or threading.
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <random>
@@ -80,9 +82,9 @@ TEST(KernelGemm, MatchesRefAllTransposesAndStrides) {
       for (int tb = 0; tb < 2; ++tb)
         for (float beta : {0.0f, 1.0f, -0.7f}) {
           const float alpha = beta == 1.0f ? 0.5f : 1.0f;
-          SCOPED_TRACE(testing::Message() << "M=" << M << " N=" << N << " K=" << K << " ta=" << ta
-                                          << " tb=" << tb << " alpha=" << alpha
-                                          << " beta=" << beta);
+          SCOPED_TRACE(testing::Message()
+                       << "M=" << M << " N=" << N << " K=" << K << " ta=" << ta << " tb=" << tb
+                       << " alpha=" << alpha << " beta=" << beta);
           // Leading dimensions padded by 3 to catch ld mix-ups.
           const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 3, ldc = N + 3;
           const VecF A = randu(rng, (ta ? K : M) * lda), B = randu(rng, (tb ? N : K) * ldb);
@@ -174,8 +176,8 @@ TEST(KernelRows, GatherRepeatedIds) {
 
 TEST(KernelRows, ScatterAddRepeatedIdsAccumulates) {
   std::mt19937 rng(7);
-  for (const auto& [N, K, C] : std::vector<std::array<int64_t, 3>>{
-           {1, 1, 5}, {17, 10, 7}, {33, 1, 24}, {200, 50, 40}}) {
+  for (const auto& [N, K, C] :
+       std::vector<std::array<int64_t, 3>>{{1, 1, 5}, {17, 10, 7}, {33, 1, 24}, {200, 50, 40}}) {
     SCOPED_TRACE(testing::Message() << "N=" << N << " K=" << K << " C=" << C);
     const VecI ids = rand_ids(rng, N, K);
     const k::RowIndex index = k::build_row_index(ids.data(), N, K);
@@ -186,6 +188,37 @@ TEST(KernelRows, ScatterAddRepeatedIdsAccumulates) {
     k::scatter_add_rows(got.data(), dsrc.data(), index, C);
     ref::scatter_add_rows(want.data(), to_d(dsrc).data(), index, C);
     EXPECT_TRUE(near_rel(got, want, 1e-6));
+  }
+}
+
+// index.dest sends slot u into row dest[u] of a larger gradient block (the
+// rows of a whole step, filled by several micro-batches).
+TEST(KernelRows, ScatterAddIntoDestRows) {
+  std::mt19937 rng(21);
+  for (const auto& [N, K, C] :
+       std::vector<std::array<int64_t, 3>>{{1, 1, 5}, {17, 10, 7}, {3000, 2000, 24}}) {
+    SCOPED_TRACE(testing::Message() << "N=" << N << " K=" << K << " C=" << C);
+    const VecI ids = rand_ids(rng, N, K);
+    k::RowIndex index = k::build_row_index(ids.data(), N, K);
+    const int64_t U = index.n_unique(), rows = U + 7;
+    VecI perm(rows);
+    for (int64_t i = 0; i < rows; ++i) perm[i] = int32_t(i);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    index.dest.assign(perm.begin(), perm.begin() + U);  // distinct rows of [rows, C]
+    const VecF dsrc = randu(rng, N * C);
+    VecF got = randu(rng, rows * C);
+    VecD want = to_d(got);
+    const VecF before = got;
+    k::scatter_add_rows(got.data(), dsrc.data(), index, C);
+    ref::scatter_add_rows(want.data(), to_d(dsrc).data(), index, C);
+    EXPECT_TRUE(near_rel(got, want, 1e-6));
+    for (int64_t i = U; i < rows; ++i)  // rows no slot maps to: untouched
+      for (int64_t c = 0; c < C; ++c)
+        ASSERT_EQ(got[perm[i] * C + c], before[perm[i] * C + c]) << "row " << perm[i];
+
+    VecF emb = before;  // embedding_backward honours dest the same way
+    k::embedding_backward(emb.data(), dsrc.data(), index, C);
+    EXPECT_TRUE(near_rel(emb, got, 1e-6)) << "embedding_backward";
   }
 }
 
@@ -370,8 +403,10 @@ TEST(KernelCrossEntropy, ForwardMatchesRefWithIgnoredRows) {
       if (N > 2) targets[N - 1] = -100;
       VecF losses(N, -7.0f);
       VecD lw(N);
-      const double sum = k::cross_entropy_forward(losses.data(), logits.data(), targets.data(), N, V);
-      const double sw = ref::cross_entropy_forward(lw.data(), to_d(logits).data(), targets.data(), N, V);
+      const double sum =
+          k::cross_entropy_forward(losses.data(), logits.data(), targets.data(), N, V);
+      const double sw =
+          ref::cross_entropy_forward(lw.data(), to_d(logits).data(), targets.data(), N, V);
       EXPECT_TRUE(near_rel(losses, lw, kFwdTol));
       EXPECT_NEAR(sum, sw, kFwdTol * std::max(1.0, std::abs(sw)));
       for (int64_t n = 0; n < N; ++n) {
@@ -383,13 +418,15 @@ TEST(KernelCrossEntropy, ForwardMatchesRefWithIgnoredRows) {
 }
 
 TEST(KernelCrossEntropy, HugeLogitsStayFinite) {
-  const int64_t N = 3, V = 50;
+  const int64_t N = 5, V = 50;
   std::mt19937 rng(16);
   VecF logits = randu(rng, N * V);
-  logits[0 * V + 4] = 1000.0f;                          // one huge logit, the target
+  logits[0 * V + 4] = 1000.0f;                                   // huge, the target
   for (int64_t i = 0; i < V; ++i) logits[1 * V + i] += 1000.0f;  // all huge
-  logits[2 * V + 7] = 1000.0f;                          // huge, not the target
-  const VecI targets = {4, 9, 3};
+  logits[2 * V + 7] = 1000.0f;                                   // huge, not the target
+  logits[3 * V + 0] = 1000.0f;                                   // first of the row
+  logits[4 * V + V - 1] = 1000.0f;                               // last of the row
+  const VecI targets = {4, 9, 3, 5, 6};
   VecF losses(N);
   VecD lw(N);
   const double sum = k::cross_entropy_forward(losses.data(), logits.data(), targets.data(), N, V);
@@ -412,7 +449,7 @@ TEST(KernelCrossEntropy, BackwardMatchesFiniteDifferencesAndAliases) {
     const VecF logits = randu(rng, N * V, 3.0f);
     VecI targets = rand_ids(rng, N, V);
     if (N > 1) targets[N - 2] = -1;  // an ignored row
-    VecF dl = randu(rng, N * V);      // garbage: overwritten, ignored rows zeroed
+    VecF dl = randu(rng, N * V);     // garbage: overwritten, ignored rows zeroed
     k::cross_entropy_backward(dl.data(), logits.data(), targets.data(), scale, N, V);
     VecD zd = to_d(logits), losses(N);
     auto L = [&] {
@@ -466,7 +503,8 @@ int64_t ulp_diff(float a, float b) {
 
 TEST(KernelAdamW, RowsEqualsDenseWithZeroGradientRows) {
   std::mt19937 rng(19);
-  for (const auto& [R, C, N] : std::vector<std::array<int64_t, 3>>{{50, 7, 20}, {3, 40, 1}, {257, 24, 300}}) {
+  for (const auto& [R, C, N] :
+       std::vector<std::array<int64_t, 3>>{{50, 7, 20}, {3, 40, 1}, {257, 24, 300}}) {
     SCOPED_TRACE(testing::Message() << "R=" << R << " C=" << C << " N=" << N);
     VecF p = randu(rng, R * C), m(R * C, 0.0f), v(R * C, 0.0f);
     VecF pd = p, md = m, vd = v;
@@ -483,7 +521,8 @@ TEST(KernelAdamW, RowsEqualsDenseWithZeroGradientRows) {
       k::adamw_update_rows(p.data(), m.data(), v.data(), drows.data(), index, R, C, h);
       k::adamw_update(pd.data(), md.data(), vd.data(), dense.data(), R * C, h);
       for (int64_t i = 0; i < R * C; ++i) {
-        ASSERT_LE(ulp_diff(p[i], pd[i]), 1) << "p[" << i << "] step " << step << ": " << p[i] << " vs " << pd[i];
+        ASSERT_LE(ulp_diff(p[i], pd[i]), 1)
+            << "p[" << i << "] step " << step << ": " << p[i] << " vs " << pd[i];
         ASSERT_LE(ulp_diff(m[i], md[i]), 1) << "m[" << i << "] step " << step;
         ASSERT_LE(ulp_diff(v[i], vd[i]), 1) << "v[" << i << "] step " << step;
       }
@@ -493,6 +532,65 @@ TEST(KernelAdamW, RowsEqualsDenseWithZeroGradientRows) {
       k::adamw_update_rows(pf.data(), mf.data(), vf.data(), drows.data(), index, R, C, h);
       EXPECT_TRUE(near_rel(pf, pr, 1e-6)) << "rows vs ref, step " << step;
     }
+  }
+}
+
+// Lazy rows: the present rows catch up (decays) then step; absent rows are not
+// touched at all.
+TEST(KernelAdamW, LazyRowsMatchRefAndLeaveAbsentRowsAlone) {
+  std::mt19937 rng(22);
+  for (const auto& [R, C, N] :
+       std::vector<std::array<int64_t, 3>>{{50, 7, 20}, {3, 40, 1}, {3001, 40, 2000}}) {
+    SCOPED_TRACE(testing::Message() << "R=" << R << " C=" << C << " N=" << N);
+    k::AdamWHyper h;
+    h.lr = 1e-2f;
+    h.weight_decay = 0.1f;
+    h.step = 7;
+    const VecI ids = rand_ids(rng, N, R);
+    const k::RowIndex index = k::build_row_index(ids.data(), N, R);
+    const int64_t U = index.n_unique();
+    const VecF drows = randu(rng, U * C, 0.1f);
+    VecF pd(U), md(U), vd(U);  // catch-up factors of 0..3 skipped steps
+    for (int64_t u = 0; u < U; ++u) {
+      const int skipped = int(rng() % 4);
+      pd[u] = std::pow(1.0f - h.lr * h.weight_decay, float(skipped));
+      md[u] = std::pow(h.beta1, float(skipped));
+      vd[u] = std::pow(h.beta2, float(skipped));
+    }
+    const VecF p0 = randu(rng, R * C), m0 = randu(rng, R * C, 0.01f);
+    VecF v0 = randu(rng, R * C, 1e-4f);
+    for (auto& x : v0) x = std::abs(x);
+    VecF p = p0, m = m0, v = v0, pr = p0, mr = m0, vr = v0;
+    k::adamw_update_rows_lazy(p.data(), m.data(), v.data(), drows.data(), index, C, pd.data(),
+                              md.data(), vd.data(), h);
+    ref::adamw_update_rows_lazy(pr.data(), mr.data(), vr.data(), drows.data(), index, C, pd.data(),
+                                md.data(), vd.data(), h);
+    EXPECT_TRUE(near_rel(p, pr, 1e-6)) << "p";
+    EXPECT_TRUE(near_rel(m, mr, 1e-5)) << "m";
+    EXPECT_TRUE(near_rel(v, vr, 1e-5)) << "v";
+    std::vector<bool> present(R, false);
+    for (int32_t r : index.unique) present[r] = true;
+    for (int64_t r = 0; r < R; ++r) {
+      if (present[r]) continue;
+      for (int64_t c = 0; c < C; ++c) {
+        ASSERT_EQ(p[r * C + c], p0[r * C + c]) << "absent row " << r << " moved";
+        ASSERT_EQ(m[r * C + c], m0[r * C + c]) << "absent row " << r << " moved";
+        ASSERT_EQ(v[r * C + c], v0[r * C + c]) << "absent row " << r << " moved";
+      }
+    }
+
+    // With no skipped steps a present row steps exactly as adamw_update_rows does.
+    const VecF ones(U, 1.0f);
+    VecF pl = p0, ml = m0, vl = v0, pe = p0, me = m0, ve = v0;
+    k::adamw_update_rows_lazy(pl.data(), ml.data(), vl.data(), drows.data(), index, C, ones.data(),
+                              ones.data(), ones.data(), h);
+    k::adamw_update_rows(pe.data(), me.data(), ve.data(), drows.data(), index, R, C, h);
+    for (int32_t r : index.unique)
+      for (int64_t c = 0; c < C; ++c) {
+        ASSERT_LE(ulp_diff(pl[r * C + c], pe[r * C + c]), 1) << "row " << r;
+        ASSERT_LE(ulp_diff(ml[r * C + c], me[r * C + c]), 1) << "row " << r;
+        ASSERT_LE(ulp_diff(vl[r * C + c], ve[r * C + c]), 1) << "row " << r;
+      }
   }
 }
 

@@ -36,9 +36,9 @@ AttnData make_qkv(std::mt19937& rng, const AttnCase& c, float scale = 1.0f) {
 
 TEST(KernelAttention, ForwardMatchesRef) {
   std::mt19937 rng(31);
-  const std::vector<AttnCase> cases = {{1, 1, 1, 1, 2},  {2, 1, 4, 2, 8},  {2, 5, 4, 2, 8},
+  const std::vector<AttnCase> cases = {{1, 1, 1, 1, 2},   {2, 1, 4, 2, 8},  {2, 5, 4, 2, 8},
                                        {1, 33, 3, 1, 16}, {2, 17, 4, 4, 6}, {1, 33, 2, 1, 64},
-                                       {1, 5, 4, 1, 2},  {3, 33, 2, 2, 8}, {1, 130, 2, 1, 16}};
+                                       {1, 5, 4, 1, 2},   {3, 33, 2, 2, 8}, {1, 130, 2, 1, 16}};
   for (const auto& c : cases) {
     SCOPED_TRACE(describe(c));
     const AttnData a = make_qkv(rng, c);
@@ -130,7 +130,7 @@ TEST(KernelAttention, BackwardMatchesFiniteDifferences) {
 TEST(KernelAttention, BackwardMatchesRefOnLargerShapes) {
   std::mt19937 rng(35);
   // T = 130 and 257 span several query blocks of a tiled kernel.
-  const std::vector<AttnCase> cases = {{2, 33, 4, 2, 16}, {1, 17, 3, 3, 6}, {1, 64, 8, 2, 64},
+  const std::vector<AttnCase> cases = {{2, 33, 4, 2, 16}, {1, 17, 3, 3, 6},  {1, 64, 8, 2, 64},
                                        {2, 33, 2, 1, 8},  {2, 130, 4, 2, 8}, {1, 257, 2, 1, 16}};
   for (const auto& c : cases) {
     SCOPED_TRACE(describe(c));

@@ -68,8 +68,8 @@ TEST(KernelSwiGLU, BackwardMatchesFiniteDifferences) {
     for (bool indexed : {false, true}) {
       SCOPED_TRACE(indexed ? "indexed" : "direct");
       VecF dg = randu(rng, N * f), du = randu(rng, N * f);  // overwritten
-      k::swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), indexed ? rows.data() : u.data(),
-                         indexed ? row_of.data() : nullptr, N, f);
+      k::swiglu_backward(dg.data(), du.data(), dh.data(), g.data(),
+                         indexed ? rows.data() : u.data(), indexed ? row_of.data() : nullptr, N, f);
       EXPECT_TRUE(near_rel(dg, fd_g, kFdTol)) << "dg";
       EXPECT_TRUE(near_rel(du, fd_u, kFdTol)) << "du";
     }
@@ -206,8 +206,8 @@ struct StemCase {
 
 TEST(KernelStemFfn, ForwardMatchesRefFromTableAndStaging) {
   std::mt19937 rng(46);
-  for (const StemCase c : std::vector<StemCase>{{1, 5, 7, 3}, {17, 24, 40, 3}, {33, 40, 7, 50},
-                                                {5, 96, 40, 257}}) {
+  for (const StemCase c :
+       std::vector<StemCase>{{1, 5, 7, 3}, {17, 24, 40, 3}, {33, 40, 7, 50}, {5, 96, 40, 257}}) {
     SCOPED_TRACE(testing::Message() << "N=" << c.N << " d=" << c.d << " f=" << c.f << " V=" << c.V);
     const VecF x = randu(rng, c.N * c.d), Wg = randu(rng, c.f * c.d), Wd = randu(rng, c.d * c.f),
                table = randu(rng, c.V * c.f);
@@ -286,6 +286,40 @@ TEST(KernelStemFfn, BackwardMatchesFiniteDifferencesAndAccumulates) {
   }
 }
 
+// With index.dest set, the table gradient of slot u lands in row dest[u] of a
+// larger block; the other rows are not touched.
+TEST(KernelStemFfn, BackwardIntoDestRows) {
+  std::mt19937 rng(52);
+  const int64_t N = 17, d = 24, f = 40, V = 50, nx = N * d, na = N * f, nw = f * d;
+  const VecF x = randu(rng, nx), Wg = randu(rng, nw), Wd = randu(rng, nw),
+             table = randu(rng, V * f), dy = randu(rng, nx);
+  const VecI ids = rand_ids(rng, N, V);
+  k::RowIndex index = k::build_row_index(ids.data(), N, V);
+  const int64_t U = index.n_unique(), rows = U + 3;
+  VecF y(nx), g(na), h(na), sa(na), sb(na);
+  k::stem_ffn_forward(y.data(), g.data(), h.data(), x.data(), Wg.data(), Wd.data(), table.data(),
+                      ids.data(), N, d, f);
+  auto backward = [&](float* drows) {
+    VecF dx(nx, 0.0f), dWg(nw, 0.0f), dWd(nw, 0.0f);
+    k::stem_ffn_backward(dx.data(), dWg.data(), dWd.data(), drows, dy.data(), x.data(), g.data(),
+                         h.data(), Wg.data(), Wd.data(), table.data(), ids.data(), index, sa.data(),
+                         sb.data(), N, d, f);
+  };
+  VecF plain(U * f, 0.0f);
+  backward(plain.data());
+  for (int64_t u = 0; u < U; ++u) index.dest.push_back(int32_t(rows - 1 - u));  // reversed
+  const VecF before = randu(rng, rows * f);
+  VecF block = before;
+  backward(block.data());
+  for (int64_t u = 0; u < U; ++u)
+    for (int64_t c = 0; c < f; ++c)
+      ASSERT_NEAR(block[(rows - 1 - u) * f + c], before[(rows - 1 - u) * f + c] + plain[u * f + c],
+                  1e-5)
+          << "slot " << u;
+  for (int64_t r = 0; r < rows - U; ++r)
+    for (int64_t c = 0; c < f; ++c) ASSERT_EQ(block[r * f + c], before[r * f + c]) << "row " << r;
+}
+
 // ---------------------------------------------------------------- hash-MoE FFN
 
 // E experts' weights as float (fast) and double (oracle) pointer arrays.
@@ -330,8 +364,8 @@ VecI route_keys(std::mt19937& rng, int64_t N, int64_t E, int32_t empty) {
 
 TEST(KernelHashMoe, ForwardMatchesRefIncludingSavedActivations) {
   std::mt19937 rng(48);
-  for (const MoeCase c :
-       std::vector<MoeCase>{{1, 5, 7, 1, -1}, {17, 24, 40, 3, 1}, {33, 40, 7, 4, 0}, {5, 8, 6, 2, -1}}) {
+  for (const MoeCase c : std::vector<MoeCase>{
+           {1, 5, 7, 1, -1}, {17, 24, 40, 3, 1}, {33, 40, 7, 4, 0}, {5, 8, 6, 2, -1}}) {
     SCOPED_TRACE(testing::Message() << "N=" << c.N << " d=" << c.d << " f=" << c.f << " E=" << c.E
                                     << " empty=" << c.empty_expert);
     const Experts ex(rng, c.E, c.d, c.f);

@@ -69,8 +69,8 @@ TEST(KernelLarge, RmsNormForwardBackward) {
   EXPECT_TRUE(near_rel(y, yw, kTol)) << "y";
   EXPECT_TRUE(near_rel(rstd, rw, kTol)) << "rstd";
   k::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N, d);
-  ref::rmsnorm_backward(dxw.data(), dww.data(), to_d(dy).data(), xd.data(), wd.data(), rw.data(),
-                        N, d);
+  ref::rmsnorm_backward(dxw.data(), dww.data(), to_d(dy).data(), xd.data(), wd.data(), rw.data(), N,
+                        d);
   EXPECT_TRUE(near_rel(dx, dxw, kGradTol)) << "dx +=";
   EXPECT_TRUE(near_rel(dw, dww, kGradTol)) << "dw +=";
 }
@@ -103,8 +103,8 @@ TEST(KernelLarge, SwiGLUIndexedForwardBackward) {
   ref::swiglu_forward(hw.data(), gd.data(), rd.data(), row_of.data(), N, f);
   EXPECT_TRUE(near_rel(h, hw, kTol)) << "hact";
   k::swiglu_backward(dg.data(), du.data(), dh.data(), g.data(), rows.data(), row_of.data(), N, f);
-  ref::swiglu_backward(dgw.data(), duw.data(), to_d(dh).data(), gd.data(), rd.data(),
-                       row_of.data(), N, f);
+  ref::swiglu_backward(dgw.data(), duw.data(), to_d(dh).data(), gd.data(), rd.data(), row_of.data(),
+                       N, f);
   EXPECT_TRUE(near_rel(dg, dgw, kTol)) << "dg";
   EXPECT_TRUE(near_rel(du, duw, kTol)) << "du";
 }
@@ -149,8 +149,8 @@ TEST(KernelLarge, StemFfnForwardBackward) {
                        g.data(), h.data(), Wg.data(), Wd.data(), table.data(), ids.data(), index,
                        sa.data(), sb.data(), N, d, f);
   ref::stem_ffn_backward<double>(dxw.data(), dWgw.data(), dWdw.data(), drw.data(), to_d(dy).data(),
-                                 xd.data(), gw.data(), hw.data(), Wgd.data(), Wdd.data(),
-                                 td.data(), ids.data(), index, nullptr, nullptr, N, d, f);
+                                 xd.data(), gw.data(), hw.data(), Wgd.data(), Wdd.data(), td.data(),
+                                 ids.data(), index, nullptr, nullptr, N, d, f);
   EXPECT_TRUE(near_rel(dx, dxw, kGradTol)) << "dx +=";
   EXPECT_TRUE(near_rel(dWg, dWgw, kGradTol)) << "dWg +=";
   EXPECT_TRUE(near_rel(dWd, dWdw, kGradTol)) << "dWd +=";
@@ -202,8 +202,8 @@ TEST(KernelLarge, HashMoeForwardBackwardWithEmptyExpert) {
                                  nullptr, N, d, f);
   EXPECT_TRUE(near_rel(dx, dxw, kGradTol)) << "dx +=";
   for (int64_t i = 0; i < 3 * E; ++i)
-    EXPECT_TRUE(near_rel(dW[i], dWw[i], kGradTol)) << "gradient " << "gud"[i / E] << " expert "
-                                                   << i % E;
+    EXPECT_TRUE(near_rel(dW[i], dWw[i], kGradTol)) << "gradient "
+                                                   << "gud"[i / E] << " expert " << i % E;
 }
 
 TEST(KernelLarge, CrossEntropyVocab8192) {
@@ -215,7 +215,8 @@ TEST(KernelLarge, CrossEntropyVocab8192) {
   VecF losses(N);
   VecD lw(N);
   const double s = k::cross_entropy_forward(losses.data(), logits.data(), targets.data(), N, V);
-  const double sw = ref::cross_entropy_forward(lw.data(), to_d(logits).data(), targets.data(), N, V);
+  const double sw =
+      ref::cross_entropy_forward(lw.data(), to_d(logits).data(), targets.data(), N, V);
   EXPECT_TRUE(near_rel(losses, lw, kTol));
   EXPECT_NEAR(s, sw, kTol * sw);
   VecF dl = logits;  // in place, as the trainer does

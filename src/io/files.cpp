@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <charconv>
@@ -82,7 +83,7 @@ Status write_file_atomic(const std::string& path, const std::function<Status(int
   const std::string tmp_dir = path.find('/') == std::string::npos ? "" : dir == "/" ? "/" : dir + "/";
   const std::string tmp = tmp_dir + "." + base + ".tmp." + std::to_string(::getpid());
 
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (fd.get() < 0)
     return Status::error(path + ": cannot create temporary file '" + tmp + "': " + errno_str(errno));
 

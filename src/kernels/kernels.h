@@ -29,6 +29,9 @@ struct RowIndex {
   std::vector<int32_t> slot;     // [N] position -> index into unique
   std::vector<int32_t> offsets;  // [U+1] CSR offsets into `order`
   std::vector<int32_t> order;    // [N] positions grouped by slot, ascending within a slot
+  // Optional [U]: the row of a gradient block that slot u accumulates into
+  // (empty: row u). Lets micro-batches add into the rows of a whole step.
+  std::vector<int32_t> dest;
   int64_t n_unique() const { return static_cast<int64_t>(unique.size()); }
 };
 // Every key must lie in [0, K) (checked: a violation is a bug of the caller,
@@ -42,6 +45,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
           int64_t ldc);
 
+// Median GFLOP/s of an n x n x n gemm over `reps` runs: this machine's F32
+// peak as MFU's denominator.
+double gemm_peak_gflops(int64_t n, int reps);
+
 // y[N,out] = x[N,in] W[out,in]^T  (+ y when accumulate)
 void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in,
                     int64_t out, bool accumulate = false);
@@ -52,7 +59,8 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
 // ---------------------------------------------------------------- rows
 // out[N,C] = rows[row_of[n], :]   (rows is [R,C])
 void gather_rows(float* out, const float* rows, const int32_t* row_of, int64_t N, int64_t C);
-// drows[U,C] += sum over positions n of slot u of dsrc[n, :]   (row-sparse gradient)
+// drows[dest(u),C] += sum over positions n of slot u of dsrc[n, :]   (row-sparse
+// gradient; dest(u) = index.dest[u], or u when index.dest is empty)
 void scatter_add_rows(float* drows, const float* dsrc, const RowIndex& index, int64_t C);
 
 // Token embedding: h[N,d] = table[ids[n]]; backward accumulates into the
@@ -173,6 +181,15 @@ void adamw_update(float* p, float* m, float* v, const float* g, int64_t n, const
 // (exactly what dense AdamW does with a mostly-zero gradient).
 void adamw_update_rows(float* p, float* m, float* v, const float* drows, const RowIndex& index,
                        int64_t R, int64_t C, const AdamWHyper& h);
+
+// Lazy AdamW over a row-sparse table: only rows index.unique[u] (u < U) move.
+// Row u first catches up on the steps it skipped, exactly for the moments and
+// the weight decay: p *= p_decay[u], m *= m_decay[u], v *= v_decay[u]; then it
+// takes a normal AdamW step with gradient drows[u]. Rows absent from the step
+// are not read (no momentum-only update for them, unlike dense AdamW).
+void adamw_update_rows_lazy(float* p, float* m, float* v, const float* drows,
+                            const RowIndex& index, int64_t C, const float* p_decay,
+                            const float* m_decay, const float* v_decay, const AdamWHyper& h);
 
 // Sum of squares, for gradient norms (double accumulation).
 double sum_squares(const float* x, int64_t n);

@@ -4,6 +4,7 @@
 // after attention, and the FFN's intermediate activations.
 #include "model/transformer.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/check.h"
@@ -65,6 +66,12 @@ void Gradients::zero() {
   dense.zero();
   for (Tensor& t : rows)
     if (!t.empty()) std::memset(t.raw(), 0, t.nbytes());
+}
+
+void Gradients::begin_step(const int32_t* tokens, int64_t n, int64_t V) {
+  index = kernels::build_row_index(tokens, n, V);
+  step_open = true;
+  zero();
 }
 
 std::vector<float> Gradients::dense_copy(size_t i) const {
@@ -198,6 +205,11 @@ const float* Transformer::logits() const {
   return acts_->logits;
 }
 
+const float* Transformer::losses() const {
+  STEM_CHECK(have_forward_);
+  return acts_->losses;
+}
+
 double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
   namespace k = kernels;
   STEM_CHECK(B >= 1 && T >= 1 && T <= cfg_.max_position_embeddings);
@@ -277,7 +289,19 @@ void Transformer::backward(Gradients& G, float loss_scale) {
   const int64_t V = cfg_.vocab_size, H = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads;
   const int64_t hd = cfg_.head_dim();
   Acts& A = *acts_;
-  G.index = k::build_row_index(tokens_.data(), N, V);
+  // Rows of this batch's distinct tokens, and where each lands in G's rows.
+  k::RowIndex local = k::build_row_index(tokens_.data(), N, V);
+  if (!G.step_open) {
+    G.index = local;
+  } else {
+    local.dest.resize(local.unique.size());
+    for (size_t u = 0; u < local.unique.size(); ++u) {
+      auto it = std::lower_bound(G.index.unique.begin(), G.index.unique.end(), local.unique[u]);
+      STEM_CHECKF(it != G.index.unique.end() && *it == local.unique[u], "token %d not in the step's rows",
+                  local.unique[u]);
+      local.dest[u] = static_cast<int32_t>(it - G.index.unique.begin());
+    }
+  }
   auto dense = [&](int i) { return G.dense[i].empty() ? nullptr : G.dense[i].f32(); };
   auto rows = [&](int i) {
     if (G.rows[i].empty()) return static_cast<float*>(nullptr);
@@ -310,7 +334,7 @@ void Transformer::backward(Gradients& G, float loss_scale) {
       case FfnType::Stem:
         k::stem_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_down), rows(W.i_stem), A.dh, L.x2,
                              L.g, L.hact, W.w_gate, W.w_down, W.stem_table, tokens_.data(),
-                             G.index, A.s_a, A.s_b, N, d, f);
+                             local, A.s_a, A.s_b, N, d, f);
         break;
       case FfnType::HashMoe: {
         std::vector<float*> dg, du, dd;
@@ -340,15 +364,15 @@ void Transformer::backward(Gradients& G, float loss_scale) {
   // embedding: row-sparse when untied; added into the dense head gradient when tied.
   if (cfg_.tie_word_embeddings) {
     float* g = dense(i_embed_);
-    for (int64_t u = 0; u < G.index.n_unique(); ++u) {
-      float* row = g + static_cast<int64_t>(G.index.unique[u]) * d;
-      for (int32_t j = G.index.offsets[u]; j < G.index.offsets[u + 1]; ++j) {
-        const float* src = A.dh + static_cast<int64_t>(G.index.order[j]) * d;
+    for (int64_t u = 0; u < local.n_unique(); ++u) {
+      float* row = g + static_cast<int64_t>(local.unique[u]) * d;
+      for (int32_t j = local.offsets[u]; j < local.offsets[u + 1]; ++j) {
+        const float* src = A.dh + static_cast<int64_t>(local.order[j]) * d;
         for (int64_t c = 0; c < d; ++c) row[c] += src[c];
       }
     }
   } else {
-    k::embedding_backward(rows(i_embed_), A.dh, G.index, d);
+    k::embedding_backward(rows(i_embed_), A.dh, local, d);
   }
 }
 

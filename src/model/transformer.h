@@ -45,7 +45,11 @@ struct Gradients {
   TensorList dense;              // trainable, not row-sparse; empty elsewhere
   std::vector<Tensor> rows;      // row-sparse specs: [rows capacity, cols]; empty elsewhere
   kernels::RowIndex index;       // distinct input tokens of the step
+  bool step_open = false;        // begin_step() fixed `index` for several micro-batches
   void zero();                   // dense and rows, before a step
+  // Zeroes and fixes the step's rows to the distinct ids of all its tokens (every
+  // micro-batch), so that backward() of each micro-batch adds into them.
+  void begin_step(const int32_t* tokens, int64_t n, int64_t V);
   // The gradient of tensor i as a dense [shape] array (rows expanded).
   std::vector<float> dense_copy(size_t i) const;
 };
@@ -65,13 +69,22 @@ class Transformer {
   // positions (0 when T == 1). logits() is valid until backward().
   double forward(const int32_t* tokens, int64_t B, int64_t T);
   const float* logits() const;  // [B*T, V]
+  const float* losses() const;  // [B*T] per-position loss of the last forward (0 at the last position)
+
+  // For other forward paths (KV-cache decoding): the shared pieces.
+  const float* embed_table() const { return w_[i_embed_].f32(); }  // [V, d]
+  const float* final_norm() const { return w_[i_norm_].f32(); }    // [d]
+  const float* head_weight() const { return w_[i_head_].f32(); }   // [V, d] (the embedding when tied)
+  const float* rope_cos() const { return rope_cos_.data(); }       // [max_pos, hd/2]
+  const float* rope_sin() const { return rope_sin_.data(); }       // [max_pos, hd/2]
+  int n_layers() const { return static_cast<int>(layers_.size()); }
 
   // Gradients sized for up to max_tokens tokens a step.
   Gradients make_gradients(int64_t max_tokens) const;
   // Backward of the last forward's mean loss times loss_scale (1/k when k
-  // micro-batches are accumulated). Accumulates into g; g.index is rebuilt from
-  // this step's tokens, so row-sparse accumulation across micro-batches must go
-  // through the trainer (which merges them). Overwrites logits().
+  // micro-batches are accumulated). Accumulates into g. Without begin_step, g's
+  // rows become this batch's distinct tokens; after it, the batch's rows are
+  // added into the step's. Overwrites logits().
   void backward(Gradients& g, float loss_scale = 1.0f);
 
   int64_t workspace_bytes() const;

@@ -1,12 +1,32 @@
 // AdamW over the tensor list (see adamw.h).
 #include "train/adamw.h"
 
+#include <cmath>
+
 namespace stem::train {
 
 AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt) {
   auto trainable = [](const model::TensorSpec& s) { return s.trainable; };
   m_ = model::TensorList::allocate(weights.specs(), trainable);
   v_ = model::TensorList::allocate(weights.specs(), trainable);
+  last_.resize(weights.size());
+  for (size_t i = 0; i < weights.size(); ++i)
+    if (lazy(i)) last_[i] = Tensor::zeros(DType::I32, {weights.spec(i).shape[0]});
+}
+
+bool AdamW::lazy(size_t i) const {
+  return opt_.lazy_rows && m_.spec(i).trainable && m_.spec(i).kind == model::ParamKind::StemTable;
+}
+
+kernels::AdamWHyper AdamW::hyper(const model::TensorSpec& s, float lr) const {
+  kernels::AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = opt_.beta1;
+  h.beta2 = opt_.beta2;
+  h.eps = opt_.eps;
+  h.weight_decay = (s.decay || opt_.decay_all) ? opt_.weight_decay : 0.0f;
+  h.step = step_;
+  return h;
 }
 
 void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
@@ -14,18 +34,54 @@ void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
   for (size_t i = 0; i < w.size(); ++i) {
     const model::TensorSpec& s = w.spec(i);
     if (!s.trainable) continue;
-    kernels::AdamWHyper h;
-    h.lr = lr;
-    h.beta1 = opt_.beta1;
-    h.beta2 = opt_.beta2;
-    h.eps = opt_.eps;
-    h.weight_decay = (s.decay || opt_.decay_all) ? opt_.weight_decay : 0.0f;
-    h.step = step_;
-    if (!g.rows[i].empty()) {
+    const kernels::AdamWHyper h = hyper(s, lr);
+    if (lazy(i)) {
+      // Catch-up factors for the rows of this step: skipped steps last+1 .. step-1.
+      const int64_t U = g.index.n_unique();
+      std::vector<float> pd(U), md(U), vd(U);
+      int32_t* last = last_[i].i32();
+      for (int64_t u = 0; u < U; ++u) {
+        const int32_t r = g.index.unique[u];
+        const int64_t k = step_ - 1 - last[r];
+        pd[u] = static_cast<float>(decay_prod_[step_ - 1] / decay_prod_[last[r]]);
+        md[u] = static_cast<float>(std::pow(static_cast<double>(opt_.beta1), static_cast<double>(k)));
+        vd[u] = static_cast<float>(std::pow(static_cast<double>(opt_.beta2), static_cast<double>(k)));
+        last[r] = static_cast<int32_t>(step_);
+      }
+      kernels::adamw_update_rows_lazy(w[i].f32(), m_[i].f32(), v_[i].f32(), g.rows[i].f32(), g.index,
+                                      s.shape[1], pd.data(), md.data(), vd.data(), h);
+    } else if (!g.rows[i].empty()) {
       kernels::adamw_update_rows(w[i].f32(), m_[i].f32(), v_[i].f32(), g.rows[i].f32(), g.index,
                                  s.shape[0], s.shape[1], h);
     } else {
       kernels::adamw_update(w[i].f32(), m_[i].f32(), v_[i].f32(), g.dense[i].f32(), w[i].numel(), h);
+    }
+  }
+  // Lazy tables decay at the rate of their own tensor: every lazy tensor is a
+  // STEM table (decayed), so one product serves them all.
+  const float wd = opt_.weight_decay;
+  decay_prod_.push_back(decay_prod_.back() * (1.0 - static_cast<double>(lr) * static_cast<double>(wd)));
+}
+
+void AdamW::flush(model::TensorList& w) {
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!lazy(i)) continue;
+    const int64_t R = w.spec(i).shape[0], C = w.spec(i).shape[1];
+    int32_t* last = last_[i].i32();
+    float *p = w[i].f32(), *m = m_[i].f32(), *v = v_[i].f32();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t k = step_ - last[r];  // steps 1..step_ already ran; rows at last[r] are current to it
+      if (k <= 0) continue;
+      const float pd = static_cast<float>(decay_prod_[step_] / decay_prod_[last[r]]);
+      const float md = static_cast<float>(std::pow(static_cast<double>(opt_.beta1), static_cast<double>(k)));
+      const float vd = static_cast<float>(std::pow(static_cast<double>(opt_.beta2), static_cast<double>(k)));
+      for (int64_t c = 0; c < C; ++c) {
+        p[r * C + c] *= pd;
+        m[r * C + c] *= md;
+        v[r * C + c] *= vd;
+      }
+      last[r] = static_cast<int32_t>(step_);
     }
   }
 }

@@ -1,11 +1,18 @@
 // AdamW over a model's tensor list: moments are TensorLists of the same specs,
 // so one loop covers every trainable tensor. Dense tensors step through
-// adamw_update; row-sparse tensors (STEM tables, untied embeddings) step
-// through adamw_update_rows, which reads the gradient only for the step's rows
-// and applies the exact zero-gradient update to all others (PyTorch's dense
-// AdamW, without a dense gradient). Weight decay follows TensorSpec::decay
-// unless `decay_all` is set (plain AdamW over every parameter, as in PyTorch).
+// adamw_update. Row-sparse tensors (STEM tables, untied embeddings) step either
+//   - densely (default): adamw_update_rows reads the gradient only for the
+//     step's rows and gives every other row the exact zero-gradient update, so
+//     the result equals PyTorch's dense AdamW without a dense gradient; or
+//   - lazily (`lazy_rows`, STEM tables only): only the step's rows move. A row
+//     touched again after k skipped steps first gets those steps' moment decay
+//     (b1^k, b2^k) and weight decay (the product of 1 - lr_s wd) exactly; what
+//     it does not get is dense AdamW's momentum-only drift on skipped steps.
+//     flush() applies the pending decay to every row (before a checkpoint).
+// Weight decay follows TensorSpec::decay unless `decay_all` is set.
 #pragma once
+
+#include <vector>
 
 #include "kernels/kernels.h"
 #include "model/transformer.h"
@@ -13,12 +20,12 @@
 namespace stem::train {
 
 struct AdamWOptions {
-  float lr = 1e-3f;
   float beta1 = 0.9f;
   float beta2 = 0.95f;
   float eps = 1e-8f;
   float weight_decay = 0.1f;
   bool decay_all = false;  // decay norms too (PyTorch's default param group)
+  bool lazy_rows = false;  // lazy updates for STEM tables
 };
 
 class AdamW {
@@ -26,14 +33,31 @@ class AdamW {
   AdamW(const model::TensorList& weights, AdamWOptions opt);
   // One step at learning rate `lr` over every trainable tensor.
   void step(model::TensorList& weights, const model::Gradients& g, float lr);
+  // Lazy mode: brings every row up to date (no-op otherwise).
+  void flush(model::TensorList& weights);
+
   int64_t steps() const { return step_; }
+  const AdamWOptions& options() const { return opt_; }
+  bool lazy(size_t i) const;  // tensor i steps lazily
+
+  // State for checkpoints: moments, per-row last step (lazy tables), and the
+  // cumulative weight-decay products per step.
   model::TensorList& m() { return m_; }
   model::TensorList& v() { return v_; }
-  const AdamWOptions& options() const { return opt_; }
+  const model::TensorList& m() const { return m_; }
+  const model::TensorList& v() const { return v_; }
+  std::vector<Tensor>& last_step() { return last_; }   // [R] I32 for lazy tensors, else empty
+  const std::vector<Tensor>& last_step() const { return last_; }
+  std::vector<double>& decay_products() { return decay_prod_; }  // [steps + 1], [0] = 1
+  const std::vector<double>& decay_products() const { return decay_prod_; }
+  void set_steps(int64_t s) { step_ = s; }
 
  private:
+  kernels::AdamWHyper hyper(const model::TensorSpec& s, float lr) const;
   AdamWOptions opt_;
-  model::TensorList m_, v_;  // [same shapes], trainable tensors only
+  model::TensorList m_, v_;     // [same shapes], trainable tensors only
+  std::vector<Tensor> last_;    // lazy tensors: [R] step at which each row last moved
+  std::vector<double> decay_prod_{1.0};
   int64_t step_ = 0;
 };
 

@@ -29,19 +29,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Median GFLOP/s of an n x n x n SGEMM.
-double gemm_peak_gflops(int64_t n, int reps) {
-  std::vector<float> A(n * n, 0.5f), B(n * n, 0.25f), C(n * n);
-  kernels::gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    core::Timer tm;
-    kernels::gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
-    t.push_back(tm.seconds());
-  }
-  return 2.0 * static_cast<double>(n * n * n) / median(t) / 1e9;
-}
-
 struct BenchOpts {
   std::string mode, config;
   int64_t batch = 4, seq = 512;
@@ -52,7 +39,7 @@ struct BenchOpts {
 
 int run_bench(const BenchOpts& o) {
   if (o.mode == "gemm") {
-    const double peak = gemm_peak_gflops(2048, 5);
+    const double peak = kernels::gemm_peak_gflops(2048, 5);
     if (o.json) print_json({{"gemm_gflops", peak}, {"threads", omp_get_max_threads()}});
     else std::printf("F32 GEMM 2048^3: %.1f GFLOP/s (%d threads)\n", peak, omp_get_max_threads());
     return 0;
@@ -79,7 +66,6 @@ int run_bench(const BenchOpts& o) {
   if (train) {
     grads = tr.make_gradients(N);
     train::AdamWOptions ao;
-    ao.lr = 1e-4f;
     ao.decay_all = true;
     opt = std::make_unique<train::AdamW>(tr.weights(), ao);
   }
@@ -116,7 +102,7 @@ int run_bench(const BenchOpts& o) {
   const model::Account acc = model::account(*cfg, o.seq, o.seq);
   const double flops_tok = train ? acc.train_flops_per_token : acc.train_flops_per_token / 3.0;
   const double achieved = flops_tok * tps / 1e9;
-  const double peak = o.no_peak ? 0.0 : gemm_peak_gflops(2048, 5);
+  const double peak = o.no_peak ? 0.0 : kernels::gemm_peak_gflops(2048, 5);
   const double mfu = peak > 0 ? achieved / peak : 0.0;
   if (o.json) {
     print_json({{"mode", o.mode}, {"config", o.config}, {"batch", o.batch}, {"seq", o.seq},

@@ -27,6 +27,8 @@ void register_all(CLI::App& app) {
   register_grad(app);
   register_inspect(app);
   register_bench(app);
+  register_train(app);
+  register_prepare(app);
 }
 
 int run_selected(CLI::App& app) {

@@ -41,5 +41,7 @@ void register_score(CLI::App& app);
 void register_grad(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_train(CLI::App& app);
+void register_prepare(CLI::App& app);
 
 }  // namespace stem::cli

@@ -3,6 +3,10 @@
 // linear layer built on it.
 #include <oneapi/dnnl/dnnl.h>
 
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
 #include "core/check.h"
 #include "kernels/kernels.h"
 
@@ -17,6 +21,19 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   STEM_CHECKF(st == dnnl_success, "dnnl_sgemm failed (status %d) M=%ld N=%ld K=%ld",
               static_cast<int>(st), static_cast<long>(M), static_cast<long>(N),
               static_cast<long>(K));
+}
+
+double gemm_peak_gflops(int64_t n, int reps) {
+  std::vector<float> A(n * n, 0.5f), B(n * n, 0.25f), C(n * n);
+  gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / t[t.size() / 2] / 1e9;
 }
 
 void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in, int64_t out,

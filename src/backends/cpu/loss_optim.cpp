@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "backends/cpu/vec_math.h"
 #include "core/simd.h"
@@ -83,8 +84,7 @@ constexpr int64_t kChunk = 4096;
 
 double cross_entropy_forward(float* losses, const float* logits, const int32_t* targets, int64_t N,
                              int64_t V) {
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (N * V > 32768)
+#pragma omp parallel for schedule(static) if (N * V > 32768)
   for (int64_t n = 0; n < N; ++n) {
     if (targets[n] < 0) {
       losses[n] = 0.0f;
@@ -92,8 +92,9 @@ double cross_entropy_forward(float* losses, const float* logits, const int32_t* 
     }
     const float* x = logits + n * V;
     losses[n] = row_lse(x, V) - x[targets[n]];
-    total += losses[n];
   }
+  double total = 0.0;  // serial: the same sum whatever the thread count
+  for (int64_t n = 0; n < N; ++n) total += losses[n];
   return total;
 }
 
@@ -148,14 +149,32 @@ void adamw_update_rows(float* p, float* m, float* v, const float* drows, const R
   }
 }
 
+void adamw_update_rows_lazy(float* p, float* m, float* v, const float* drows,
+                            const RowIndex& index, int64_t C, const float* p_decay,
+                            const float* m_decay, const float* v_decay, const AdamWHyper& h) {
+  const AdamWConsts c = adamw_consts(h);
+  const int64_t U = index.n_unique();
+#pragma omp parallel for schedule(static) if (U * C > 65536)
+  for (int64_t u = 0; u < U; ++u) {
+    const int64_t r = index.unique[u];
+    float *pr = p + r * C, *mr = m + r * C, *vr = v + r * C;
+    scale_chunk(pr, C, p_decay[u]);
+    scale_chunk(mr, C, m_decay[u]);
+    scale_chunk(vr, C, v_decay[u]);
+    adamw_chunk(pr, mr, vr, drows + u * C, C, c.decay, c.b1, c.b2, c.step_size, c.bc2_sqrt, c.eps);
+  }
+}
+
 double sum_squares(const float* x, int64_t n) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (n > 65536)
+  std::vector<double> part(static_cast<size_t>(chunks));
+#pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t ci = 0; ci < chunks; ++ci) {
     const int64_t i0 = ci * kChunk;
-    total += chunk_sum_squares(x + i0, std::min(kChunk, n - i0));
+    part[ci] = chunk_sum_squares(x + i0, std::min(kChunk, n - i0));
   }
+  double total = 0.0;  // serial: deterministic whatever the thread count
+  for (double p : part) total += p;
   return total;
 }
 

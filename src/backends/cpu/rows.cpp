@@ -52,9 +52,11 @@ void gather_rows(float* out, const float* rows, const int32_t* row_of, int64_t N
 void scatter_add_rows(float* drows, const float* dsrc, const RowIndex& index, int64_t C) {
   const int64_t U = index.n_unique();
 #pragma omp parallel for schedule(dynamic, 16) if (U * C > 32768)
-  for (int64_t u = 0; u < U; ++u)
+  for (int64_t u = 0; u < U; ++u) {
+    float* dst = drows + (index.dest.empty() ? u : static_cast<int64_t>(index.dest[u])) * C;
     for (int32_t k = index.offsets[u]; k < index.offsets[u + 1]; ++k)
-      add_row(drows + u * C, dsrc + static_cast<int64_t>(index.order[k]) * C, C);
+      add_row(dst, dsrc + static_cast<int64_t>(index.order[k]) * C, C);
+  }
 }
 
 void embedding_forward(float* h, const float* table, const int32_t* ids, int64_t N, int64_t d) {

@@ -12,8 +12,10 @@
 // only to keep the signatures aligned, and are not touched.
 //
 // Not mirrored: build_row_index (the real one is used; it is tested on its
-// own against a naive grouping) and the float-only MoeWeights/MoeGrads, which
-// get templated twins here.
+// own against a naive grouping), gemm_peak_gflops (a measurement, not an op)
+// and the float-only MoeWeights/MoeGrads, which get templated twins here.
+// The inference ops of infer_kernels.h are checked against attention_forward
+// and linear_forward below, which define them.
 #pragma once
 
 #include <algorithm>
@@ -30,9 +32,8 @@ using stem::kernels::RowIndex;
 
 // ---------------------------------------------------------------- GEMM
 template <typename Real>
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, Real alpha,
-          const Real* A, int64_t lda, const Real* B, int64_t ldb, Real beta, Real* C,
-          int64_t ldc) {
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, Real alpha, const Real* A,
+          int64_t lda, const Real* B, int64_t ldb, Real beta, Real* C, int64_t ldc) {
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       Real acc = 0;
@@ -58,8 +59,8 @@ void linear_forward(Real* y, const Real* x, const Real* W, int64_t N, int64_t in
 }
 
 template <typename Real>
-void linear_backward(Real* dx, Real* dW, const Real* dy, const Real* x, const Real* W,
-                     int64_t N, int64_t in, int64_t out, bool accumulate_dx) {
+void linear_backward(Real* dx, Real* dW, const Real* dy, const Real* x, const Real* W, int64_t N,
+                     int64_t in, int64_t out, bool accumulate_dx) {
   if (dW)
     for (int64_t o = 0; o < out; ++o)
       for (int64_t i = 0; i < in; ++i) {
@@ -83,11 +84,15 @@ void gather_rows(Real* out, const Real* rows, const int32_t* row_of, int64_t N, 
     for (int64_t c = 0; c < C; ++c) out[n * C + c] = rows[int64_t(row_of[n]) * C + c];
 }
 
+// Slot u adds into row dest(u) = index.dest[u] of drows, or row u when dest is empty.
 template <typename Real>
 void scatter_add_rows(Real* drows, const Real* dsrc, const RowIndex& index, int64_t C) {
   const int64_t N = static_cast<int64_t>(index.slot.size());
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) drows[int64_t(index.slot[n]) * C + c] += dsrc[n * C + c];
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t u = index.slot[n];
+    const int64_t row = index.dest.empty() ? u : int64_t(index.dest[u]);
+    for (int64_t c = 0; c < C; ++c) drows[row * C + c] += dsrc[n * C + c];
+  }
 }
 
 template <typename Real>
@@ -226,8 +231,8 @@ std::vector<Real> attention_probs(const Real* q, const Real* k, int64_t b, int64
 }  // namespace detail
 
 template <typename Real>
-void attention_forward(Real* out, Real* lse, const Real* q, const Real* k, const Real* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+void attention_forward(Real* out, Real* lse, const Real* q, const Real* k, const Real* v, int64_t B,
+                       int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
   std::vector<Real> row_lse(T);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
@@ -238,7 +243,8 @@ void attention_forward(Real* out, Real* lse, const Real* q, const Real* k, const
         Real* oi = out + ((b * T + i) * H + h) * hd;
         for (int64_t e = 0; e < hd; ++e) {
           Real acc = 0;
-          for (int64_t j = 0; j <= i; ++j) acc += P[i * T + j] * v[((b * T + j) * Hkv + kvh) * hd + e];
+          for (int64_t j = 0; j <= i; ++j)
+            acc += P[i * T + j] * v[((b * T + j) * Hkv + kvh) * hd + e];
           oi[e] = acc;
         }
       }
@@ -248,8 +254,8 @@ void attention_forward(Real* out, Real* lse, const Real* q, const Real* k, const
 // Recomputes P from q and k; `out` and `lse` are not read.
 template <typename Real>
 void attention_backward(Real* dq, Real* dk, Real* dv, const Real* dout, const Real* /*out*/,
-                        const Real* /*lse*/, const Real* q, const Real* k, const Real* v,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                        const Real* /*lse*/, const Real* q, const Real* k, const Real* v, int64_t B,
+                        int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
   for (int64_t i = 0; i < B * T * H * hd; ++i) dq[i] = 0;
   for (int64_t i = 0; i < B * T * Hkv * hd; ++i) dk[i] = dv[i] = 0;
   const Real scale = Real(1) / std::sqrt(Real(hd));
@@ -284,9 +290,16 @@ void attention_backward(Real* dq, Real* dk, Real* dv, const Real* dout, const Re
 
 // ---------------------------------------------------------------- SwiGLU
 namespace detail {
-template <typename Real> Real sigmoid(Real z) { return Real(1) / (Real(1) + std::exp(-z)); }
-template <typename Real> Real silu(Real z) { return z * sigmoid(z); }
-template <typename Real> Real dsilu(Real z) {
+template <typename Real>
+Real sigmoid(Real z) {
+  return Real(1) / (Real(1) + std::exp(-z));
+}
+template <typename Real>
+Real silu(Real z) {
+  return z * sigmoid(z);
+}
+template <typename Real>
+Real dsilu(Real z) {
   const Real s = sigmoid(z);
   return s * (Real(1) + z * (Real(1) - s));
 }
@@ -362,12 +375,14 @@ void stem_ffn_backward(Real* dx, Real* dWg, Real* dWd, Real* drows, const Real* 
 }
 
 // ---------------------------------------------------------------- hash-MoE FFN
-template <typename Real> struct MoeWeights {
+template <typename Real>
+struct MoeWeights {
   const Real* const* Wg;  // E x [f,d]
   const Real* const* Wu;  // E x [f,d]
   const Real* const* Wd;  // E x [d,f]
 };
-template <typename Real> struct MoeGrads {
+template <typename Real>
+struct MoeGrads {
   Real* const* dWg;  // E x [f,d] +=
   Real* const* dWu;  // E x [f,d] +=
   Real* const* dWd;  // E x [d,f] +=
@@ -384,7 +399,7 @@ void hash_moe_forward(Real* y, Real* xe, Real* g, Real* u, Real* hact, Real* ye,
   for (int64_t s = 0; s < route.n_unique(); ++s) {
     const int64_t e = route.unique[s], r0 = route.offsets[s], n = route.offsets[s + 1] - r0;
     ref::dense_ffn_forward(ye + r0 * d, g + r0 * f, u + r0 * f, hact + r0 * f, xe + r0 * d, w.Wg[e],
-                      w.Wu[e], w.Wd[e], n, d, f);
+                           w.Wu[e], w.Wd[e], n, d, f);
   }
   for (int64_t i = 0; i < N; ++i)
     for (int64_t c = 0; c < d; ++c) y[int64_t(route.order[i]) * d + c] = ye[i * d + c];
@@ -400,9 +415,10 @@ void hash_moe_backward(Real* dx, const MoeGrads<Real>& dw, const Real* dy, const
     for (int64_t c = 0; c < d; ++c) dye[i * d + c] = dy[int64_t(route.order[i]) * d + c];
   for (int64_t s = 0; s < route.n_unique(); ++s) {
     const int64_t e = route.unique[s], r0 = route.offsets[s], n = route.offsets[s + 1] - r0;
-    ref::dense_ffn_backward(dxe.data() + r0 * d, dw.dWg[e], dw.dWu[e], dw.dWd[e], dye.data() + r0 * d,
-                       xe + r0 * d, g + r0 * f, u + r0 * f, hact + r0 * f, w.Wg[e], w.Wu[e],
-                       w.Wd[e], static_cast<Real*>(nullptr), static_cast<Real*>(nullptr), n, d, f);
+    ref::dense_ffn_backward(dxe.data() + r0 * d, dw.dWg[e], dw.dWu[e], dw.dWd[e],
+                            dye.data() + r0 * d, xe + r0 * d, g + r0 * f, u + r0 * f, hact + r0 * f,
+                            w.Wg[e], w.Wu[e], w.Wd[e], static_cast<Real*>(nullptr),
+                            static_cast<Real*>(nullptr), n, d, f);
   }
   for (int64_t i = 0; i < N; ++i)
     for (int64_t c = 0; c < d; ++c) dx[int64_t(route.order[i]) * d + c] += dxe[i * d + c];
@@ -479,6 +495,24 @@ void adamw_update_rows(Real* p, Real* m, Real* v, const Real* drows, const RowIn
   for (int64_t u = 0; u < index.n_unique(); ++u)
     for (int64_t c = 0; c < C; ++c) g[int64_t(index.unique[u]) * C + c] = drows[u * C + c];
   ref::adamw_update(p, m, v, g.data(), R * C, h);
+}
+
+// Lazy AdamW: only rows index.unique[u] move. Each first catches up on the
+// steps it skipped (p, m, v scaled by its decays), then takes the ordinary
+// step with gradient drows[u]; every other row is left alone.
+template <typename Real>
+void adamw_update_rows_lazy(Real* p, Real* m, Real* v, const Real* drows, const RowIndex& index,
+                            int64_t C, const Real* p_decay, const Real* m_decay,
+                            const Real* v_decay, const AdamWHyper& h) {
+  for (int64_t u = 0; u < index.n_unique(); ++u) {
+    const int64_t r = index.unique[u];
+    for (int64_t c = 0; c < C; ++c) {
+      p[r * C + c] *= p_decay[u];
+      m[r * C + c] *= m_decay[u];
+      v[r * C + c] *= v_decay[u];
+    }
+    ref::adamw_update(p + r * C, m + r * C, v + r * C, drows + u * C, C, h);
+  }
 }
 
 template <typename Real>

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs the dependencies (Debian 12 packages), builds in Release and runs the
+# whole test suite with ctest. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cmake --preset release
+cmake --build --preset release -j "$(nproc)"
+ctest --preset release -j "$(nproc)"

@@ -1,0 +1,89 @@
+// Windowed perplexity (see perplexity.h). Per-window mean losses are summed in
+// double from Transformer::losses(); forward's own mean is not used because the
+// standard error needs the windows separately.
+#include "eval/perplexity.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "core/timer.h"
+
+namespace stem::eval {
+
+MeanSe mean_and_se(const std::vector<double>& values) {
+  MeanSe r;
+  const double n = static_cast<double>(values.size());
+  if (values.empty()) return {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
+  for (double v : values) r.mean += v;
+  r.mean /= n;
+  if (values.size() < 2) {
+    r.se = std::numeric_limits<double>::quiet_NaN();
+    return r;
+  }
+  double ss = 0.0;
+  for (double v : values) ss += (v - r.mean) * (v - r.mean);
+  r.se = std::sqrt(ss / (n - 1.0) / n);
+  return r;
+}
+
+void summarize(const std::vector<double>& window_means, PerplexityResult& r) {
+  const MeanSe m = mean_and_se(window_means);
+  r.mean_loss = m.mean;
+  r.se = m.se;
+  r.perplexity = std::exp(m.mean);
+  r.ppl_low = std::exp(m.mean - 1.96 * m.se);
+  r.ppl_high = std::exp(m.mean + 1.96 * m.se);
+}
+
+Result<PerplexityResult> perplexity(model::Transformer& model, const TokenReader& read,
+                                    int64_t n_tokens, const PerplexityOptions& opts,
+                                    const PerplexityProgress& progress) {
+  const ModelConfig& cfg = model.config();
+  const int64_t T = opts.seq, V = cfg.vocab_size;
+  if (T < 2 || T > cfg.max_position_embeddings)
+    return Status::error("eval: window length " + std::to_string(T) + " is outside [2, " +
+                         std::to_string(cfg.max_position_embeddings) +
+                         "] (2 .. the model's max_position_embeddings)");
+  if (opts.batch < 1) return Status::error("eval: batch " + std::to_string(opts.batch) + " < 1");
+  const int64_t usable = opts.max_tokens > 0 ? std::min(opts.max_tokens, n_tokens) : n_tokens;
+  const int64_t windows = usable / T;
+  if (windows < 1)
+    return Status::error("eval: " + std::to_string(usable) + " tokens, fewer than one window of " +
+                         std::to_string(T) + " (lower --seq)");
+  PerplexityResult r;
+  r.windows = windows;
+  r.seq = T;
+  r.tokens_used = windows * T;
+  r.tokens_dropped = n_tokens - r.tokens_used;
+  r.predicted = windows * (T - 1);
+  core::Timer timer;
+  std::vector<double> means;
+  means.reserve(windows);
+  std::vector<int32_t> ids(static_cast<size_t>(std::min(opts.batch, windows) * T));
+  double running = 0.0;
+  for (int64_t w0 = 0; w0 < windows; w0 += opts.batch) {
+    const int64_t B = std::min(opts.batch, windows - w0);
+    read(w0 * T, B * T, ids.data());
+    for (int64_t i = 0; i < B * T; ++i)
+      if (ids[i] < 0 || ids[i] >= V)
+        return Status::error("eval: token id " + std::to_string(ids[i]) + " at offset " +
+                             std::to_string(w0 * T + i) + " is outside [0, vocab_size = " +
+                             std::to_string(V) + ")");
+    model.forward(ids.data(), B, T);
+    const float* losses = model.losses();
+    for (int64_t b = 0; b < B; ++b) {
+      double s = 0.0;
+      for (int64_t t = 0; t + 1 < T; ++t) s += losses[b * T + t];
+      means.push_back(s / static_cast<double>(T - 1));
+      running += means.back();
+    }
+    if (progress) progress(w0 + B, windows, running / static_cast<double>(means.size()));
+  }
+  summarize(means, r);
+  r.seconds = timer.seconds();
+  return r;
+}
+
+}  // namespace stem::eval

@@ -1,0 +1,44 @@
+// Training checkpoints. A run directory holds
+//   checkpoints/step-00000100/   a model directory in the contract's format
+//                                (config.json, model.safetensors, tokenizer.model)
+//                                plus optimizer.safetensors and trainer_state.json
+//   latest                       the name of the newest complete checkpoint
+//   metrics.jsonl
+// A checkpoint is written into a hidden temporary directory, every file fsynced,
+// then renamed into place; `latest` is replaced atomically after that, and only
+// then are old checkpoints pruned. A crash at any moment leaves every named
+// checkpoint whole; stray temporaries are removed on the next start.
+// trainer_state.json carries a format name and version, checked on load.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+#include "stem/status.h"
+#include "train/adamw.h"
+
+namespace stem::train {
+
+struct TrainerState {
+  int64_t step = 0;           // completed optimizer steps
+  int64_t tokens = 0;         // tokens trained on
+  std::string data_rng;       // std::mt19937_64 state, as text
+  double last_val_loss = 0;   // NaN-free; 0 if none yet
+};
+
+// Writes RUN/checkpoints/step-NNNNNNNN and points RUN/latest at it; keeps the
+// newest `keep` checkpoints (0 keeps all).
+Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
+                       const model::TensorList& weights, const std::string& tokenizer_path,
+                       const AdamW& opt, const TrainerState& st, int keep);
+
+// The newest complete checkpoint of RUN ("" if none); removes stray temporaries.
+Result<std::string> latest_checkpoint(const std::string& run_dir);
+
+// Restores weights (which must match cfg), optimizer state and trainer state.
+Status load_checkpoint(const std::string& ckpt_dir, const ModelConfig& cfg,
+                       model::TensorList& weights, AdamW& opt, TrainerState& st);
+
+}  // namespace stem::train

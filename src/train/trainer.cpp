@@ -1,0 +1,260 @@
+// The training loop (see trainer.h).
+#include "train/trainer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "core/timer.h"
+#include "io/files.h"
+#include "io/token_shards.h"
+#include "kernels/kernels.h"
+#include "model/accounting.h"
+#include "model/transformer.h"
+#include "train/adamw.h"
+#include "train/checkpoint.h"
+
+namespace stem::train {
+namespace fs = std::filesystem;
+
+float lr_at(int64_t t, int64_t steps, int64_t warmup, float lr, float min_ratio) {
+  if (warmup > 0 && t <= warmup) return lr * static_cast<float>(t) / static_cast<float>(warmup);
+  const int64_t span = std::max<int64_t>(1, steps - warmup);
+  const double progress = std::min(1.0, static_cast<double>(t - warmup) / static_cast<double>(span));
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return static_cast<float>(lr * (min_ratio + (1.0 - min_ratio) * cosine));
+}
+
+struct Trainer::Impl {
+  TrainOptions opt;
+  ModelConfig cfg;
+  io::DataDir data;
+  std::unique_ptr<model::Transformer> tr;
+  std::unique_ptr<AdamW> adam;
+  model::Gradients grads;
+  TrainerState st;
+  std::mt19937_64 rng;
+  int64_t start_step = 0;
+  std::string last_ckpt;
+  double peak = 0, flops_per_token = 0;
+  std::vector<int32_t> batch_tokens;
+
+  std::string metrics_path() const { return (fs::path(opt.out_dir) / "metrics.jsonl").string(); }
+
+  void sample_windows(int32_t* out, int64_t n_windows) {
+    const int64_t T = opt.seq, span = data.train.size() - T;
+    std::uniform_int_distribution<int64_t> pick(0, span);
+    for (int64_t w = 0; w < n_windows; ++w) data.train.read(pick(rng), T, out + w * T);
+  }
+
+  // Keeps the metrics of steps up to `step` (a resumed run rewrites the rest).
+  Status trim_metrics(int64_t step) {
+    std::ifstream in(metrics_path());
+    if (!in) return ok_status();
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      try {
+        if (nlohmann::json::parse(line).at("step").get<int64_t>() <= step) kept += line + "\n";
+      } catch (...) {  // a line cut short by a crash
+      }
+    }
+    return io::write_text_atomic(metrics_path(), kept);
+  }
+
+  Status append_metrics(const StepRecord& r) {
+    nlohmann::json j = {{"step", r.step}, {"tokens", r.tokens}, {"loss", r.loss}, {"lr", r.lr},
+                        {"grad_norm", r.grad_norm}, {"grad_norm_stem", r.grad_norm_stem},
+                        {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}, {"elapsed", r.elapsed}};
+    if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
+    std::ofstream out(metrics_path(), std::ios::app);
+    out << j.dump() << "\n";
+    if (!out) return Status::error(metrics_path() + ": write failed");
+    return ok_status();
+  }
+
+  // Global gradient norms: (everything but the STEM tables, the STEM tables).
+  std::pair<double, double> grad_norms() const {
+    double other = 0, stem = 0;
+    const int64_t U = grads.index.n_unique();
+    for (size_t i = 0; i < grads.dense.size(); ++i) {
+      const auto& s = grads.dense.spec(i);
+      double ss = 0;
+      if (!grads.dense[i].empty()) ss = kernels::sum_squares(grads.dense[i].f32(), grads.dense[i].numel());
+      else if (!grads.rows[i].empty()) ss = kernels::sum_squares(grads.rows[i].f32(), U * s.shape[1]);
+      (s.kind == model::ParamKind::StemTable ? stem : other) += ss;
+    }
+    return {std::sqrt(other), std::sqrt(stem)};
+  }
+
+  void scale_grads(bool stem_group, float factor) {
+    const int64_t U = grads.index.n_unique();
+    for (size_t i = 0; i < grads.dense.size(); ++i) {
+      const auto& s = grads.dense.spec(i);
+      if ((s.kind == model::ParamKind::StemTable) != stem_group) continue;
+      if (!grads.dense[i].empty()) kernels::scale_inplace(grads.dense[i].f32(), grads.dense[i].numel(), factor);
+      else if (!grads.rows[i].empty()) kernels::scale_inplace(grads.rows[i].f32(), U * s.shape[1], factor);
+    }
+  }
+
+  Status save() {
+    adam->flush(tr->weights());
+    std::ostringstream r;
+    r << rng;
+    st.data_rng = r.str();
+    Status s = save_checkpoint(opt.out_dir, cfg, tr->weights(), data.tokenizer_path, *adam, st, opt.keep);
+    if (!s.ok()) return s;
+    auto latest = latest_checkpoint(opt.out_dir);
+    if (latest.ok()) last_ckpt = *latest;
+    return ok_status();
+  }
+};
+
+Trainer::Trainer() : impl_(std::make_unique<Impl>()) {}
+Trainer::~Trainer() = default;
+int64_t Trainer::start_step() const { return impl_->start_step; }
+const ModelConfig& Trainer::config() const { return impl_->cfg; }
+std::string Trainer::last_checkpoint() const { return impl_->last_ckpt; }
+
+Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
+  std::unique_ptr<Trainer> t(new Trainer());
+  Impl& I = *t->impl_;
+  I.opt = o;
+  if (o.steps < 1 || o.batch < 1 || o.seq < 2 || o.accum < 1)
+    return Status::error("train: need --steps >= 1, --batch >= 1, --seq >= 2, --accum >= 1");
+  if (!(o.lr > 0) || o.warmup < 0 || o.min_lr_ratio < 0 || o.min_lr_ratio > 1)
+    return Status::error("train: need --lr > 0, --warmup >= 0 and --min-lr-ratio in [0, 1]");
+  STEM_ASSIGN_OR_RETURN(I.cfg, ModelConfig::load(o.config_path));
+  STEM_ASSIGN_OR_RETURN(I.data, io::DataDir::open(o.data_dir));
+  if (I.cfg.vocab_size != I.data.vocab_size)
+    return Status::error(o.config_path + ": vocab_size = " + std::to_string(I.cfg.vocab_size) +
+                         " does not match the data's vocabulary of " + std::to_string(I.data.vocab_size) +
+                         " (" + o.data_dir + ")");
+  if (o.seq > I.cfg.max_position_embeddings)
+    return Status::error("train: --seq " + std::to_string(o.seq) + " exceeds max_position_embeddings = " +
+                         std::to_string(I.cfg.max_position_embeddings) + " of " + o.config_path);
+  if (I.data.train.size() < o.seq)
+    return Status::error(o.data_dir + ": the training split has " + std::to_string(I.data.train.size()) +
+                         " tokens, fewer than --seq " + std::to_string(o.seq));
+
+  std::error_code ec;
+  STEM_ASSIGN_OR_RETURN(std::string ckpt, latest_checkpoint(o.out_dir));
+  if (!ckpt.empty() && !o.resume && !o.force)
+    return Status::error(o.out_dir + ": already holds checkpoints (use --resume to continue, --force to start over)");
+  if (!ckpt.empty() && o.force && !o.resume) {
+    fs::remove_all(fs::path(o.out_dir) / "checkpoints", ec);
+    fs::remove(fs::path(o.out_dir) / "latest", ec);
+    fs::remove(fs::path(o.out_dir) / "metrics.jsonl", ec);
+    ckpt.clear();
+  }
+  fs::create_directories(o.out_dir, ec);
+  if (ec) return Status::error(o.out_dir + ": cannot create: " + ec.message());
+
+  model::TensorList w = model::TensorList::allocate(model::tensor_specs(I.cfg));
+  model::init_weights(w, o.seed);
+  I.tr = std::make_unique<model::Transformer>(I.cfg, std::move(w));
+  I.tr->set_tokenizer_path(I.data.tokenizer_path);
+  AdamWOptions ao;
+  ao.beta1 = o.beta1;
+  ao.beta2 = o.beta2;
+  ao.eps = o.eps;
+  ao.weight_decay = o.weight_decay;
+  ao.lazy_rows = o.lazy_tables;
+  I.adam = std::make_unique<AdamW>(I.tr->weights(), ao);
+  const int64_t step_tokens = o.batch * o.seq * o.accum;
+  I.grads = I.tr->make_gradients(std::min(step_tokens, I.cfg.vocab_size));
+  I.rng.seed(o.seed ^ 0x5DEECE66Dull);
+  if (!ckpt.empty()) {
+    STEM_RETURN_IF_ERROR(load_checkpoint(ckpt, I.cfg, I.tr->weights(), *I.adam, I.st).with_context("resume"));
+    std::istringstream r(I.st.data_rng);
+    r >> I.rng;
+    if (r.fail()) return Status::error(ckpt + "/trainer_state.json: unreadable data_rng state");
+    I.start_step = I.st.step;
+    I.last_ckpt = ckpt;
+  }
+  STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
+  I.peak = o.peak_gflops > 0 ? o.peak_gflops : kernels::gemm_peak_gflops(1024, 3);
+  I.flops_per_token = model::account(I.cfg, o.seq, o.seq).train_flops_per_token;
+  return t;
+}
+
+double Trainer::validation_loss() {
+  Impl& I = *impl_;
+  const int64_t T = I.opt.seq, B = I.opt.batch;
+  const int64_t windows = std::min(I.data.val.size() / T, std::max<int64_t>(1, I.opt.eval_tokens / T));
+  if (windows < 1) return NAN;
+  double sum = 0;
+  int64_t count = 0;
+  std::vector<int32_t> buf(B * T);
+  for (int64_t w0 = 0; w0 < windows; w0 += B) {
+    const int64_t nb = std::min(B, windows - w0);
+    for (int64_t b = 0; b < nb; ++b) I.data.val.read((w0 + b) * T, T, buf.data() + b * T);
+    sum += I.tr->forward(buf.data(), nb, T) * static_cast<double>(nb * (T - 1));
+    count += nb * (T - 1);
+  }
+  return sum / static_cast<double>(count);
+}
+
+Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on_step,
+                                const std::atomic<bool>* stop) {
+  Impl& I = *impl_;
+  const TrainOptions& o = I.opt;
+  const int64_t mb_tokens = o.batch * o.seq, step_tokens = mb_tokens * o.accum;
+  I.batch_tokens.resize(step_tokens);
+  core::Timer since_start;
+  for (int64_t step = I.start_step + 1; step <= o.steps; ++step) {
+    core::Timer timer;
+    I.sample_windows(I.batch_tokens.data(), o.batch * o.accum);
+    I.grads.begin_step(I.batch_tokens.data(), step_tokens, I.cfg.vocab_size);
+    double loss = 0;
+    for (int64_t a = 0; a < o.accum; ++a) {
+      const double l = I.tr->forward(I.batch_tokens.data() + a * mb_tokens, o.batch, o.seq);
+      if (!std::isfinite(l))
+        return Status::error("train: loss is " + std::string(std::isnan(l) ? "NaN" : "Inf") + " at step " +
+                             std::to_string(step) + "; stopping (last good checkpoint: " +
+                             (I.last_ckpt.empty() ? std::string("none") : I.last_ckpt) +
+                             "). Try a lower --lr or a longer --warmup.");
+      I.tr->backward(I.grads, 1.0f / static_cast<float>(o.accum));
+      loss += l / static_cast<double>(o.accum);
+    }
+    const auto [norm, norm_stem] = I.grad_norms();
+    if (o.clip > 0 && norm > o.clip) I.scale_grads(false, static_cast<float>(o.clip / norm));
+    if (o.clip_stem > 0 && norm_stem > o.clip_stem) I.scale_grads(true, static_cast<float>(o.clip_stem / norm_stem));
+    const float lr = lr_at(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
+    I.adam->step(I.tr->weights(), I.grads, lr);
+    I.st.step = step;
+    I.st.tokens += step_tokens;
+    const double secs = timer.seconds();
+
+    StepRecord r;
+    r.step = step;
+    r.steps = o.steps;
+    r.tokens = I.st.tokens;
+    r.loss = loss;
+    r.lr = lr;
+    r.grad_norm = norm;
+    r.grad_norm_stem = norm_stem;
+    r.tokens_per_second = static_cast<double>(step_tokens) / secs;
+    r.mfu = I.flops_per_token * r.tokens_per_second / (I.peak * 1e9);
+    const bool stopping = stop && stop->load();
+    if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) {
+      r.val_loss = validation_loss();
+      if (!std::isnan(r.val_loss)) I.st.last_val_loss = r.val_loss;
+    }
+    r.elapsed = since_start.seconds();
+    if (o.log_every > 0 && (step % o.log_every == 0 || step == o.steps || !std::isnan(r.val_loss)))
+      STEM_RETURN_IF_ERROR(I.append_metrics(r));
+    if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps || stopping) {
+      STEM_RETURN_IF_ERROR(I.save());
+      r.saved = true;
+    }
+    if (on_step) on_step(r);
+    if (stopping) return StopReason::Interrupted;
+  }
+  return StopReason::Finished;
+}
+
+}  // namespace stem::train

@@ -1,0 +1,381 @@
+// Inference and evaluation: the KV-cache Decoder against Transformer::forward
+// at every position (one prefill, chunked prefill with odd boundaries, step by
+// step, after reset), its context and id errors; the Sampler (greedy, top-k,
+// top-p, seeding, the empirical distribution at temperature 1); windowed
+// perplexity and its standard error; and the generate / eval subcommands as a
+// user runs them.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <algorithm>
+#include <sstream>
+
+#include "eval/perplexity.h"
+#include "infer/decoder.h"
+#include "infer/sampler.h"
+#include "kernel_test_util.h"
+#include "model/transformer.h"
+#include "stem/model.h"
+
+namespace stem {
+namespace {
+namespace fs = std::filesystem;
+using test::near_rel;
+
+// A small model mixing every FFN kind with GQA, long enough that a prefill
+// crosses Decoder::kPrefillChunk.
+ModelConfig mixed_config() {
+  ModelConfig c;
+  c.vocab_size = 61;
+  c.hidden_size = 32;
+  c.intermediate_size = 40;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 160;
+  c.ffn_types = {FfnType::Dense, FfnType::Stem, FfnType::HashMoe, FfnType::Stem};
+  c.num_hash_experts = 3;
+  return c;
+}
+
+// Multi-query attention, tied embeddings, head dim 12.
+ModelConfig mqa_tied_config() {
+  ModelConfig c;
+  c.vocab_size = 37;
+  c.hidden_size = 24;
+  c.intermediate_size = 20;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.max_position_embeddings = 90;
+  c.tie_word_embeddings = true;
+  c.ffn_types = {FfnType::HashMoe, FfnType::Stem};
+  c.num_hash_experts = 4;
+  return c;
+}
+
+// Init, then weights redrawn larger than the official init so that attention
+// is far from uniform and logits are O(1): a wrong position or a missed row
+// shows up well above round-off.
+Model random_model(const ModelConfig& cfg, uint64_t seed) {
+  auto m = Model::init(cfg, seed);
+  EXPECT_TRUE(m.ok()) << m.status().message();
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  model::TensorList& w = m->impl().weights();
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i].dtype() != DType::F32) continue;
+    const bool norm = w.spec(i).kind == model::ParamKind::Norm;
+    const int64_t in = w[i].shape().back();
+    const float s = norm ? 0.5f : 1.5f / std::sqrt(static_cast<float>(in));
+    std::uniform_real_distribution<float> dist(-s, s);
+    float* p = w[i].f32();
+    for (int64_t j = 0; j < w[i].numel(); ++j) p[j] = (norm ? 1.0f : 0.0f) + dist(rng);
+  }
+  return std::move(*m);
+}
+
+// Logits of forward at every position of one sequence, [T, V].
+std::vector<float> full_logits(Model& m, const std::vector<int32_t>& ids) {
+  const int64_t T = static_cast<int64_t>(ids.size()), V = m.config().vocab_size;
+  m.impl().forward(ids.data(), 1, T);
+  return std::vector<float>(m.impl().logits(), m.impl().logits() + T * V);
+}
+
+std::vector<float> row(const std::vector<float>& all, int64_t t, int64_t V) {
+  return std::vector<float>(all.begin() + t * V, all.begin() + (t + 1) * V);
+}
+std::vector<float> row(const float* p, int64_t V) { return std::vector<float>(p, p + V); }
+
+constexpr double kTol = 2e-5;
+
+class DecoderMatch : public ::testing::TestWithParam<int> {
+ protected:
+  ModelConfig cfg() const { return GetParam() == 0 ? mixed_config() : mqa_tied_config(); }
+};
+
+TEST_P(DecoderMatch, StepByStepEqualsForwardAtEveryPosition) {
+  const ModelConfig c = cfg();
+  Model m = random_model(c, 11);
+  std::mt19937 rng(5);
+  const int64_t T = c.max_position_embeddings, V = c.vocab_size;
+  const std::vector<int32_t> ids = test::rand_ids(rng, T, V);
+  const std::vector<float> want = full_logits(m, ids);
+  infer::Decoder dec(m.impl(), 0);
+  ASSERT_EQ(dec.capacity(), T);
+  for (int64_t t = 0; t < T; ++t) {
+    auto got = dec.step(ids[t]);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    ASSERT_TRUE(near_rel(row(*got, V), row(want, t, V), kTol)) << "position " << t;
+  }
+  EXPECT_EQ(dec.position(), T);
+}
+
+TEST_P(DecoderMatch, PrefillInOddChunksEqualsForward) {
+  const ModelConfig c = cfg();
+  Model m = random_model(c, 12);
+  std::mt19937 rng(6);
+  const int64_t T = c.max_position_embeddings, V = c.vocab_size;
+  const std::vector<int32_t> ids = test::rand_ids(rng, T, V);
+  const std::vector<float> want = full_logits(m, ids);
+  infer::Decoder dec(m.impl(), T);
+  // One prefill of everything (crosses the internal chunk boundary).
+  auto all = dec.prefill(ids.data(), T);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  EXPECT_TRUE(near_rel(row(*all, V), row(want, T - 1, V), kTol));
+  // Pieces of odd sizes, some larger than the internal chunk, then steps.
+  for (const std::vector<int64_t>& pieces :
+       {std::vector<int64_t>{1, 2, 3, 65, 7, 13}, std::vector<int64_t>{63, 1, 64, 5},
+        std::vector<int64_t>{T - 1}, std::vector<int64_t>{129, 17}}) {
+    dec.reset();
+    int64_t at = 0;
+    for (int64_t n : pieces) {
+      if (at == T) break;
+      if (at + n > T) n = T - at;
+      auto got = dec.prefill(ids.data() + at, n);
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      at += n;
+      ASSERT_TRUE(near_rel(row(*got, V), row(want, at - 1, V), kTol)) << "after " << at;
+    }
+    for (; at < T; ++at) {
+      auto got = dec.step(ids[at]);
+      ASSERT_TRUE(got.ok());
+      ASSERT_TRUE(near_rel(row(*got, V), row(want, at, V), kTol)) << "step at " << at;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Decoder, DecoderMatch, ::testing::Values(0, 1),
+                         [](const auto& info) { return info.param == 0 ? "MixedGqa" : "MqaTied"; });
+
+TEST(Decoder, ShorterPrefixMatchesShorterForward) {
+  // A forward of T' < max positions equals the decoder at those positions too.
+  Model m = random_model(mixed_config(), 13);
+  std::mt19937 rng(7);
+  const int64_t V = m.config().vocab_size;
+  const std::vector<int32_t> ids = test::rand_ids(rng, 37, V);
+  const std::vector<float> want = full_logits(m, ids);
+  infer::Decoder dec(m.impl(), 50);
+  auto got = dec.prefill(ids.data(), 37);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(near_rel(row(*got, V), row(want, 36, V), kTol));
+}
+
+TEST(Decoder, ContextOverflowIsAnErrorAndChangesNothing) {
+  Model m = random_model(mixed_config(), 14);
+  infer::Decoder dec(m.impl(), 10);
+  EXPECT_EQ(dec.capacity(), 10);
+  std::vector<int32_t> ids(12, 3);
+  auto r = dec.prefill(ids.data(), 11);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("context of 10"), std::string::npos) << r.status().message();
+  EXPECT_EQ(dec.position(), 0);
+  ASSERT_TRUE(dec.prefill(ids.data(), 8).ok());
+  EXPECT_FALSE(dec.prefill(ids.data(), 3).ok());
+  EXPECT_EQ(dec.position(), 8);
+  EXPECT_TRUE(dec.step(1).ok());
+  EXPECT_TRUE(dec.step(2).ok());
+  EXPECT_FALSE(dec.step(3).ok());
+  EXPECT_EQ(dec.position(), 10);
+  dec.reset();
+  EXPECT_TRUE(dec.step(3).ok());
+  // Capacity never exceeds the model's positions.
+  infer::Decoder big(m.impl(), 100000);
+  EXPECT_EQ(big.capacity(), m.config().max_position_embeddings);
+}
+
+TEST(Decoder, BadIdsAndEmptyPrefillAreErrors) {
+  Model m = random_model(mixed_config(), 15);
+  infer::Decoder dec(m.impl(), 0);
+  std::vector<int32_t> ids = {1, 2, 61};
+  auto r = dec.prefill(ids.data(), 3);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("61"), std::string::npos);
+  EXPECT_FALSE(dec.step(-1).ok());
+  EXPECT_FALSE(dec.prefill(ids.data(), 0).ok());
+  EXPECT_EQ(dec.position(), 0);
+}
+
+// ---------------------------------------------------------------- sampler
+
+std::vector<float> random_logits(int64_t V, uint32_t seed, float scale = 3.0f) {
+  std::mt19937 rng(seed);
+  return test::randu(rng, V, scale);
+}
+
+TEST(Sampler, GreedyIsArgmax) {
+  for (uint32_t s = 0; s < 20; ++s) {
+    const std::vector<float> l = random_logits(500, s);
+    const int32_t want = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    infer::Sampler greedy({.greedy = true, .seed = s}, 500);
+    EXPECT_EQ(greedy.sample(l.data()), want);
+    infer::Sampler cold({.temperature = 0.0f, .seed = s}, 500);
+    EXPECT_EQ(cold.sample(l.data()), want);
+    infer::Sampler top1({.temperature = 1.5f, .top_k = 1, .top_p = 1.0f, .seed = s}, 500);
+    EXPECT_EQ(top1.sample(l.data()), want);
+    infer::Sampler tiny_p({.temperature = 1.5f, .top_k = 0, .top_p = 1e-6f, .seed = s}, 500);
+    EXPECT_EQ(tiny_p.sample(l.data()), want);
+  }
+  // Ties go to the lowest id.
+  std::vector<float> tie = {0.0f, 2.0f, 1.0f, 2.0f};
+  EXPECT_EQ(infer::Sampler::argmax(tie.data(), 4), 1);
+}
+
+TEST(Sampler, SeededDeterminism) {
+  const std::vector<float> l = random_logits(300, 1, 1.0f);
+  auto draw = [&](uint64_t seed) {
+    infer::Sampler s({.temperature = 1.0f, .top_k = 50, .top_p = 0.9f, .seed = seed}, 300);
+    std::vector<int32_t> out;
+    for (int i = 0; i < 200; ++i) out.push_back(s.sample(l.data()));
+    return out;
+  };
+  EXPECT_EQ(draw(42), draw(42));
+  EXPECT_NE(draw(42), draw(43));
+}
+
+TEST(Sampler, TopKAndTopPKeepOnlyTheirSet) {
+  const int64_t V = 200;
+  const std::vector<float> l = random_logits(V, 9);
+  std::vector<int32_t> order(V);
+  for (int64_t i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+  infer::Sampler k5({.temperature = 2.0f, .top_k = 5, .top_p = 1.0f, .seed = 3}, V);
+  std::set<int32_t> top5(order.begin(), order.begin() + 5), seen;
+  for (int i = 0; i < 2000; ++i) seen.insert(k5.sample(l.data()));
+  EXPECT_EQ(seen, top5);
+  // top-p: the smallest prefix reaching p of the softmax mass.
+  std::vector<double> p(V);
+  double z = 0;
+  for (int64_t i = 0; i < V; ++i) z += (p[i] = std::exp(static_cast<double>(l[order[i]])));
+  double mass = 0;
+  size_t n = 0;
+  while (mass < 0.5 * z) mass += p[n++];
+  infer::Sampler p5({.temperature = 1.0f, .top_k = 0, .top_p = 0.5f, .seed = 4}, V);
+  std::set<int32_t> nucleus(order.begin(), order.begin() + n);
+  seen.clear();
+  for (int i = 0; i < 5000; ++i) seen.insert(p5.sample(l.data()));
+  EXPECT_EQ(seen, nucleus);
+}
+
+TEST(Sampler, TemperatureOneMatchesSoftmax) {
+  const int64_t V = 10, draws = 200000;
+  const std::vector<float> l = random_logits(V, 21, 1.5f);
+  infer::Sampler s({.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 77}, V);
+  std::vector<int64_t> count(V, 0);
+  for (int64_t i = 0; i < draws; ++i) ++count[s.sample(l.data())];
+  double z = 0;
+  for (float x : l) z += std::exp(static_cast<double>(x));
+  double chi2 = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    const double e = draws * std::exp(static_cast<double>(l[i])) / z;
+    chi2 += (count[i] - e) * (count[i] - e) / e;
+  }
+  // 9 degrees of freedom: P(chi2 > 33) < 2e-4.
+  EXPECT_LT(chi2, 33.0);
+  // At temperature 2 the distribution flattens: softmax(l / 2).
+  infer::Sampler hot({.temperature = 2.0f, .top_k = 0, .top_p = 1.0f, .seed = 78}, V);
+  std::fill(count.begin(), count.end(), 0);
+  for (int64_t i = 0; i < draws; ++i) ++count[hot.sample(l.data())];
+  z = 0;
+  for (float x : l) z += std::exp(0.5 * x);
+  chi2 = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    const double e = draws * std::exp(0.5 * l[i]) / z;
+    chi2 += (count[i] - e) * (count[i] - e) / e;
+  }
+  EXPECT_LT(chi2, 33.0);
+}
+
+// ---------------------------------------------------------------- eval
+
+TEST(Eval, MeanAndStandardError) {
+  eval::MeanSe r = eval::mean_and_se({1.0, 2.0, 3.0, 4.0});
+  EXPECT_DOUBLE_EQ(r.mean, 2.5);
+  EXPECT_NEAR(r.se, std::sqrt(5.0 / 3.0) / 2.0, 1e-12);  // sample sd / sqrt(n)
+  EXPECT_TRUE(std::isnan(eval::mean_and_se({3.0}).se));
+  eval::PerplexityResult p;
+  eval::summarize({1.0, 2.0, 3.0, 4.0}, p);
+  EXPECT_NEAR(p.perplexity, std::exp(2.5), 1e-9);
+  EXPECT_NEAR(p.ppl_low, std::exp(2.5 - 1.96 * r.se), 1e-9);
+  EXPECT_NEAR(p.ppl_high, std::exp(2.5 + 1.96 * r.se), 1e-9);
+}
+
+TEST(Eval, StandardErrorCoversTheTrueMean) {
+  // Synthetic windows: i.i.d. means around 3.0 with sd 0.5; over many trials
+  // the 95% interval contains 3.0 about 95% of the time, and SE ~ 0.5/sqrt(n).
+  std::mt19937_64 rng(1);
+  std::normal_distribution<double> dist(3.0, 0.5);
+  int covered = 0;
+  const int trials = 2000, n = 50;
+  double se_sum = 0;
+  for (int t = 0; t < trials; ++t) {
+    std::vector<double> v(n);
+    for (double& x : v) x = dist(rng);
+    const eval::MeanSe r = eval::mean_and_se(v);
+    se_sum += r.se;
+    covered += std::abs(r.mean - 3.0) <= 1.96 * r.se;
+  }
+  EXPECT_NEAR(se_sum / trials, 0.5 / std::sqrt(n), 0.005);
+  EXPECT_NEAR(covered / static_cast<double>(trials), 0.95, 0.02);
+}
+
+TEST(Eval, PerplexityEqualsPerWindowScores) {
+  Model m = random_model(mixed_config(), 16);
+  std::mt19937 rng(8);
+  const int64_t V = m.config().vocab_size, T = 20;
+  const std::vector<int32_t> stream = test::rand_ids(rng, 7 * T + 9, V);  // 7 windows + tail
+  auto read = [&](int64_t off, int64_t n, int32_t* out) {
+    std::copy(stream.begin() + off, stream.begin() + off + n, out);
+  };
+  std::vector<double> want;
+  for (int64_t w = 0; w < 7; ++w) {
+    std::vector<int32_t> win(stream.begin() + w * T, stream.begin() + (w + 1) * T);
+    auto loss = m.score(win, 1, T);
+    ASSERT_TRUE(loss.ok());
+    want.push_back(*loss);
+  }
+  const eval::MeanSe ms = eval::mean_and_se(want);
+  for (int64_t B : {1, 3, 7, 16}) {
+    auto r = eval::perplexity(m.impl(), read, static_cast<int64_t>(stream.size()),
+                              {.seq = T, .batch = B});
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->windows, 7);
+    EXPECT_EQ(r->predicted, 7 * (T - 1));
+    EXPECT_EQ(r->tokens_dropped, 9);
+    EXPECT_NEAR(r->mean_loss, ms.mean, 1e-5 * ms.mean) << "batch " << B;
+    EXPECT_NEAR(r->se, ms.se, 1e-4 * ms.se) << "batch " << B;
+    EXPECT_NEAR(r->perplexity, std::exp(ms.mean), 1e-4 * std::exp(ms.mean));
+  }
+  // max_tokens limits the windows.
+  auto r = eval::perplexity(m.impl(), read, static_cast<int64_t>(stream.size()),
+                            {.seq = T, .batch = 2, .max_tokens = 3 * T + 5});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->windows, 3);
+}
+
+TEST(Eval, Errors) {
+  Model m = random_model(mixed_config(), 17);
+  std::vector<int32_t> stream(100, 1);
+  auto read = [&](int64_t off, int64_t n, int32_t* out) {
+    std::copy(stream.begin() + off, stream.begin() + off + n, out);
+  };
+  EXPECT_FALSE(eval::perplexity(m.impl(), read, 100, {.seq = 161}).ok());  // > max positions
+  EXPECT_FALSE(eval::perplexity(m.impl(), read, 100, {.seq = 1}).ok());
+  auto few = eval::perplexity(m.impl(), read, 100, {.seq = 101});
+  EXPECT_FALSE(few.ok());
+  stream[57] = 61;  // == V
+  auto bad = eval::perplexity(m.impl(), read, 100, {.seq = 10});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("offset 57"), std::string::npos) << bad.status().message();
+}
+
+}  // namespace
+}  // namespace stem

@@ -1,0 +1,112 @@
+// stem train: a training run from a model config and a prepared data directory.
+// SIGINT/SIGTERM ask the loop to save a checkpoint and stop (exit 130/143);
+// a second signal exits at once (the last checkpoint stays whole).
+#include <csignal>
+#include <cstdio>
+#include <unistd.h>
+
+#include "commands.h"
+#include "train/trainer.h"
+
+namespace stem::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+volatile std::sig_atomic_t g_signal = 0;
+
+void on_signal(int sig) {
+  if (g_stop.load()) _exit(128 + sig);
+  g_signal = sig;
+  g_stop.store(true);
+}
+
+std::string fmt_eta(double s) {
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  return buf;
+}
+
+}  // namespace
+
+void register_train(CLI::App& app) {
+  auto o = std::make_shared<train::TrainOptions>();
+  auto json = std::make_shared<bool>(false);
+  CLI::App* sub = app.add_subcommand("train", "Train a model on a prepared data directory");
+  sub->add_option("--config", o->config_path, "Model config.json")->required();
+  sub->add_option("--data", o->data_dir, "Data directory from `stem prepare`")->required();
+  sub->add_option("--out", o->out_dir, "Run directory (checkpoints, metrics.jsonl)")->required();
+  sub->add_option("--steps", o->steps, "Optimizer steps")->capture_default_str();
+  sub->add_option("--batch", o->batch, "Sequences per micro-batch")->capture_default_str();
+  sub->add_option("--seq", o->seq, "Tokens per sequence")->capture_default_str();
+  sub->add_option("--accum", o->accum, "Micro-batches per step (gradient accumulation)")->capture_default_str();
+  sub->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
+  sub->add_option("--min-lr-ratio", o->min_lr_ratio, "Cosine decay floor, as a fraction of --lr")->capture_default_str();
+  sub->add_option("--warmup", o->warmup, "Linear warm-up steps")->capture_default_str();
+  sub->add_option("--beta1", o->beta1, "AdamW beta1")->capture_default_str();
+  sub->add_option("--beta2", o->beta2, "AdamW beta2")->capture_default_str();
+  sub->add_option("--eps", o->eps, "AdamW epsilon")->capture_default_str();
+  sub->add_option("--weight-decay", o->weight_decay, "AdamW weight decay (not on norms)")->capture_default_str();
+  sub->add_option("--clip", o->clip, "Clip the global grad norm of all but the STEM tables (0: off)")->capture_default_str();
+  sub->add_option("--clip-stem", o->clip_stem, "Clip the global grad norm of the STEM tables (0: off)")->capture_default_str();
+  sub->add_flag("--lazy-tables", o->lazy_tables, "Row-sparse (lazy) AdamW for the STEM tables");
+  sub->add_option("--eval-every", o->eval_every, "Validation loss every N steps (0: only at the end)")->capture_default_str();
+  sub->add_option("--eval-tokens", o->eval_tokens, "Held-out tokens per validation")->capture_default_str();
+  sub->add_option("--save-every", o->save_every, "Checkpoint every N steps (and at the end)")->capture_default_str();
+  sub->add_option("--keep", o->keep, "Checkpoints kept (0: all)")->capture_default_str();
+  sub->add_option("--log-every", o->log_every, "metrics.jsonl line every N steps")->capture_default_str();
+  sub->add_option("--seed", o->seed, "Seed of the initial weights and the data order")->capture_default_str();
+  sub->add_flag("--resume", o->resume, "Continue from the run directory's latest checkpoint");
+  sub->add_flag("--force", o->force, "Start over in a run directory that holds checkpoints");
+  sub->add_option("--peak-gflops", o->peak_gflops, "GEMM peak for MFU (default: measured)");
+  sub->add_flag("--json", *json, "One JSON line per step on stdout, and a final summary");
+  add_command(sub, [o, json] {
+    auto t = train::Trainer::create(*o);
+    if (!t.ok()) return fail("train", t.status());
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    const bool tty = isatty(STDERR_FILENO);
+    if ((*t)->start_step() > 0)
+      std::fprintf(stderr, "resuming %s at step %ld\n", o->out_dir.c_str(), static_cast<long>((*t)->start_step()));
+    double last_val = NAN, last_loss = 0;
+    auto res = (*t)->run(
+        [&](const train::StepRecord& r) {
+          last_loss = r.loss;
+          if (!std::isnan(r.val_loss)) last_val = r.val_loss;
+          if (*json) {
+            nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr},
+                                {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}};
+            if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
+            std::printf("%s\n", j.dump().c_str());
+            std::fflush(stdout);
+          }
+          const double eta = (r.steps - r.step) * (r.elapsed / std::max<int64_t>(1, r.step - (*t)->start_step()));
+          char line[256];
+          std::snprintf(line, sizeof line, "step %ld/%ld  loss %.4f%s  lr %.2e  %.0f tok/s  mfu %.0f%%  eta %s",
+                        static_cast<long>(r.step), static_cast<long>(r.steps), r.loss,
+                        std::isnan(last_val) ? "" : ("  val " + std::to_string(last_val).substr(0, 6)).c_str(),
+                        r.lr, r.tokens_per_second, 100 * r.mfu, fmt_eta(eta).c_str());
+          if (tty) std::fprintf(stderr, "\r%s   ", line);
+          else if (!*json && (r.step % 10 == 0 || r.step == r.steps || !std::isnan(r.val_loss)))
+            std::fprintf(stderr, "%s\n", line);
+          if (tty && (!std::isnan(r.val_loss) || r.saved)) std::fprintf(stderr, "\n");
+        },
+        &g_stop);
+    if (tty) std::fprintf(stderr, "\n");
+    if (!res.ok()) return fail("train", res.status());
+    const std::string ck = (*t)->last_checkpoint();
+    if (*json) {
+      nlohmann::json j = {{"done", *res == train::StopReason::Finished}, {"checkpoint", ck}, {"loss", last_loss}};
+      if (!std::isnan(last_val)) j["val_loss"] = last_val;
+      std::printf("%s\n", j.dump().c_str());
+    }
+    if (*res == train::StopReason::Interrupted) {
+      std::fprintf(stderr, "stopped by signal; saved %s (continue with --resume)\n", ck.c_str());
+      return 128 + static_cast<int>(g_signal);
+    }
+    std::fprintf(stderr, "done: %s\n", ck.c_str());
+    return 0;
+  });
+}
+
+}  // namespace stem::cli
