@@ -124,7 +124,11 @@ Result<TokenShardWriter> TokenShardWriter::create(const std::string& path, int64
   if (p.filename().empty()) return Status::error("token shard: '" + path + "' is not a file path");
   TokenShardWriter w;
   w.path_ = path;
-  w.tmp_ = (p.parent_path() / ("." + p.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  std::string tmp_name(".");  // built piecewise: GCC 12 warns (-Wrestrict) on "." + string
+  tmp_name += p.filename().string();
+  tmp_name += ".tmp.";
+  tmp_name += std::to_string(::getpid());
+  w.tmp_ = (p.parent_path() / tmp_name).string();
   w.vocab_size_ = vocab_size;
   w.bytes_per_token_ = token_bytes_for_vocab(vocab_size);
   w.fd_ = ::open(w.tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);

@@ -239,7 +239,6 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
     r.grad_norm_stem = norm_stem;
     r.tokens_per_second = static_cast<double>(step_tokens) / secs;
     r.mfu = I.flops_per_token * r.tokens_per_second / (I.peak * 1e9);
-    const bool stopping = stop && stop->load();
     if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) {
       r.val_loss = validation_loss();
       if (!std::isnan(r.val_loss)) I.st.last_val_loss = r.val_loss;
@@ -247,12 +246,15 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
     r.elapsed = since_start.seconds();
     if (o.log_every > 0 && (step % o.log_every == 0 || step == o.steps || !std::isnan(r.val_loss)))
       STEM_RETURN_IF_ERROR(I.append_metrics(r));
-    if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps || stopping) {
+    if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) {
       STEM_RETURN_IF_ERROR(I.save());
       r.saved = true;
     }
     if (on_step) on_step(r);
-    if (stopping) return StopReason::Interrupted;
+    if (stop && stop->load()) {  // a signal during this step: save it and stop
+      if (!r.saved) STEM_RETURN_IF_ERROR(I.save());
+      return StopReason::Interrupted;
+    }
   }
   return StopReason::Finished;
 }
