@@ -124,7 +124,7 @@ Status Tokenizer::train(const std::vector<std::string>& files, const std::string
     std::string line;
     while (std::getline(in, line)) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
+      if (line.find_first_not_of(" \t\f\v") == std::string::npos) continue;  // blank
       if (keep < 1.0 && uni(rng) >= keep) continue;
       add_sentence(line, &sentences);
     }

@@ -306,6 +306,9 @@ Result<nlohmann::json> prepare(const Options& o) {
   const bool replace = fs::exists(out, ec);
   if (replace && !o.force) return Status::error(out + ": already exists (use --force to replace it)");
   if (replace && !fs::is_directory(out, ec)) return Status::error(out + ": exists and is not a folder");
+  // --force replaces an earlier output, never an unrelated folder.
+  if (replace && !fs::is_empty(out, ec) && !fs::exists(fs::path(out) / "data.json", ec))
+    return Status::error(out + ": exists and is not a stem data folder (no data.json): not replacing it, even with --force");
 
   STEM_ASSIGN_OR_RETURN(std::vector<Source> sources, collect_inputs(o.inputs));
   int64_t total_bytes = 0;
@@ -543,6 +546,17 @@ void register_prepare(CLI::App& app) {
     std::printf("  %.2f bytes/token, %.1f s\n", m["bytes_per_token"].get<double>(), m["seconds"].get<double>());
     return 0;
   });
+}
+
+Result<nlohmann::json> prepare_corpus(const std::vector<std::string>& inputs, const std::string& out,
+                                      int64_t vocab_size, double val_fraction, uint64_t seed) {
+  Options o;
+  o.inputs = inputs;
+  o.out = out;
+  o.vocab_size = vocab_size;
+  o.val_fraction = val_fraction;
+  o.seed = seed;
+  return prepare(o);
 }
 
 }  // namespace stem::cli

@@ -28,7 +28,10 @@ void register_all(CLI::App& app) {
   register_inspect(app);
   register_bench(app);
   register_train(app);
+  register_demo(app);
   register_prepare(app);
+  register_generate(app);
+  register_eval(app);
 }
 
 int run_selected(CLI::App& app) {

@@ -35,6 +35,10 @@ class Progress {
   double t0_;
 };
 
+// Prepares a data directory from text (what `stem prepare` does), for the demo.
+Result<nlohmann::json> prepare_corpus(const std::vector<std::string>& inputs, const std::string& out,
+                                      int64_t vocab_size, double val_fraction, uint64_t seed);
+
 // The commands, one file each.
 void register_init(CLI::App& app);
 void register_score(CLI::App& app);
@@ -42,6 +46,9 @@ void register_grad(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_train(CLI::App& app);
+void register_demo(CLI::App& app);
 void register_prepare(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_eval(CLI::App& app);
 
 }  // namespace stem::cli

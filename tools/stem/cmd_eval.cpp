@@ -1,0 +1,121 @@
+// stem eval: perplexity of a model on held-out tokens (eval/perplexity.h): a
+// data directory's val.tok, one .tok shard, or a text file of whitespace-
+// separated ids. Prints the mean loss with its standard error (from per-window
+// means) and the perplexity with its 95% interval. It does not tokenize text:
+// run `stem prepare` first.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.h"
+#include "eval/perplexity.h"
+#include "io/files.h"
+#include "io/token_shards.h"
+#include "model/transformer.h"
+#include "stem/model.h"
+
+namespace stem::cli {
+namespace {
+namespace fs = std::filesystem;
+
+// The evaluation tokens behind a reader, checked against the model's vocabulary.
+struct EvalData {
+  std::string name;
+  int64_t size = 0;
+  eval::TokenReader read;
+};
+
+Status vocab_mismatch(const std::string& what, int64_t data_vocab, int64_t model_vocab) {
+  return Status::error(what + ": data vocab_size " + std::to_string(data_vocab) +
+                       " does not match the model's vocab_size " + std::to_string(model_vocab) +
+                       " (made with another tokenizer?)");
+}
+
+Result<EvalData> open_data(const std::string& path, int64_t model_vocab) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    STEM_ASSIGN_OR_RETURN(io::DataDir dd, io::DataDir::open(path));
+    if (dd.vocab_size != model_vocab) return vocab_mismatch(path, dd.vocab_size, model_vocab);
+    io::TokenShard val = dd.val;
+    return EvalData{val.path(), val.size(), [val](int64_t off, int64_t n, int32_t* out) { val.read(off, n, out); }};
+  }
+  if (!fs::exists(path, ec)) return Status::error(path + ": no such file or directory");
+  if (fs::path(path).extension() == ".tok") {
+    STEM_ASSIGN_OR_RETURN(io::TokenShard shard, io::TokenShard::open(path));
+    if (shard.vocab_size() != model_vocab) return vocab_mismatch(path, shard.vocab_size(), model_vocab);
+    return EvalData{path, shard.size(), [shard](int64_t off, int64_t n, int32_t* out) { shard.read(off, n, out); }};
+  }
+  STEM_ASSIGN_OR_RETURN(std::vector<int32_t> ids, io::read_token_ids(path, model_vocab));
+  auto shared = std::make_shared<const std::vector<int32_t>>(std::move(ids));
+  return EvalData{path, static_cast<int64_t>(shared->size()), [shared](int64_t off, int64_t n, int32_t* out) {
+                    std::copy(shared->begin() + off, shared->begin() + off + n, out);
+                  }};
+}
+
+}  // namespace
+
+void register_eval(CLI::App& app) {
+  struct Opts {
+    std::string model_dir, data;
+    int64_t seq = 0, batch = 4, max_tokens = 0;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand("eval", "Perplexity on held-out tokens, with a standard error");
+  sub->add_option("--model", o->model_dir, "Model directory (config.json, model.safetensors)")->required();
+  sub->add_option("--data", o->data, "Data directory (its val.tok), a .tok shard, or a text file of token ids")->required();
+  sub->add_option("--seq", o->seq, "Tokens per window (default: min(512, max_position_embeddings))");
+  sub->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
+  sub->add_option("--max-tokens", o->max_tokens, "Evaluate at most this many tokens (0: all)")->capture_default_str();
+  sub->add_flag("--json", o->json, "Machine-readable output");
+  add_command(sub, [o] {
+    const char* cmd = "eval";
+    auto m = Model::load(o->model_dir);
+    if (!m.ok()) return fail(cmd, m.status());
+    const ModelConfig& cfg = m->config();
+    auto data = open_data(o->data, cfg.vocab_size);
+    if (!data.ok()) return fail(cmd, data.status());
+    eval::PerplexityOptions opts;
+    opts.seq = o->seq > 0 ? o->seq : std::min<int64_t>(512, cfg.max_position_embeddings);
+    opts.batch = o->batch;
+    opts.max_tokens = o->max_tokens;
+    std::unique_ptr<Progress> bar;
+    auto progress = [&](int64_t done, int64_t total, double loss) {
+      if (!bar) bar = std::make_unique<Progress>("eval", total);
+      char extra[48];
+      std::snprintf(extra, sizeof extra, "loss %.4f", loss);
+      bar->update(done, extra);
+    };
+    auto r = eval::perplexity(m->impl(), data->read, data->size, opts, progress);
+    if (bar) bar->finish();
+    if (!r.ok()) return fail(cmd, r.status().with_context(data->name));
+    const double tps = r->seconds > 0 ? static_cast<double>(r->tokens_used) / r->seconds : 0.0;
+    if (o->json) {
+      print_json({{"data", data->name},
+                  {"windows", r->windows},
+                  {"seq", r->seq},
+                  {"predicted_tokens", r->predicted},
+                  {"tokens_dropped", r->tokens_dropped},
+                  {"loss", r->mean_loss},
+                  {"loss_se", r->se},  // null with one window
+                  {"perplexity", r->perplexity},
+                  {"perplexity_low", r->ppl_low},
+                  {"perplexity_high", r->ppl_high},
+                  {"seconds", r->seconds},
+                  {"tokens_per_second", tps}});
+      return 0;
+    }
+    std::printf("%s: %ld windows of %ld tokens (%ld predicted, %ld left over)\n", data->name.c_str(),
+                static_cast<long>(r->windows), static_cast<long>(r->seq), static_cast<long>(r->predicted),
+                static_cast<long>(r->tokens_dropped));
+    if (std::isnan(r->se))
+      std::printf("loss %.4f  perplexity %.3f  (one window: no standard error)\n", r->mean_loss, r->perplexity);
+    else
+      std::printf("loss %.4f +- %.4f (SE)  perplexity %.3f  95%% interval [%.3f, %.3f]\n", r->mean_loss, r->se,
+                  r->perplexity, r->ppl_low, r->ppl_high);
+    std::printf("%.1fs, %.0f tokens/s\n", r->seconds, tps);
+    return 0;
+  });
+}
+
+}  // namespace stem::cli
