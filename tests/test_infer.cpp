@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -16,12 +17,13 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
-#include <algorithm>
 #include <sstream>
 
 #include "eval/perplexity.h"
 #include "infer/decoder.h"
 #include "infer/sampler.h"
+#include "io/token_shards.h"
+#include "io/tokenizer.h"
 #include "kernel_test_util.h"
 #include "model/transformer.h"
 #include "stem/model.h"
@@ -375,6 +377,251 @@ TEST(Eval, Errors) {
   auto bad = eval::perplexity(m.impl(), read, 100, {.seq = 10});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("offset 57"), std::string::npos) << bad.status().message();
+}
+
+
+// ---------------------------------------------------------------- CLI
+
+struct CmdResult {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs `stem ARGS` through the shell; stderr captured to a file of its own
+// (tests may run in parallel).
+CmdResult stem_cmd(const std::string& args) {
+  static int calls = 0;
+  const fs::path err = fs::temp_directory_path() /
+                       ("stem_infer_err_" + std::to_string(::getpid()) + "_" + std::to_string(calls++));
+  const std::string cmd = std::string(STEM_BINARY) + " " + args + " 2>" + err.string();
+  CmdResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  std::ifstream e(err);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  fs::remove(err);
+  return r;
+}
+
+// One line on stderr, "stem CMD: ...", containing every one of `parts`.
+::testing::AssertionResult one_line_error(const CmdResult& r, const std::string& cmd,
+                                          const std::vector<std::string>& parts) {
+  if (r.code != 1) return ::testing::AssertionFailure() << "exit " << r.code << ", stderr: " << r.err;
+  if (r.err.rfind("stem " + cmd + ": ", 0) != 0 || r.err.find('\n') != r.err.size() - 1)
+    return ::testing::AssertionFailure() << "not one 'stem " << cmd << ":' line: " << r.err;
+  for (const auto& p : parts)
+    if (r.err.find(p) == std::string::npos)
+      return ::testing::AssertionFailure() << "'" << p << "' missing from: " << r.err;
+  return ::testing::AssertionSuccess();
+}
+
+size_t io_tokenizer_encode_size(const std::string& model, const std::string& text) {
+  auto t = io::Tokenizer::load(model);
+  EXPECT_TRUE(t.ok());
+  return t.ok() ? t->encode(text).size() : 0;
+}
+
+const char* kCliConfig = R"({"model_type": "stem", "vocab_size": 64, "hidden_size": 32,
+  "intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
+  "num_key_value_heads": 2, "max_position_embeddings": 24, "rope_theta": 10000.0,
+  "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+  "ffn_types": ["dense", "stem", "hash_moe"], "num_hash_experts": 2})";
+
+class InferCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("stem_infer_cli_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string p(const std::string& name) const { return (dir_ / name).string(); }
+  void write(const std::string& name, const std::string& text) const { std::ofstream(p(name)) << text; }
+  // A random model in DIR/name from a config text.
+  void init(const std::string& name, const std::string& config, int seed = 3) {
+    write(name + ".json", config);
+    CmdResult r = stem_cmd("init --config " + p(name + ".json") + " --out " + p(name) +
+                           " --seed " + std::to_string(seed));
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  // A prepared data folder (vocabulary 300) from prose with multi-byte characters.
+  void prepare(const std::string& name) {
+    std::mt19937 rng(4);
+    const std::vector<std::string> words = {"the", "café", "naïve", "river", "—", "über", "garden",
+                                            "Zoë", "smiled", "at", "東京", "and", "walked", "home",
+                                            "🙂", "again", "quietly", "light"};
+    std::string text;
+    for (int para = 0; para < 80; ++para) {
+      for (int w = 0; w < 40; ++w) text += (w ? " " : "") + words[rng() % words.size()];
+      text += ".\n\n";
+    }
+    write(name + ".txt", text);
+    CmdResult r = stem_cmd("prepare --input " + p(name + ".txt") + " --out " + p(name) +
+                           " --vocab-size 300 --doc-bytes 300 --val-fraction 0.25");
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  fs::path dir_;
+};
+
+TEST_F(InferCli, HelpListsOptions) {
+  for (const char* sub : {"generate", "eval"}) {
+    CmdResult r = stem_cmd(std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("--json"), std::string::npos) << sub;
+    EXPECT_NE(r.out.find("--model"), std::string::npos) << sub;
+  }
+}
+
+TEST_F(InferCli, GeneratePromptIds) {
+  init("m", kCliConfig);
+  // Streaming: N ids on stdout, stats on stderr.
+  CmdResult r = stem_cmd("generate --model " + p("m") + " --prompt-ids \"1 2 3\" -n 12 --seed 5");
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream in(r.out);
+  std::vector<int32_t> streamed;
+  for (int32_t id; in >> id;) streamed.push_back(id);
+  EXPECT_EQ(streamed.size(), 12u) << r.out;
+  for (int32_t id : streamed) EXPECT_TRUE(id >= 0 && id < 64);
+  // --json: the same ids for the same seed.
+  r = stem_cmd("generate --model " + p("m") + " --prompt-ids \"1 2 3\" -n 12 --seed 5 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ids"].get<std::vector<int32_t>>(), streamed);
+  EXPECT_EQ(j["generated_tokens"], 12);
+  EXPECT_EQ(j["prompt_tokens"], 3);
+  EXPECT_EQ(j["stop"], "length");
+  EXPECT_GT(j["tokens_per_second"].get<double>(), 0.0);
+  EXPECT_FALSE(j.contains("text"));
+
+  // Greedy decoding equals argmax of a full forward over the growing sequence.
+  r = stem_cmd("generate --model " + p("m") + " --prompt-ids \"1 2 3\" -n 10 --greedy --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto got = nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>();
+  auto m = Model::load(p("m"));
+  ASSERT_TRUE(m.ok());
+  std::vector<int32_t> seq = {1, 2, 3}, want;
+  for (int i = 0; i < 10; ++i) {
+    const std::vector<float> l = full_logits(*m, seq);
+    const int32_t id = infer::Sampler::argmax(l.data() + (seq.size() - 1) * 64, 64);
+    want.push_back(id);
+    seq.push_back(id);
+  }
+  EXPECT_EQ(got, want);
+
+  // The context fills: a prompt of 22 of 24 positions leaves room for 3 tokens.
+  std::string long_prompt;
+  for (int i = 0; i < 22; ++i) long_prompt += std::to_string(i) + " ";
+  r = stem_cmd("generate --model " + p("m") + " --prompt-ids \"" + long_prompt + "\" -n 10 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["generated_tokens"], 3);
+  EXPECT_EQ(j["stop"], "context");
+}
+
+TEST_F(InferCli, GenerateErrors) {
+  init("m", kCliConfig);
+  std::string too_long;
+  for (int i = 0; i < 25; ++i) too_long += "1 ";
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("m") + " --prompt-ids \"" + too_long + "\""),
+                             "generate", {"25", "24"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("m") + " --prompt hello"), "generate",
+                             {"tokenizer.model"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("m") + " --prompt-ids \"1 64\""), "generate",
+                             {"64", "vocab_size"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("m") + " --prompt-ids \"1 x\""), "generate", {"'x'"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("m") + " --prompt-ids \"\""), "generate", {"no token ids"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("m") + " --prompt-ids 1 -n 0"), "generate", {"-n 0"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("absent") + " --prompt-ids 1"), "generate", {"absent"}));
+  EXPECT_NE(stem_cmd("generate --prompt-ids 1").code, 0);  // --model is required
+}
+
+TEST_F(InferCli, GenerateTextStreamsWhatJsonReports) {
+  prepare("data");
+  std::string cfg = kCliConfig;
+  cfg.replace(cfg.find("\"vocab_size\": 64"), 16, "\"vocab_size\": 300");
+  cfg.replace(cfg.find("\"max_position_embeddings\": 24"), 29, "\"max_position_embeddings\": 96");
+  init("m", cfg);
+  fs::copy_file(p("data/tokenizer.model"), p("m/tokenizer.model"));
+  // A random model emits byte pieces that split multi-byte characters: the
+  // stream must still print exactly the decoded continuation.
+  for (int seed : {1, 2, 3}) {
+    const std::string args = "generate --model " + p("m") + " --prompt \"the café\" -n 60 --temperature 1.5 "
+                             "--top-k 0 --top-p 1 --seed " + std::to_string(seed);
+    CmdResult s = stem_cmd(args);
+    ASSERT_EQ(s.code, 0) << s.err;
+    CmdResult j = stem_cmd(args + " --json");
+    ASSERT_EQ(j.code, 0) << j.err;
+    const auto js = nlohmann::json::parse(j.out);
+    EXPECT_EQ(s.out, js["text"].get<std::string>() + "\n") << "seed " << seed;
+    EXPECT_EQ(js["prompt_tokens"].get<int>(), 1 + static_cast<int>(
+        io_tokenizer_encode_size(p("m/tokenizer.model"), "the café")));
+  }
+  // A tokenizer whose size disagrees with the model's vocabulary.
+  init("small", kCliConfig);
+  fs::copy_file(p("data/tokenizer.model"), p("small/tokenizer.model"));
+  EXPECT_TRUE(one_line_error(stem_cmd("generate --model " + p("small") + " --prompt hi"), "generate",
+                             {"300", "64"}));
+}
+
+TEST_F(InferCli, Eval) {
+  prepare("data");
+  std::string cfg = kCliConfig;
+  cfg.replace(cfg.find("\"vocab_size\": 64"), 16, "\"vocab_size\": 300");
+  init("m", cfg);
+  CmdResult r = stem_cmd("eval --model " + p("m") + " --data " + p("data") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["seq"], 24);  // min(512, max_position_embeddings)
+  EXPECT_GT(j["windows"].get<int>(), 5);
+  EXPECT_EQ(j["predicted_tokens"].get<int>(), j["windows"].get<int>() * 23);
+  const double loss = j["loss"], se = j["loss_se"];
+  EXPECT_GT(se, 0.0);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(loss), 1e-6 * std::exp(loss));
+  EXPECT_NEAR(j["perplexity_low"].get<double>(), std::exp(loss - 1.96 * se), 1e-6 * std::exp(loss));
+  EXPECT_NEAR(j["perplexity_high"].get<double>(), std::exp(loss + 1.96 * se), 1e-6 * std::exp(loss));
+  // The shard itself, and the same ids as a text file: the same numbers.
+  CmdResult s = stem_cmd("eval --model " + p("m") + " --data " + p("data/val.tok") + " --batch 3 --json");
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_NEAR(nlohmann::json::parse(s.out)["loss"].get<double>(), loss, 1e-6 * loss);
+  {
+    auto shard = io::TokenShard::open(p("data/val.tok"));
+    ASSERT_TRUE(shard.ok());
+    std::vector<int32_t> ids(shard->size());
+    shard->read(0, shard->size(), ids.data());
+    std::ofstream f(p("val.txt"));
+    for (int32_t id : ids) f << id << '\n';
+  }
+  s = stem_cmd("eval --model " + p("m") + " --data " + p("val.txt") + " --json");
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_NEAR(nlohmann::json::parse(s.out)["loss"].get<double>(), loss, 1e-6 * loss);
+  // --seq and --max-tokens.
+  s = stem_cmd("eval --model " + p("m") + " --data " + p("data") + " --seq 10 --max-tokens 35 --json");
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_EQ(nlohmann::json::parse(s.out)["windows"], 3);
+  // Text output.
+  s = stem_cmd("eval --model " + p("m") + " --data " + p("data"));
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_NE(s.out.find("perplexity"), std::string::npos);
+
+  // Errors: vocabulary mismatch (both sizes named), window too long, no data.
+  init("v64", kCliConfig);
+  EXPECT_TRUE(one_line_error(stem_cmd("eval --model " + p("v64") + " --data " + p("data")), "eval", {"300", "64"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("eval --model " + p("v64") + " --data " + p("data/val.tok")), "eval",
+                             {"300", "64"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("eval --model " + p("m") + " --data " + p("data") + " --seq 25"), "eval",
+                             {"25", "24"}));
+  EXPECT_TRUE(one_line_error(stem_cmd("eval --model " + p("m") + " --data " + p("nothing")), "eval", {"nothing"}));
+  write("bad.txt", "1 2 3 300\n");
+  EXPECT_TRUE(one_line_error(stem_cmd("eval --model " + p("m") + " --data " + p("bad.txt")), "eval", {"300"}));
+  write("short.txt", "1 2 3\n");
+  EXPECT_TRUE(one_line_error(stem_cmd("eval --model " + p("m") + " --data " + p("short.txt")), "eval",
+                             {"fewer than one window"}));
 }
 
 }  // namespace

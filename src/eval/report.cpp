@@ -112,8 +112,8 @@ std::string svg_loss_chart(const std::vector<Curve>& curves, int W, int H) {
     for (auto [x, y] : c.val)
       s << "<circle cx=\"" << num(X(x), 1) << "\" cy=\"" << num(Y(y), 1) << "\" r=\"3\" fill=\"" << c.color << "\"/>\n";
     const double ly = mt + 14 + 18 * legend++;
-    s << "<line x1=\"" << W - mr - 210 << "\" x2=\"" << W - mr - 190 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4
-      << "\" stroke=\"" << c.color << "\" stroke-width=\"2.5\"/><text x=\"" << W - mr - 184 << "\" y=\"" << ly
+    s << "<line x1=\"" << W - mr - 290 << "\" x2=\"" << W - mr - 270 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4
+      << "\" stroke=\"" << c.color << "\" stroke-width=\"2.5\"/><text x=\"" << W - mr - 264 << "\" y=\"" << ly
       << "\">" << esc(c.label) << " (thin: train, dots: validation)</text>\n";
   }
   s << "</svg>\n";
