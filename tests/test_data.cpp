@@ -298,7 +298,7 @@ TEST_F(TokenizerTest, TrainEncodeDecode) {
   // Lossless, including text the model never saw: newlines, tabs, double
   // spaces, capitals and non-ASCII go through byte fallback.
   for (const std::string& s : {std::string("the house was a letter from her sister."),
-                              prose(3, 2, 9),
+                              prose(3, 2, 9), std::string("  indented, then trailing  \n"),
                               std::string("Line one\n\nLine\ttwo  with  spaces, caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac!\n")}) {
     const std::vector<int32_t> ids = t->encode(s);
     for (int32_t id : ids) {

@@ -11,6 +11,7 @@
 #include <sentencepiece_trainer.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <fstream>

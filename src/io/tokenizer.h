@@ -4,9 +4,11 @@
 //
 // The models stem trains are lossless on any input: BPE with byte fallback
 // (every byte has a piece <0xNN>), identity normalization and no whitespace
-// folding, so decode(encode(s)) == s for valid UTF-8 s (a leading space is the
-// one exception: SentencePiece's dummy prefix swallows it). Ids are laid out
-// as <unk>=0, <s>=1 (BOS), </s>=2 (EOS), then the 256 byte pieces, then merges.
+// folding, so decode(encode(s)) == s for valid UTF-8 s, newlines, tabs and
+// leading or repeated spaces included. Decoding drops one leading space
+// marker (SentencePiece's dummy prefix), so decode a whole sequence, not ids
+// one at a time. Ids are laid out as <unk>=0, <s>=1 (BOS), </s>=2 (EOS), then
+// the 256 byte pieces, then merges.
 #pragma once
 
 #include <cstdint>

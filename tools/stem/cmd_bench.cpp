@@ -34,7 +34,7 @@ struct BenchOpts {
   int64_t batch = 4, seq = 512;
   int steps = 5, warmup = 1;
   uint64_t seed = 0;
-  bool json = false, no_peak = false;
+  bool json = false, no_peak = false, lazy = false;
 };
 
 int run_bench(const BenchOpts& o) {
@@ -67,6 +67,7 @@ int run_bench(const BenchOpts& o) {
     grads = tr.make_gradients(N);
     train::AdamWOptions ao;
     ao.decay_all = true;
+    ao.lazy_rows = o.lazy;
     opt = std::make_unique<train::AdamW>(tr.weights(), ao);
   }
   std::vector<double> t_step, t_fwd, t_bwd, t_opt;
@@ -110,7 +111,7 @@ int run_bench(const BenchOpts& o) {
                 {"backward_seconds", median(t_bwd)}, {"optimizer_seconds", median(t_opt)},
                 {"step_seconds_all", t_step}, {"flops_per_token", flops_tok}, {"gflops", achieved},
                 {"gemm_peak_gflops", peak}, {"mfu", mfu}, {"loss", loss},
-                {"threads", omp_get_max_threads()}, {"params", acc.params_total}});
+                {"threads", omp_get_max_threads()}, {"params", acc.params_total}, {"lazy_tables", o.lazy}});
   } else {
     std::printf("%s  B=%ld T=%ld  %ld params  %d threads\n", o.mode.c_str(), static_cast<long>(o.batch),
                 static_cast<long>(o.seq), static_cast<long>(acc.params_total), omp_get_max_threads());
@@ -138,6 +139,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of weights and tokens")->capture_default_str();
   sub->add_flag("--no-peak", o->no_peak, "Skip the GEMM peak measurement (no MFU)");
+  sub->add_flag("--lazy-tables", o->lazy, "Row-sparse (lazy) AdamW for the STEM tables instead of PyTorch's dense AdamW");
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] { return run_bench(*o); });
 }

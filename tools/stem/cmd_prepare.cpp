@@ -525,7 +525,8 @@ void register_prepare(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--sample-bytes", o->sample_bytes, "Train the tokenizer on about this much text at most")
       ->capture_default_str();
-  sub->add_option("--threads", o->threads, "Encoding threads (0: all)")->capture_default_str();
+  sub->add_option("--threads", o->threads, "Threads for tokenizer training and encoding (0: all)")
+      ->capture_default_str();
   sub->add_flag("--force", o->force, "Replace an existing --out folder");
   sub->add_flag("--json", o->json, "Machine-readable output (data.json plus out and seconds)");
   add_command(sub, [o] {
