@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything stem needs to build, test and run, from Debian 12 packages only.
-# Usage: scripts/setup.sh [--dev]   (--dev adds PyTorch and NumPy, used only to
-# regenerate test fixtures and to run the PyTorch baseline benchmark).
+# Usage: scripts/setup.sh [--dev] [--corpus DIR]
+#   --dev         adds PyTorch and NumPy, used only to regenerate test fixtures
+#                 and to run the PyTorch baseline benchmark;
+#   --corpus DIR  also assembles the larger corpus (tens of MB, Debian packages)
+#                 into DIR with scripts/make_corpus.sh.
 set -euo pipefail
 
 pkgs=(
@@ -15,9 +18,15 @@ pkgs=(
   liburing-dev           # io_uring reads for the disk table tier
   zlib1g-dev
 )
-if [[ "${1:-}" == "--dev" ]]; then
-  pkgs+=(python3-torch python3-numpy libopenblas0-openmp libgoogle-perftools4)
-fi
+corpus=""
+while (($#)); do
+  case "$1" in
+    --dev) pkgs+=(python3-torch python3-numpy libopenblas0-openmp libgoogle-perftools4) ;;
+    --corpus) corpus="${2:?--corpus needs a directory}"; shift ;;
+    *) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
@@ -29,4 +38,7 @@ done
 if ((${#missing[@]})); then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [[ -n "$corpus" ]]; then
+  bash "$(dirname "$0")/make_corpus.sh" "$corpus"
 fi

@@ -176,7 +176,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     I.last_ckpt = ckpt;
   }
   STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
-  I.peak = o.peak_gflops > 0 ? o.peak_gflops : kernels::gemm_peak_gflops(1024, 3);
+  I.peak = o.peak_gflops > 0 ? o.peak_gflops : kernels::gemm_peak_gflops(2048, 3);
   I.flops_per_token = model::account(I.cfg, o.seq, o.seq).train_flops_per_token;
   return t;
 }
