@@ -2,6 +2,8 @@
 // input, exit codes and one-line errors asserted, outputs checked against the
 // library (score's logits .npy, grad's safetensors) and the PyTorch fixtures.
 #include <gtest/gtest.h>
+
+#include "cli_test_util.h"
 #include <sys/wait.h>
 
 #include <array>
@@ -15,27 +17,9 @@
 namespace {
 namespace fs = std::filesystem;
 
-struct CmdResult {
-  int code = -1;
-  std::string out, err;
-};
+using stem::test::CmdResult;
 
-// Runs `stem ARGS` through the shell; stderr captured to a file.
-CmdResult stem(const std::string& args) {
-  const fs::path err = fs::temp_directory_path() / ("stem_cli_err_" + std::to_string(::getpid()));
-  const std::string cmd = std::string(STEM_BINARY) + " " + args + " 2>" + err.string();
-  CmdResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  std::ifstream e(err);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err);
-  return r;
-}
+CmdResult stem(const std::string& args) { return stem::test::stem_cmd(args); }
 
 class Cli : public ::testing::Test {
  protected:

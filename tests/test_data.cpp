@@ -4,6 +4,8 @@
 // one-line errors, and no output or temporary folder left behind). Small
 // texts and vocabularies of ~300 keep the whole suite to a few seconds.
 #include <gtest/gtest.h>
+
+#include "cli_test_util.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -355,29 +357,8 @@ TEST_F(TokenizerTest, Errors) {
 
 // ---------------------------------------------------------------- stem prepare
 
-struct CmdResult {
-  int code = -1;
-  std::string out, err;
-};
-
-CmdResult stem_cmd(const std::string& args) {
-  // stderr goes to a file named by pid and a counter: ctest may run tests in parallel.
-  static int calls = 0;
-  const fs::path err = fs::temp_directory_path() /
-                       ("stem_data_err_" + std::to_string(::getpid()) + "_" + std::to_string(calls++));
-  const std::string cmd = std::string(STEM_BINARY) + " " + args + " 2>" + err.string();
-  CmdResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  std::ifstream e(err);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err);
-  return r;
-}
+using stem::test::CmdResult;
+using stem::test::stem_cmd;
 
 // The text of every document in a shard (BOS ... EOS each), decoded.
 std::vector<std::string> documents(const TokenShard& s, const Tokenizer& t) {

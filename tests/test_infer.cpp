@@ -5,6 +5,8 @@
 // perplexity and its standard error; and the generate / eval subcommands as a
 // user runs them.
 #include <gtest/gtest.h>
+
+#include "cli_test_util.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -382,30 +384,8 @@ TEST(Eval, Errors) {
 
 // ---------------------------------------------------------------- CLI
 
-struct CmdResult {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `stem ARGS` through the shell; stderr captured to a file of its own
-// (tests may run in parallel).
-CmdResult stem_cmd(const std::string& args) {
-  static int calls = 0;
-  const fs::path err = fs::temp_directory_path() /
-                       ("stem_infer_err_" + std::to_string(::getpid()) + "_" + std::to_string(calls++));
-  const std::string cmd = std::string(STEM_BINARY) + " " + args + " 2>" + err.string();
-  CmdResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  std::ifstream e(err);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err);
-  return r;
-}
+using stem::test::CmdResult;
+using stem::test::stem_cmd;
 
 // One line on stderr, "stem CMD: ...", containing every one of `parts`.
 ::testing::AssertionResult one_line_error(const CmdResult& r, const std::string& cmd,

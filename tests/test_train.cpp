@@ -184,6 +184,35 @@ TEST(TrainResume, KillNineAtAnyMomentThenResume) {
   for (const auto& [step, loss] : want) EXPECT_EQ(got.at(step), loss) << "step " << step;
 }
 
+TEST(TrainResume, SigintSavesThenResumeFinishes) {
+  const fs::path run = scratch() / "sigint";
+  const std::string cmd = std::string(STEM_BINARY) + " train --config " + tiny().config + " --data " + tiny().data +
+                          " --out " + run.string() + " --steps 100000 --batch 2 --seq 32 --save-every 0"
+                          " --eval-every 0 --peak-gflops 100";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd + " > /dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // wait until it is training (metrics appear), then interrupt it
+  for (int i = 0; i < 300 && !fs::exists(run / "metrics.jsonl"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ::kill(pid, SIGINT);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 130);
+  auto latest = train::latest_checkpoint(run.string());
+  ASSERT_TRUE(latest.ok());
+  ASSERT_FALSE(latest->empty()) << "no checkpoint saved on SIGINT";
+  EXPECT_TRUE(Model::load(*latest).ok());
+  const int64_t saved = metrics_losses(run).rbegin()->first;
+  EXPECT_NE(latest->find("step-" + std::string(8 - std::to_string(saved).size(), '0') + std::to_string(saved)),
+            std::string::npos)
+      << *latest << " vs last logged step " << saved;
+}
+
 TEST(TrainFailures, NanLossStopsAndKeepsLastCheckpoint) {
   const fs::path run = scratch() / "nan";
   const std::string cmd = std::string(STEM_BINARY) + " train --config " + tiny().config + " --data " +

@@ -16,12 +16,15 @@
 #include <nlohmann/json.hpp>
 
 #include "io/files.h"
+#include "io/json_text.h"
 
 namespace stem {
 
 namespace {
 
 using json = nlohmann::json;
+using io::shown;
+using io::strip_json_prefix;
 
 // Bounds that keep every derived size (element counts, byte sizes, int32 token
 // ids, int layer and expert indices) far from overflow.
@@ -29,23 +32,6 @@ constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;   // V, d, f, heads, positio
 constexpr int64_t kMaxLayers = int64_t{1} << 16;      // L
 constexpr int64_t kMaxExperts = int64_t{1} << 16;     // E
 constexpr int64_t kMaxParams = int64_t{1} << 40;      // total elements of all tensors
-
-// nlohmann's what() is "[json.exception.parse_error.101] parse error at ...";
-// keep only the part a user can act on.
-std::string strip_json_prefix(const std::string& what) {
-  if (!what.empty() && what[0] == '[') {
-    size_t end = what.find("] ");
-    if (end != std::string::npos) return what.substr(end + 2);
-  }
-  return what;
-}
-
-// A value as it appears in the file, shortened so an error stays one line.
-std::string shown(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
 
 const char* json_type(const json& v) {
   if (v.is_number_float()) return "float";

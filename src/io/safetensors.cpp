@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/files.h"
+#include "io/json_text.h"
 
 namespace stem::io {
 
@@ -35,20 +36,6 @@ using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // as huggingface/safetensors
 constexpr int kMaxDepth = 8;                        // the format needs 3
-
-std::string strip_json_prefix(const std::string& what) {
-  if (!what.empty() && what[0] == '[') {
-    size_t end = what.find("] ");
-    if (end != std::string::npos) return what.substr(end + 2);
-  }
-  return what;
-}
-
-std::string shown(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
 
 // A non-negative integer JSON value (nlohmann stores those as unsigned).
 bool get_u64(const json& v, uint64_t* out) {

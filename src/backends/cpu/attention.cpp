@@ -25,18 +25,7 @@ constexpr int64_t kQBlock = 128;
 // Row i of a score block: s[0..n) are scaled scores of keys 0..n-1 (n = i+1);
 // turns them into probabilities in place and zeroes s[n..width). Returns lse.
 STEM_SIMD float softmax_row(float* STEM_RESTRICT s, int64_t n, int64_t width) {
-  float mx = s[0];
-  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, s[j]);
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    const float e = cpu::exp_approx(s[j] - mx);
-    s[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / sum;
-  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
-  for (int64_t j = n; j < width; ++j) s[j] = 0.0f;
-  return mx + std::log(sum);
+  return cpu::softmax_prefix(s, n, width);
 }
 
 // Backward of one row: p[0..n) = exp(s - lse) (recomputed), dp holds dO V^T on

@@ -36,27 +36,14 @@ STEM_SIMD void axpy(float* STEM_RESTRICT y, float a, const float* STEM_RESTRICT 
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-// s[0..n) -> probabilities in place (the same steps as attention_forward's
-// softmax_row); s[n..width) zeroed.
-STEM_SIMD void softmax_prefix(float* STEM_RESTRICT s, int64_t n, int64_t width) {
-  float mx = s[0];
-  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, s[j]);
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    const float e = cpu::exp_approx(s[j] - mx);
-    s[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / sum;
-  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
-  for (int64_t j = n; j < width; ++j) s[j] = 0.0f;
-}
+// s[0..n) -> probabilities in place; s[n..width) zeroed.
+STEM_SIMD void softmax_row(float* STEM_RESTRICT s, int64_t n, int64_t width) { cpu::softmax_prefix(s, n, width); }
 
 // One query row of one head against keys 0..ctx-1 (a decode step).
 void attend_one(float* out, float* s, const float* q, const float* k, const float* v, int64_t ctx,
                 int64_t ldk, int64_t hd, float scale) {
   for (int64_t j = 0; j < ctx; ++j) s[j] = scale * dot_lanes(q, k + j * ldk, hd);
-  softmax_prefix(s, ctx, ctx);
+  softmax_row(s, ctx, ctx);
   std::fill(out, out + hd, 0.0f);
   for (int64_t j = 0; j < ctx; ++j) axpy(out, s[j], v + j * ldk, hd);
 }
@@ -88,7 +75,7 @@ void attention_cached_forward(float* out, float* scratch, const float* q, const 
     float* S = scratch + (h * n + i0) * ctx;  // m x width, inside this task's m x ctx slice
     gemm(false, true, m, width, hd, scale, q + i0 * ldq + h * hd, ldq, k_cache + g * hd, ldk,
          0.0f, S, width);
-    for (int64_t i = 0; i < m; ++i) softmax_prefix(S + i * width, pos0 + i0 + i + 1, width);
+    for (int64_t i = 0; i < m; ++i) softmax_row(S + i * width, pos0 + i0 + i + 1, width);
     gemm(false, false, m, hd, width, 1.0f, S, width, v_cache + g * hd, ldk, 0.0f,
          out + i0 * ldq + h * hd, ldq);
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -29,5 +30,23 @@ inline float exp_approx(float x) {
 }
 
 inline float sigmoid_approx(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
+
+// Causal softmax of one score row: s[0..n) become probabilities in place,
+// s[n..width) are zeroed. Returns the row's log-sum-exp. Inline so that each
+// STEM_SIMD caller vectorises it for its own target.
+inline float softmax_prefix(float* __restrict__ s, int64_t n, int64_t width) {
+  float mx = s[0];
+  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, s[j]);
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = exp_approx(s[j] - mx);
+    s[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+  for (int64_t j = n; j < width; ++j) s[j] = 0.0f;
+  return mx + std::log(sum);
+}
 
 }  // namespace stem::cpu

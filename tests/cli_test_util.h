@@ -1,0 +1,43 @@
+// Running the stem binary from tests as a user would: `stem ARGS` through the
+// shell, stdout captured, stderr captured to a file of its own (ctest runs
+// tests in parallel), exit code decoded (128 + signal when killed).
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+namespace stem::test {
+
+struct CmdResult {
+  int code = -1;
+  std::string out, err;
+};
+
+inline CmdResult stem_cmd(const std::string& args) {
+  static std::atomic<int> calls{0};
+  const std::filesystem::path err =
+      std::filesystem::temp_directory_path() /
+      ("stem_cmd_err_" + std::to_string(::getpid()) + "_" + std::to_string(calls++));
+  const std::string cmd = std::string(STEM_BINARY) + " " + args + " 2>" + err.string();
+  CmdResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  std::ifstream e(err);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  std::filesystem::remove(err);
+  return r;
+}
+
+}  // namespace stem::test
