@@ -14,6 +14,8 @@
 #include <iterator>
 #include <string>
 
+#include <gtest/gtest.h>
+
 namespace stem::test {
 
 struct CmdResult {
@@ -39,5 +41,21 @@ inline CmdResult stem_cmd(const std::string& args) {
   std::filesystem::remove(err);
   return r;
 }
+
+// A fresh directory per test (named by pid and test), removed afterwards.
+class TempDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("stem_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string p(const std::string& name) const { return (dir_ / name).string(); }
+  void write(const std::string& name, const std::string& text) const { std::ofstream(p(name)) << text; }
+  std::filesystem::path dir_;
+};
 
 }  // namespace stem::test

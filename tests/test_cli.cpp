@@ -21,20 +21,9 @@ using stem::test::CmdResult;
 
 CmdResult stem(const std::string& args) { return stem::test::stem_cmd(args); }
 
-class Cli : public ::testing::Test {
+class Cli : public stem::test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("stem_cli_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string p(const std::string& name) const { return (dir_ / name).string(); }
-  void write(const std::string& name, const std::string& text) const { std::ofstream(p(name)) << text; }
   std::string fixture(const std::string& name) const { return std::string(STEM_FIXTURES_DIR) + "/" + name; }
-  fs::path dir_;
 };
 
 const char* kConfig = R"({"model_type": "stem", "vocab_size": 64, "hidden_size": 32,

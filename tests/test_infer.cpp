@@ -411,18 +411,8 @@ const char* kCliConfig = R"({"model_type": "stem", "vocab_size": 64, "hidden_siz
   "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
   "ffn_types": ["dense", "stem", "hash_moe"], "num_hash_experts": 2})";
 
-class InferCli : public ::testing::Test {
+class InferCli : public stem::test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("stem_infer_cli_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string p(const std::string& name) const { return (dir_ / name).string(); }
-  void write(const std::string& name, const std::string& text) const { std::ofstream(p(name)) << text; }
   // A random model in DIR/name from a config text.
   void init(const std::string& name, const std::string& config, int seed = 3) {
     write(name + ".json", config);
@@ -446,7 +436,6 @@ class InferCli : public ::testing::Test {
                            " --vocab-size 300 --doc-bytes 300 --val-fraction 0.25");
     ASSERT_EQ(r.code, 0) << r.err;
   }
-  fs::path dir_;
 };
 
 TEST_F(InferCli, HelpListsOptions) {
