@@ -139,7 +139,9 @@ TEST_F(ModelTest, InitStatisticsFollowTheSpecs) {
     // truncation at 3 sigma shrinks the std by about 1.4%
     const double want = s.init == model::InitKind::TruncNormal ? s.init_std * 0.9866 : s.init_std;
     EXPECT_NEAR(sd / want, 1.0, 0.05) << s.name;
-    if (s.init == model::InitKind::TruncNormal) EXPECT_LE(mx, 3.0 * s.init_std * (1 + 1e-6)) << s.name;
+    if (s.init == model::InitKind::TruncNormal) {
+      EXPECT_LE(mx, 3.0 * s.init_std * (1 + 1e-6)) << s.name;
+    }
   }
   // STEM table sigma = sqrt(2 / (V + f)), down_proj sigma = f^-0.5
   EXPECT_DOUBLE_EQ(w.spec(w.find("model.layers.1.mlp.stem_embedding.weight")).init_std, std::sqrt(2.0 / (2000 + 96)));
@@ -263,8 +265,11 @@ TEST_F(ModelTest, TableGradientIsRowSparse) {
   for (int r = 0; r < 53; ++r) {
     double s = 0;
     for (int64_t c = 0; c < f; ++c) s += std::abs(table.data[r * f + c]);
-    if (present.count(r)) EXPECT_GT(s, 0.0) << "row " << r;
-    else EXPECT_EQ(s, 0.0) << "row " << r;
+    if (present.count(r)) {
+      EXPECT_GT(s, 0.0) << "row " << r;
+    } else {
+      EXPECT_EQ(s, 0.0) << "row " << r;
+    }
   }
   // internally the gradient is held as rows of the distinct tokens only
   model::Gradients gr = m->impl().make_gradients(8);
