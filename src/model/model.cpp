@@ -66,6 +66,8 @@ const std::string& Model::tokenizer_path() const { return impl_->tokenizer_path(
 model::Transformer& Model::impl() { return *impl_; }
 const model::Transformer& Model::impl() const { return *impl_; }
 
+namespace {
+// The public entry points' input checks (Transformer only asserts them).
 Status check_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, int64_t B, int64_t T) {
   if (B < 1 || T < 1 || static_cast<int64_t>(tokens.size()) != B * T)
     return Status::error("tokens: expected " + std::to_string(B) + " x " + std::to_string(T) +
@@ -81,6 +83,7 @@ Status check_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, 
                            std::to_string(cfg.vocab_size) + ")");
   return ok_status();
 }
+}  // namespace
 
 Result<double> Model::score(const std::vector<int32_t>& tokens, int64_t B, int64_t T,
                             std::vector<float>* logits) {
