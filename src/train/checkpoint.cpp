@@ -21,6 +21,17 @@ namespace {
 constexpr const char* kStateFormat = "stem.trainer_state";
 constexpr int kStateVersion = 1;
 
+// Deletes a checkpoint so that a crash at any moment leaves either the whole
+// directory or none under its name: rename to a hidden temporary (atomic), then
+// remove that (latest_checkpoint() sweeps temporaries left by a crash).
+void remove_checkpoint_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  const fs::path doomed = dir.parent_path() / (".tmp-del-" + dir.filename().string() + "-" + std::to_string(::getpid()));
+  fs::rename(dir, doomed, ec);
+  fs::remove_all(ec ? dir : doomed, ec);
+}
+
 std::string step_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
@@ -84,7 +95,7 @@ Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
   if (Status s = fsync_dir(tmp); !s.ok()) return cleanup(s);
 
   const fs::path final_dir = ckdir / name;
-  fs::remove_all(final_dir, ec);  // a checkpoint of the same step from an earlier, abandoned attempt
+  remove_checkpoint_dir(final_dir);  // the same step from an earlier, abandoned attempt
   fs::rename(tmp, final_dir, ec);
   if (ec) return cleanup(Status::error(final_dir.string() + ": rename failed: " + ec.message()));
   STEM_RETURN_IF_ERROR(fsync_dir(ckdir));
@@ -97,7 +108,7 @@ Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
         names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
     for (size_t i = 0; i + static_cast<size_t>(keep) < names.size(); ++i)
-      if (names[i] != name) fs::remove_all(ckdir / names[i], ec);
+      if (names[i] != name) remove_checkpoint_dir(ckdir / names[i]);
   }
   return ok_status();
 }

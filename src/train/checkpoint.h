@@ -6,8 +6,9 @@
 //   metrics.jsonl
 // A checkpoint is written into a hidden temporary directory, every file fsynced,
 // then renamed into place; `latest` is replaced atomically after that, and only
-// then are old checkpoints pruned. A crash at any moment leaves every named
-// checkpoint whole; stray temporaries are removed on the next start.
+// then are old checkpoints pruned (renamed to a hidden name first, then
+// deleted). A crash at any moment leaves every named checkpoint whole; stray
+// temporaries are removed on the next start.
 // trainer_state.json carries a format name and version, checked on load.
 #pragma once
 
