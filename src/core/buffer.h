@@ -1,6 +1,12 @@
 // AlignedBuffer: an owned, 64-byte aligned, zero-initialised byte allocation.
-// Used for weight arenas, gradients and activations; never shrinks implicitly.
+// Used for weight arenas, gradients, activations, staging and row caches; never
+// shrinks implicitly. Large buffers come from anonymous mmap: their pages are
+// zero and enter the resident set only when first written, so a budget that is
+// never filled (a row cache, staging for a prompt never that long) costs
+// address space, not memory.
 #pragma once
+
+#include <sys/mman.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -27,10 +33,17 @@ class AlignedBuffer {
     ptr_.reset();
     size_ = bytes;
     if (bytes == 0) return;
-    void* p = std::aligned_alloc(kAlign, align_up(bytes));
+    const size_t n = align_up(bytes);
+    if (n >= kMapThreshold) {
+      void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      STEM_CHECKF(p != MAP_FAILED, "out of memory mapping %zu bytes", bytes);
+      ptr_ = std::unique_ptr<std::byte, Free>(static_cast<std::byte*>(p), Free{n});
+      return;
+    }
+    void* p = std::aligned_alloc(kAlign, n);
     STEM_CHECKF(p != nullptr, "out of memory allocating %zu bytes", bytes);
-    std::memset(p, 0, align_up(bytes));
-    ptr_.reset(static_cast<std::byte*>(p));
+    std::memset(p, 0, n);
+    ptr_ = std::unique_ptr<std::byte, Free>(static_cast<std::byte*>(p), Free{0});
   }
   void zero() {
     if (size_) std::memset(ptr_.get(), 0, size_);
@@ -42,8 +55,15 @@ class AlignedBuffer {
   size_t size() const { return size_; }
 
  private:
+  static constexpr size_t kMapThreshold = size_t{1} << 20;
   struct Free {
-    void operator()(std::byte* p) const { std::free(p); }
+    Free() : mapped(0) {}
+    explicit Free(size_t m) : mapped(m) {}
+    size_t mapped;  // bytes of an mmap allocation, 0 for aligned_alloc
+    void operator()(std::byte* p) const {
+      if (mapped) ::munmap(p, mapped);
+      else std::free(p);
+    }
   };
   std::unique_ptr<std::byte, Free> ptr_;
   size_t size_ = 0;
