@@ -5,15 +5,25 @@
 // (useful multiply-adds x 2; causal attention counts only the lower half),
 // items_per_second (rows, or elements for element-wise ops) and
 // bytes_per_second where memory bandwidth is the limit.
+// The decode kernels (infer_kernels.h) run at the matrix shapes of the decode
+// configs S (d=512 f=1376 V=8192) and L (d=1024 f=2752 V=32000), with F32 and
+// BF16 weights, reporting bytes_per_second = bytes of W read per second:
+// "cold" (third arg 1) cycles through copies of W totalling >= 256 MiB, so W
+// comes from DRAM as in a decode step, where every weight is read once per
+// token; "hot" (0) reads the same W, from cache where it fits.
 // Deliberately not here: correctness (tests/test_kernels*.cpp) and
 // whole-model step times (`stem bench`). Inputs are random, made once per
 // benchmark outside the timed loop.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
+#include "core/bf16.h"
+#include "kernels/infer_kernels.h"
 #include "kernels/kernels.h"
 
 namespace {
@@ -76,6 +86,123 @@ void BM_linear_backward(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kN);
 }
 BENCHMARK(BM_linear_backward)->Apply(linear_args)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---------------------------------------------------------------- decode: matvec
+// Copies of one random W (F32 or BF16) laid end to end: enough of them to
+// total >= 256 MiB when cold, else one.
+template <class T>
+struct MatvecData {
+  int64_t out, in, copies;
+  std::vector<T> W;
+  std::vector<float> x, y;
+  MatvecData(int64_t out_, int64_t in_, bool cold) : out(out_), in(in_) {
+    const int64_t bytes = out * in * int64_t(sizeof(T));
+    copies = cold ? std::max<int64_t>(1, ((int64_t{256} << 20) + bytes - 1) / bytes) : 1;
+    const auto w = rand_vec(out * in, 0.05f);
+    W.resize(copies * out * in);
+    for (int64_t i = 0; i < out * in; ++i) {
+      if constexpr (sizeof(T) == 2)
+        W[i] = stem::core::float_to_bf16(w[i]);
+      else
+        W[i] = w[i];
+    }
+    for (int64_t c = 1; c < copies; ++c)
+      std::memcpy(W.data() + c * out * in, W.data(), sizeof(T) * out * in);
+    x = rand_vec(in, 1.0f, 5);
+    y.assign(out, 0.0f);
+  }
+  const T* w(int64_t i) const { return W.data() + (i % copies) * out * in; }
+};
+
+// Args: out, in, cold.
+void matvec_args(benchmark::internal::Benchmark* b) {
+  for (int cold : {1, 0})
+    for (auto [out, in] : {std::pair<int64_t, int64_t>{1376, 512}, {512, 1376}, {8192, 512},
+                           {2752, 1024}, {1024, 2752}, {32000, 1024}})
+      b->Args({out, in, cold});
+}
+
+void BM_matvec_f32(benchmark::State& state) {
+  MatvecData<float> a(state.range(0), state.range(1), state.range(2) != 0);
+  int64_t i = 0;
+  for (auto _ : state) {
+    k::matvec(a.y.data(), a.w(i++), a.x.data(), a.out, a.in);
+    benchmark::DoNotOptimize(a.y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * a.out * a.in * 4);
+}
+BENCHMARK(BM_matvec_f32)->Apply(matvec_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_matvec_bf16(benchmark::State& state) {
+  MatvecData<uint16_t> a(state.range(0), state.range(1), state.range(2) != 0);
+  int64_t i = 0;
+  for (auto _ : state) {
+    k::matvec_bf16(a.y.data(), a.w(i++), a.x.data(), a.out, a.in);
+    benchmark::DoNotOptimize(a.y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * a.out * a.in * 2);
+}
+BENCHMARK(BM_matvec_bf16)->Apply(matvec_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Gate and up of config S (2 x [1376, 512], BF16, cold) as two matvec_bf16
+// calls (arg 0) or one matvec_batch (arg 1): what one fork/join saves.
+void BM_matvec_gate_up_bf16(benchmark::State& state) {
+  MatvecData<uint16_t> g(kF, kD, true), u(kF, kD, true);
+  std::vector<float> yg(kF), yu(kF);
+  int64_t i = 0;
+  for (auto _ : state) {
+    if (state.range(0)) {
+      const k::MatvecJob jobs[2] = {{yg.data(), g.w(i), kF, true, false},
+                                    {yu.data(), u.w(i), kF, true, false}};
+      k::matvec_batch(jobs, 2, g.x.data(), kD);
+    } else {
+      k::matvec_bf16(yg.data(), g.w(i), g.x.data(), kF, kD);
+      k::matvec_bf16(yu.data(), u.w(i), g.x.data(), kF, kD);
+    }
+    ++i;
+    benchmark::DoNotOptimize(yu.data());
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * kF * kD * 2);
+}
+BENCHMARK(BM_matvec_gate_up_bf16)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// ---------------------------------------------------------------- decode: prefill linear
+// A prefill chunk of N rows through [out, in] weights, F32 (linear_forward)
+// against BF16 (linear_forward_bf16). Args: N, in, out.
+void prefill_args(benchmark::internal::Benchmark* b) {
+  for (int64_t N : {64, 512})
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{512, 1376}, {1376, 512}, {1024, 2752},
+                           {2752, 1024}})
+      b->Args({N, in, out});
+}
+
+void BM_prefill_linear_f32(benchmark::State& state) {
+  const int64_t N = state.range(0), in = state.range(1), out = state.range(2);
+  const auto x = rand_vec(N * in), W = rand_vec(out * in, 0.05f);
+  std::vector<float> y(N * out);
+  for (auto _ : state) {
+    k::linear_forward(y.data(), x.data(), W.data(), N, in, out);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(state, 2.0 * N * in * out);
+  state.SetItemsProcessed(state.iterations() * N);
+}
+BENCHMARK(BM_prefill_linear_f32)->Apply(prefill_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_prefill_linear_bf16(benchmark::State& state) {
+  const int64_t N = state.range(0), in = state.range(1), out = state.range(2);
+  const auto x = rand_vec(N * in), w = rand_vec(out * in, 0.05f);
+  std::vector<uint16_t> W(out * in);
+  k::f32_to_bf16_row(W.data(), w.data(), out * in);
+  std::vector<float> y(N * out), scratch(k::linear_bf16_scratch(in, out));
+  for (auto _ : state) {
+    k::linear_forward_bf16(y.data(), x.data(), W.data(), N, in, out, false, scratch.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(state, 2.0 * N * in * out);
+  state.SetItemsProcessed(state.iterations() * N);
+}
+BENCHMARK(BM_prefill_linear_bf16)->Apply(prefill_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // ---------------------------------------------------------------- attention
 // Causal: QK^T and PV over the lower triangle, 2 * B*H*T^2*hd FLOPs forward;

@@ -1,8 +1,13 @@
 // Ops of the inference path (KV-cache decoding, batch 1), beside the training
 // ops of kernels.h: attention of a chunk of new queries against a key/value
-// cache, and a matrix-vector product for the one-token step. CPU versions in
-// backends/cpu/attention_cached.cpp. They know nothing of layers or caches'
-// owners; no backward (inference only).
+// cache, matrix-vector products for the one-token step (F32 or BF16 weights,
+// several matrices sharing one x in one parallel region), the linear layer of
+// a prefill chunk with BF16 weights, and BF16 <-> F32 row conversions. CPU
+// versions in backends/cpu/attention_cached.cpp, matvec.cpp and linear_bf16.cpp.
+// They know nothing of layers or caches' owners; no backward (inference only).
+//
+// BF16 weights are raw uint16_t bit patterns (the upper half of an IEEE float);
+// activations and accumulation stay F32.
 //
 // Dimension legend as in kernels.h, plus:
 //   n    rows of the chunk (new positions pos0 .. pos0+n-1)
@@ -29,9 +34,65 @@ inline int64_t attention_cached_scratch(int64_t n, int64_t pos0, int64_t H) {
   return H * n * (pos0 + n);
 }
 
+// ---------------------------------------------------------------- decode matvecs
 // y[out] = W[out, in] x[in] (+ y when accumulate): one row of linear_forward,
-// rows of W split across threads. Bound by reading W once.
+// rows of W split across threads. Bound by reading W once; F32 accumulation
+// (FMA, several partial sums), so it agrees with linear_forward to round-off.
+// y must not overlap W or x.
 void matvec(float* y, const float* W, const float* x, int64_t out, int64_t in,
             bool accumulate = false);
+// The same with BF16 weights W[out, in]: each weight widened exactly to F32,
+// products and sums in F32 (x is not rounded), so the result equals matvec on
+// the widened W up to summation order. Reads half the bytes of matvec.
+void matvec_bf16(float* y, const uint16_t* W, const float* x, int64_t out, int64_t in,
+                 bool accumulate = false);
+
+// One product of a fused call: y[out] = W[out, in] x (+ y when accumulate),
+// W F32 (const float*) or BF16 (const uint16_t*) as `bf16` says.
+struct MatvecJob {
+  float* y = nullptr;
+  const void* W = nullptr;
+  int64_t out = 0;
+  bool bf16 = false;
+  bool accumulate = false;
+};
+// Several products of the same x[in] (q/k/v, or gate/up) in one parallel
+// region: the rows of all jobs are split across threads by bytes, so each
+// thread streams one contiguous share and there is one fork/join instead of
+// n_jobs (a fork/join costs microseconds, as much as a small matvec). Same
+// results as separate matvec / matvec_bf16 calls. No y may overlap another
+// job's y, any W, or x.
+void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in);
+
+// Which code path the matvecs take: the best one the CPU supports unless
+// capped (tests run every path on one machine). Not thread-safe to change
+// while a matvec runs.
+enum class MatvecPath { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+MatvecPath matvec_path();
+MatvecPath matvec_best_path();  // what this CPU supports
+void set_matvec_path(MatvecPath p);  // capped at matvec_best_path()
+
+// ---------------------------------------------------------------- BF16 weights
+// y[N,out] = x[N,in] W[out,in]^T (+ y when accumulate) with BF16 W: panels of
+// W widened to F32 in `scratch`, then oneDNN's sgemm on each panel (oneDNN 2.6
+// has no BF16 sgemm), so a widening is shared by the N rows of the chunk.
+// scratch: at least linear_bf16_scratch(in, out) floats, owned by the caller;
+// contents on return are unspecified. N == 1 goes to matvec_bf16 (no scratch).
+void linear_forward_bf16(float* y, const float* x, const uint16_t* W, int64_t N, int64_t in,
+                         int64_t out, bool accumulate, float* scratch);
+// Floats of scratch linear_forward_bf16 needs: depends only on the size of W,
+// min(in*out, 2^19) (2 MiB at most), so one buffer sized for the largest
+// matrix serves them all.
+inline constexpr int64_t kLinearBf16ScratchMax = int64_t{1} << 19;
+inline int64_t linear_bf16_scratch(int64_t numel) {
+  return numel < kLinearBf16ScratchMax ? numel : kLinearBf16ScratchMax;
+}
+inline int64_t linear_bf16_scratch(int64_t in, int64_t out) { return linear_bf16_scratch(in * out); }
+
+// dst[i] = the F32 value of BF16 src[i] (exact). Vectorised, one thread.
+void bf16_to_f32_row(float* dst, const uint16_t* src, int64_t n);
+// dst[i] = src[i] rounded to BF16, to nearest even (as core::float_to_bf16:
+// NaN stays a quiet NaN of the same sign, overflow rounds to inf).
+void f32_to_bf16_row(uint16_t* dst, const float* src, int64_t n);
 
 }  // namespace stem::kernels

@@ -1,5 +1,5 @@
-// The inference kernels on the CPU (kernels/infer_kernels.h): attention of a
-// chunk of queries against a KV cache, and a matrix-vector product.
+// Attention of a chunk of queries against a KV cache on the CPU
+// (kernels/infer_kernels.h; the matvecs are in matvec.cpp).
 // A chunk of several rows goes through oneDNN GEMMs per (head, block of rows),
 // like attention_forward; a single row (a decode step) takes a plain SIMD path
 // per head, where GEMM call overhead would dominate. Scores live in the
@@ -78,14 +78,6 @@ void attention_cached_forward(float* out, float* scratch, const float* q, const 
     for (int64_t i = 0; i < m; ++i) softmax_row(S + i * width, pos0 + i0 + i + 1, width);
     gemm(false, false, m, hd, width, 1.0f, S, width, v_cache + g * hd, ldk, 0.0f,
          out + i0 * ldq + h * hd, ldq);
-  }
-}
-
-void matvec(float* y, const float* W, const float* x, int64_t out, int64_t in, bool accumulate) {
-#pragma omp parallel for schedule(static) if (out * in > 32768)
-  for (int64_t r = 0; r < out; ++r) {
-    const float s = dot_lanes(W + r * in, x, in);
-    y[r] = accumulate ? y[r] + s : s;
   }
 }
 

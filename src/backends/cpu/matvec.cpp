@@ -1,0 +1,282 @@
+// Matrix-vector products of the one-token decode step (kernels/infer_kernels.h):
+// y = W x with F32 or BF16 weights, one matrix or several sharing x.
+//
+// A decode step reads every weight once, so these are bound by memory
+// bandwidth, and the code is shaped for that:
+//   - kRows rows per pass: each load of x serves kRows rows, and kRows streams
+//     of W are in flight at once (more memory-level parallelism than one row
+//     at a time; measured in docs/performance.md, "Decode kernels");
+//   - one F32 FMA accumulator per row and lane (16 lanes on AVX-512), reduced
+//     once per row; a masked load handles the in % 16 tail, so no scalar loop;
+//   - the rows of all jobs split across threads in contiguous shares of equal
+//     bytes (static; one parallel region per call), so each core streams one
+//     contiguous range that its hardware prefetchers follow.
+// BF16 weights are widened in registers (zero-extend to 32 bits, shift left
+// 16: exact) and multiplied with F32 x. The alternative, AVX512-BF16's
+// vdpbf16ps, would need x rounded to BF16 (relative error ~4e-3 on a dot
+// product of random data instead of ~1e-7) and is no faster here: the loop
+// waits on memory, not on the two extra integer ops per 16 weights.
+//
+// Code paths, chosen once from the CPU (target attributes, not -march, so one
+// binary runs anywhere): AVX-512 (F+BW+VL), AVX2+FMA, and portable C++ that the
+// compiler may vectorise for baseline x86-64 or any other architecture.
+// Not here: the prefill (several rows) path, which is a GEMM (linear_bf16.cpp,
+// gemm.cpp), and attention (attention_cached.cpp).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define STEM_MATVEC_X86 1
+// GCC 12's AVX-512 intrinsics start from a self-initialised "undefined"
+// vector, which its -Wmaybe-uninitialized flags in every caller (bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#endif
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "core/check.h"
+#include "kernels/infer_kernels.h"
+
+namespace stem::kernels {
+namespace {
+
+constexpr int kRows = 8;  // rows per pass (x loads shared, streams in flight)
+// Below this many bytes of weights a call stays on one thread: a fork/join
+// costs about as much as streaming this much from cache on one core.
+constexpr int64_t kParallelBytes = 256 * 1024;
+
+inline float bf16_bits_to_float(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float widen(float w) { return w; }
+inline float widen(uint16_t w) { return bf16_bits_to_float(w); }
+
+inline void store(float* y, float s, bool accumulate) { *y = accumulate ? *y + s : s; }
+
+// ---------------------------------------------------------------- portable
+// Rows r0..r1 of W x; 8 partial sums a row so the compiler can vectorise
+// without reassociating floats on its own.
+template <class T>
+void rows_portable(float* y, const T* W, const float* x, int64_t r0, int64_t r1, int64_t in,
+                   bool accumulate) {
+  constexpr int kLanes = 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* w = W + r * in;
+    float acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= in; i += kLanes)
+      for (int l = 0; l < kLanes; ++l) acc[l] += widen(w[i + l]) * x[i + l];
+    float s = 0.0f;
+    for (; i < in; ++i) s += widen(w[i]) * x[i];
+    for (int l = 0; l < kLanes; ++l) s += acc[l];
+    store(y + r, s, accumulate);
+  }
+}
+
+#ifdef STEM_MATVEC_X86
+// ---------------------------------------------------------------- AVX2 + FMA
+#define STEM_AVX2 __attribute__((target("avx2,fma")))
+
+STEM_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+STEM_AVX2 inline __m256 load8(const uint16_t* p) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+STEM_AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int R, class T>
+STEM_AVX2 inline void block_avx2(float* y, const T* w, const float* x, int64_t in,
+                                 bool accumulate) {
+  __m256 acc[R];
+  for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
+  const int64_t nv = in / 8 * 8;
+  for (int64_t i = 0; i < nv; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    for (int j = 0; j < R; ++j) acc[j] = _mm256_fmadd_ps(load8(w + j * in + i), xv, acc[j]);
+  }
+  for (int j = 0; j < R; ++j) {
+    float s = hsum8(acc[j]);
+    for (int64_t i = nv; i < in; ++i) s += widen(w[j * in + i]) * x[i];
+    store(y + j, s, accumulate);
+  }
+}
+
+template <class T>
+STEM_AVX2 void rows_avx2(float* y, const T* W, const float* x, int64_t r0, int64_t r1, int64_t in,
+                         bool accumulate) {
+  int64_t r = r0;
+  for (; r + kRows <= r1; r += kRows) block_avx2<kRows>(y + r, W + r * in, x, in, accumulate);
+  for (; r < r1; ++r) block_avx2<1>(y + r, W + r * in, x, in, accumulate);
+}
+
+// ---------------------------------------------------------------- AVX-512
+#define STEM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+STEM_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+STEM_AVX512 inline __m512 load16(const uint16_t* p) {
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+STEM_AVX512 inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+STEM_AVX512 inline __m512 load16(const uint16_t* p, __mmask16 m) {
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+// (_mm512_reduce_add_ps would do, but trips GCC 12's -Wmaybe-uninitialized.)
+STEM_AVX512 inline float hsum16(__m512 v) {
+  const __m512 s = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4e));  // halves added
+  return hsum8(_mm512_castps512_ps256(s));
+}
+
+template <int R, class T>
+STEM_AVX512 inline void block_avx512(float* y, const T* w, const float* x, int64_t in,
+                                     bool accumulate) {
+  __m512 acc[R];
+  for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_ps();
+  const int64_t nv = in / 16 * 16;
+  for (int64_t i = 0; i < nv; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(load16(w + j * in + i), xv, acc[j]);
+  }
+  if (nv < in) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (in - nv)) - 1u);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + nv);
+    for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(load16(w + j * in + nv, m), xv, acc[j]);
+  }
+  for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
+}
+
+template <class T>
+STEM_AVX512 void rows_avx512(float* y, const T* W, const float* x, int64_t r0, int64_t r1,
+                             int64_t in, bool accumulate) {
+  int64_t r = r0;
+  for (; r + kRows <= r1; r += kRows) block_avx512<kRows>(y + r, W + r * in, x, in, accumulate);
+  for (; r < r1; ++r) block_avx512<1>(y + r, W + r * in, x, in, accumulate);
+}
+#endif  // STEM_MATVEC_X86
+
+// ---------------------------------------------------------------- dispatch
+template <class T>
+using RowsFn = void (*)(float*, const T*, const float*, int64_t, int64_t, int64_t, bool);
+
+MatvecPath detect_path() {
+#ifdef STEM_MATVEC_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return MatvecPath::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return MatvecPath::kAvx2;
+#endif
+  return MatvecPath::kPortable;
+}
+
+std::atomic<int>& path_cap() {
+  static std::atomic<int> cap{static_cast<int>(MatvecPath::kAvx512)};
+  return cap;
+}
+
+template <class T>
+RowsFn<T> rows_fn() {
+  switch (matvec_path()) {
+#ifdef STEM_MATVEC_X86
+    case MatvecPath::kAvx512:
+      return &rows_avx512<T>;
+    case MatvecPath::kAvx2:
+      return &rows_avx2<T>;
+#endif
+    default:
+      return &rows_portable<T>;
+  }
+}
+
+// Rows [r0, r1) of one job.
+void run_rows(const MatvecJob& j, const float* x, int64_t in, int64_t r0, int64_t r1,
+              RowsFn<float> f32, RowsFn<uint16_t> bf16) {
+  if (r0 >= r1) return;
+  if (j.bf16)
+    bf16(j.y, static_cast<const uint16_t*>(j.W), x, r0, r1, in, j.accumulate);
+  else
+    f32(j.y, static_cast<const float*>(j.W), x, r0, r1, in, j.accumulate);
+}
+
+// Thread t of nt takes the bytes [total*t/nt, total*(t+1)/nt) of the jobs laid
+// end to end, rounded to whole passes of kRows rows, so that the shares tile
+// every job exactly.
+void run_share(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in, int t, int nt,
+               int64_t total, RowsFn<float> f32, RowsFn<uint16_t> bf16) {
+  const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
+  int64_t base = 0;  // bytes before job i
+  for (int i = 0; i < n_jobs; ++i) {
+    const MatvecJob& j = jobs[i];
+    const int64_t row_bytes = in * (j.bf16 ? 2 : 4), bytes = j.out * row_bytes;
+    // Row where a share starting at byte b begins inside this job.
+    auto row_at = [&](int64_t b) {
+      if (b <= base) return int64_t{0};
+      if (b >= base + bytes) return j.out;
+      const int64_t r = (b - base + row_bytes / 2) / row_bytes;  // nearest row
+      return std::min(j.out, (r + kRows / 2) / kRows * kRows);
+    };
+    run_rows(j, x, in, row_at(lo), row_at(hi), f32, bf16);
+    base += bytes;
+  }
+}
+
+}  // namespace
+
+MatvecPath matvec_best_path() {
+  static const MatvecPath best = detect_path();
+  return best;
+}
+
+MatvecPath matvec_path() {
+  return static_cast<MatvecPath>(
+      std::min(path_cap().load(std::memory_order_relaxed), static_cast<int>(matvec_best_path())));
+}
+
+void set_matvec_path(MatvecPath p) { path_cap().store(static_cast<int>(p), std::memory_order_relaxed); }
+
+void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in) {
+  STEM_CHECK(n_jobs >= 0 && in >= 0);
+  int64_t total = 0;
+  for (int i = 0; i < n_jobs; ++i) {
+    STEM_CHECK(jobs[i].out >= 0 && (jobs[i].out == 0 || (jobs[i].y && (jobs[i].W || in == 0))));
+    total += jobs[i].out * in * (jobs[i].bf16 ? 2 : 4);
+  }
+  if (in == 0) {  // empty dot products
+    for (int i = 0; i < n_jobs; ++i)
+      if (!jobs[i].accumulate) std::fill(jobs[i].y, jobs[i].y + jobs[i].out, 0.0f);
+    return;
+  }
+  const RowsFn<float> f32 = rows_fn<float>();
+  const RowsFn<uint16_t> bf16 = rows_fn<uint16_t>();
+  if (total < kParallelBytes || omp_in_parallel() || omp_get_max_threads() == 1) {
+    run_share(jobs, n_jobs, x, in, 0, 1, total, f32, bf16);
+    return;
+  }
+#pragma omp parallel
+  run_share(jobs, n_jobs, x, in, omp_get_thread_num(), omp_get_num_threads(), total, f32, bf16);
+}
+
+void matvec(float* y, const float* W, const float* x, int64_t out, int64_t in, bool accumulate) {
+  const MatvecJob job{y, W, out, false, accumulate};
+  matvec_batch(&job, 1, x, in);
+}
+
+void matvec_bf16(float* y, const uint16_t* W, const float* x, int64_t out, int64_t in,
+                 bool accumulate) {
+  const MatvecJob job{y, W, out, true, accumulate};
+  matvec_batch(&job, 1, x, in);
+}
+
+}  // namespace stem::kernels
