@@ -36,7 +36,7 @@ namespace fs = std::filesystem;
 using test::near_rel;
 
 // A small model mixing every FFN kind with GQA, long enough that a prefill
-// crosses Decoder::kPrefillChunk.
+// crosses the decoder's prefill chunk (64 here).
 ModelConfig mixed_config() {
   ModelConfig c;
   c.vocab_size = 61;
@@ -130,7 +130,7 @@ TEST_P(DecoderMatch, PrefillInOddChunksEqualsForward) {
   const int64_t T = c.max_position_embeddings, V = c.vocab_size;
   const std::vector<int32_t> ids = test::rand_ids(rng, T, V);
   const std::vector<float> want = full_logits(m, ids);
-  infer::Decoder dec(m.impl(), T);
+  infer::Decoder dec(m.impl(), infer::DecoderOptions{T, 64});
   // One prefill of everything (crosses the internal chunk boundary).
   auto all = dec.prefill(ids.data(), T);
   ASSERT_TRUE(all.ok()) << all.status().message();

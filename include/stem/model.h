@@ -17,6 +17,15 @@
 namespace stem {
 namespace model { class Transformer; }
 
+// How a checkpoint is brought into memory (inference: generate, score, eval,
+// bench). The defaults load everything into RAM as F32, as training needs.
+struct LoadOptions {
+  std::string tables = "ram";    // where STEM tables live: ram | mmap | disk
+  int64_t table_cache_mb = 256;  // disk: row cache budget
+  bool packed_tables = true;     // mmap/disk: use DIR/tables.stem when present
+  std::string dtype = "f32";     // weight matrices in memory: f32 | bf16 | auto (as stored)
+};
+
 // A gradient or activation handed to the caller: F32, row-major.
 struct HostTensor {
   std::vector<int64_t> shape;
@@ -35,6 +44,10 @@ class Model {
   // Reads DIR/config.json and DIR/model.safetensors (F32, or BF16 widened),
   // checking every tensor's name, dtype and shape against the config.
   static Result<Model> load(const std::string& dir);
+  // The same with tables placed and weights stored as `opt` says. STEM tables
+  // keep the file's dtype (F32, or BF16 widened when read); with mmap or disk
+  // they never enter the weight list. score() and grad() need F32 matrices.
+  static Result<Model> load(const std::string& dir, const LoadOptions& opt);
   // Writes DIR/config.json and DIR/model.safetensors (F32), each atomically;
   // creates DIR if needed; copies tokenizer.model when the model has one.
   Status save(const std::string& dir) const;

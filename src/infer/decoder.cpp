@@ -20,16 +20,20 @@ namespace stem::infer {
 namespace k = kernels;
 
 namespace {
+k::MatvecJob job(float* y, const WeightMat& W, int64_t out) {
+  return k::MatvecJob{y, W.p, out, W.dtype == DType::BF16, false};
+}
+
 STEM_SIMD void add_into(float* STEM_RESTRICT dst, const float* STEM_RESTRICT src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 }  // namespace
 
-Decoder::Decoder(const model::Transformer& model, int64_t max_context) : m_(model) {
+Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt) : m_(model) {
   const ModelConfig& c = m_.config();
   const int64_t P = c.max_position_embeddings;
-  cap_ = max_context <= 0 ? P : std::min(max_context, P);
-  chunk_ = std::min(kPrefillChunk, cap_);
+  cap_ = opt.max_context <= 0 ? P : std::min(opt.max_context, P);
+  chunk_ = std::max<int64_t>(1, std::min(opt.prefill_chunk, cap_));
   V_ = c.vocab_size;
   d_ = c.hidden_size;
   f_ = c.intermediate_size;
@@ -39,14 +43,14 @@ Decoder::Decoder(const model::Transformer& model, int64_t max_context) : m_(mode
   E_ = c.num_hash_experts;
   eps_ = static_cast<float>(c.rms_norm_eps);
   const int64_t L = m_.n_layers(), qd = H_ * hd_, kd = Hkv_ * hd_;
-  k_cache_.assign(L * cap_ * kd, 0.0f);
-  v_cache_.assign(L * cap_ * kd, 0.0f);
+  k_cache_.resize(sizeof(float) * L * cap_ * kd);
+  v_cache_.resize(sizeof(float) * L * cap_ * kd);
   h_.assign(chunk_ * d_, 0.0f);
   a_.assign(chunk_ * d_, 0.0f);
   rstd_.assign(chunk_, 0.0f);
   q_.assign(chunk_ * qd, 0.0f);
   att_.assign(chunk_ * qd, 0.0f);
-  scores_.assign(k::attention_cached_scratch(chunk_, cap_ - chunk_, H_), 0.0f);
+  scores_.resize(sizeof(float) * k::attention_cached_scratch(chunk_, cap_ - chunk_, H_));
   g_.assign(chunk_ * f_, 0.0f);
   u_.assign(chunk_ * f_, 0.0f);
   hact_.assign(chunk_ * f_, 0.0f);
@@ -58,15 +62,66 @@ Decoder::Decoder(const model::Transformer& model, int64_t max_context) : m_(mode
     expert_count_.assign(E_ + 1, 0);
   }
   logits_.assign(V_, 0.0f);
+
+  // Weight matrices as stored (F32 or BF16).
+  int64_t widest = 0;
+  auto take = [&](int i) {
+    const Mat m = mat(i);
+    if (m.dtype == DType::BF16) widest = std::max(widest, m_.weights()[i].numel());
+    return m;
+  };
+  for (int l = 0; l < L; ++l) {
+    const model::LayerView& W = m_.layer(l);
+    LayerMats M;
+    M.wq = take(W.i_wq);
+    M.wk = take(W.i_wk);
+    M.wv = take(W.i_wv);
+    M.wo = take(W.i_wo);
+    if (W.i_gate >= 0) M.gate = take(W.i_gate);
+    if (W.i_up >= 0) M.up = take(W.i_up);
+    if (W.i_down >= 0) M.down = take(W.i_down);
+    for (size_t e = 0; e < W.i_e_gate.size(); ++e) {
+      M.e_gate.push_back(take(W.i_e_gate[e]));
+      M.e_up.push_back(take(W.i_e_up[e]));
+      M.e_down.push_back(take(W.i_e_down[e]));
+    }
+    mats_.push_back(std::move(M));
+  }
+  const model::TensorList& w = m_.weights();
+  embed_ = mat(w.find("model.embed_tokens.weight"));
+  head_ = take(c.tie_word_embeddings ? w.find("model.embed_tokens.weight") : w.find("lm_head.weight"));
+  if (widest > 0 && chunk_ > 1) wide_.assign(k::linear_bf16_scratch(widest), 0.0f);
+
+  // STEM table rows: in the weight list, in place in the store, or staged.
+  if (memory::TableStore* store = m_.table_store()) {
+    bool in_place = !opt.prefetch;
+    for (int64_t t = 0; t < store->n_tables() && in_place; ++t) in_place = store->direct(t) != nullptr;
+    if (in_place) {
+      for (int64_t t = 0; t < store->n_tables(); ++t) direct_.push_back(store->direct(t));
+    } else {
+      pf_ = std::make_unique<memory::Prefetcher>(*store, chunk_, opt.prefetch);
+    }
+  }
+}
+
+Decoder::~Decoder() = default;
+
+Decoder::Mat Decoder::mat(int i) const {
+  STEM_CHECK(i >= 0);
+  const Tensor& t = m_.weights()[i];
+  STEM_CHECKF(!t.empty() && (t.dtype() == DType::F32 || t.dtype() == DType::BF16),
+              "decoder: weight %s missing or not F32/BF16", m_.weights().spec(i).name.c_str());
+  return Mat{t.raw(), t.dtype()};
 }
 
 void Decoder::reset() { pos_ = 0; }
 
 int64_t Decoder::memory_bytes() const {
-  size_t n = k_cache_.size() + v_cache_.size() + h_.size() + a_.size() + rstd_.size() +
-             q_.size() + att_.size() + scores_.size() + g_.size() + u_.size() + hact_.size() +
-             y_.size() + xe_.size() + ye_.size() + logits_.size();
-  return static_cast<int64_t>(n * sizeof(float) + (by_expert_.size() + expert_count_.size()) * 4);
+  size_t n = (k_cache_.size() + v_cache_.size() + scores_.size()) / sizeof(float) + h_.size() +
+             a_.size() + rstd_.size() + q_.size() + att_.size() + g_.size() + u_.size() + hact_.size() +
+             y_.size() + xe_.size() + ye_.size() + logits_.size() + wide_.size();
+  return static_cast<int64_t>(n * sizeof(float) + (by_expert_.size() + expert_count_.size()) * 4) +
+         (pf_ ? pf_->staging_bytes() : 0);
 }
 
 Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) {
@@ -80,36 +135,66 @@ Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) {
       return Status::error("decoder: token id " + std::to_string(ids[i]) + " at index " +
                            std::to_string(i) + " is outside [0, vocab_size = " +
                            std::to_string(V_) + ")");
-  for (int64_t i = 0; i < n; i += chunk_) forward_chunk(ids + i, std::min(chunk_, n - i));
+  const int64_t pos_before = pos_;
+  using Ticket = memory::Prefetcher::Ticket;
+  // The next chunk's rows are fetched while this one computes.
+  Ticket ticket = pf_ ? pf_->submit(ids, std::min(chunk_, n)) : -1;
+  for (int64_t i = 0; i < n; i += chunk_) {
+    const int64_t m = std::min(chunk_, n - i);
+    Ticket next = -1;
+    if (pf_ && i + chunk_ < n) next = pf_->submit(ids + i + chunk_, std::min(chunk_, n - i - chunk_));
+    Status st = forward_chunk(ids + i, m, ticket);
+    if (pf_) pf_->release(ticket);
+    ticket = next;
+    if (!st.ok()) {
+      if (pf_ && next >= 0) pf_->release(next);
+      pos_ = pos_before;
+      return st;
+    }
+  }
   return static_cast<const float*>(logits_.data());
 }
 
 Result<const float*> Decoder::step(int32_t id) { return prefill(&id, 1); }
 
-void Decoder::linear(float* y, const float* x, const float* W, int64_t n, int64_t in,
-                     int64_t out, bool accumulate) {
+void Decoder::linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
+                     bool accumulate) {
+  if (W.dtype == DType::BF16) {
+    const auto* w = static_cast<const uint16_t*>(W.p);
+    if (n == 1)
+      k::matvec_bf16(y, w, x, out, in, accumulate);
+    else
+      k::linear_forward_bf16(y, x, w, n, in, out, accumulate, wide_.data());
+    return;
+  }
+  const auto* w = static_cast<const float*>(W.p);
   if (n == 1)
-    k::matvec(y, W, x, out, in, accumulate);
+    k::matvec(y, w, x, out, in, accumulate);
   else
-    k::linear_forward(y, x, W, n, in, out, accumulate);
+    k::linear_forward(y, x, w, n, in, out, accumulate);
 }
 
 // y = down(silu(gate(x)) * up(x)) over n rows.
-void Decoder::swiglu_ffn(float* y, const float* x, const float* Wg, const float* Wu,
-                         const float* Wd, int64_t n) {
-  linear(g_.data(), x, Wg, n, d_, f_);
-  linear(u_.data(), x, Wu, n, d_, f_);
+void Decoder::swiglu_ffn(float* y, const float* x, const Mat& Wg, const Mat& Wu, const Mat& Wd,
+                         int64_t n) {
+  if (n == 1) {  // one fork/join for gate and up
+    const k::MatvecJob jobs[2] = {job(g_.data(), Wg, f_), job(u_.data(), Wu, f_)};
+    k::matvec_batch(jobs, 2, x, d_);
+  } else {
+    linear(g_.data(), x, Wg, n, d_, f_);
+    linear(u_.data(), x, Wu, n, d_, f_);
+  }
   k::swiglu_forward(hact_.data(), g_.data(), u_.data(), nullptr, n, f_);
   linear(y, hact_.data(), Wd, n, f_, d_);
 }
 
 // Positions grouped by expert (counting sort, ascending within an expert, the
 // order hash_moe_forward uses); each group a dense SwiGLU on gathered rows.
-void Decoder::hash_moe_ffn(float* y, const float* x, const model::LayerView& W,
+void Decoder::hash_moe_ffn(float* y, const float* x, const model::LayerView& W, const LayerMats& M,
                            const int32_t* ids, int64_t n) {
   if (n == 1) {
     const int32_t e = W.hash_table[ids[0]];
-    swiglu_ffn(y, x, W.e_gate[e], W.e_up[e], W.e_down[e], 1);
+    swiglu_ffn(y, x, M.e_gate[e], M.e_up[e], M.e_down[e], 1);
     return;
   }
   std::fill(expert_count_.begin(), expert_count_.end(), 0);
@@ -123,55 +208,87 @@ void Decoder::hash_moe_ffn(float* y, const float* x, const model::LayerView& W,
     const int64_t s0 = expert_count_[e], m = expert_count_[e + 1] - s0;
     if (m == 0) continue;
     k::gather_rows(xe_.data(), x, by_expert_.data() + s0, m, d_);
-    swiglu_ffn(ye_.data(), xe_.data(), W.e_gate[e], W.e_up[e], W.e_down[e], m);
+    swiglu_ffn(ye_.data(), xe_.data(), M.e_gate[e], M.e_up[e], M.e_down[e], m);
     for (int64_t j = 0; j < m; ++j)
       std::memcpy(y + static_cast<int64_t>(by_expert_[s0 + j]) * d_, ye_.data() + j * d_,
                   sizeof(float) * d_);
   }
 }
 
-void Decoder::forward_chunk(const int32_t* ids, int64_t n) {
+Status Decoder::forward_chunk(const int32_t* ids, int64_t n, memory::Prefetcher::Ticket ticket) {
   STEM_CHECK(n >= 1 && n <= chunk_ && pos_ + n <= cap_);
   const int64_t d = d_, f = f_, H = H_, Hkv = Hkv_, hd = hd_, qd = H * hd, kd = Hkv * hd;
   const int64_t pos0 = pos_;
   float* h = h_.data();
-  k::embedding_forward(h, m_.embed_table(), ids, n, d);
+  if (embed_.dtype == DType::F32) {
+    k::embedding_forward(h, static_cast<const float*>(embed_.p), ids, n, d);
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      k::bf16_to_f32_row(h + i * d, static_cast<const uint16_t*>(embed_.p) + static_cast<int64_t>(ids[i]) * d, d);
+  }
+  const memory::StagedRows* staged = nullptr;  // fetched on the first STEM layer
   for (int l = 0; l < m_.n_layers(); ++l) {
     const model::LayerView& W = m_.layer(l);
-    float* kc = k_cache_.data() + (static_cast<int64_t>(l) * cap_) * kd;
-    float* vc = v_cache_.data() + (static_cast<int64_t>(l) * cap_) * kd;
+    const LayerMats& M = mats_[l];
+    float* kc = k_cache_.as<float>() + (static_cast<int64_t>(l) * cap_) * kd;
+    float* vc = v_cache_.as<float>() + (static_cast<int64_t>(l) * cap_) * kd;
     // attention block
     k::rmsnorm_forward(a_.data(), rstd_.data(), h, W.attn_norm, n, d, eps_);
-    linear(q_.data(), a_.data(), W.wq, n, d, qd);
-    linear(kc + pos0 * kd, a_.data(), W.wk, n, d, kd);
-    linear(vc + pos0 * kd, a_.data(), W.wv, n, d, kd);
+    if (n == 1) {  // one fork/join for q, k and v
+      const k::MatvecJob jobs[3] = {job(q_.data(), M.wq, qd), job(kc + pos0 * kd, M.wk, kd),
+                                    job(vc + pos0 * kd, M.wv, kd)};
+      k::matvec_batch(jobs, 3, a_.data(), d);
+    } else {
+      linear(q_.data(), a_.data(), M.wq, n, d, qd);
+      linear(kc + pos0 * kd, a_.data(), M.wk, n, d, kd);
+      linear(vc + pos0 * kd, a_.data(), M.wv, n, d, kd);
+    }
     k::rope_forward(q_.data(), m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
     k::rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
-    k::attention_cached_forward(att_.data(), scores_.data(), q_.data(), kc, vc, n, pos0, H, Hkv,
+    k::attention_cached_forward(att_.data(), scores_.as<float>(), q_.data(), kc, vc, n, pos0, H, Hkv,
                                 hd);
-    linear(h, att_.data(), W.wo, n, qd, d, /*accumulate=*/true);
+    linear(h, att_.data(), M.wo, n, qd, d, /*accumulate=*/true);
     // FFN block
     k::rmsnorm_forward(a_.data(), rstd_.data(), h, W.ffn_norm, n, d, eps_);
     switch (W.type) {
       case FfnType::Dense:
-        swiglu_ffn(y_.data(), a_.data(), W.w_gate, W.w_up, W.w_down, n);
+        swiglu_ffn(y_.data(), a_.data(), M.gate, M.up, M.down, n);
         break;
-      case FfnType::Stem:
-        linear(g_.data(), a_.data(), W.w_gate, n, d, f);
-        k::swiglu_forward(hact_.data(), g_.data(), W.stem_table, ids, n, f);
-        linear(y_.data(), hact_.data(), W.w_down, n, f, d);
+      case FfnType::Stem: {
+        const float* rows = W.stem_table;
+        const int32_t* row_of = ids;
+        if (pf_) {
+          if (!staged) {
+            Result<const memory::StagedRows*> r = pf_->wait(ticket);
+            if (!r.ok()) return r.status().with_context("decoder");
+            staged = *r;
+          }
+          rows = staged->rows[m_.stem_slot(l)];
+          row_of = staged->slot_of.data();
+        } else if (!direct_.empty()) {
+          rows = direct_[m_.stem_slot(l)];
+        }
+        linear(g_.data(), a_.data(), M.gate, n, d, f);
+        k::swiglu_forward(hact_.data(), g_.data(), rows, row_of, n, f);
+        linear(y_.data(), hact_.data(), M.down, n, f, d);
         break;
+      }
       case FfnType::HashMoe:
-        hash_moe_ffn(y_.data(), a_.data(), W, ids, n);
+        hash_moe_ffn(y_.data(), a_.data(), W, M, ids, n);
         break;
     }
     add_into(h, y_.data(), n * d);
   }
+  if (pf_ && !staged) {  // no STEM layer read them; still surface a fetch error
+    Result<const memory::StagedRows*> r = pf_->wait(ticket);
+    if (!r.ok()) return r.status().with_context("decoder");
+  }
   // Only the last position reaches the head.
   const float* last = h + (n - 1) * d;
   k::rmsnorm_forward(a_.data(), rstd_.data(), last, m_.final_norm(), 1, d, eps_);
-  k::matvec(logits_.data(), m_.head_weight(), a_.data(), V_, d);
+  linear(logits_.data(), a_.data(), head_, 1, d, V_);
   pos_ += n;
+  return ok_status();
 }
 
 }  // namespace stem::infer

@@ -9,6 +9,15 @@
 // It does not sample (see sampler.h), does not batch sequences, and keeps no
 // logits but the last position's.
 //
+// Weights may be F32 or BF16 (matrices; accumulation in F32). STEM tables come
+// from the weight list, or from the Transformer's TableStore: then the rows of
+// each chunk's distinct tokens are staged by a memory::Prefetcher, in the
+// background when `prefetch` is on (the next prefill chunk is fetched while the
+// current one computes; a decode step's rows while the layers before the first
+// STEM layer run), synchronously when off. With prefetch off and an F32 store
+// that maps rows in place (mmap), rows are read in place (zero copy). Every
+// path hands the FFN the same row values, so logits are bitwise identical.
+//
 // Ownership and threading: reads the Transformer's weights (which must outlive
 // it and not change while it decodes) and owns its cache and work buffers, all
 // allocated in the constructor; prefill and step allocate nothing. Not
@@ -18,26 +27,40 @@
 // Cache layout per layer: k and v [capacity, Hkv, hd], row p holding position
 // p; k stored after RoPE. Invariant: rows [0, position()) are valid.
 //
-// Failures: feeding past capacity() or an id outside [0, V) returns a Status
-// and leaves the decoder as it was.
+// Failures: feeding past capacity(), an id outside [0, V), or a table read
+// error returns a Status and leaves position() as it was.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include <memory>
+
+#include "memory/prefetcher.h"
 #include "model/transformer.h"
 #include "stem/status.h"
 
 namespace stem::infer {
 
+// A weight matrix [out, in] as stored (F32 or BF16).
+struct WeightMat {
+  const void* p = nullptr;
+  DType dtype = DType::F32;
+};
+
+struct DecoderOptions {
+  int64_t max_context = 0;      // <= 0: max_position_embeddings
+  int64_t prefill_chunk = 256;  // positions a prefill pass takes at once (bounds the scratch)
+  bool prefetch = true;         // stage table rows on a background thread
+};
+
 class Decoder {
  public:
-  // Prefill runs in chunks of at most this many positions (bounds the scratch).
-  static constexpr int64_t kPrefillChunk = 64;
-
-  // capacity() = min(max_context, max_position_embeddings); max_context <= 0
-  // means max_position_embeddings.
-  Decoder(const model::Transformer& model, int64_t max_context);
+  // capacity() = min(max_context, max_position_embeddings).
+  Decoder(const model::Transformer& model, const DecoderOptions& opt);
+  Decoder(const model::Transformer& model, int64_t max_context)
+      : Decoder(model, DecoderOptions{max_context}) {}
+  ~Decoder();
 
   // Forget the sequence: position() = 0 (the cache is overwritten lazily).
   void reset();
@@ -50,31 +73,48 @@ class Decoder {
   int64_t position() const { return pos_; }
   int64_t capacity() const { return cap_; }
   int64_t vocab_size() const { return V_; }
-  // Cache and work buffers, for reporting.
+  // Cache and work buffers (staging included), for reporting.
   int64_t memory_bytes() const;
+  // The prefetcher staging table rows (null when tables are in the weight list
+  // or read in place).
+  const memory::Prefetcher* prefetcher() const { return pf_.get(); }
+  memory::Prefetcher* prefetcher() { return pf_.get(); }
 
  private:
-  void forward_chunk(const int32_t* ids, int64_t n);  // n <= chunk_, fits in the cache
-  void linear(float* y, const float* x, const float* W, int64_t n, int64_t in, int64_t out,
+  using Mat = WeightMat;
+  struct LayerMats {
+    Mat wq, wk, wv, wo, gate, up, down;
+    std::vector<Mat> e_gate, e_up, e_down;
+  };
+  Mat mat(int i) const;
+  // n <= chunk_, fits in the cache; `ticket` stages its table rows (-1: none).
+  Status forward_chunk(const int32_t* ids, int64_t n, memory::Prefetcher::Ticket ticket);
+  void linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
               bool accumulate = false);
-  void swiglu_ffn(float* y, const float* x, const float* Wg, const float* Wu, const float* Wd,
-                  int64_t n);
-  void hash_moe_ffn(float* y, const float* x, const model::LayerView& W, const int32_t* ids,
-                    int64_t n);
+  void swiglu_ffn(float* y, const float* x, const Mat& Wg, const Mat& Wu, const Mat& Wd, int64_t n);
+  void hash_moe_ffn(float* y, const float* x, const model::LayerView& W, const LayerMats& M,
+                    const int32_t* ids, int64_t n);
 
   const model::Transformer& m_;
+  std::vector<LayerMats> mats_;
+  Mat embed_, head_;
+  std::unique_ptr<memory::Prefetcher> pf_;
+  std::vector<const float*> direct_;  // [n_stem] tables read in place, when no prefetcher
+  std::vector<float> wide_;           // BF16 weight panels widened for the prefill GEMM
   int64_t cap_ = 0, chunk_ = 0, pos_ = 0;
   int64_t V_ = 0, d_ = 0, f_ = 0, H_ = 0, Hkv_ = 0, hd_ = 0, E_ = 0;
   float eps_ = 0.0f;
 
-  std::vector<float> k_cache_, v_cache_;  // [L, cap, Hkv*hd] each
+  // Lazily committed (see core::AlignedBuffer): a long context costs memory
+  // only as far as it is used.
+  core::AlignedBuffer k_cache_, v_cache_;  // [L, cap, Hkv*hd] floats each
   // work buffers, chunk_ rows each
   std::vector<float> h_;       // [chunk, d] residual stream
   std::vector<float> a_;       // [chunk, d] normed input (attention, then FFN)
   std::vector<float> rstd_;    // [chunk]
   std::vector<float> q_;       // [chunk, H*hd] after RoPE
   std::vector<float> att_;     // [chunk, H*hd]
-  std::vector<float> scores_;  // [H, chunk, cap]
+  core::AlignedBuffer scores_;  // [H, chunk, cap] floats
   std::vector<float> g_, u_, hact_;  // [chunk, f]
   std::vector<float> y_;       // [chunk, d] FFN output
   std::vector<float> xe_, ye_;  // [chunk, d] hash-MoE rows of one expert

@@ -72,6 +72,14 @@ struct Range {
 
 }  // namespace
 
+void SafetensorsFile::release(const SafetensorsEntry& e) const {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(base_ + e.offset);
+  const uintptr_t end = begin + e.nbytes;
+  const uintptr_t b = (begin + page - 1) / page * page, en = end / page * page;  // whole pages inside
+  if (en > b) ::madvise(reinterpret_cast<void*>(b), en - b, MADV_DONTNEED);
+}
+
 Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   const std::string where = "safetensors: " + path + ": ";
   auto fail = [&](const std::string& what) { return Status::error(where + what); };

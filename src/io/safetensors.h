@@ -41,6 +41,10 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // Pointer into the read-only mapping; valid while this object or mapping() lives.
   const std::byte* data(const SafetensorsEntry& e) const { return base_ + e.offset; }
+  // Drops the pages of e's data from this process's memory (they stay in the
+  // page cache): after copying a tensor out, so that loading a large file
+  // does not hold it twice in the resident set. The data stays readable.
+  void release(const SafetensorsEntry& e) const;
   // Keeps the mapping alive (for zero-copy tensor views).
   std::shared_ptr<void> mapping() const { return mapping_; }
   size_t file_size() const { return file_size_; }

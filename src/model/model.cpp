@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "io/files.h"
+#include "model/tables.h"
 #include "model/transformer.h"
 
 namespace stem {
@@ -33,20 +34,48 @@ Result<Model> Model::init(const ModelConfig& cfg, uint64_t seed) {
   return m;
 }
 
-Result<Model> Model::load(const std::string& dir) {
+Result<Model> Model::load(const std::string& dir) { return load(dir, LoadOptions{}); }
+
+Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return Status::error(dir + ": not a model directory (expected config.json and model.safetensors)");
   STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(dir) / "config.json").string()));
-  STEM_ASSIGN_OR_RETURN(model::TensorList w,
-                        model::load_weights(cfg, (fs::path(dir) / "model.safetensors").string()));
+  STEM_ASSIGN_OR_RETURN(memory::Tier tier, memory::parse_tier(opt.tables));
+  STEM_ASSIGN_OR_RETURN(model::WeightDType dtype, model::parse_weight_dtype(opt.dtype));
+  if (opt.table_cache_mb < 0)
+    return Status::error("tables: --table-cache-mb must be >= 0, got " + std::to_string(opt.table_cache_mb));
+  const bool stem = cfg.has(FfnType::Stem);
+  const std::string weights = (fs::path(dir) / "model.safetensors").string();
+  model::LoadOptions lo;
+  lo.matrices = dtype;
+  std::shared_ptr<memory::TableStore> store;
+  if (stem) {
+    const bool packed = tier != memory::Tier::Ram && opt.packed_tables && model::has_packed_tables(dir);
+    STEM_ASSIGN_OR_RETURN(memory::TableFileLayout layout, model::checkpoint_tables(cfg, dir, packed));
+    // F32 tables in RAM stay in the weight list (read in place); anything
+    // else is served by a table store.
+    if (tier != memory::Tier::Ram || layout.dtype != DType::F32) {
+      memory::StoreOptions so;
+      so.tier = tier;
+      so.cache_bytes = opt.table_cache_mb << 20;
+      STEM_ASSIGN_OR_RETURN(std::unique_ptr<memory::TableStore> s, memory::TableStore::open(layout, so));
+      store = std::move(s);
+      lo.skip_tables = true;
+    }
+  }
+  STEM_ASSIGN_OR_RETURN(model::TensorList w, model::load_weights(cfg, weights, lo));
   Model m;
   m.impl_ = std::make_unique<model::Transformer>(cfg, std::move(w));
+  m.impl_->set_table_store(std::move(store));
   m.impl_->set_tokenizer_path(tokenizer_of(dir));
   return m;
 }
 
 Status Model::save(const std::string& dir) const {
+  if (impl_->table_store())
+    return Status::error(dir + ": cannot save a model whose STEM tables are served by a table store "
+                         "(load it with tables in RAM as F32)");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return Status::error(dir + ": cannot create directory: " + ec.message());
@@ -83,12 +112,19 @@ Status check_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, 
                            std::to_string(cfg.vocab_size) + ")");
   return ok_status();
 }
+
+Status check_f32(const model::Transformer& t, const char* what) {
+  if (t.f32_weights()) return ok_status();
+  return Status::error(std::string(what) + ": needs F32 weight matrices (load with dtype f32)");
+}
 }  // namespace
 
 Result<double> Model::score(const std::vector<int32_t>& tokens, int64_t B, int64_t T,
                             std::vector<float>* logits) {
   STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
   if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence to score next-token loss");
+  STEM_RETURN_IF_ERROR(check_f32(*impl_, "score"));
+  if (impl_->table_store()) STEM_RETURN_IF_ERROR(impl_->fetch_tables(tokens.data(), B * T));
   const double loss = impl_->forward(tokens.data(), B, T);
   if (logits) logits->assign(impl_->logits(), impl_->logits() + B * T * config().vocab_size);
   return loss;
@@ -98,6 +134,8 @@ Result<double> Model::grad(const std::vector<int32_t>& tokens, int64_t B, int64_
                            std::map<std::string, HostTensor>* grads) {
   STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
   if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence for a loss gradient");
+  STEM_RETURN_IF_ERROR(check_f32(*impl_, "grad"));
+  if (impl_->table_store()) STEM_RETURN_IF_ERROR(impl_->fetch_tables(tokens.data(), B * T));
   const double loss = impl_->forward(tokens.data(), B, T);
   model::Gradients g = impl_->make_gradients(B * T);
   impl_->backward(g);

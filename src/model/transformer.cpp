@@ -129,6 +129,9 @@ Transformer::Transformer(ModelConfig cfg, TensorList weights)
     }
     layers_.push_back(std::move(v));
   }
+  for (size_t i = 0; i < w_.size(); ++i)
+    if (!w_[i].empty() && w_[i].dtype() == DType::BF16) f32_weights_ = false;
+  for (const LayerView& v : layers_) stem_slot_.push_back(v.type == FfnType::Stem ? n_stem_++ : -1);
   const int64_t hd = cfg_.head_dim(), P = cfg_.max_position_embeddings;
   rope_cos_.resize(P * hd / 2);
   rope_sin_.resize(P * hd / 2);
@@ -224,6 +227,9 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
   for (int64_t n = 0; n < N; ++n) STEM_CHECKF(tokens_[n] >= 0 && tokens_[n] < V, "token %d", tokens_[n]);
   Acts& A = *acts_;
   routes_.assign(layers_.size(), k::RowIndex{});
+  STEM_CHECKF(f32_weights_, "Transformer::forward needs F32 weights (load with F32 matrices)");
+  if (tables_)
+    STEM_CHECKF(staged_tokens_ == tokens_, "forward with a table store needs fetch_tables() of the same tokens first");
 
   k::embedding_forward(A.layer.empty() ? A.h_out : A.layer[0].resid_in, w_[i_embed_].f32(),
                        tokens_.data(), N, d);
@@ -247,8 +253,8 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
         k::dense_ffn_forward(A.y, L.g, L.u, L.hact, L.x2, W.w_gate, W.w_up, W.w_down, N, d, f);
         break;
       case FfnType::Stem:
-        k::stem_ffn_forward(A.y, L.g, L.hact, L.x2, W.w_gate, W.w_down, W.stem_table,
-                            tokens_.data(), N, d, f);
+        k::stem_ffn_forward(A.y, L.g, L.hact, L.x2, W.w_gate, W.w_down, stem_rows(l),
+                            stem_row_of(), N, d, f);
         break;
       case FfnType::HashMoe: {
         std::vector<int32_t> expert(N);
@@ -268,6 +274,40 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
   if (T < 2) return 0.0;
   const double total = k::cross_entropy_forward(A.losses, A.logits, targets_.data(), N, V);
   return total / static_cast<double>(B * (T - 1));
+}
+
+void Transformer::set_table_store(std::shared_ptr<memory::TableStore> store) {
+  if (store) {
+    STEM_CHECKF(store->n_tables() == n_stem_ && store->n_rows() == cfg_.vocab_size &&
+                    store->cols() == cfg_.intermediate_size,
+                "table store of %lld x [%lld, %lld] does not fit the model", static_cast<long long>(store->n_tables()),
+                static_cast<long long>(store->n_rows()), static_cast<long long>(store->cols()));
+  }
+  tables_ = std::move(store);
+}
+
+Status Transformer::fetch_tables(const int32_t* tokens, int64_t n) {
+  STEM_CHECK(tables_ != nullptr);
+  const int64_t f = cfg_.intermediate_size;
+  staged_tokens_.assign(tokens, tokens + n);
+  staged_index_ = kernels::build_row_index(tokens, n, cfg_.vocab_size);
+  const int64_t U = staged_index_.n_unique();
+  staged_.resize(static_cast<size_t>(n_stem_ * U * f));
+  std::vector<float*> dst(n_stem_);
+  for (int j = 0; j < n_stem_; ++j) dst[j] = staged_.data() + j * U * f;
+  Status st = tables_->fetch(staged_index_.unique.data(), U, dst.data());
+  if (!st.ok()) staged_tokens_.clear();
+  return st;
+}
+
+const float* Transformer::stem_rows(int l) const {
+  if (!tables_) return layers_[l].stem_table;
+  const int64_t U = staged_index_.n_unique();
+  return staged_.data() + stem_slot_[l] * U * cfg_.intermediate_size;
+}
+
+const int32_t* Transformer::stem_row_of() const {
+  return tables_ ? staged_index_.slot.data() : tokens_.data();
 }
 
 Gradients Transformer::make_gradients(int64_t max_tokens) const {
@@ -333,7 +373,7 @@ void Transformer::backward(Gradients& G, float loss_scale) {
         break;
       case FfnType::Stem:
         k::stem_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_down), rows(W.i_stem), A.dh, L.x2,
-                             L.g, L.hact, W.w_gate, W.w_down, W.stem_table, tokens_.data(),
+                             L.g, L.hact, W.w_gate, W.w_down, stem_rows(l), stem_row_of(),
                              local, A.s_a, A.s_b, N, d, f);
         break;
       case FfnType::HashMoe: {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "memory/table_store.h"
 #include "model/weights.h"
 #include "stem/config.h"
 
@@ -87,6 +88,21 @@ class Transformer {
   // added into the step's. Overwrites logits().
   void backward(Gradients& g, float loss_scale = 1.0f);
 
+  // STEM tables served by a TableStore instead of the weight list (whose table
+  // tensors are then empty): forward() fetches the rows of its distinct tokens
+  // first. The store's tables are the STEM layers in layer order.
+  void set_table_store(std::shared_ptr<memory::TableStore> store);
+  memory::TableStore* table_store() const { return tables_.get(); }
+  // With a table store: fetches the rows of tokens[0..n) (the next forward's
+  // B*T ids) for every STEM layer; forward() of other tokens is a bug.
+  Status fetch_tables(const int32_t* tokens, int64_t n);
+  // Index of layer l among the STEM layers (its table in the store), else -1.
+  int stem_slot(int l) const { return stem_slot_[l]; }
+  int n_stem_layers() const { return n_stem_; }
+  // Weight matrices all F32 (training and forward() need that; the decoder
+  // also reads BF16).
+  bool f32_weights() const { return f32_weights_; }
+
   int64_t workspace_bytes() const;
   const std::string& tokenizer_path() const { return tokenizer_path_; }
   void set_tokenizer_path(std::string p) { tokenizer_path_ = std::move(p); }
@@ -94,6 +110,9 @@ class Transformer {
  private:
   struct LayerActs;
   void ensure_workspace(int64_t B, int64_t T);
+  // Row source of layer l's STEM table for the last forward, and each position's row in it.
+  const float* stem_rows(int l) const;
+  const int32_t* stem_row_of() const;
   float* alloc(int64_t n);
 
   ModelConfig cfg_;
@@ -113,6 +132,13 @@ class Transformer {
   std::vector<kernels::RowIndex> routes_;  // per hash_moe layer, this step
   bool have_forward_ = false;
   std::string tokenizer_path_;
+  std::vector<int> stem_slot_;  // [L] index among STEM layers, -1 elsewhere
+  int n_stem_ = 0;
+  bool f32_weights_ = true;
+  std::shared_ptr<memory::TableStore> tables_;
+  std::vector<int32_t> staged_tokens_;  // [B*T] the ids staged_ was fetched for
+  std::vector<float> staged_;      // [n_stem, U, f] rows fetched for the last forward
+  kernels::RowIndex staged_index_;  // distinct tokens of the last forward (row_of = slot)
 };
 
 }  // namespace stem::model

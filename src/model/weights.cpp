@@ -96,18 +96,47 @@ void init_weights(TensorList& w, uint64_t seed) {
   }
 }
 
-Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path) {
+Result<WeightDType> parse_weight_dtype(const std::string& s) {
+  if (s == "f32") return WeightDType::F32;
+  if (s == "bf16") return WeightDType::BF16;
+  if (s == "auto") return WeightDType::Auto;
+  return Status::error("dtype: unknown weight dtype '" + s + "' (expected f32, bf16 or auto)");
+}
+
+namespace {
+// Copies n values of `from` at src into dst of `to` (F32/BF16; I32 verbatim).
+void convert_values(void* dst, DType to, const std::byte* src, DType from, int64_t n) {
+  if (to == from) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * dtype_size(to));
+  } else if (to == DType::F32) {  // BF16 -> F32
+    float* d = static_cast<float*>(dst);
+    for (int64_t k = 0; k < n; ++k) {
+      uint16_t b;
+      std::memcpy(&b, src + 2 * k, 2);
+      d[k] = core::bf16_to_float(b);
+    }
+  } else {  // F32 -> BF16
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    for (int64_t k = 0; k < n; ++k) {
+      float v;
+      std::memcpy(&v, src + 4 * k, 4);
+      d[k] = core::float_to_bf16(v);
+    }
+  }
+}
+}  // namespace
+
+Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path, const LoadOptions& opt) {
   STEM_ASSIGN_OR_RETURN(io::SafetensorsFile file, io::SafetensorsFile::open(path));
-  TensorList w = TensorList::allocate(tensor_specs(cfg));
+  std::vector<TensorSpec> specs = tensor_specs(cfg);
   std::set<std::string> expected;
-  for (size_t i = 0; i < w.size(); ++i) expected.insert(w.spec(i).name);
+  for (const TensorSpec& s : specs) expected.insert(s.name);
   for (const io::SafetensorsEntry& e : file.entries())
     if (!expected.count(e.name))
       return Status::error(path + ": unexpected tensor '" + e.name + "' " + shape_str(e.shape) +
                            " (not part of this config; check config.json's ffn_types, "
                            "num_hidden_layers and tie_word_embeddings)");
-  for (size_t i = 0; i < w.size(); ++i) {
-    const TensorSpec& s = w.spec(i);
+  for (TensorSpec& s : specs) {
     const io::SafetensorsEntry* e = file.find(s.name);
     if (!e) return Status::error(path + ": missing tensor '" + s.name + "' " + shape_str(s.shape));
     if (e->shape != s.shape)
@@ -119,19 +148,21 @@ Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path)
     if (!ok_dtype)
       return Status::error(path + ": tensor '" + s.name + "' has dtype " + dtype_name(e->dtype) +
                            ", expected " + (want_int ? "I32" : "F32 or BF16"));
-    const std::byte* src = file.data(*e);
+    if (want_int || s.shape.size() != 2) continue;  // hash tables, norms: as specified
+    const WeightDType want = s.kind == ParamKind::StemTable ? opt.tables : opt.matrices;
+    s.dtype = want == WeightDType::Auto ? e->dtype : want == WeightDType::BF16 ? DType::BF16 : DType::F32;
+  }
+  TensorList w = TensorList::allocate(specs, [&](const TensorSpec& s) {
+    return !(opt.skip_tables && s.kind == ParamKind::StemTable);
+  });
+  for (size_t i = 0; i < w.size(); ++i) {
+    const TensorSpec& s = w.spec(i);
+    if (w[i].empty()) continue;
+    const io::SafetensorsEntry* e = file.find(s.name);
     const int64_t n = s.shape.empty() ? 1 : shape_numel(s.shape);
-    if (e->dtype == DType::BF16) {
-      float* dst = w[i].f32();
-      for (int64_t k = 0; k < n; ++k) {
-        uint16_t b;
-        std::memcpy(&b, src + 2 * k, 2);
-        dst[k] = core::bf16_to_float(b);
-      }
-    } else {
-      std::memcpy(w[i].raw(), src, e->nbytes);
-    }
-    if (want_int) {
+    convert_values(w[i].raw(), s.dtype, file.data(*e), e->dtype, n);
+    file.release(*e);
+    if (s.dtype == DType::I32) {
       const int32_t* h = w[i].i32();
       for (int64_t k = 0; k < n; ++k)
         if (h[k] < 0 || h[k] >= cfg.num_hash_experts)

@@ -43,10 +43,22 @@ class TensorList {
 // deterministically from `seed` (each tensor from its own stream).
 void init_weights(TensorList& w, uint64_t seed);
 
+// Storage dtype of float weights in memory.
+enum class WeightDType { F32, BF16, Auto };  // Auto: as stored in the file
+Result<WeightDType> parse_weight_dtype(const std::string& s);  // "f32" | "bf16" | "auto"
+
+struct LoadOptions {
+  WeightDType matrices = WeightDType::F32;  // 2-D weights other than STEM tables
+  WeightDType tables = WeightDType::F32;    // STEM tables
+  bool skip_tables = false;  // leave STEM tables out (empty tensors): a TableStore serves them
+};
+
 // Reads a weights file, checking names, dtypes (F32 or BF16 for floats, I32 for
 // hash tables), shapes, nothing missing, nothing unexpected, hash-table entries
-// in [0, E). BF16 is widened to F32.
-Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& safetensors_path);
+// in [0, E). Floats are converted to the dtype `opt` asks for (BF16 rounded to
+// nearest even); norms stay F32. The list's specs carry the dtypes chosen.
+Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& safetensors_path,
+                                const LoadOptions& opt = {});
 Status save_weights(const TensorList& w, const std::string& safetensors_path);
 
 }  // namespace stem::model

@@ -1,10 +1,11 @@
-// stem bench train|forward|gemm: whole-model throughput on random tokens.
+// stem bench train|forward|gemm|decode|prefill: whole-model throughput on random tokens.
 //   train:   forward + backward + AdamW over every parameter (tables included,
 //            as PyTorch's AdamW does), the median of --steps after --warmup;
 //   forward: forward with the loss only;
 //   gemm:    the F32 GEMM peak of this machine (MFU's denominator).
 // Reports tokens/s, step seconds, a per-phase breakdown and MFU against the
-// GEMM peak measured in the same run.
+// GEMM peak measured in the same run. decode and prefill (inference speed of a
+// checkpoint) live in cmd_bench_infer.cpp.
 #include <algorithm>
 #include <cstdio>
 #include <random>
@@ -12,6 +13,7 @@
 
 #include <omp.h>
 
+#include "bench_infer.h"
 #include "commands.h"
 #include "core/timer.h"
 #include "kernels/kernels.h"
@@ -128,20 +130,38 @@ int run_bench(const BenchOpts& o) {
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOpts>();
-  CLI::App* sub = app.add_subcommand("bench", "Measure throughput: train | forward | gemm");
-  sub->add_option("mode", o->mode, "train (fwd+bwd+AdamW), forward, or gemm (F32 GEMM peak)")
+  auto io = std::make_shared<InferBenchOpts>();
+  io->load.load.dtype = "auto";
+  CLI::App* sub = app.add_subcommand("bench", "Measure throughput: train | forward | gemm | decode | prefill");
+  sub->add_option("mode", o->mode,
+                  "train (fwd+bwd+AdamW), forward, gemm (F32 GEMM peak) on --config; "
+                  "decode or prefill (inference) on --model")
       ->required()
-      ->check(CLI::IsMember({"train", "forward", "gemm"}));
-  sub->add_option("--config", o->config, "Model config.json (random weights and tokens)");
-  sub->add_option("--batch,-b", o->batch, "Sequences per step")->capture_default_str();
-  sub->add_option("--seq,-t", o->seq, "Tokens per sequence")->capture_default_str();
-  sub->add_option("--steps", o->steps, "Timed steps (the median is reported)")->capture_default_str();
-  sub->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();
+      ->check(CLI::IsMember({"train", "forward", "gemm", "decode", "prefill"}));
+  sub->add_option("--config", o->config, "train/forward: model config.json (random weights and tokens)");
+  sub->add_option("--model", io->model_dir, "decode/prefill: model directory");
+  sub->add_option("--batch,-b", o->batch, "train/forward: sequences per step")->capture_default_str();
+  sub->add_option("--seq,-t", o->seq, "train/forward: tokens per sequence")->capture_default_str();
+  sub->add_option("--steps", o->steps, "train/forward: timed steps (the median is reported)")->capture_default_str();
+  sub->add_option("--warmup", o->warmup, "train/forward: untimed steps first")->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of weights and tokens")->capture_default_str();
   sub->add_flag("--no-peak", o->no_peak, "Skip the GEMM peak measurement (no MFU)");
   sub->add_flag("--lazy-tables", o->lazy, "Row-sparse (lazy) AdamW for the STEM tables instead of PyTorch's dense AdamW");
+  sub->add_option("--tokens", io->tokens, "decode: tokens decoded from an empty context")->capture_default_str();
+  sub->add_option("--prompt", io->prompt, "prefill: prompt tokens")->capture_default_str();
+  sub->add_option("--reps", io->reps, "decode/prefill: timed passes (after one warm-up)")->capture_default_str();
+  sub->add_flag("--cold", io->cold, "decode/prefill: drop the table file's page cache and the row cache before each pass");
+  add_load_flags(sub, &io->load, /*with_prefetch=*/true);
   sub->add_flag("--json", o->json, "Machine-readable output");
-  add_command(sub, [o] { return run_bench(*o); });
+  add_command(sub, [o, io] {
+    if (o->mode == "decode" || o->mode == "prefill") {
+      io->mode = o->mode;
+      io->json = o->json;
+      io->seed = o->seed;
+      return run_bench_infer(*io);
+    }
+    return run_bench(*o);
+  });
 }
 
 }  // namespace stem::cli

@@ -59,6 +59,8 @@ void register_eval(CLI::App& app) {
     std::string model_dir, data;
     int64_t seq = 0, batch = 4, max_tokens = 0;
     bool json = false;
+    LoadFlags load;
+    std::vector<std::string> edits;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = app.add_subcommand("eval", "Perplexity on held-out tokens, with a standard error");
@@ -68,10 +70,13 @@ void register_eval(CLI::App& app) {
   sub->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
   sub->add_option("--max-tokens", o->max_tokens, "Evaluate at most this many tokens (0: all)")->capture_default_str();
   sub->add_flag("--json", o->json, "Machine-readable output");
+  add_load_flags(sub, &o->load, /*with_prefetch=*/false);
+  add_edit_option(sub, &o->edits);
   add_command(sub, [o] {
     const char* cmd = "eval";
-    auto m = Model::load(o->model_dir);
+    auto m = Model::load(o->model_dir, o->load.load);
     if (!m.ok()) return fail(cmd, m.status());
+    if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
     const ModelConfig& cfg = m->config();
     auto data = open_data(o->data, cfg.vocab_size);
     if (!data.ok()) return fail(cmd, data.status());

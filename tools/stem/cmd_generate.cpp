@@ -103,8 +103,11 @@ void register_generate(CLI::App& app) {
     int64_t top_k = 40;
     uint64_t seed = 0;
     bool greedy = false, json = false;
+    LoadFlags load;
+    std::vector<std::string> edits;
   };
   auto o = std::make_shared<Opts>();
+  o->load.load.dtype = "auto";
   CLI::App* sub = app.add_subcommand("generate", "Continue a prompt, streaming the sampled text");
   sub->add_option("--model", o->model_dir, "Model directory (config.json, model.safetensors, tokenizer.model)")->required();
   auto* text = sub->add_option("--prompt", o->prompt, "Prompt text (tokenized with the model's tokenizer.model, BOS prepended)");
@@ -117,12 +120,15 @@ void register_generate(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
   sub->add_flag("--greedy", o->greedy, "Always take the most likely token");
   sub->add_flag("--json", o->json, "One JSON object at the end (text, ids, tokens/s) instead of streaming");
+  add_load_flags(sub, &o->load, /*with_prefetch=*/true);
+  add_edit_option(sub, &o->edits);
   add_command(sub, [o, ids] {
     const char* cmd = "generate";
     if (o->n < 1) return fail(cmd, Status::error("-n " + std::to_string(o->n) + ": must be at least 1"));
     if (o->top_p <= 0.0f) return fail(cmd, Status::error("--top-p " + std::to_string(o->top_p) + ": must be > 0"));
-    auto m = Model::load(o->model_dir);
+    auto m = Model::load(o->model_dir, o->load.load);
     if (!m.ok()) return fail(cmd, m.status());
+    if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
     const ModelConfig& cfg = m->config();
     const bool use_ids = ids->count() > 0;
 
@@ -152,7 +158,9 @@ void register_generate(CLI::App& app) {
                                      " is longer than the model's context of " +
                                      std::to_string(cfg.max_position_embeddings) + " positions (max_position_embeddings)"));
 
-    infer::Decoder dec(m->impl(), cfg.max_position_embeddings);
+    infer::DecoderOptions dopt;
+    dopt.prefetch = !o->load.no_prefetch;
+    infer::Decoder dec(m->impl(), dopt);
     infer::Sampler sampler({.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p,
                             .greedy = o->greedy, .seed = o->seed},
                            cfg.vocab_size);
@@ -215,7 +223,8 @@ void register_generate(CLI::App& app) {
                         {"prefill_seconds", prefill_s},
                         {"decode_seconds", decode_s},
                         {"tokens_per_second", tps},
-                        {"seed", o->seed}};
+                        {"seed", o->seed},
+                        {"load", load_flags_json(o->load)}};
     if (stream) j["text"] = stream->continuation();
     print_json(j);
     return 0;

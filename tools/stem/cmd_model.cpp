@@ -101,15 +101,20 @@ void register_score(CLI::App& app) {
     ModelInput in;
     std::string logits_out;
     bool json = false;
+    LoadFlags load;
+    std::vector<std::string> edits;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = app.add_subcommand("score", "Mean next-token loss of token ids (and their logits)");
   add_input_options(sub, o->in);
   sub->add_option("--logits-out", o->logits_out, "Write the logits [B*T, V] as float32 .npy");
   sub->add_flag("--json", o->json, "Machine-readable output");
+  add_load_flags(sub, &o->load, /*with_prefetch=*/false);
+  add_edit_option(sub, &o->edits);
   add_command(sub, [o] {
-    auto m = Model::load(o->in.model_dir);
+    auto m = Model::load(o->in.model_dir, o->load.load);
     if (!m.ok()) return fail("score", m.status());
+    if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail("score", st);
     int64_t B = 0, T = 0;
     auto ids = read_batch(o->in.tokens_file, m->config().vocab_size, o->in.lines, &B, &T);
     if (!ids.ok()) return fail("score", ids.status());
