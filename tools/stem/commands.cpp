@@ -8,6 +8,10 @@
 #include <iostream>
 #include <map>
 
+#include "edit/overlay.h"
+#include "edit/store_rows.h"
+#include "model/transformer.h"
+
 namespace stem::cli {
 namespace {
 std::map<CLI::App*, std::function<int()>>& registry() {
@@ -32,6 +36,9 @@ void register_all(CLI::App& app) {
   register_prepare(app);
   register_generate(app);
   register_eval(app);
+  register_convert(app);
+  register_edit(app);
+  register_analyze(app);
 }
 
 int run_selected(CLI::App& app) {
@@ -39,6 +46,40 @@ int run_selected(CLI::App& app) {
     if (sub->parsed()) return run();
   std::fprintf(stderr, "stem: no subcommand (see stem --help)\n");
   return 2;
+}
+
+void add_load_flags(CLI::App* sub, LoadFlags* f, bool with_prefetch) {
+  sub->add_option("--tables", f->load.tables,
+                  "Where STEM tables live: ram (resident), mmap (paged in from the file on demand), "
+                  "disk (explicit reads into a row cache)")
+      ->check(CLI::IsMember({"ram", "mmap", "disk"}))
+      ->capture_default_str();
+  sub->add_option("--table-cache-mb", f->load.table_cache_mb, "Row cache budget of the disk tier, MiB")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--dtype", f->load.dtype, "Weight matrices in memory: f32, bf16, or auto (as stored)")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}))
+      ->capture_default_str();
+  sub->add_flag("--no-pack", [f](int64_t) { f->load.packed_tables = false; },
+                "mmap/disk: ignore tables.stem (the row-major pack) and read model.safetensors");
+  if (with_prefetch)
+    sub->add_flag("--no-prefetch", f->no_prefetch,
+                  "Fetch table rows when a layer needs them instead of on a background thread");
+}
+
+nlohmann::json load_flags_json(const LoadFlags& f) {
+  return {{"tables", f.load.tables}, {"table_cache_mb", f.load.table_cache_mb}, {"dtype", f.load.dtype},
+          {"packed_tables", f.load.packed_tables}, {"prefetch", !f.no_prefetch}};
+}
+
+void add_edit_option(CLI::App* sub, std::vector<std::string>* files) {
+  sub->add_option("--edit", *files, "Edit overlay (from `stem edit swap|inject`) applied after loading; repeatable, in order");
+}
+
+Status apply_edits(Model& m, const std::vector<std::string>& files) {
+  if (files.empty()) return ok_status();
+  std::unique_ptr<edit::RowTable> rows = edit::model_rows(m.impl());
+  return edit::apply_overlay_files(files, m.config(), *rows);
 }
 
 int fail(const std::string& cmd, const Status& st) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "stem/model.h"
 #include "stem/status.h"
 
 namespace stem::cli {
@@ -35,6 +36,22 @@ class Progress {
   double t0_;
 };
 
+// How a model is loaded for inference: --tables, --table-cache-mb, --dtype,
+// --no-pack and (where the command decodes) --no-prefetch.
+struct LoadFlags {
+  LoadOptions load;
+  bool no_prefetch = false;
+};
+void add_load_flags(CLI::App* sub, LoadFlags* f, bool with_prefetch);
+// The flags as a JSON object, for --json reports.
+nlohmann::json load_flags_json(const LoadFlags& f);
+
+// --edit FILE (repeatable): edit overlays (src/edit/overlay.h) applied in
+// order right after the model loads; apply_edits() applies them, errors name
+// the file. The checkpoint on disk is never changed.
+void add_edit_option(CLI::App* sub, std::vector<std::string>* files);
+Status apply_edits(Model& m, const std::vector<std::string>& files);
+
 // Prepares a data directory from text (what `stem prepare` does), for the demo.
 Result<nlohmann::json> prepare_corpus(const std::vector<std::string>& inputs, const std::string& out,
                                       int64_t vocab_size, double val_fraction, uint64_t seed);
@@ -50,5 +67,8 @@ void register_demo(CLI::App& app);
 void register_prepare(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_edit(CLI::App& app);
+void register_analyze(CLI::App& app);
 
 }  // namespace stem::cli

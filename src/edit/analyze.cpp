@@ -1,0 +1,190 @@
+// Spread and capacity analyses (see analyze.h).
+#include "edit/analyze.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <unordered_set>
+
+#include "core/check.h"
+#include "kernels/kernels.h"
+
+namespace stem::edit {
+
+CosineStats cosine_stats(const float* vectors, int64_t n, int64_t dim, int64_t max_pairs, uint64_t seed, int bins) {
+  CosineStats s;
+  s.histogram.assign(static_cast<size_t>(std::max(1, bins)), 0);
+  // Unit vectors of the non-zero rows, in double.
+  std::vector<double> unit;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* v = vectors + i * dim;
+    double ss = 0;
+    for (int64_t c = 0; c < dim; ++c) ss += static_cast<double>(v[c]) * v[c];
+    if (!(ss > 0) || !std::isfinite(ss)) continue;
+    const double inv = 1.0 / std::sqrt(ss);
+    for (int64_t c = 0; c < dim; ++c) unit.push_back(v[c] * inv);
+  }
+  const int64_t m = static_cast<int64_t>(unit.size()) / std::max<int64_t>(dim, 1);
+  s.vectors = m;
+  if (m < 2) return s;
+  const double all_pairs = 0.5 * static_cast<double>(m) * static_cast<double>(m - 1);
+  s.sampled = all_pairs > static_cast<double>(max_pairs);
+  std::vector<double> abs_cos;
+  double sum = 0, sum_abs = 0;
+  auto take = [&](int64_t i, int64_t j) {
+    const double* a = unit.data() + i * dim;
+    const double* b = unit.data() + j * dim;
+    double c = 0;
+    for (int64_t k = 0; k < dim; ++k) c += a[k] * b[k];
+    c = std::clamp(c, -1.0, 1.0);
+    sum += c;
+    sum_abs += std::abs(c);
+    abs_cos.push_back(std::abs(c));
+    const int nb = static_cast<int>(s.histogram.size());
+    s.histogram[std::min(nb - 1, static_cast<int>((c + 1.0) * 0.5 * nb))]++;
+  };
+  if (!s.sampled) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = i + 1; j < m; ++j) take(i, j);
+  } else {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int64_t> pick(0, m - 1);
+    for (int64_t p = 0; p < max_pairs; ++p) {
+      const int64_t i = pick(rng);
+      int64_t j = pick(rng);
+      while (j == i) j = pick(rng);
+      take(i, j);
+    }
+  }
+  s.pairs = static_cast<int64_t>(abs_cos.size());
+  s.mean_cos = sum / static_cast<double>(s.pairs);
+  s.mean_abs_cos = sum_abs / static_cast<double>(s.pairs);
+  const size_t k = std::min(abs_cos.size() - 1, static_cast<size_t>(std::ceil(0.95 * static_cast<double>(abs_cos.size()))) - 1);
+  std::nth_element(abs_cos.begin(), abs_cos.begin() + static_cast<std::ptrdiff_t>(k), abs_cos.end());
+  s.p95_abs_cos = abs_cos[k];
+  return s;
+}
+
+std::vector<float> stem_rows_of(const model::Transformer& m, int layer, const std::vector<int32_t>& tokens) {
+  const model::LayerView& W = m.layer(layer);
+  STEM_CHECKF(W.type == FfnType::Stem && W.stem_table != nullptr, "layer %d has no STEM table in memory", layer);
+  const int64_t V = m.config().vocab_size, f = m.config().intermediate_size;
+  std::vector<float> out;
+  if (tokens.empty()) return std::vector<float>(W.stem_table, W.stem_table + V * f);
+  out.reserve(tokens.size() * static_cast<size_t>(f));
+  for (int32_t t : tokens) {
+    STEM_CHECK(t >= 0 && t < V);
+    out.insert(out.end(), W.stem_table + static_cast<int64_t>(t) * f, W.stem_table + (static_cast<int64_t>(t) + 1) * f);
+  }
+  return out;
+}
+
+std::vector<float> ffn_inputs(const model::Transformer& m, const int32_t* ids, int64_t T, int last_layer,
+                              const std::function<void(int layer, const float* x)>& fn) {
+  namespace k = kernels;
+  const ModelConfig& cfg = m.config();
+  STEM_CHECK(T >= 1 && T <= cfg.max_position_embeddings);
+  const int64_t d = cfg.hidden_size, f = cfg.intermediate_size, H = cfg.num_attention_heads;
+  const int64_t Hkv = cfg.num_key_value_heads, hd = cfg.head_dim();
+  const float eps = static_cast<float>(cfg.rms_norm_eps);
+  std::vector<float> h(T * d), a(T * d), rstd(T), q(T * H * hd), kk(T * Hkv * hd), v(T * Hkv * hd);
+  std::vector<float> att(T * H * hd), lse(H * T), hmid(T * d), x(T * d), y(T * d), g(T * f), u(T * f), hact(T * f),
+      xe(T * d), ye(T * d);
+  k::embedding_forward(h.data(), m.embed_table(), ids, T, d);
+  for (int l = 0; l <= last_layer && l < m.n_layers(); ++l) {
+    const model::LayerView& W = m.layer(l);
+    k::rmsnorm_forward(a.data(), rstd.data(), h.data(), W.attn_norm, T, d, eps);
+    k::linear_forward(q.data(), a.data(), W.wq, T, d, H * hd);
+    k::linear_forward(kk.data(), a.data(), W.wk, T, d, Hkv * hd);
+    k::linear_forward(v.data(), a.data(), W.wv, T, d, Hkv * hd);
+    k::rope_forward(q.data(), m.rope_cos(), m.rope_sin(), 1, T, H, hd, 0);
+    k::rope_forward(kk.data(), m.rope_cos(), m.rope_sin(), 1, T, Hkv, hd, 0);
+    k::attention_forward(att.data(), lse.data(), q.data(), kk.data(), v.data(), 1, T, H, Hkv, hd);
+    hmid = h;
+    k::linear_forward(hmid.data(), att.data(), W.wo, T, H * hd, d, /*accumulate=*/true);
+    k::rmsnorm_forward(x.data(), rstd.data(), hmid.data(), W.ffn_norm, T, d, eps);
+    if (fn) fn(l, x.data());
+    if (l == last_layer && l + 1 < m.n_layers()) break;
+    switch (W.type) {
+      case FfnType::Dense:
+        k::dense_ffn_forward(y.data(), g.data(), u.data(), hact.data(), x.data(), W.w_gate, W.w_up, W.w_down, T, d, f);
+        break;
+      case FfnType::Stem:
+        k::stem_ffn_forward(y.data(), g.data(), hact.data(), x.data(), W.w_gate, W.w_down, W.stem_table, ids, T, d, f);
+        break;
+      case FfnType::HashMoe: {
+        std::vector<int32_t> expert(T);
+        for (int64_t n = 0; n < T; ++n) expert[n] = W.hash_table[ids[n]];
+        const k::RowIndex route = k::build_row_index(expert.data(), T, cfg.num_hash_experts);
+        k::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
+        k::hash_moe_forward(y.data(), xe.data(), g.data(), u.data(), hact.data(), ye.data(), x.data(), mw, route, T,
+                            d, f);
+        break;
+      }
+    }
+    for (int64_t i = 0; i < T * d; ++i) h[i] = hmid[i] + y[i];
+  }
+  return h;
+}
+
+std::map<int, std::vector<float>> dense_up_outputs(const model::Transformer& m, const std::vector<int32_t>& ids,
+                                                   int64_t window, int64_t max_positions) {
+  const ModelConfig& cfg = m.config();
+  const int64_t f = cfg.intermediate_size;
+  std::map<int, std::vector<float>> out;
+  int last = -1;
+  for (int l = 0; l < m.n_layers(); ++l)
+    if (m.layer(l).type == FfnType::Dense) last = l;
+  if (last < 0 || ids.empty()) return out;
+  window = std::clamp<int64_t>(window, 1, cfg.max_position_embeddings);
+  const int64_t n_total = std::min<int64_t>(max_positions, static_cast<int64_t>(ids.size()));
+  std::vector<float> u;
+  for (int64_t off = 0; off < n_total; off += window) {
+    const int64_t T = std::min(window, static_cast<int64_t>(ids.size()) - off);
+    const int64_t keep = std::min(T, n_total - off);
+    ffn_inputs(m, ids.data() + off, T, last, [&](int l, const float* x) {
+      const model::LayerView& W = m.layer(l);
+      if (W.type != FfnType::Dense) return;
+      u.resize(static_cast<size_t>(T * f));
+      kernels::linear_forward(u.data(), x, W.w_up, T, cfg.hidden_size, f);
+      auto& dst = out[l];
+      dst.insert(dst.end(), u.begin(), u.begin() + keep * f);
+    });
+  }
+  return out;
+}
+
+Result<std::vector<CapacityPoint>> capacity_curve(const ModelConfig& cfg, const std::vector<int32_t>& ids,
+                                                  int64_t max_context, int64_t windows) {
+  const int64_t S = cfg.n_stem_layers(), f = cfg.intermediate_size;
+  if (S == 0) return Status::error("capacity: the model has no STEM layers");
+  if (ids.empty()) return Status::error("capacity: no tokens");
+  if (windows < 1) return Status::error("capacity: --windows must be >= 1");
+  const int64_t top = std::min<int64_t>(max_context > 0 ? max_context : static_cast<int64_t>(ids.size()),
+                                        static_cast<int64_t>(ids.size()));
+  std::vector<int64_t> contexts;
+  for (int64_t c = 1; c <= top; c *= 2) contexts.push_back(c);
+  if (contexts.back() != top) contexts.push_back(top);
+  // Windows of length `top`, evenly spread (overlapping when the data is short).
+  const int64_t span = static_cast<int64_t>(ids.size()) - top;
+  const int64_t nw = span == 0 ? 1 : windows;
+  std::vector<CapacityPoint> out;
+  for (int64_t c : contexts) {
+    double sum = 0;
+    for (int64_t w = 0; w < nw; ++w) {
+      const int64_t start = nw == 1 ? 0 : span * w / (nw - 1);
+      std::unordered_set<int32_t> seen(ids.begin() + start, ids.begin() + start + c);
+      sum += static_cast<double>(seen.size());
+    }
+    CapacityPoint p;
+    p.context = c;
+    p.distinct_tokens = sum / static_cast<double>(nw);
+    p.stem_params = p.distinct_tokens * static_cast<double>(f * S);
+    p.table_fraction = p.distinct_tokens / static_cast<double>(cfg.vocab_size);
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace stem::edit

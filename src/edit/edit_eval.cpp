@@ -1,0 +1,231 @@
+// Edit evaluation (see edit_eval.h): the cases file, continuation scores
+// from Transformer::forward logits (log-softmax in double), and KL on controls.
+#include "edit/edit_eval.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "edit/targets.h"
+#include "io/files.h"
+#include "io/json_text.h"
+
+namespace stem::edit {
+
+namespace {
+
+// log-softmax of one logits row, in double.
+std::vector<double> log_softmax(const float* z, int64_t V) {
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, static_cast<double>(z[i]));
+  double s = 0;
+  for (int64_t i = 0; i < V; ++i) s += std::exp(static_cast<double>(z[i]) - mx);
+  const double lse = mx + std::log(s);
+  std::vector<double> out(V);
+  for (int64_t i = 0; i < V; ++i) out[i] = static_cast<double>(z[i]) - lse;
+  return out;
+}
+
+int64_t rank_of(const float* z, int64_t V, int32_t id) {
+  int64_t r = 1;
+  for (int64_t i = 0; i < V; ++i) r += z[i] > z[id];
+  return r;
+}
+
+int32_t argmax(const float* z, int64_t V) { return static_cast<int32_t>(std::max_element(z, z + V) - z); }
+
+std::vector<int32_t> prompt_ids(const io::Tokenizer& tok, const std::string& prompt) {
+  std::vector<int32_t> ids = {tok.bos_id()};
+  const std::vector<int32_t> body = tok.encode(prompt);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+Result<nlohmann::json> parse_line(const std::string& line, const std::string& where) {
+  try {
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.is_object()) return Status::error(where + ": expected a JSON object");
+    return j;
+  } catch (const nlohmann::json::exception& e) {
+    return Status::error(where + ": not JSON: " + io::strip_json_prefix(e.what()));
+  }
+}
+
+Result<std::string> string_field(const nlohmann::json& j, const char* key, const std::string& where) {
+  if (!j.contains(key)) return Status::error(where + ": missing \"" + key + "\"");
+  if (!j[key].is_string() || j[key].get<std::string>().empty())
+    return Status::error(where + ": \"" + key + "\" must be a non-empty string, got " + io::shown(j[key]));
+  return j[key].get<std::string>();
+}
+
+// Next-token log-probabilities after BOS + prompt.
+Result<std::vector<double>> next_token(model::Transformer& m, const io::Tokenizer& tok, const std::string& prompt) {
+  const std::vector<int32_t> ids = prompt_ids(tok, prompt);
+  const int64_t T = static_cast<int64_t>(ids.size()), V = m.config().vocab_size;
+  if (T > m.config().max_position_embeddings)
+    return Status::error("control '" + prompt + "': " + std::to_string(T) + " tokens exceed max_position_embeddings");
+  m.forward(ids.data(), 1, T);
+  return log_softmax(m.logits() + (T - 1) * V, V);
+}
+
+}  // namespace
+
+Result<EditCases> read_cases(const std::string& path) {
+  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
+  std::istringstream in(text);
+  std::string line;
+  EditCases out;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(n);
+    STEM_ASSIGN_OR_RETURN(nlohmann::json j, parse_line(line, where));
+    if (j.contains("control")) {
+      STEM_ASSIGN_OR_RETURN(std::string c, string_field(j, "control", where));
+      out.controls.push_back(c);
+      continue;
+    }
+    EditCase c;
+    c.line = n;
+    STEM_ASSIGN_OR_RETURN(c.prompt, string_field(j, "prompt", where));
+    STEM_ASSIGN_OR_RETURN(c.before, string_field(j, "before", where));
+    STEM_ASSIGN_OR_RETURN(c.after, string_field(j, "after", where));
+    out.cases.push_back(std::move(c));
+  }
+  if (out.cases.empty())
+    return Status::error(path + ": no cases (expected JSON lines {\"prompt\": ..., \"before\": ..., \"after\": ...})");
+  return out;
+}
+
+Result<std::vector<std::string>> read_controls(const std::string& path) {
+  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
+  std::istringstream in(text);
+  std::string line;
+  std::vector<std::string> out;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (line.front() == '{') {
+      const std::string where = path + ":" + std::to_string(n);
+      STEM_ASSIGN_OR_RETURN(nlohmann::json j, parse_line(line, where));
+      STEM_ASSIGN_OR_RETURN(std::string c, string_field(j, j.contains("control") ? "control" : "prompt", where));
+      out.push_back(c);
+    } else {
+      out.push_back(line);
+    }
+  }
+  if (out.empty()) return Status::error(path + ": no control prompts");
+  return out;
+}
+
+Result<ContinuationScore> score_continuation(model::Transformer& m, const io::Tokenizer& tok,
+                                             const std::string& prompt, const std::string& continuation) {
+  std::vector<int32_t> ids = prompt_ids(tok, prompt);
+  const std::vector<int32_t> cont = continuation_ids(tok, prompt, continuation);
+  if (cont.empty()) return Status::error("continuation '" + continuation + "' has no tokens");
+  const int64_t P = static_cast<int64_t>(ids.size()), V = m.config().vocab_size;
+  ids.insert(ids.end(), cont.begin(), cont.end());
+  const int64_t T = static_cast<int64_t>(ids.size());
+  if (T > m.config().max_position_embeddings)
+    return Status::error("prompt '" + prompt + "' with its continuation is " + std::to_string(T) +
+                         " tokens, more than max_position_embeddings = " +
+                         std::to_string(m.config().max_position_embeddings));
+  m.forward(ids.data(), 1, T);
+  ContinuationScore s;
+  s.tokens = static_cast<int64_t>(cont.size());
+  s.greedy = true;
+  for (int64_t k = 0; k < s.tokens; ++k) {
+    const float* z = m.logits() + (P - 1 + k) * V;
+    const std::vector<double> lp = log_softmax(z, V);
+    s.logprob += lp[cont[k]];
+    if (k == 0) {
+      s.first_prob = std::exp(lp[cont[0]]);
+      s.first_rank = rank_of(z, V, cont[0]);
+    }
+    s.greedy = s.greedy && argmax(z, V) == cont[k];
+  }
+  return s;
+}
+
+Result<EditEvalResult> evaluate_edits(model::Transformer& m, const io::Tokenizer& tok, const EditCases& cases,
+                                      const std::vector<Overlay>& edits, const EvalProgress& progress) {
+  STEM_RETURN_IF_ERROR(TensorListRows(m.weights()).all_resident().with_context("edit eval"));
+  const int64_t per_pass = static_cast<int64_t>(cases.cases.size() * 2 + cases.controls.size());
+  int64_t done = 0;
+  EditEvalResult r;
+  r.cases.resize(cases.cases.size());
+  r.controls.resize(cases.controls.size());
+  std::vector<std::vector<double>> base_next(cases.controls.size());
+
+  // One pass over every case and control; `edited` picks the fields filled.
+  auto pass = [&](bool edited) -> Status {
+    for (size_t i = 0; i < cases.cases.size(); ++i) {
+      const EditCase& c = cases.cases[i];
+      const std::string where = "case at line " + std::to_string(c.line);
+      STEM_ASSIGN_OR_RETURN(ContinuationScore b, score_continuation(m, tok, c.prompt, c.before));
+      STEM_ASSIGN_OR_RETURN(ContinuationScore a, score_continuation(m, tok, c.prompt, c.after));
+      (edited ? r.cases[i].before_edit : r.cases[i].before_base) = b;
+      (edited ? r.cases[i].after_edit : r.cases[i].after_base) = a;
+      if (progress) progress(done += 2, 2 * per_pass);
+    }
+    for (size_t i = 0; i < cases.controls.size(); ++i) {
+      STEM_ASSIGN_OR_RETURN(std::vector<double> lp, next_token(m, tok, cases.controls[i]));
+      const auto top = static_cast<int32_t>(std::max_element(lp.begin(), lp.end()) - lp.begin());
+      if (!edited) {
+        base_next[i] = std::move(lp);
+        r.controls[i].top_base = top;
+      } else {
+        double kl = 0;
+        for (size_t v = 0; v < lp.size(); ++v) kl += std::exp(base_next[i][v]) * (base_next[i][v] - lp[v]);
+        r.controls[i].kl = std::max(0.0, kl);
+        r.controls[i].top_edit = top;
+      }
+      if (progress) progress(++done, 2 * per_pass);
+    }
+    return ok_status();
+  };
+
+  STEM_RETURN_IF_ERROR(pass(false));
+  std::vector<Overlay> undo;
+  for (const Overlay& ov : edits) {
+    Result<Overlay> prev = apply_overlay(ov, m.weights());
+    if (!prev.ok()) {
+      (void)revert_overlays(undo, m.weights());
+      return prev.status();
+    }
+    undo.push_back(std::move(*prev));
+  }
+  Status st = pass(true);
+  STEM_RETURN_IF_ERROR(revert_overlays(undo, m.weights()));
+  STEM_RETURN_IF_ERROR(st);
+
+  EditEvalSummary& s = r.summary;
+  int64_t knows = 0, eff = 0, eff_greedy = 0, kept = 0, same = 0;
+  for (const CaseResult& c : r.cases) {
+    knows += c.before_base.first_rank == 1;
+    eff += c.after_edit.first_rank == 1;
+    eff_greedy += c.after_edit.greedy;
+    kept += c.before_edit.first_rank == 1;
+  }
+  const double nc = static_cast<double>(std::max<size_t>(1, r.cases.size()));
+  s.base_knows = static_cast<double>(knows) / nc;
+  s.efficacy = static_cast<double>(eff) / nc;
+  s.efficacy_greedy = static_cast<double>(eff_greedy) / nc;
+  s.before_kept = static_cast<double>(kept) / nc;
+  double kl_sum = 0;
+  for (const ControlResult& c : r.controls) {
+    kl_sum += c.kl;
+    s.max_kl = std::max(s.max_kl, c.kl);
+    same += c.top_base == c.top_edit;
+  }
+  const double nk = static_cast<double>(std::max<size_t>(1, r.controls.size()));
+  s.mean_kl = kl_sum / nk;
+  s.controls_same_top = static_cast<double>(same) / nk;
+  return r;
+}
+
+}  // namespace stem::edit

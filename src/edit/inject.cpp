@@ -1,0 +1,222 @@
+// Knowledge injection (see inject.h): facts file, token choice, and Adam on
+// the chosen STEM rows with every other parameter frozen.
+#include "edit/inject.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/check.h"
+#include "io/files.h"
+#include "io/json_text.h"
+
+namespace stem::edit {
+
+namespace {
+
+bool contains(const std::vector<int32_t>& hay, const std::vector<int32_t>& needle) {
+  return !needle.empty() && std::search(hay.begin(), hay.end(), needle.begin(), needle.end()) != hay.end();
+}
+
+}  // namespace
+
+Result<std::vector<Fact>> read_facts(const std::string& path) {
+  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
+  std::istringstream in(text);
+  std::string line;
+  std::vector<Fact> out;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(n);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      return Status::error(where + ": not JSON: " + io::strip_json_prefix(e.what()));
+    }
+    if (!j.is_object()) return Status::error(where + ": expected a JSON object {\"subject\": ..., \"text\": ...}");
+    Fact f;
+    f.line = n;
+    if (!j.contains("text") || !j["text"].is_string() || j["text"].get<std::string>().empty())
+      return Status::error(where + ": \"text\" must be a non-empty string" +
+                           (j.contains("text") ? " (got " + io::shown(j["text"]) + ")" : std::string(" (missing)")));
+    f.text = j["text"].get<std::string>();
+    if (j.contains("subject")) {
+      if (!j["subject"].is_string()) return Status::error(where + ": \"subject\" must be a string, got " + io::shown(j["subject"]));
+      f.subject = j["subject"].get<std::string>();
+    }
+    out.push_back(std::move(f));
+  }
+  if (out.empty()) return Status::error(path + ": no facts (expected JSON lines {\"subject\": ..., \"text\": ...})");
+  return out;
+}
+
+Result<std::vector<std::vector<int32_t>>> fact_sequences(const io::Tokenizer& tok, const std::vector<Fact>& facts,
+                                                         int64_t max_positions, const std::string& where) {
+  std::vector<std::vector<int32_t>> out;
+  for (const Fact& f : facts) {
+    std::vector<int32_t> ids = {tok.bos_id()};
+    const std::vector<int32_t> body = tok.encode(f.text);
+    ids.insert(ids.end(), body.begin(), body.end());
+    ids.push_back(tok.eos_id());
+    if (static_cast<int64_t>(ids.size()) > max_positions)
+      return Status::error(where + ":" + std::to_string(f.line) + ": text of " + std::to_string(ids.size()) +
+                           " tokens (with BOS and EOS) exceeds max_position_embeddings = " +
+                           std::to_string(max_positions));
+    out.push_back(std::move(ids));
+  }
+  return out;
+}
+
+Result<std::vector<int32_t>> injection_tokens(const io::Tokenizer& tok, const std::vector<Fact>& facts,
+                                              const std::vector<std::vector<int32_t>>& sequences,
+                                              const std::vector<std::string>& names, const std::string& where) {
+  std::set<int32_t> chosen;
+  auto add_forms = [&](const std::vector<TokenForm>& forms, const std::vector<int32_t>& seq) {
+    bool found = false;
+    for (const TokenForm& f : forms)
+      if (contains(seq, f.ids)) {
+        chosen.insert(f.ids.begin(), f.ids.end());
+        found = true;
+      }
+    return found;
+  };
+  if (names.empty()) {
+    for (size_t i = 0; i < facts.size(); ++i) {
+      const std::string at = where + ":" + std::to_string(facts[i].line);
+      if (facts[i].subject.empty())
+        return Status::error(at + ": no \"subject\" to choose rows from (add one, or name tokens with --tokens)");
+      STEM_ASSIGN_OR_RETURN(auto forms, token_forms(tok, facts[i].subject, FormSet::Words, at + ": subject"));
+      if (!add_forms(forms, sequences[i]))
+        return Status::error(at + ": subject '" + facts[i].subject + "' (" + show_pieces(tok, forms[0].ids) +
+                             ") does not occur in the tokens of its text (" + show_pieces(tok, sequences[i]) + ")");
+    }
+  } else {
+    for (const std::string& name : names) {
+      STEM_ASSIGN_OR_RETURN(auto forms, token_forms(tok, name, FormSet::Words, "--tokens"));
+      bool found = false;
+      for (const auto& seq : sequences) found = add_forms(forms, seq) || found;
+      if (!found)
+        return Status::error("--tokens: '" + name + "' (" + show_pieces(tok, forms[0].ids) +
+                             ") does not occur in any fact of " + where);
+    }
+  }
+  return std::vector<int32_t>(chosen.begin(), chosen.end());
+}
+
+Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::vector<int32_t>>& sequences,
+                                 const std::vector<int32_t>& tokens, const InjectOptions& opt,
+                                 const InjectProgress& progress) {
+  const ModelConfig& cfg = m.config();
+  const int64_t V = cfg.vocab_size, f = cfg.intermediate_size;
+  if (tokens.empty()) return Status::error("inject: no tokens to train");
+  if (opt.layers.empty()) return Status::error("inject: no layers to train");
+  if (opt.steps < 1 || !(opt.lr > 0)) return Status::error("inject: need --steps >= 1 and --lr > 0");
+  if (sequences.empty()) return Status::error("inject: no sentences to train on");
+  for (int32_t l : opt.layers)
+    if (l < 0 || l >= cfg.num_hidden_layers || cfg.ffn_types[l] != FfnType::Stem)
+      return Status::error("inject: layer " + std::to_string(l) + " is not a STEM layer");
+  std::set<int32_t> present;
+  for (const auto& s : sequences) {
+    if (s.size() < 2 || static_cast<int64_t>(s.size()) > cfg.max_position_embeddings)
+      return Status::error("inject: a sentence of " + std::to_string(s.size()) + " tokens is outside [2, " +
+                           std::to_string(cfg.max_position_embeddings) + "]");
+    for (int32_t t : s) {
+      if (t < 0 || t >= V) return Status::error("inject: token id " + std::to_string(t) + " is outside [0, " + std::to_string(V) + ")");
+      present.insert(t);
+    }
+  }
+  for (int32_t t : tokens)
+    if (!present.count(t))
+      return Status::error("inject: token " + std::to_string(t) + " occurs in no sentence, so its rows get no gradient");
+
+  // Batches of equal-length sentences; every token of the step for the row index.
+  std::map<int64_t, std::vector<int32_t>> batches;
+  std::vector<int32_t> all;
+  int64_t predicted = 0;
+  for (const auto& s : sequences) {
+    auto& b = batches[static_cast<int64_t>(s.size())];
+    b.insert(b.end(), s.begin(), s.end());
+    all.insert(all.end(), s.begin(), s.end());
+    predicted += static_cast<int64_t>(s.size()) - 1;
+  }
+  TensorListRows table(m.weights());
+  STEM_RETURN_IF_ERROR(table.all_resident().with_context("inject"));
+  model::Gradients g = m.make_gradients(std::min<int64_t>(static_cast<int64_t>(all.size()), V));
+
+  // Save the rows this will move; Adam moments per (layer, token).
+  InjectResult res;
+  res.tokens = tokens;
+  Overlay original;
+  original.shape = OverlayShape::of(cfg);
+  std::vector<float> row(f);
+  for (int32_t l : opt.layers)
+    for (int32_t t : tokens) {
+      STEM_RETURN_IF_ERROR(table.read_row(l, t, row.data()).with_context("inject"));
+      original.add(l, t, row.data());
+    }
+  std::vector<float> m1(original.rows.size(), 0.0f), m2(original.rows.size(), 0.0f);
+
+  auto pass = [&](bool train) {
+    double loss = 0;
+    for (const auto& [T, ids] : batches) {
+      const int64_t B = static_cast<int64_t>(ids.size()) / T;
+      const double l = m.forward(ids.data(), B, T);
+      const double w = static_cast<double>(B * (T - 1)) / static_cast<double>(predicted);
+      loss += l * w;
+      if (train) m.backward(g, static_cast<float>(w));
+    }
+    return loss;
+  };
+
+  for (int64_t step = 1; step <= opt.steps; ++step) {
+    g.begin_step(all.data(), static_cast<int64_t>(all.size()), V);
+    const double loss = pass(true);
+    if (!std::isfinite(loss)) {
+      (void)apply_overlay(original, table);
+      return Status::error("inject: loss is not finite at step " + std::to_string(step) + " (try a lower --lr)");
+    }
+    res.losses.push_back(loss);
+    const double bc1 = 1.0 - std::pow(static_cast<double>(opt.beta1), static_cast<double>(step));
+    const double bc2 = 1.0 - std::pow(static_cast<double>(opt.beta2), static_cast<double>(step));
+    for (size_t k = 0; k < original.size(); ++k) {
+      const RowKey key = original.keys[k];
+      const model::LayerView& lv = m.layer(key.layer);
+      const auto it = std::lower_bound(g.index.unique.begin(), g.index.unique.end(), key.token);
+      STEM_CHECK(it != g.index.unique.end() && *it == key.token);
+      const float* grad = g.rows[lv.i_stem].f32() + (it - g.index.unique.begin()) * f;
+      float* w = m.weights()[lv.i_stem].f32() + static_cast<int64_t>(key.token) * f;
+      float* a = m1.data() + k * f;
+      float* b = m2.data() + k * f;
+      for (int64_t c = 0; c < f; ++c) {
+        a[c] = opt.beta1 * a[c] + (1 - opt.beta1) * grad[c];
+        b[c] = opt.beta2 * b[c] + (1 - opt.beta2) * grad[c] * grad[c];
+        const double mhat = a[c] / bc1, vhat = b[c] / bc2;
+        w[c] -= static_cast<float>(opt.lr * mhat / (std::sqrt(vhat) + opt.eps));
+      }
+    }
+    if (progress) progress(step, opt.steps, loss);
+  }
+  res.loss_before = res.losses.front();
+  res.loss_after = pass(false);
+
+  res.overlay.shape = original.shape;
+  for (size_t k = 0; k < original.size(); ++k) {
+    STEM_RETURN_IF_ERROR(table.read_row(original.keys[k].layer, original.keys[k].token, row.data()));
+    res.overlay.add(original.keys[k].layer, original.keys[k].token, row.data());
+  }
+  STEM_RETURN_IF_ERROR(apply_overlay(original, table).status().with_context("inject: restoring rows"));
+  nlohmann::json note = {{"kind", "inject"}, {"layers", opt.layers}, {"tokens", tokens}, {"steps", opt.steps},
+                         {"lr", opt.lr}, {"sentences", sequences.size()}, {"loss_before", res.loss_before},
+                         {"loss_after", res.loss_after}};
+  res.overlay.note = note.dump();
+  return res;
+}
+
+}  // namespace stem::edit

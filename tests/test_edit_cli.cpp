@@ -1,0 +1,224 @@
+// Knowledge editing, the CLI as a user runs it: `stem edit facts|swap|inject|
+// eval|apply|show`, `--edit` on generate/score/eval, `stem analyze
+// spread|capacity`, on the trained fact model (edit_test_util.h); outputs
+// checked against each other (an applied checkpoint scores like the base with
+// --edit), bad input as one-line errors with exit code 1, usage errors 2.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
+#include "edit_test_util.h"
+
+namespace stem {
+namespace {
+using namespace edit_test;
+using test::CmdResult;
+using test::stem_cmd;
+
+// ---------------------------------------------------------------- the CLI
+
+class EditCli : public test::TempDirTest {
+ protected:
+  // The commands run on the tiny trained model: one thread each (see OneThread).
+  void SetUp() override {
+    TempDirTest::SetUp();
+    if (const char* v = std::getenv("OMP_NUM_THREADS")) saved_threads_ = v;
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+  }
+  void TearDown() override {
+    if (saved_threads_.empty()) ::unsetenv("OMP_NUM_THREADS");
+    else ::setenv("OMP_NUM_THREADS", saved_threads_.c_str(), 1);
+    TempDirTest::TearDown();
+  }
+  std::string saved_threads_;
+  static std::string q(const std::string& s) { return "'" + s + "'"; }
+  const std::string& model() const { return trained().model; }
+  std::string facts(const std::string& f) const { return trained().facts + "/" + f; }
+  const edit::FactSubject& subject(int i) const { return trained().corpus.subjects[i]; }
+};
+
+TEST_F(EditCli, HelpEverywhere) {
+  for (const char* sub : {"edit facts", "edit swap", "edit inject", "edit eval", "edit apply", "edit show",
+                          "analyze spread", "analyze capacity"}) {
+    CmdResult r = stem_cmd(std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("--json"), std::string::npos) << sub;
+  }
+  for (const char* sub : {"generate", "score", "eval"})
+    EXPECT_NE(stem_cmd(std::string(sub) + " --help").out.find("--edit"), std::string::npos) << sub;
+  EXPECT_EQ(stem_cmd("edit").code, 2);
+  EXPECT_EQ(stem_cmd("edit swap --model x --from a --to b").code, 2);  // no --out
+}
+
+TEST_F(EditCli, SwapGenerateEvalApplyScore) {
+  const std::string prompt = "The capital of " + subject(0).name + " is";
+  CmdResult r = stem_cmd("edit swap --model " + model() + " --from " + q(subject(0).name) + " --to " +
+                         q(subject(1).name) + " --out " + p("a.ovl") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["changed_tokens"].size(), 1u);
+  EXPECT_EQ(j["rows"], 5);
+  r = stem_cmd("edit swap --model " + model() + " --from " + q(subject(0).name) + " --to " + q(subject(1).name) +
+               " --out " + p("text.ovl"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("[pair]"), std::string::npos) << r.out;
+
+  r = stem_cmd("generate --model " + model() + " --prompt " + q(prompt) + " --greedy -n 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["text"], " " + subject(0).capital);
+  r = stem_cmd("generate --model " + model() + " --prompt " + q(prompt) + " --greedy -n 1 --json --edit " + p("a.ovl"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["text"], " " + subject(1).capital);
+
+  r = stem_cmd("edit eval --model " + model() + " --edit " + p("a.ovl") + " --cases " + facts("swap_cases.jsonl") +
+               " --controls " + facts("controls.txt") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  std::printf("[ edit eval swap ] %s\n", j["summary"].dump().c_str());
+  EXPECT_GE(j["summary"]["efficacy"].get<double>(), 0.8);
+  EXPECT_EQ(j["summary"]["base_knows"].get<double>(), 1.0);
+  EXPECT_EQ(j["summary"]["controls_same_top"].get<double>(), 1.0);
+  EXPECT_EQ(j["summary"]["max_kl"].get<double>(), 0.0);  // controls never mention the edited token
+  r = stem_cmd("edit eval --model " + model() + " --edit " + p("a.ovl") + " --cases " + facts("swap_cases.jsonl"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("KL(base || edited)"), std::string::npos) << r.out;
+
+  // apply -> a new checkpoint equal to the base with --edit.
+  r = stem_cmd("edit apply --model " + model() + " --edit " + p("a.ovl") + " --out " + p("m2") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model"}) EXPECT_TRUE(fs::exists(p("m2/") + f)) << f;
+  auto tok = io::Tokenizer::load(model() + "/tokenizer.model");
+  std::string ids = std::to_string(tok->bos_id());
+  for (int32_t id : tok->encode(prompt + " " + subject(0).language)) ids += " " + std::to_string(id);
+  write("ids.txt", ids);
+  r = stem_cmd("score --model " + p("m2") + " --tokens-file " + p("ids.txt") + " --logits-out " + p("l2.npy"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = stem_cmd("score --model " + model() + " --edit " + p("a.ovl") + " --tokens-file " + p("ids.txt") +
+               " --logits-out " + p("l1.npy"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = stem_cmd("score --model " + model() + " --tokens-file " + p("ids.txt") + " --logits-out " + p("l0.npy"));
+  auto slurp = [&](const std::string& f) {
+    std::ifstream in(p(f), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(slurp("l1.npy"), slurp("l2.npy"));
+  EXPECT_NE(slurp("l0.npy"), slurp("l1.npy"));
+  r = stem_cmd("eval --model " + model() + " --data " + p("ids.txt") + " --seq 4 --json --edit " + p("a.ovl"));
+  EXPECT_EQ(r.code, 0) << r.err;
+  // The base checkpoint is never the output, and an existing model needs --force.
+  r = stem_cmd("edit apply --model " + model() + " --edit " + p("a.ovl") + " --out " + model());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("never change a checkpoint in place"), std::string::npos) << r.err;
+  r = stem_cmd("edit apply --model " + model() + " --edit " + p("a.ovl") + " --out " + p("m2"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("already holds a model"), std::string::npos) << r.err;
+  r = stem_cmd("edit show --edit " + p("a.ovl") + " --model " + model() + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["rows"], 5);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["note"]["kind"], "swap");
+}
+
+TEST_F(EditCli, InjectThenEval) {
+  CmdResult r = stem_cmd("edit inject --model " + model() + " --facts " + facts("inject_facts.jsonl") + " --out " +
+                         p("inj.ovl") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tokens"].size(), 1u);
+  EXPECT_LT(j["loss_after"].get<double>(), j["loss_before"].get<double>());
+  r = stem_cmd("edit eval --model " + model() + " --edit " + p("inj.ovl") + " --cases " + facts("inject_cases.jsonl") +
+               " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  std::printf("[ edit eval inject ] %s\n", j["summary"].dump().c_str());
+  EXPECT_EQ(j["summary"]["efficacy"].get<double>(), 1.0);  // new capital, language kept, every template
+  // --tokens names rows explicitly; a name in no fact is an error.
+  r = stem_cmd("edit inject --model " + model() + " --facts " + facts("inject_facts.jsonl") + " --tokens " +
+               q(subject(5).name) + " --out " + p("x.ovl"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("does not occur in any fact"), std::string::npos) << r.err;
+  write("bad.jsonl", "{\"subject\": \"x\", \"text\": \"ok\"}\n{\"subject\": \"y\"}\n");
+  r = stem_cmd("edit inject --model " + model() + " --facts " + p("bad.jsonl") + " --out " + p("x.ovl"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(p("bad.jsonl") + ":2: \"text\" must be a non-empty string (missing)"), std::string::npos) << r.err;
+}
+
+TEST_F(EditCli, BadInputIsAOneLineErrorWithExitCode1) {
+  auto expect_fail = [&](const std::string& args, const std::string& needle) {
+    CmdResult r = stem_cmd(args);
+    EXPECT_EQ(r.code, 1) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  };
+  const std::string gen = "generate --model " + model() + " --prompt x -n 1 --edit ";
+  write("junk.ovl", "this is not an overlay at all");
+  expect_fail(gen + p("junk.ovl"), p("junk.ovl") + ": not a stem edit overlay");
+  ASSERT_TRUE(edit::write_overlay(random_overlay(small_config(), 2, 1), p("small.ovl")).ok());
+  expect_fail(gen + p("small.ovl"), p("small.ovl") + ": made for a model with vocab_size 50, but this model has 768");
+  std::string bytes;
+  {
+    std::ifstream in(p("small.ovl"), std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  write("cut.ovl", bytes.substr(0, bytes.size() / 2));
+  expect_fail("edit eval --model " + model() + " --edit " + p("cut.ovl") + " --cases " + facts("swap_cases.jsonl"),
+              "truncated");
+  expect_fail(gen + p("missing.ovl"), p("missing.ovl") + ": cannot open");
+  const std::string swap = "edit swap --model " + model() + " --out " + p("o.ovl") + " ";
+  expect_fail(swap + "--from '' --to " + q(subject(1).name), "--from: empty string");
+  expect_fail(swap + "--from " + q(subject(0).name) + " --to ' '", "--to: empty string");
+  expect_fail(swap + "--from " + q(subject(0).name) + " --to " + q(subject(1).name) + " --layers 5",
+              "--layers: layer 5 is a dense layer, not a STEM layer (STEM layers: 0,1,2,3,4)");
+  expect_fail(swap + "--from " + q(subject(0).name) + " --to " + q(subject(1).name) + " --mismatch nope",
+              "--mismatch: 'nope' is not one of");
+  expect_fail(swap + "--from " + q(subject(0).name) + " --to " + q(subject(1).name) + " --mismatch subset",
+              "needs --subset");
+  expect_fail("edit show --edit " + p("junk.ovl"), "not a stem edit overlay");
+  EXPECT_FALSE(fs::exists(p("o.ovl")));
+}
+
+TEST_F(EditCli, FactsAndAnalyses) {
+  CmdResult r = stem_cmd("edit facts --out " + p("f") + " --seed 3 --subjects 6 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["subjects"].size(), 6u);
+  for (const char* f : {"facts.txt", "subjects.jsonl", "queries.jsonl", "swap_cases.jsonl", "inject_facts.jsonl",
+                        "inject_cases.jsonl", "controls.txt", "facts.json"})
+    EXPECT_TRUE(fs::exists(p("f/") + f)) << f;
+  EXPECT_EQ(stem_cmd("edit facts --out " + p("g") + " --subjects 2").code, 1);
+  // The same seed makes the same corpus.
+  ASSERT_EQ(stem_cmd("edit facts --out " + p("f2") + " --seed 3 --subjects 6").code, 0);
+  auto slurp = [&](const std::string& f) {
+    std::ifstream in(p(f));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(slurp("f/facts.txt"), slurp("f2/facts.txt"));
+
+  r = stem_cmd("analyze spread --model " + model() + " --data " + facts("facts.txt") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["layers"].size(), 6u);  // five STEM layers and the dense one
+  for (const auto& l : j["layers"]) {
+    std::printf("[ spread ] layer %d %-6s mean|cos| %.3f P95 %.3f (%ld vectors)\n", l["layer"].get<int>(),
+                l["kind"].get<std::string>().c_str(), l["stats"]["mean_abs_cos"].get<double>(),
+                l["stats"]["p95_abs_cos"].get<double>(), static_cast<long>(l["stats"]["vectors"].get<int64_t>()));
+    EXPECT_GT(l["stats"]["pairs"].get<int64_t>(), 0);
+  }
+  r = stem_cmd("analyze capacity --model " + model() + " --data " + facts("facts.txt") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["points"].size(), 7u);  // contexts 1 .. 64
+  double last = 0;
+  for (const auto& pt : j["points"]) {
+    EXPECT_GE(pt["distinct_tokens"].get<double>(), last);
+    last = pt["distinct_tokens"].get<double>();
+  }
+  r = stem_cmd("analyze capacity --model " + model() + " --data " + facts("facts.txt"));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(stem_cmd("analyze capacity --model " + model() + " --data " + p("nope.txt")).code, 1);
+}
+
+}  // namespace
+}  // namespace stem
