@@ -99,7 +99,9 @@ Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt) : m
     if (in_place) {
       for (int64_t t = 0; t < store->n_tables(); ++t) direct_.push_back(store->direct(t));
     } else {
-      pf_ = std::make_unique<memory::Prefetcher>(*store, chunk_, opt.prefetch);
+      // Rows already in RAM are copied faster than a thread hand-off.
+      const bool async = opt.prefetch && store->tier() != memory::Tier::Ram;
+      pf_ = std::make_unique<memory::Prefetcher>(*store, chunk_, async);
     }
   }
 }

@@ -14,7 +14,8 @@
 // each chunk's distinct tokens are staged by a memory::Prefetcher, in the
 // background when `prefetch` is on (the next prefill chunk is fetched while the
 // current one computes; a decode step's rows while the layers before the first
-// STEM layer run), synchronously when off. With prefetch off and an F32 store
+// STEM layer run), synchronously when off or when the store is in RAM (a copy
+// is cheaper than waking a thread). With prefetch off and an F32 store
 // that maps rows in place (mmap), rows are read in place (zero copy). Every
 // path hands the FFN the same row values, so logits are bitwise identical.
 //
