@@ -34,8 +34,6 @@ const char* mismatch_name(Mismatch m) {
   return "?";
 }
 
-namespace {
-
 std::string kinds_str(const std::vector<std::string>& k) {
   std::string s;
   for (const auto& x : k) {
@@ -44,6 +42,8 @@ std::string kinds_str(const std::vector<std::string>& k) {
   }
   return s;
 }
+
+namespace {
 
 // Assignments of one source form against one target form.
 Result<std::vector<SwapAssignment>> assign_pair(const TokenForm& src, const TokenForm& dst,

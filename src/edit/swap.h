@@ -40,6 +40,8 @@ Result<Align> parse_align(const std::string& s);        // "left" | "right"
 Result<Mismatch> parse_mismatch(const std::string& s);  // "pad" | "copy" | "subset" | "average"
 const char* align_name(Align a);
 const char* mismatch_name(Mismatch m);
+// Token-form kinds joined for messages: {"start", "mid"} -> "start=mid".
+std::string kinds_str(const std::vector<std::string>& kinds);
 
 struct SwapOptions {
   std::vector<int32_t> layers;   // STEM layers to edit (from parse_layers)

@@ -82,14 +82,6 @@ nlohmann::json forms_json(const io::Tokenizer& tok, const std::vector<edit::Toke
   return a;
 }
 
-std::string kinds_str(const std::vector<std::string>& k) {
-  std::string s;
-  for (const auto& x : k) {
-    if (!s.empty()) s += '=';
-    s += x;
-  }
-  return s;
-}
 
 int64_t file_bytes(const std::string& p) {
   std::error_code ec;
@@ -219,7 +211,7 @@ void register_swap(CLI::App* edit) {
         if (!from.empty()) from += " + ";
         from += tok.piece(t) + " (" + std::to_string(t) + ")";
       }
-      std::printf("  %s%-9s pos %ld  %s (%d) <- %s  [%s]\n", a.reverse ? "[exchange] " : "", kinds_str(a.kinds).c_str(),
+      std::printf("  %s%-9s pos %ld  %s (%d) <- %s  [%s]\n", a.reverse ? "[exchange] " : "", edit::kinds_str(a.kinds).c_str(),
                   static_cast<long>(a.position), tok.piece(a.token).c_str(), a.token,
                   from.empty() ? "(keeps its rows)" : from.c_str(), a.rule.c_str());
     }
