@@ -200,9 +200,10 @@ class MmapStore final : public InMemoryStore {
     if (p == MAP_FAILED) return Status::error("tables: " + l.path + ": mmap: " + std::strerror(err));
     s->map_ = static_cast<std::byte*>(p);
     s->map_size_ = file_size;
-    // Rows are scattered: read-ahead around a faulting page mostly fetches
-    // rows nobody asked for.
-    ::madvise(p, file_size, MADV_RANDOM);
+    // Table-major rows are scattered: read-ahead around a faulting page mostly
+    // fetches rows nobody asked for. A row-major id is one range, which the
+    // kernel's read-ahead (and fetch's WILLNEED) brings in whole.
+    if (!l.row_major()) ::madvise(p, file_size, MADV_RANDOM);
     return std::unique_ptr<TableStore>(std::move(s));
   }
   ~MmapStore() override {
