@@ -89,7 +89,10 @@ BENCHMARK(BM_linear_backward)->Apply(linear_args)->UseRealTime()->Unit(benchmark
 
 // ---------------------------------------------------------------- decode: matvec
 // Copies of one random W (F32 or BF16) laid end to end: enough of them to
-// total >= 256 MiB when cold, else one.
+// total >= 256 MiB when cold, else one. The benchmarks read every copy once
+// before timing: in a VM, the first read of freshly written memory can be
+// several times slower than later ones, and a decode step reads weights that
+// were loaded long before.
 template <class T>
 struct MatvecData {
   int64_t out, in, copies;
@@ -124,6 +127,7 @@ void matvec_args(benchmark::internal::Benchmark* b) {
 
 void BM_matvec_f32(benchmark::State& state) {
   MatvecData<float> a(state.range(0), state.range(1), state.range(2) != 0);
+  for (int64_t c = 0; c < a.copies; ++c) k::matvec(a.y.data(), a.w(c), a.x.data(), a.out, a.in);
   int64_t i = 0;
   for (auto _ : state) {
     k::matvec(a.y.data(), a.w(i++), a.x.data(), a.out, a.in);
@@ -135,6 +139,7 @@ BENCHMARK(BM_matvec_f32)->Apply(matvec_args)->UseRealTime()->Unit(benchmark::kMi
 
 void BM_matvec_bf16(benchmark::State& state) {
   MatvecData<uint16_t> a(state.range(0), state.range(1), state.range(2) != 0);
+  for (int64_t c = 0; c < a.copies; ++c) k::matvec_bf16(a.y.data(), a.w(c), a.x.data(), a.out, a.in);
   int64_t i = 0;
   for (auto _ : state) {
     k::matvec_bf16(a.y.data(), a.w(i++), a.x.data(), a.out, a.in);
@@ -149,6 +154,10 @@ BENCHMARK(BM_matvec_bf16)->Apply(matvec_args)->UseRealTime()->Unit(benchmark::kM
 void BM_matvec_gate_up_bf16(benchmark::State& state) {
   MatvecData<uint16_t> g(kF, kD, true), u(kF, kD, true);
   std::vector<float> yg(kF), yu(kF);
+  for (int64_t c = 0; c < g.copies; ++c) {
+    k::matvec_bf16(yg.data(), g.w(c), g.x.data(), kF, kD);
+    k::matvec_bf16(yu.data(), u.w(c), g.x.data(), kF, kD);
+  }
   int64_t i = 0;
   for (auto _ : state) {
     if (state.range(0)) {

@@ -1,25 +1,26 @@
 // Matrix-vector products of the one-token decode step (kernels/infer_kernels.h):
 // y = W x with F32 or BF16 weights, one matrix or several sharing x.
 //
-// A decode step reads every weight once, so these are bound by memory
-// bandwidth, and the code is shaped for that:
-//   - kRows rows per pass: each load of x serves kRows rows, and kRows streams
-//     of W are in flight at once (more memory-level parallelism than one row
-//     at a time; measured in docs/performance.md, "Decode kernels");
-//   - one F32 FMA accumulator per row and lane (16 lanes on AVX-512), reduced
-//     once per row; a masked load handles the in % 16 tail, so no scalar loop;
+// A decode step reads every weight once, so these are bound by memory: on one
+// core by how many cache misses it keeps in flight, on all by DRAM. Hence:
+//   - kRows rows per pass: each load of x serves them all, and kRows streams
+//     of W are in flight at once;
+//   - one F32 FMA accumulator per row and lane, reduced once per row; a masked
+//     load handles the in % 16 tail (AVX-512), so no scalar loop;
+//   - BF16 prefetches ahead in software (see rows_avx512);
 //   - the rows of all jobs split across threads in contiguous shares of equal
-//     bytes (static; one parallel region per call), so each core streams one
-//     contiguous range that its hardware prefetchers follow.
+//     bytes (static; one parallel region per call, since a fork/join costs
+//     microseconds), so each core streams one contiguous range.
 // BF16 weights are widened in registers (zero-extend to 32 bits, shift left
-// 16: exact) and multiplied with F32 x. The alternative, AVX512-BF16's
-// vdpbf16ps, would need x rounded to BF16 (relative error ~4e-3 on a dot
-// product of random data instead of ~1e-7) and is no faster here: the loop
-// waits on memory, not on the two extra integer ops per 16 weights.
+// 16: exact) and multiplied with F32 x, so BF16 loses nothing beyond the
+// weights' own rounding. AVX512-BF16's vdpbf16ps was measured against it
+// (docs/performance.md, "Decode kernels"): with x rounded to BF16 it is 5-20%
+// faster but its dot products are off by ~1e-3 relative; with x split into
+// three BF16 parts (exact) it is no faster than widening. So: widening.
 //
 // Code paths, chosen once from the CPU (target attributes, not -march, so one
-// binary runs anywhere): AVX-512 (F+BW+VL), AVX2+FMA, and portable C++ that the
-// compiler may vectorise for baseline x86-64 or any other architecture.
+// binary runs anywhere): AVX-512 (F+BW+VL+DQ), AVX2+FMA, and portable C++ that
+// the compiler may vectorise for baseline x86-64 or any other architecture.
 // Not here: the prefill (several rows) path, which is a GEMM (linear_bf16.cpp,
 // gemm.cpp), and attention (attention_cached.cpp).
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -42,7 +43,11 @@
 namespace stem::kernels {
 namespace {
 
-constexpr int kRows = 8;  // rows per pass (x loads shared, streams in flight)
+// Rows per pass on AVX-512 (x loads shared by the rows, kRows streams of W in
+// flight); AVX2, with 16 registers, takes 8.
+constexpr int kRows = 16;
+// A BF16 block of kRows rows up to this size prefetches the next block.
+constexpr int64_t kPrefetchBlockBytes = 32 * 1024;
 // Below this many bytes of weights a call stays on one thread: a fork/join
 // costs about as much as streaming this much from cache on one core.
 constexpr int64_t kParallelBytes = 256 * 1024;
@@ -115,7 +120,11 @@ template <class T>
 STEM_AVX2 void rows_avx2(float* y, const T* W, const float* x, int64_t r0, int64_t r1, int64_t in,
                          bool accumulate) {
   int64_t r = r0;
-  for (; r + kRows <= r1; r += kRows) block_avx2<kRows>(y + r, W + r * in, x, in, accumulate);
+  for (; r + 8 <= r1; r += 8) block_avx2<8>(y + r, W + r * in, x, in, accumulate);
+  if (r + 4 <= r1) {
+    block_avx2<4>(y + r, W + r * in, x, in, accumulate);
+    r += 4;
+  }
   for (; r < r1; ++r) block_avx2<1>(y + r, W + r * in, x, in, accumulate);
 }
 
@@ -139,30 +148,67 @@ STEM_AVX512 inline float hsum16(__m512 v) {
   return hsum8(_mm512_castps512_ps256(s));
 }
 
-template <int R, class T>
+// R rows of w times x. The main loop takes one 64-byte line of each row per
+// step (16 F32 or 32 BF16 weights). With Prefetch it also asks, non-
+// temporally (weights are read once per token), for the line pf elements
+// further on in each row (see rows_avx512).
+template <int R, bool Prefetch, class T>
 STEM_AVX512 inline void block_avx512(float* y, const T* w, const float* x, int64_t in,
-                                     bool accumulate) {
+                                     int64_t pf, bool accumulate) {
+  constexpr int64_t kStep = 64 / sizeof(T);
   __m512 acc[R];
   for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_ps();
-  const int64_t nv = in / 16 * 16;
-  for (int64_t i = 0; i < nv; i += 16) {
+  const int64_t n_step = in / kStep * kStep, n16 = in / 16 * 16;
+  int64_t i = 0;
+  for (; i < n_step; i += kStep) {
+    for (int64_t h = 0; h < kStep; h += 16) {
+      const __m512 xv = _mm512_loadu_ps(x + i + h);
+      for (int j = 0; j < R; ++j) {
+        if (Prefetch && h == 0)
+          _mm_prefetch(reinterpret_cast<const char*>(w + j * in + i + pf), _MM_HINT_NTA);
+        acc[j] = _mm512_fmadd_ps(load16(w + j * in + i + h), xv, acc[j]);
+      }
+    }
+  }
+  for (; i < n16; i += 16) {  // BF16 only: a half line
     const __m512 xv = _mm512_loadu_ps(x + i);
     for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(load16(w + j * in + i), xv, acc[j]);
   }
-  if (nv < in) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (in - nv)) - 1u);
-    const __m512 xv = _mm512_maskz_loadu_ps(m, x + nv);
-    for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(load16(w + j * in + nv, m), xv, acc[j]);
+  if (i < in) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (in - i)) - 1u);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(load16(w + j * in + i, m), xv, acc[j]);
   }
   for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
 }
 
+// kRows rows a pass, then 8, 4, 1 for the remainder. Measured choices (docs/
+// performance.md, "Decode kernels"): a pass of 16 rows beats 8 and 4, since a
+// core's memory-level parallelism, not DRAM, is the limit on one thread; F32
+// runs best without software prefetch, BF16 (twice the instructions per byte,
+// so the out-of-order window reaches half as far) gains 10-30% from
+// prefetching the next block's lines, or 512 bytes ahead in the row when the
+// next block is further than kPrefetchBlockBytes.
 template <class T>
 STEM_AVX512 void rows_avx512(float* y, const T* W, const float* x, int64_t r0, int64_t r1,
                              int64_t in, bool accumulate) {
+  constexpr int R = kRows;
   int64_t r = r0;
-  for (; r + kRows <= r1; r += kRows) block_avx512<kRows>(y + r, W + r * in, x, in, accumulate);
-  for (; r < r1; ++r) block_avx512<1>(y + r, W + r * in, x, in, accumulate);
+  if constexpr (sizeof(T) == 2) {
+    const int64_t pf = R * in * 2 <= kPrefetchBlockBytes ? R * in : 256;
+    for (; r + R <= r1; r += R) block_avx512<R, true>(y + r, W + r * in, x, in, pf, accumulate);
+  } else {
+    for (; r + R <= r1; r += R) block_avx512<R, false>(y + r, W + r * in, x, in, 0, accumulate);
+  }
+  if (r + 8 <= r1) {
+    block_avx512<8, false>(y + r, W + r * in, x, in, 0, accumulate);
+    r += 8;
+  }
+  if (r + 4 <= r1) {
+    block_avx512<4, false>(y + r, W + r * in, x, in, 0, accumulate);
+    r += 4;
+  }
+  for (; r < r1; ++r) block_avx512<1, false>(y + r, W + r * in, x, in, 0, accumulate);
 }
 #endif  // STEM_MATVEC_X86
 
