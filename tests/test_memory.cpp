@@ -113,7 +113,9 @@ TEST_P(TierRows, FetchReturnsTheFileRowsWithOverridesAndStats) {
   // Direct pointers exactly where the rows are F32 and contiguous in memory.
   const bool want_direct = k.tier != Tier::Disk && k.dtype == DType::F32 && (!k.row_major || k.tier == Tier::Ram);
   EXPECT_EQ(store.direct(1) != nullptr, want_direct);
-  if (want_direct) EXPECT_EQ(store.direct(1)[7 * kC + 5], value(1, 7, 5));
+  if (want_direct) {
+    EXPECT_EQ(store.direct(1)[7 * kC + 5], value(1, 7, 5));
+  }
   // An override replaces one row of one table, and disables in-place reads of it.
   std::vector<float> row(kC, 42.0f);
   ASSERT_TRUE(store.set_override(2, 9, row.data()).ok());
@@ -137,7 +139,9 @@ TEST_P(TierRows, FetchReturnsTheFileRowsWithOverridesAndStats) {
     EXPECT_EQ(store.stats().cache_hits, 2);
     EXPECT_EQ(store.stats().bytes_read, 0);
   }
-  if (k.tier == Tier::Disk && k.cache_bytes == 0) EXPECT_EQ(st.cache_hits, 0);
+  if (k.tier == Tier::Disk && k.cache_bytes == 0) {
+    EXPECT_EQ(st.cache_hits, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
