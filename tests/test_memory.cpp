@@ -403,6 +403,7 @@ TEST_F(TierCli, Bf16WeightsDecodeLikeTheirF32Widening) {
   ASSERT_TRUE(b16.ok() && f32.ok());
   EXPECT_FALSE(b16->impl().f32_weights());
   EXPECT_NE(b16->impl().table_store(), nullptr);
+  EXPECT_EQ(f32->impl().table_store(), nullptr);  // the default load is all F32 in RAM, as training needs
   std::mt19937 rng(1);
   const std::vector<int32_t> ids = test::rand_ids(rng, 40, 97);
   for (int64_t chunk : {1, 16}) {

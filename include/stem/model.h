@@ -44,9 +44,10 @@ class Model {
   // Reads DIR/config.json and DIR/model.safetensors (F32, or BF16 widened),
   // checking every tensor's name, dtype and shape against the config.
   static Result<Model> load(const std::string& dir);
-  // The same with tables placed and weights stored as `opt` says. STEM tables
-  // keep the file's dtype (F32, or BF16 widened when read); with mmap or disk
-  // they never enter the weight list. score() and grad() need F32 matrices.
+  // The same with tables placed and weights stored as `opt` says. With mmap or
+  // disk, STEM tables never enter the weight list and keep the file's dtype
+  // (BF16 widened as rows are read); in RAM they are F32 unless dtype is bf16
+  // or auto. score() and grad() need F32 matrices.
   static Result<Model> load(const std::string& dir, const LoadOptions& opt);
   // Writes DIR/config.json and DIR/model.safetensors (F32), each atomically;
   // creates DIR if needed; copies tokenizer.model when the model has one.

@@ -53,9 +53,12 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   if (stem) {
     const bool packed = tier != memory::Tier::Ram && opt.packed_tables && model::has_packed_tables(dir);
     STEM_ASSIGN_OR_RETURN(memory::TableFileLayout layout, model::checkpoint_tables(cfg, dir, packed));
-    // F32 tables in RAM stay in the weight list (read in place); anything
-    // else is served by a table store.
-    if (tier != memory::Tier::Ram || layout.dtype != DType::F32) {
+    // Tables in RAM stay in the weight list (read in place; BF16 widened
+    // unless BF16 storage was asked for, so that the default load is all F32
+    // as training needs); BF16 tables kept BF16, and the mmap and disk tiers,
+    // are served by a table store.
+    const bool keep_bf16 = layout.dtype == DType::BF16 && dtype != model::WeightDType::F32;
+    if (tier != memory::Tier::Ram || keep_bf16) {
       memory::StoreOptions so;
       so.tier = tier;
       so.cache_bytes = opt.table_cache_mb << 20;
