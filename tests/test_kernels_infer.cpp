@@ -1,10 +1,11 @@
 // Tests of the inference kernels (infer_kernels.h) against the training ops
 // that define them: attention_cached_forward must give rows pos0 .. pos0+n-1 of
 // causal attention over the whole sequence (oracle: ref::attention_forward),
-// reading no cache row past pos0+n; matvec, matvec_bf16, matvec_batch and
-// linear_forward_bf16 are ref::linear_forward in double (BF16 weights widened
-// exactly), on every matvec code path this CPU has and on odd sizes that
-// leave SIMD tails; the BF16 row conversions match core/bf16.h bit for bit.
+// reading no cache row past pos0+n, on each code path of the one-row case;
+// matvec, matvec_bf16, matvec_batch and linear_forward_bf16 are
+// ref::linear_forward in double (BF16 weights widened exactly), on every
+// matvec code path this CPU has and on odd sizes that leave SIMD tails; the
+// BF16 row conversions match core/bf16.h bit for bit.
 // Does not test the decoder that drives them (test_infer.cpp does).
 #include <cmath>
 #include <cstring>
@@ -23,45 +24,6 @@ using namespace stem::test;
 namespace k = stem::kernels;
 namespace ref = stem::kernels::ref;
 
-struct CachedCase {
-  int64_t pos0, n, H, Hkv, hd;
-};
-
-TEST(KernelInfer, AttentionCachedEqualsRowsOfFullAttention) {
-  std::mt19937 rng(71);
-  const std::vector<CachedCase> cases = {{0, 1, 4, 2, 8},   {0, 5, 4, 2, 8},    {7, 1, 4, 2, 8},
-                                         {7, 5, 3, 1, 6},   {33, 17, 2, 2, 16}, {100, 1, 1, 1, 2},
-                                         {130, 3, 8, 2, 64}};
-  for (const auto& c : cases) {
-    SCOPED_TRACE(testing::Message() << "pos0=" << c.pos0 << " n=" << c.n << " H=" << c.H
-                                    << " Hkv=" << c.Hkv << " hd=" << c.hd);
-    const int64_t T = c.pos0 + c.n, cap = T + 9;  // cache rows past T hold NaN
-    const VecF q = randu(rng, T * c.H * c.hd);
-    VecF kc = randu(rng, cap * c.Hkv * c.hd), vc = randu(rng, cap * c.Hkv * c.hd);
-    for (int64_t i = T * c.Hkv * c.hd; i < cap * c.Hkv * c.hd; ++i) kc[i] = vc[i] = NAN;
-
-    VecD full(T * c.H * c.hd), lse(c.H * T);
-    ref::attention_forward(full.data(), lse.data(), to_d(q).data(), to_d(kc).data(),
-                           to_d(vc).data(), 1, T, c.H, c.Hkv, c.hd);
-    const VecD want(full.begin() + c.pos0 * c.H * c.hd, full.end());
-
-    VecF out(c.n * c.H * c.hd, -1.0f);
-    VecF scratch(k::attention_cached_scratch(c.n, c.pos0, c.H));
-    k::attention_cached_forward(out.data(), scratch.data(), q.data() + c.pos0 * c.H * c.hd,
-                                kc.data(), vc.data(), c.n, c.pos0, c.H, c.Hkv, c.hd);
-    EXPECT_TRUE(near_rel(out, want, 1e-5));
-
-    // And the training kernel on the same sequence: agreement to round-off.
-    VecF fast_full(T * c.H * c.hd), fast_lse(c.H * T);
-    k::attention_forward(fast_full.data(), fast_lse.data(), q.data(), kc.data(), vc.data(), 1, T,
-                         c.H, c.Hkv, c.hd);
-    const VecF fast_rows(fast_full.begin() + c.pos0 * c.H * c.hd, fast_full.end());
-    EXPECT_TRUE(near_rel(out, fast_rows, 1e-5)) << "vs attention_forward";
-  }
-}
-
-using VecB = std::vector<uint16_t>;
-
 // Every matvec code path this CPU supports; restores the default on exit.
 struct EachMatvecPath {
   std::vector<k::MatvecPath> paths;
@@ -71,6 +33,53 @@ struct EachMatvecPath {
   }
   ~EachMatvecPath() { k::set_matvec_path(k::matvec_best_path()); }
 };
+
+struct CachedCase {
+  int64_t pos0, n, H, Hkv, hd;
+};
+
+TEST(KernelInfer, AttentionCachedEqualsRowsOfFullAttention) {
+  std::mt19937 rng(71);
+  // hd 80 and 130: a second 64-float block of the output, and a masked tail;
+  // pos0 300: heads split across threads.
+  const std::vector<CachedCase> cases = {
+      {0, 1, 4, 2, 8},    {0, 5, 4, 2, 8},   {7, 1, 4, 2, 8},    {7, 5, 3, 1, 6},
+      {33, 17, 2, 2, 16}, {100, 1, 1, 1, 2}, {130, 3, 8, 2, 64}, {5, 1, 2, 1, 80},
+      {40, 1, 3, 3, 130}, {300, 1, 8, 8, 64}};
+  EachMatvecPath each;  // the one-row path has an AVX-512 and a portable version
+  for (const auto path : each.paths) {
+    k::set_matvec_path(path);
+    for (const auto& c : cases) {
+      SCOPED_TRACE(testing::Message() << "path=" << static_cast<int>(path) << " pos0=" << c.pos0
+                                      << " n=" << c.n << " H=" << c.H << " Hkv=" << c.Hkv
+                                      << " hd=" << c.hd);
+      const int64_t T = c.pos0 + c.n, cap = T + 9;  // cache rows past T hold NaN
+      const VecF q = randu(rng, T * c.H * c.hd);
+      VecF kc = randu(rng, cap * c.Hkv * c.hd), vc = randu(rng, cap * c.Hkv * c.hd);
+      for (int64_t i = T * c.Hkv * c.hd; i < cap * c.Hkv * c.hd; ++i) kc[i] = vc[i] = NAN;
+
+      VecD full(T * c.H * c.hd), lse(c.H * T);
+      ref::attention_forward(full.data(), lse.data(), to_d(q).data(), to_d(kc).data(),
+                             to_d(vc).data(), 1, T, c.H, c.Hkv, c.hd);
+      const VecD want(full.begin() + c.pos0 * c.H * c.hd, full.end());
+
+      VecF out(c.n * c.H * c.hd, -1.0f);
+      VecF scratch(k::attention_cached_scratch(c.n, c.pos0, c.H));
+      k::attention_cached_forward(out.data(), scratch.data(), q.data() + c.pos0 * c.H * c.hd,
+                                  kc.data(), vc.data(), c.n, c.pos0, c.H, c.Hkv, c.hd);
+      EXPECT_TRUE(near_rel(out, want, 1e-5));
+
+      // And the training kernel on the same sequence: agreement to round-off.
+      VecF fast_full(T * c.H * c.hd), fast_lse(c.H * T);
+      k::attention_forward(fast_full.data(), fast_lse.data(), q.data(), kc.data(), vc.data(), 1, T,
+                           c.H, c.Hkv, c.hd);
+      const VecF fast_rows(fast_full.begin() + c.pos0 * c.H * c.hd, fast_full.end());
+      EXPECT_TRUE(near_rel(out, fast_rows, 1e-5)) << "vs attention_forward";
+    }
+  }
+}
+
+using VecB = std::vector<uint16_t>;
 
 // Random weights rounded to BF16, and their exact values in double.
 VecB rand_bf16(std::mt19937& rng, int64_t n) {
@@ -88,11 +97,11 @@ VecD widen_d(const VecB& b) {
 struct Shape {
   int64_t out, in;
 };
-// Odd sizes (tails of 16-wide SIMD and of 8-row passes), sizes on both sides
-// of the one-thread threshold, and the model's.
-const std::vector<Shape> kMatvecShapes = {{1, 1},    {1, 5},     {7, 24},   {37, 1029}, {515, 64},
-                                          {9, 17},   {40, 512},  {1376, 512}, {512, 1376},
-                                          {300, 257}, {64, 2752}};
+// Odd sizes (tails of 16-wide SIMD and of 16-, 8- and 4-row passes), sizes on
+// both sides of the one-thread threshold, and the model's.
+const std::vector<Shape> kMatvecShapes = {{1, 1},     {1, 5},     {7, 24},     {37, 1029},
+                                          {515, 64},  {9, 17},    {40, 512},   {1376, 512},
+                                          {512, 1376}, {300, 257}, {64, 2752}};
 
 TEST(KernelInfer, MatvecMatchesLinearForward) {
   std::mt19937 rng(72);

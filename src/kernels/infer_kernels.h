@@ -64,9 +64,10 @@ struct MatvecJob {
 // job's y, any W, or x.
 void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in);
 
-// Which code path the matvecs take: the best one the CPU supports unless
-// capped (tests run every path on one machine). Not thread-safe to change
-// while a matvec runs.
+// Which code path the decode kernels (the matvecs, and the one-row case of
+// attention_cached_forward) take: the best one the CPU supports unless capped
+// (tests run every path on one machine). Not thread-safe to change while one
+// of them runs.
 enum class MatvecPath { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 MatvecPath matvec_path();
 MatvecPath matvec_best_path();  // what this CPU supports
@@ -80,9 +81,9 @@ void set_matvec_path(MatvecPath p);  // capped at matvec_best_path()
 // contents on return are unspecified. N == 1 goes to matvec_bf16 (no scratch).
 void linear_forward_bf16(float* y, const float* x, const uint16_t* W, int64_t N, int64_t in,
                          int64_t out, bool accumulate, float* scratch);
-// Floats of scratch linear_forward_bf16 needs: depends only on the size of W,
-// min(in*out, 2^19) (2 MiB at most), so one buffer sized for the largest
-// matrix serves them all.
+// Floats of scratch linear_forward_bf16 needs for a W of numel = in*out
+// elements: min(numel, 2^19), 2 MiB at most. It depends on the size of W
+// only, so one buffer sized for the largest matrix serves them all.
 inline constexpr int64_t kLinearBf16ScratchMax = int64_t{1} << 19;
 inline int64_t linear_bf16_scratch(int64_t numel) {
   return numel < kLinearBf16ScratchMax ? numel : kLinearBf16ScratchMax;

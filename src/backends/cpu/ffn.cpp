@@ -5,6 +5,7 @@
 // distinct tokens (scatter_add_rows), never a dense [V, f] pass.
 #include <cstring>
 
+#include "backends/cpu/parallel.h"
 #include "backends/cpu/vec_math.h"
 #include "core/check.h"
 #include "core/simd.h"
@@ -39,11 +40,10 @@ STEM_SIMD void add_into(float* STEM_RESTRICT dst, const float* STEM_RESTRICT src
 
 void swiglu_forward(float* hact, const float* g, const float* u_rows, const int32_t* u_row_of,
                     int64_t N, int64_t f) {
-#pragma omp parallel for schedule(static) if (N * f > 32768)
-  for (int64_t n = 0; n < N; ++n) {
+  cpu::parallel_for(N, N * f > 32768, [&](int64_t n) {
     const int64_t r = u_row_of ? u_row_of[n] : n;
     swiglu_row(hact + n * f, g + n * f, u_rows + r * f, f);
-  }
+  });
 }
 
 void swiglu_backward(float* dg, float* du, const float* dhact, const float* g,

@@ -2,6 +2,7 @@
 // threads inside, one thread when called from a parallel region), and the
 // linear layer built on it.
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -38,6 +39,22 @@ double gemm_peak_gflops(int64_t n, int reps) {
 
 void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in, int64_t out,
                     bool accumulate) {
+  // A short x (a prefill chunk of up to kFewRows rows): each thread takes a
+  // contiguous block of output columns and runs a one-thread sgemm on it.
+  // oneDNN's own split of such a GEMM measured up to 1.7x slower (64 x 1024
+  // -> 2752: 98 against 170 GFLOP/s on 2 threads). Same arithmetic per output.
+  constexpr int64_t kFewRows = 512;
+  const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (nt > 1 && N <= kFewRows && out >= 64 * nt) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+      const int64_t o0 = out * t / n / 16 * 16, o1 = t + 1 == n ? out : out * (t + 1) / n / 16 * 16;
+      gemm(false, true, N, o1 - o0, in, 1.0f, x, in, W + o0 * in, in, accumulate ? 1.0f : 0.0f,
+           y + o0, out);
+    }
+    return;
+  }
   gemm(false, true, N, out, in, 1.0f, x, in, W, in, accumulate ? 1.0f : 0.0f, y, out);
 }
 

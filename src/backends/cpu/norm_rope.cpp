@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backends/cpu/parallel.h"
 #include "core/simd.h"
 #include "kernels/kernels.h"
 
@@ -49,20 +50,19 @@ STEM_SIMD void rope_row(float* STEM_RESTRICT x, const float* STEM_RESTRICT c,
 void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t nh,
                 int64_t hd, int64_t pos0, float sign) {
   const int64_t half = hd / 2;
-#pragma omp parallel for schedule(static) if (B * T * nh * hd > 32768)
-  for (int64_t bt = 0; bt < B * T; ++bt) {
+  cpu::parallel_for(B * T, B * T * nh * hd > 32768, [&](int64_t bt) {
     const int64_t p = pos0 + bt % T;
     for (int64_t h = 0; h < nh; ++h)
       rope_row(x + (bt * nh + h) * hd, cos + p * half, sin + p * half, half, sign);
-  }
+  });
 }
 
 }  // namespace
 
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t d,
                      float eps) {
-#pragma omp parallel for schedule(static) if (N * d > 32768)
-  for (int64_t n = 0; n < N; ++n) rstd[n] = rms_row_forward(y + n * d, x + n * d, w, d, eps);
+  cpu::parallel_for(N, N * d > 32768,
+                    [&](int64_t n) { rstd[n] = rms_row_forward(y + n * d, x + n * d, w, d, eps); });
 }
 
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,

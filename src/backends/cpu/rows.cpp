@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "backends/cpu/parallel.h"
 #include "core/check.h"
 #include "core/simd.h"
 #include "kernels/kernels.h"
@@ -44,9 +45,9 @@ RowIndex build_row_index(const int32_t* keys, int64_t N, int64_t K) {
 }
 
 void gather_rows(float* out, const float* rows, const int32_t* row_of, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static) if (N * C > 32768)
-  for (int64_t n = 0; n < N; ++n)
+  cpu::parallel_for(N, N * C > 32768, [&](int64_t n) {
     std::memcpy(out + n * C, rows + static_cast<int64_t>(row_of[n]) * C, C * sizeof(float));
+  });
 }
 
 void scatter_add_rows(float* drows, const float* dsrc, const RowIndex& index, int64_t C) {
