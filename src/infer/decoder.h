@@ -18,6 +18,8 @@
 // is cheaper than waking a thread). With prefetch off and an F32 store
 // that maps rows in place (mmap), rows are read in place (zero copy). Every
 // path hands the FFN the same row values, so logits are bitwise identical.
+// Row overrides (edit overlays) must be in the store before a Decoder is made:
+// whether rows can be read in place is decided once, in the constructor.
 //
 // Ownership and threading: reads the Transformer's weights (which must outlive
 // it and not change while it decodes) and owns its cache and work buffers, all
