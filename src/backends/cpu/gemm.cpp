@@ -39,13 +39,15 @@ double gemm_peak_gflops(int64_t n, int reps) {
 
 void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in, int64_t out,
                     bool accumulate) {
-  // A short x (a prefill chunk of up to kFewRows rows): each thread takes a
-  // contiguous block of output columns and runs a one-thread sgemm on it.
-  // oneDNN's own split of such a GEMM measured up to 1.7x slower (64 x 1024
-  // -> 2752: 98 against 170 GFLOP/s on 2 threads). Same arithmetic per output.
+  // A short x (a prefill chunk of up to kFewRows rows) into a wider y: each
+  // thread takes a contiguous block of output columns and runs a one-thread
+  // sgemm on it. oneDNN's own split of such a GEMM measured up to 2.3x slower
+  // on 2 threads (64 rows, 1024 -> 2752: 104 against 238 GFLOP/s; 512 -> 1376:
+  // 151 against 287); with out < in it was as fast or slightly faster, so it
+  // keeps those (docs/performance.md, "Decode kernels").
   constexpr int64_t kFewRows = 512;
   const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (nt > 1 && N <= kFewRows && out >= 64 * nt) {
+  if (nt > 1 && N <= kFewRows && out >= in && out >= 64 * nt) {
 #pragma omp parallel num_threads(nt)
     {
       const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();

@@ -186,7 +186,7 @@ STEM_AVX512 inline void block_avx512(float* y, const T* w, const float* x, int64
 // performance.md, "Decode kernels"): a pass of 16 rows beats 8 and 4, since a
 // core's memory-level parallelism, not DRAM, is the limit on one thread; F32
 // runs best without software prefetch, BF16 (twice the instructions per byte,
-// so the out-of-order window reaches half as far) gains 10-30% from
+// so the out-of-order window reaches half as far) gains 10-40% from
 // prefetching the next block's lines, or 512 bytes ahead in the row when the
 // next block is further than kPrefetchBlockBytes.
 template <class T>
