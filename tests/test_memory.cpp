@@ -20,6 +20,7 @@
 #include "infer/decoder.h"
 #include "kernel_test_util.h"
 #include "memory/prefetcher.h"
+#include "memory/row_file.h"
 #include "memory/table_store.h"
 #include "model/tables.h"
 #include "model/transformer.h"
@@ -239,6 +240,73 @@ ModelConfig stem_config() {
 }
 
 class TierLogits : public test::TempDirTest {};
+
+// The trainer's read-write row file: whole tables in and out, single rows
+// stored and fetched (skipping tables with a null destination), ids checked,
+// the file unlinked from the start, and a prefetcher reading from it.
+TEST(RowFile, RangesRowsErrorsAndPrefetch) {
+  const fs::path dir = fs::temp_directory_path() / ("stem_rowfile_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto rf = memory::RowFile::create(dir.string(), kV, kM, kC);
+  ASSERT_TRUE(rf.ok()) << rf.status().message();
+  memory::RowFile& f = **rf;
+  EXPECT_TRUE(fs::is_empty(dir));  // unlinked at once
+  EXPECT_EQ(f.file_bytes(), kV * kM * kC * 4);
+  std::vector<std::vector<float>> tables(kM, std::vector<float>(kV * kC));
+  for (int64_t t = 0; t < kM; ++t)
+    for (int64_t r = 0; r < kV; ++r)
+      for (int64_t c = 0; c < kC; ++c) tables[t][r * kC + c] = value(t, r, c);
+  std::vector<const float*> src = {tables[0].data(), nullptr, tables[2].data()};  // table 1 written as zeros
+  ASSERT_TRUE(f.write_range(0, kV, src.data()).ok());
+  const int32_t ids[3] = {7, 0, 49};
+  std::vector<float> got(kM * 3 * kC, -1.0f);
+  std::vector<float*> dst = {got.data(), got.data() + 3 * kC, nullptr};  // table 2 skipped
+  ASSERT_TRUE(f.fetch(ids, 3, dst.data()).ok());
+  for (int i = 0; i < 3; ++i)
+    for (int64_t c = 0; c < kC; ++c) {
+      EXPECT_EQ(got[i * kC + c], value(0, ids[i], c));
+      EXPECT_EQ(got[3 * kC + i * kC + c], 0.0f);
+      EXPECT_EQ(got[6 * kC + i * kC + c], -1.0f);
+    }
+  // store two rows of every table, read them back through a prefetcher
+  std::vector<float> rows(kM * 2 * kC);
+  for (size_t k = 0; k < rows.size(); ++k) rows[k] = 0.5f * static_cast<float>(k) + 1.0f;
+  const int32_t wids[2] = {3, 40};
+  std::vector<const float*> wsrc = {rows.data(), rows.data() + 2 * kC, rows.data() + 4 * kC};
+  ASSERT_TRUE(f.store(wids, 2, wsrc.data()).ok());
+  memory::Prefetcher pf(f, 8, /*async=*/true);
+  const int32_t want[4] = {40, 3, 40, 5};
+  auto tk = pf.submit(want, 4);
+  auto st = pf.wait(tk);
+  ASSERT_TRUE(st.ok()) << st.status().message();
+  const memory::StagedRows& s = **st;
+  ASSERT_EQ(s.unique, (std::vector<int32_t>{3, 5, 40}));
+  for (int64_t t = 0; t < kM; ++t)
+    for (int64_t c = 0; c < kC; ++c) {
+      EXPECT_EQ(s.rows[t][0 * kC + c], rows[t * 2 * kC + c]);       // id 3: stored
+      EXPECT_EQ(s.rows[t][2 * kC + c], rows[t * 2 * kC + kC + c]);  // id 40: stored
+      EXPECT_EQ(s.rows[t][1 * kC + c], t == 1 ? 0.0f : value(t, 5, c));  // id 5: as written
+    }
+  pf.release(tk);
+  // whole tables back
+  std::vector<std::vector<float>> back(kM, std::vector<float>(kV * kC));
+  std::vector<float*> bdst = {back[0].data(), back[1].data(), back[2].data()};
+  ASSERT_TRUE(f.read_range(0, kV, bdst.data()).ok());
+  EXPECT_EQ(back[0][3 * kC], rows[0]);
+  EXPECT_EQ(back[2][49 * kC + 5], value(2, 49, 5));
+  // errors name the file and the row
+  const int32_t bad[1] = {kV};
+  Status e = f.fetch(bad, 1, dst.data());
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.message().find("row 50 outside [0, 50)"), std::string::npos) << e.message();
+  EXPECT_NE(e.message().find(".stem-rows"), std::string::npos) << e.message();
+  EXPECT_FALSE(f.store(bad, 1, wsrc.data()).ok());
+  EXPECT_FALSE(f.write_range(kV - 1, 2, src.data()).ok());
+  auto none = memory::RowFile::create((dir / "missing").string(), kV, kM, kC);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("missing"), std::string::npos);
+  fs::remove_all(dir);
+}
 
 TEST_F(TierLogits, BitwiseEqualWhateverTheTierPackingOrPrefetch) {
   const ModelConfig cfg = stem_config();

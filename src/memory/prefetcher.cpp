@@ -10,10 +10,10 @@
 
 namespace stem::memory {
 
-Prefetcher::Prefetcher(TableStore& store, int64_t max_ids, bool async)
-    : store_(store), max_ids_(max_ids), async_(async) {
+Prefetcher::Prefetcher(RowSource& source, int64_t max_ids, bool async)
+    : src_(source), max_ids_(max_ids), async_(async) {
   STEM_CHECK(max_ids >= 1);
-  const size_t bytes = static_cast<size_t>(max_ids) * store.n_tables() * store.cols() * sizeof(float);
+  const size_t bytes = static_cast<size_t>(max_ids) * source.n_tables() * source.cols() * sizeof(float);
   for (auto& b : buf_) b.resize(bytes);
   for (int i = 0; i < 2; ++i) {
     slot_[i].ids.reserve(max_ids);
@@ -65,11 +65,11 @@ Status Prefetcher::stage(Slot& s, core::AlignedBuffer& buf) {
   for (size_t i = 0; i < s.ids.size(); ++i)
     r.slot_of[i] = static_cast<int32_t>(std::lower_bound(r.unique.begin(), r.unique.end(), s.ids[i]) -
                                         r.unique.begin());
-  const int64_t U = static_cast<int64_t>(r.unique.size()), cols = store_.cols();
-  r.rows.resize(store_.n_tables());
-  for (int64_t t = 0; t < store_.n_tables(); ++t) r.rows[t] = buf.as<float>() + t * max_ids_ * cols;
+  const int64_t U = static_cast<int64_t>(r.unique.size()), cols = src_.cols();
+  r.rows.resize(src_.n_tables());
+  for (int64_t t = 0; t < src_.n_tables(); ++t) r.rows[t] = buf.as<float>() + t * max_ids_ * cols;
   core::Timer timer;
-  Status st = store_.fetch(r.unique.data(), U, r.rows.data());
+  Status st = src_.fetch(r.unique.data(), U, r.rows.data());
   const double sec = timer.seconds();
   std::lock_guard<std::mutex> lock(mu_);
   fetch_s_ += sec;

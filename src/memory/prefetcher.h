@@ -1,5 +1,5 @@
 // Prefetcher: stages the deduplicated rows of a set of ids, for every table of
-// a TableStore, on a background thread, so that a step's rows are fetched
+// a RowSource (a TableStore, a RowFile), on a background thread, so that a step's rows are fetched
 // while the previous step (or the layers before the first table) computes.
 //
 // Two staging buffers (double buffering): a caller submits the ids of step
@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "core/buffer.h"
-#include "memory/table_store.h"
+#include "memory/row_source.h"
 
 namespace stem::memory {
 
@@ -40,8 +40,8 @@ class Prefetcher {
   using Ticket = int64_t;
 
   // Staging for up to max_ids ids a submit (two buffers of max_ids x M x cols
-  // floats). The store must outlive the prefetcher.
-  Prefetcher(TableStore& store, int64_t max_ids, bool async);
+  // floats). The source must outlive the prefetcher.
+  Prefetcher(RowSource& source, int64_t max_ids, bool async);
   ~Prefetcher();
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
@@ -56,11 +56,11 @@ class Prefetcher {
 
   bool async() const { return async_; }
   int64_t max_ids() const { return max_ids_; }
-  TableStore& store() { return store_; }
+  RowSource& source() { return src_; }
   // Seconds wait() spent blocked on the worker (0 when not async: the fetch
   // time is then fetch_seconds()).
   double wait_seconds() const;
-  double fetch_seconds() const;  // time inside store fetches, either thread
+  double fetch_seconds() const;  // time inside source fetches, either thread
   void reset_timers();
   int64_t staging_bytes() const { return static_cast<int64_t>(buf_[0].size() + buf_[1].size()); }
 
@@ -77,7 +77,7 @@ class Prefetcher {
   Status stage(Slot& s, core::AlignedBuffer& buf);  // dedup + fetch
   int find(Ticket t) const;    // slot index; checked
 
-  TableStore& store_;
+  RowSource& src_;
   const int64_t max_ids_;
   const bool async_;
   core::AlignedBuffer buf_[2];  // [max_ids, M, cols] floats each

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "memory/row_source.h"
 #include "stem/status.h"
 #include "tensor/tensor.h"
 
@@ -71,22 +72,22 @@ struct StoreStats {
   }
 };
 
-class TableStore {
+class TableStore : public RowSource {
  public:
   // Checks the layout against the file (every row inside it) and opens the tier.
   static Result<std::unique_ptr<TableStore>> open(const TableFileLayout& layout,
                                                   const StoreOptions& opt);
-  virtual ~TableStore();
+  ~TableStore() override;
 
   const TableFileLayout& layout() const { return layout_; }
   Tier tier() const { return tier_; }
-  int64_t n_tables() const { return layout_.n_tables(); }
+  int64_t n_tables() const override { return layout_.n_tables(); }
   int64_t n_rows() const { return layout_.n_rows; }
-  int64_t cols() const { return layout_.cols; }
+  int64_t cols() const override { return layout_.cols; }
 
   // Copies row ids[i] of every table t into dst[t] + i * cols() as F32, for
   // i < n; ids must be in [0, n_rows()) (checked) and should be distinct.
-  Status fetch(const int32_t* ids, int64_t n, float* const* dst);
+  Status fetch(const int32_t* ids, int64_t n, float* const* dst) override;
 
   // Table t as an F32 [n_rows, cols] array readable in place (ram and mmap
   // tiers, F32 table-major files, no overrides); null when rows must be

@@ -228,7 +228,9 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
   Acts& A = *acts_;
   routes_.assign(layers_.size(), k::RowIndex{});
   STEM_CHECKF(f32_weights_, "Transformer::forward needs F32 weights (load with F32 matrices)");
-  if (tables_)
+  if (!ext_rows_.empty())
+    STEM_CHECKF(ext_tokens_ == tokens_, "forward with caller rows needs use_rows() of the same tokens first");
+  else if (tables_)
     STEM_CHECKF(staged_tokens_ == tokens_, "forward with a table store needs fetch_tables() of the same tokens first");
 
   k::embedding_forward(A.layer.empty() ? A.h_out : A.layer[0].resid_in, w_[i_embed_].f32(),
@@ -300,13 +302,37 @@ Status Transformer::fetch_tables(const int32_t* tokens, int64_t n) {
   return st;
 }
 
+void Transformer::use_rows(const int32_t* tokens, int64_t n, const int32_t* slot_of,
+                           const float* const* rows) {
+  STEM_CHECK(n >= 1 && tokens && slot_of && rows);
+  ext_tokens_.assign(tokens, tokens + n);
+  ext_slot_of_ = slot_of;
+  ext_rows_.assign(rows, rows + n_stem_);
+}
+
+void Transformer::rebind_stem_tables() {
+  for (LayerView& v : layers_)
+    if (v.type == FfnType::Stem) v.stem_table = static_cast<const float*>(w_[v.i_stem].raw());
+}
+
+void Transformer::clear_rows() {
+  ext_tokens_.clear();
+  ext_slot_of_ = nullptr;
+  ext_rows_.clear();
+}
+
 const float* Transformer::stem_rows(int l) const {
-  if (!tables_) return layers_[l].stem_table;
+  if (!ext_rows_.empty()) return ext_rows_[stem_slot_[l]];
+  if (!tables_) {
+    STEM_CHECKF(layers_[l].stem_table, "layer %d: STEM table not in memory and no rows given", l);
+    return layers_[l].stem_table;
+  }
   const int64_t U = staged_index_.n_unique();
   return staged_.data() + stem_slot_[l] * U * cfg_.intermediate_size;
 }
 
 const int32_t* Transformer::stem_row_of() const {
+  if (!ext_rows_.empty()) return ext_slot_of_;
   return tables_ ? staged_index_.slot.data() : tokens_.data();
 }
 

@@ -96,6 +96,16 @@ class Transformer {
   // With a table store: fetches the rows of tokens[0..n) (the next forward's
   // B*T ids) for every STEM layer; forward() of other tokens is a bug.
   Status fetch_tables(const int32_t* tokens, int64_t n);
+  // STEM rows served by the caller instead (the trainer's table tier, when
+  // the weight list's tables are empty): the next forward() of tokens[0..n),
+  // and its backward(), read STEM layer j's row for position i from
+  // rows[j] + slot_of[i] * f. The arrays must stay valid until that backward()
+  // returns; forward() of other tokens is a bug. clear_rows() goes back.
+  void use_rows(const int32_t* tokens, int64_t n, const int32_t* slot_of, const float* const* rows);
+  void clear_rows();
+  // After the caller emptied or refilled the STEM tables of weights() (the
+  // trainer moving them to disk and back): re-reads their addresses.
+  void rebind_stem_tables();
   // Index of layer l among the STEM layers (its table in the store), else -1.
   int stem_slot(int l) const { return stem_slot_[l]; }
   int n_stem_layers() const { return n_stem_; }
@@ -139,6 +149,9 @@ class Transformer {
   std::vector<int32_t> staged_tokens_;  // [B*T] the ids staged_ was fetched for
   std::vector<float> staged_;      // [n_stem, U, f] rows fetched for the last forward
   kernels::RowIndex staged_index_;  // distinct tokens of the last forward (row_of = slot)
+  std::vector<int32_t> ext_tokens_;     // [B*T] the ids use_rows() was given for
+  const int32_t* ext_slot_of_ = nullptr;  // [B*T] row of each position in ext_rows_[j]
+  std::vector<const float*> ext_rows_;  // [n_stem] caller's rows [U, f]; empty: not in use
 };
 
 }  // namespace stem::model

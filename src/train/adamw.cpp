@@ -3,15 +3,26 @@
 
 #include <cmath>
 
+#include "core/check.h"
+
 namespace stem::train {
 
 AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt) {
-  auto trainable = [](const model::TensorSpec& s) { return s.trainable; };
-  m_ = model::TensorList::allocate(weights.specs(), trainable);
-  v_ = model::TensorList::allocate(weights.specs(), trainable);
+  // Lazy tables' moments get storage of their own, outside the arena, so a
+  // caller that moves them elsewhere (the trainer's disk tier) frees it.
+  const bool lazy_rows = opt_.lazy_rows;
+  auto in_arena = [lazy_rows](const model::TensorSpec& s) {
+    return s.trainable && !(lazy_rows && s.kind == model::ParamKind::StemTable);
+  };
+  m_ = model::TensorList::allocate(weights.specs(), in_arena);
+  v_ = model::TensorList::allocate(weights.specs(), in_arena);
   last_.resize(weights.size());
   for (size_t i = 0; i < weights.size(); ++i)
-    if (lazy(i)) last_[i] = Tensor::zeros(DType::I32, {weights.spec(i).shape[0]});
+    if (lazy(i)) {
+      m_[i] = Tensor::zeros(DType::F32, weights.spec(i).shape);
+      v_[i] = Tensor::zeros(DType::F32, weights.spec(i).shape);
+      last_[i] = Tensor::zeros(DType::I32, {weights.spec(i).shape[0]});
+    }
 }
 
 bool AdamW::lazy(size_t i) const {
@@ -36,18 +47,10 @@ void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
     if (!s.trainable) continue;
     const kernels::AdamWHyper h = hyper(s, lr);
     if (lazy(i)) {
-      // Catch-up factors for the rows of this step: skipped steps last+1 .. step-1.
+      if (w[i].empty()) continue;  // kept outside: step_rows()
       const int64_t U = g.index.n_unique();
       std::vector<float> pd(U), md(U), vd(U);
-      int32_t* last = last_[i].i32();
-      for (int64_t u = 0; u < U; ++u) {
-        const int32_t r = g.index.unique[u];
-        const int64_t k = step_ - 1 - last[r];
-        pd[u] = static_cast<float>(decay_prod_[step_ - 1] / decay_prod_[last[r]]);
-        md[u] = static_cast<float>(std::pow(static_cast<double>(opt_.beta1), static_cast<double>(k)));
-        vd[u] = static_cast<float>(std::pow(static_cast<double>(opt_.beta2), static_cast<double>(k)));
-        last[r] = static_cast<int32_t>(step_);
-      }
+      catch_up(i, g.index.unique.data(), U, pd.data(), md.data(), vd.data());
       kernels::adamw_update_rows_lazy(w[i].f32(), m_[i].f32(), v_[i].f32(), g.rows[i].f32(), g.index,
                                       s.shape[1], pd.data(), md.data(), vd.data(), h);
     } else if (!g.rows[i].empty()) {
@@ -63,9 +66,34 @@ void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
   decay_prod_.push_back(decay_prod_.back() * (1.0 - static_cast<double>(lr) * static_cast<double>(wd)));
 }
 
+void AdamW::catch_up(size_t i, const int32_t* ids, int64_t U, float* pd, float* md, float* vd) {
+  // Skipped steps last+1 .. step-1 (step_ is the step being taken).
+  int32_t* last = last_[i].i32();
+  for (int64_t u = 0; u < U; ++u) {
+    const int32_t r = ids[u];
+    const int64_t k = step_ - 1 - last[r];
+    pd[u] = static_cast<float>(decay_prod_[step_ - 1] / decay_prod_[last[r]]);
+    md[u] = static_cast<float>(std::pow(static_cast<double>(opt_.beta1), static_cast<double>(k)));
+    vd[u] = static_cast<float>(std::pow(static_cast<double>(opt_.beta2), static_cast<double>(k)));
+    last[r] = static_cast<int32_t>(step_);
+  }
+}
+
+void AdamW::step_rows(size_t i, float* p, float* m, float* v, const float* drows, const int32_t* ids,
+                      int64_t U, float lr) {
+  STEM_CHECKF(lazy(i) && step_ >= 1, "AdamW::step_rows: tensor %zu is not a lazy table, or no step() yet", i);
+  std::vector<float> pd(U), md(U), vd(U);
+  catch_up(i, ids, U, pd.data(), md.data(), vd.data());
+  kernels::RowIndex here;  // the rows are p/m/v's own rows 0..U-1
+  here.unique.resize(U);
+  for (int64_t u = 0; u < U; ++u) here.unique[u] = static_cast<int32_t>(u);
+  kernels::adamw_update_rows_lazy(p, m, v, drows, here, m_.spec(i).shape[1], pd.data(), md.data(),
+                                  vd.data(), hyper(m_.spec(i), lr));
+}
+
 void AdamW::flush(model::TensorList& w) {
   for (size_t i = 0; i < w.size(); ++i) {
-    if (!lazy(i)) continue;
+    if (!lazy(i) || w[i].empty()) continue;
     const int64_t R = w.spec(i).shape[0], C = w.spec(i).shape[1];
     int32_t* last = last_[i].i32();
     float *p = w[i].f32(), *m = m_[i].f32(), *v = v_[i].f32();

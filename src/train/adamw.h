@@ -33,6 +33,12 @@ class AdamW {
   AdamW(const model::TensorList& weights, AdamWOptions opt);
   // One step at learning rate `lr` over every trainable tensor.
   void step(model::TensorList& weights, const model::Gradients& g, float lr);
+  // Lazy tables kept outside the weight list (the trainer's disk tier): step()
+  // skips a lazy tensor whose weights are empty; after step(), the caller
+  // updates that tensor's rows ids[0..U) itself, held in p/m/v [U, C] with
+  // their gradients drows [U, C], exactly as step() would have in place.
+  void step_rows(size_t i, float* p, float* m, float* v, const float* drows, const int32_t* ids,
+                 int64_t U, float lr);
   // Lazy mode: brings every row up to date (no-op otherwise).
   void flush(model::TensorList& weights);
 
@@ -54,6 +60,9 @@ class AdamW {
 
  private:
   kernels::AdamWHyper hyper(const model::TensorSpec& s, float lr) const;
+  // Lazy tensor i, rows ids[0..U) at the current step: catch-up factors for
+  // the steps each row skipped; marks the rows current.
+  void catch_up(size_t i, const int32_t* ids, int64_t U, float* pd, float* md, float* vd);
   AdamWOptions opt_;
   model::TensorList m_, v_;     // [same shapes], trainable tensors only
   std::vector<Tensor> last_;    // lazy tensors: [R] step at which each row last moved

@@ -17,6 +17,7 @@
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/table_tier.h"
 
 namespace stem::train {
 namespace fs = std::filesystem;
@@ -35,9 +36,11 @@ struct Trainer::Impl {
   io::DataDir data;
   std::unique_ptr<model::Transformer> tr;
   std::unique_ptr<AdamW> adam;
+  std::unique_ptr<TableTier> tier;  // tables on disk; null when in memory
   model::Gradients grads;
   TrainerState st;
-  std::mt19937_64 rng;
+  std::mt19937_64 rng;          // data RNG, one step ahead (the next step is sampled early)
+  std::mt19937_64 rng_at_step;  // as it was after sampling the current step: checkpoints save it
   int64_t start_step = 0;
   std::string last_ckpt;
   double peak = 0, flops_per_token = 0;
@@ -101,11 +104,13 @@ struct Trainer::Impl {
   }
 
   Status save() {
+    if (tier) STEM_RETURN_IF_ERROR(tier->materialize());
     adam->flush(tr->weights());
     std::ostringstream r;
-    r << rng;
+    r << rng_at_step;
     st.data_rng = r.str();
     Status s = save_checkpoint(opt.out_dir, cfg, tr->weights(), data.tokenizer_path, *adam, st, opt.keep);
+    if (tier) STEM_RETURN_IF_ERROR(tier->release());
     if (!s.ok()) return s;
     auto latest = latest_checkpoint(opt.out_dir);
     if (latest.ok()) last_ckpt = *latest;
@@ -153,7 +158,17 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   fs::create_directories(o.out_dir, ec);
   if (ec) return Status::error(o.out_dir + ": cannot create: " + ec.message());
 
-  model::TensorList w = model::TensorList::allocate(model::tensor_specs(I.cfg));
+  if (o.tables_on_disk && !o.lazy_tables)
+    return Status::error("train: --tables disk needs --lazy-tables (only the rows of a step come off disk, "
+                         "so only they can move)");
+  if (o.tables_on_disk && !I.cfg.has(FfnType::Stem))
+    return Status::error(o.config_path + ": no STEM layers, nothing for --tables disk to keep on disk");
+  // STEM tables get storage of their own, outside the arena, so that the disk
+  // tier can free them.
+  auto not_table = [](const model::TensorSpec& s) { return s.kind != model::ParamKind::StemTable; };
+  model::TensorList w = model::TensorList::allocate(model::tensor_specs(I.cfg), not_table);
+  for (size_t i = 0; i < w.size(); ++i)
+    if (!not_table(w.spec(i))) w[i] = Tensor::zeros(DType::F32, w.spec(i).shape);
   model::init_weights(w, o.seed);
   I.tr = std::make_unique<model::Transformer>(I.cfg, std::move(w));
   I.tr->set_tokenizer_path(I.data.tokenizer_path);
@@ -175,9 +190,28 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     I.start_step = I.st.step;
     I.last_ckpt = ckpt;
   }
+  if (o.tables_on_disk) {
+    const std::string dir = o.tables_dir.empty() ? o.out_dir : o.tables_dir;
+    STEM_ASSIGN_OR_RETURN(I.tier, TableTier::create(*I.tr, *I.adam, dir, std::min(step_tokens, I.cfg.vocab_size),
+                                                   o.prefetch));
+  }
+  I.rng_at_step = I.rng;
   STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
   I.peak = o.peak_gflops > 0 ? o.peak_gflops : kernels::gemm_peak_gflops(2048, 3);
   I.flops_per_token = model::account(I.cfg, o.seq, o.seq).train_flops_per_token;
+  return t;
+}
+
+Trainer::TableTraffic Trainer::table_traffic() const {
+  TableTraffic t;
+  if (!impl_->tier) return t;
+  const TableTierStats s = impl_->tier->stats();
+  t.on_disk = true;
+  t.file_bytes = s.file_bytes;
+  t.bytes_read = s.bytes_read;
+  t.bytes_written = s.bytes_written;
+  t.wait_seconds = s.wait_seconds;
+  t.fetch_seconds = s.fetch_seconds;
   return t;
 }
 
@@ -192,6 +226,7 @@ double Trainer::validation_loss() {
   for (int64_t w0 = 0; w0 < windows; w0 += B) {
     const int64_t nb = std::min(B, windows - w0);
     for (int64_t b = 0; b < nb; ++b) I.data.val.read((w0 + b) * T, T, buf.data() + b * T);
+    if (I.tier && !I.tier->use_for_eval(buf.data(), nb * T).ok()) return NAN;
     sum += I.tr->forward(buf.data(), nb, T) * static_cast<double>(nb * (T - 1));
     count += nb * (T - 1);
   }
@@ -204,13 +239,27 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
   const TrainOptions& o = I.opt;
   const int64_t mb_tokens = o.batch * o.seq, step_tokens = mb_tokens * o.accum;
   I.batch_tokens.resize(step_tokens);
+  std::vector<int32_t> next_tokens(step_tokens);
+  // The next step's windows are drawn before this step computes, so that a
+  // disk tier can fetch their rows meanwhile; checkpoints keep the RNG as it
+  // was after drawing the current step (rng_at_step), so resume is exact.
+  auto sample_next = [&] {
+    I.sample_windows(next_tokens.data(), o.batch * o.accum);
+    if (I.tier) I.tier->submit(next_tokens.data(), step_tokens);
+  };
+  if (I.start_step < o.steps) sample_next();
   core::Timer since_start;
   for (int64_t step = I.start_step + 1; step <= o.steps; ++step) {
     core::Timer timer;
-    I.sample_windows(I.batch_tokens.data(), o.batch * o.accum);
+    std::swap(I.batch_tokens, next_tokens);
+    I.rng_at_step = I.rng;
+    const double wait0 = I.tier ? I.tier->stats().wait_seconds : 0.0;
+    if (I.tier) STEM_RETURN_IF_ERROR(I.tier->begin_step());
+    if (step < o.steps) sample_next();
     I.grads.begin_step(I.batch_tokens.data(), step_tokens, I.cfg.vocab_size);
     double loss = 0;
     for (int64_t a = 0; a < o.accum; ++a) {
+      if (I.tier) I.tier->use(I.batch_tokens.data() + a * mb_tokens, a * mb_tokens, mb_tokens);
       const double l = I.tr->forward(I.batch_tokens.data() + a * mb_tokens, o.batch, o.seq);
       if (!std::isfinite(l))
         return Status::error("train: loss is " + std::string(std::isnan(l) ? "NaN" : "Inf") + " at step " +
@@ -225,6 +274,7 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
     if (o.clip_stem > 0 && norm_stem > o.clip_stem) I.scale_grads(true, static_cast<float>(o.clip_stem / norm_stem));
     const float lr = lr_at(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
     I.adam->step(I.tr->weights(), I.grads, lr);
+    if (I.tier) STEM_RETURN_IF_ERROR(I.tier->end_step(I.grads, lr));
     I.st.step = step;
     I.st.tokens += step_tokens;
     const double secs = timer.seconds();
@@ -239,6 +289,7 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
     r.grad_norm_stem = norm_stem;
     r.tokens_per_second = static_cast<double>(step_tokens) / secs;
     r.mfu = I.flops_per_token * r.tokens_per_second / (I.peak * 1e9);
+    if (I.tier) r.table_wait = I.tier->stats().wait_seconds - wait0;
     if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) {
       r.val_loss = validation_loss();
       if (!std::isnan(r.val_loss)) I.st.last_val_loss = r.val_loss;

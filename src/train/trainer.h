@@ -33,6 +33,9 @@ struct TrainOptions {
   float clip = 1.0f;        // global norm of all but the STEM tables (0: off)
   float clip_stem = 1.0f;   // global norm of the STEM tables (0: off)
   bool lazy_tables = false; // row-sparse (lazy) AdamW for the STEM tables
+  bool tables_on_disk = false;  // STEM tables + moments in a row file (needs lazy_tables)
+  std::string tables_dir;   // where that file goes ("" : out_dir); unlinked at once
+  bool prefetch = true;     // stage the next step's rows in the background
   int64_t eval_every = 100;
   int64_t eval_tokens = 32768;
   int64_t save_every = 200;
@@ -49,6 +52,7 @@ struct StepRecord {
   double loss = 0, val_loss = NAN, lr = 0;
   double grad_norm = 0, grad_norm_stem = 0;
   double tokens_per_second = 0, mfu = 0, elapsed = 0;
+  double table_wait = 0;    // tables on disk: seconds this step waited for its rows
   bool saved = false;
 };
 
@@ -66,6 +70,13 @@ class Trainer {
   const ModelConfig& config() const;
   std::string last_checkpoint() const;
   double validation_loss();  // on the held-out windows, now
+  // Tables on disk: file size and traffic so far, prefetch wait and fetch time.
+  struct TableTraffic {
+    bool on_disk = false;
+    int64_t file_bytes = 0, bytes_read = 0, bytes_written = 0;
+    double wait_seconds = 0, fetch_seconds = 0;
+  };
+  TableTraffic table_traffic() const;
 
  private:
   Trainer();

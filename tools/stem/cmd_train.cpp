@@ -50,6 +50,15 @@ void register_train(CLI::App& app) {
   sub->add_option("--clip", o->clip, "Clip the global grad norm of all but the STEM tables (0: off)")->capture_default_str();
   sub->add_option("--clip-stem", o->clip_stem, "Clip the global grad norm of the STEM tables (0: off)")->capture_default_str();
   sub->add_flag("--lazy-tables", o->lazy_tables, "Row-sparse (lazy) AdamW for the STEM tables");
+  auto tables = std::make_shared<std::string>("ram");
+  sub->add_option("--tables", *tables,
+                  "Where the STEM tables and their moments live while training: ram, or disk (a row file; "
+                  "needs --lazy-tables; each step's rows are fetched in the background)")
+      ->check(CLI::IsMember({"ram", "disk"}))
+      ->capture_default_str();
+  sub->add_option("--tables-dir", o->tables_dir, "Directory of the disk tier's row file (default: --out)");
+  sub->add_flag("--no-prefetch", [o](int64_t) { o->prefetch = false; },
+                "Disk tier: fetch each step's rows when the step starts, not during the previous one");
   sub->add_option("--eval-every", o->eval_every, "Validation loss every N steps (0: only at the end)")->capture_default_str();
   sub->add_option("--eval-tokens", o->eval_tokens, "Held-out tokens per validation")->capture_default_str();
   sub->add_option("--save-every", o->save_every, "Checkpoint every N steps (and at the end)")->capture_default_str();
@@ -60,7 +69,8 @@ void register_train(CLI::App& app) {
   sub->add_flag("--force", o->force, "Start over in a run directory that holds checkpoints");
   sub->add_option("--peak-gflops", o->peak_gflops, "GEMM peak for MFU (default: measured)");
   sub->add_flag("--json", *json, "One JSON line per step on stdout, and a final summary");
-  add_command(sub, [o, json] {
+  add_command(sub, [o, json, tables] {
+    o->tables_on_disk = *tables == "disk";
     auto t = train::Trainer::create(*o);
     if (!t.ok()) return fail("train", t.status());
     std::signal(SIGINT, on_signal);
@@ -77,6 +87,7 @@ void register_train(CLI::App& app) {
             nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr},
                                 {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}};
             if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
+            if (o->tables_on_disk) j["table_wait_seconds"] = r.table_wait;
             std::printf("%s\n", j.dump().c_str());
             std::fflush(stdout);
           }
@@ -98,6 +109,11 @@ void register_train(CLI::App& app) {
     if (*json) {
       nlohmann::json j = {{"done", *res == train::StopReason::Finished}, {"checkpoint", ck}, {"loss", last_loss}};
       if (!std::isnan(last_val)) j["val_loss"] = last_val;
+      const train::Trainer::TableTraffic tt = (*t)->table_traffic();
+      if (tt.on_disk)
+        j["tables"] = {{"tier", "disk"}, {"prefetch", o->prefetch}, {"file_bytes", tt.file_bytes},
+                       {"bytes_read", tt.bytes_read}, {"bytes_written", tt.bytes_written},
+                       {"wait_seconds", tt.wait_seconds}, {"fetch_seconds", tt.fetch_seconds}};
       std::printf("%s\n", j.dump().c_str());
     }
     if (*res == train::StopReason::Interrupted) {

@@ -1,0 +1,88 @@
+// TableTier: the trainer's STEM tables, with their lazy AdamW moments, kept in
+// a row file on disk instead of memory. Training then holds in memory only
+// the rows of the step at hand and of the next one:
+//   - the next step's token ids are known before the current step computes:
+//     submit() hands them to a Prefetcher, which reads the deduplicated rows
+//     (table, first and second moment of every STEM layer: one record per id)
+//     on a background thread while the current step runs;
+//   - the step's forward and backward read its rows from the staging buffer
+//     (use()); after AdamW's dense step, end_step() updates the rows in place
+//     (lazy AdamW, the same arithmetic as in memory), writes them back, and
+//     re-stages those of the next step's rows that this step changed, since
+//     the background read may have seen them before the write.
+// So training with the tables on disk computes bit for bit what lazy AdamW
+// with the tables in memory does. Checkpoints (and the lazy moments' flush)
+// need whole tensors: materialize() reads them back for that and
+// release() moves them out again; at those moments the tables and moments are
+// in memory. It knows the model's tensor list but not the training loop.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memory/prefetcher.h"
+#include "memory/row_file.h"
+#include "model/transformer.h"
+#include "train/adamw.h"
+
+namespace stem::train {
+
+struct TableTierStats {
+  int64_t bytes_read = 0, bytes_written = 0;  // row file traffic
+  double wait_seconds = 0;   // the training thread blocked on the prefetcher
+  double fetch_seconds = 0;  // inside row-file reads, either thread
+  int64_t file_bytes = 0;
+};
+
+class TableTier {
+ public:
+  // Moves tr's STEM tables and adam's moments for them (lazy AdamW) into a row
+  // file created in `dir`, freeing them. Steps hold up to max_ids tokens.
+  static Result<std::unique_ptr<TableTier>> create(model::Transformer& tr, AdamW& adam,
+                                                   const std::string& dir, int64_t max_ids,
+                                                   bool prefetch);
+  ~TableTier();
+
+  // Stages the rows of a step's tokens (every micro-batch). At most one step
+  // may be staged ahead of the current one.
+  void submit(const int32_t* tokens, int64_t n);
+  // Makes the oldest submitted step current, waiting for its rows.
+  Status begin_step();
+  // Points tr at the current step's rows for its tokens [offset, offset + n).
+  void use(const int32_t* tokens, int64_t offset, int64_t n);
+  // After adam.step(): the current rows' lazy AdamW update from g (rows of the
+  // same distinct tokens), written back; the next step's stale rows re-staged.
+  Status end_step(const model::Gradients& g, float lr);
+  // Forward outside a step (validation): fetches the tables' rows of tokens
+  // synchronously and points tr at them.
+  Status use_for_eval(const int32_t* tokens, int64_t n);
+
+  Status materialize();  // tables and moments back into tr's weights and adam
+  Status release();      // and out to the file again (re-staging the next step)
+
+  TableTierStats stats() const;
+  void reset_timers();
+
+ private:
+  TableTier(model::Transformer& tr, AdamW& adam) : tr_(tr), adam_(adam) {}
+  float* row(const memory::StagedRows& s, int kind, int j, int64_t u) const;  // kind 0 p, 1 m, 2 v
+  // Copies rows of `src` into `dst` for the ids both hold.
+  void restage(const memory::StagedRows& dst, const memory::StagedRows& src) const;
+
+  model::Transformer& tr_;
+  AdamW& adam_;
+  std::vector<int> tensor_;  // [M] tensor index of STEM layer j's table
+  int64_t M_ = 0, f_ = 0, V_ = 0;
+  std::unique_ptr<memory::RowFile> file_;  // 3M tables: p of every layer, then m, then v
+  std::unique_ptr<memory::Prefetcher> pf_;
+  memory::Prefetcher::Ticket cur_ = -1, next_ = -1;  // -1: none
+  const memory::StagedRows* cur_rows_ = nullptr;
+  const memory::StagedRows* next_rows_ = nullptr;  // waited for already (re-staged by end_step)
+  std::vector<const float*> use_ptrs_;       // [M] current p rows
+  std::vector<float> eval_rows_;             // [M, U, f] validation rows
+  memory::StagedRows eval_;
+  bool in_memory_ = false;
+};
+
+}  // namespace stem::train
