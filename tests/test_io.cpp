@@ -505,6 +505,33 @@ TEST_F(SafetensorsValidation, EmptyTensorsHolesAndPaddingAccepted) {
 
 using SafetensorsRoundTrip = SafetensorsTest;
 
+TEST_F(SafetensorsRoundTrip, StreamedTensorsAndWrongStreamSizes) {
+  // A tensor produced in pieces reads back like one written from memory; a
+  // producer that writes too few or too many bytes is an error, no file left.
+  std::vector<float> a = {1, 2, 3, 4, 5, 6, 7};
+  SafetensorsItem streamed{"s", DType::F32, {7}, nullptr};
+  streamed.produce = [&](const ByteSink& sink) -> Status {
+    STEM_RETURN_IF_ERROR(sink(a.data(), 3 * sizeof(float)));
+    return sink(a.data() + 3, 4 * sizeof(float));
+  };
+  const std::string p = path("s.safetensors");
+  ASSERT_TRUE(write_safetensors(p, {{"x", DType::F32, {1}, a.data()}, streamed}).ok());
+  auto r = SafetensorsFile::open(p);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const SafetensorsEntry* e = r->find("s");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(std::memcmp(r->data(*e), a.data(), 7 * sizeof(float)), 0);
+  for (int n : {6, 8}) {
+    SafetensorsItem bad{"s", DType::F32, {7}, nullptr};
+    std::vector<float> buf(8, 1.0f);
+    bad.produce = [&buf, n](const ByteSink& sink) { return sink(buf.data(), n * sizeof(float)); };
+    Status st = write_safetensors(path("bad.safetensors"), {bad});
+    ASSERT_FALSE(st.ok()) << n;
+    EXPECT_NE(st.message().find("tensor 's'"), std::string::npos) << st.message();
+  }
+  EXPECT_EQ(listing(), std::vector<std::string>{"s.safetensors"});
+}
+
 TEST_F(SafetensorsRoundTrip, F32Bf16I32AndMetadata) {
   std::vector<float> w = {1.0f, -2.5f, 3.0f, 4.75f, 0.0f, -0.0f};
   std::vector<uint16_t> b = {core::float_to_bf16(1.0f), core::float_to_bf16(-3.5f), core::float_to_bf16(0.125f)};

@@ -294,6 +294,15 @@ TEST(RowFile, RangesRowsErrorsAndPrefetch) {
   ASSERT_TRUE(f.read_range(0, kV, bdst.data()).ok());
   EXPECT_EQ(back[0][3 * kC], rows[0]);
   EXPECT_EQ(back[2][49 * kC + 5], value(2, 49, 5));
+  // one table alone; every record rewritten in place
+  std::vector<float> col(4 * kC);
+  ASSERT_TRUE(f.read_table(2, 46, 4, col.data()).ok());
+  EXPECT_EQ(col[3 * kC + 1], value(2, 49, 1));
+  ASSERT_TRUE(f.update_all([](int64_t r, float* rec) { rec[0] = static_cast<float>(r); }).ok());
+  ASSERT_TRUE(f.read_table(0, 0, kV, back[0].data()).ok());
+  EXPECT_EQ(back[0][49 * kC], 49.0f);
+  EXPECT_EQ(back[0][49 * kC + 1], value(0, 49, 1));
+  EXPECT_FALSE(f.read_table(kM, 0, 1, col.data()).ok());
   // errors name the file and the row
   const int32_t bad[1] = {kV};
   Status e = f.fetch(bad, 1, dst.data());

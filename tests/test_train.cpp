@@ -406,8 +406,8 @@ RunTrace run_trace(const train::TrainOptions& o, int64_t stop_after = 0) {
       &stop);
   EXPECT_TRUE(r.ok()) << r.status().message();
   if (o.tables_on_disk) {
-    const auto tt = (*t)->table_traffic();
-    EXPECT_TRUE(tt.on_disk);
+    const auto tt = (*t)->table_stats();
+    EXPECT_TRUE((*t)->tables_on_disk());
     EXPECT_GT(tt.bytes_read, 0);
     EXPECT_GT(tt.bytes_written, 0);
   }

@@ -279,7 +279,7 @@ Status write_safetensors(const std::string& path, const std::vector<SafetensorsI
     uint64_t nbytes = 0;
     overflow |= __builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_size(it.dtype)), &nbytes);
     if (overflow) return bad("shape " + shape_str(it.shape) + " has too many elements");
-    if (nbytes > 0 && it.data == nullptr) return bad("data is null");
+    if (nbytes > 0 && it.data == nullptr && !it.produce) return bad("data is null");
     uint64_t end = 0;
     if (__builtin_add_overflow(offset, nbytes, &end)) return bad("data section too large");
     header[it.name] = {{"dtype", dtype_name(it.dtype)}, {"shape", it.shape}, {"data_offsets", {offset, end}}};
@@ -300,8 +300,21 @@ Status write_safetensors(const std::string& path, const std::vector<SafetensorsI
   return write_file_atomic(path, [&](int fd) {
     STEM_RETURN_IF_ERROR(write_all(fd, len, 8, path));
     STEM_RETURN_IF_ERROR(write_all(fd, text.data(), text.size(), path));
-    for (size_t i = 0; i < items.size(); ++i)
-      STEM_RETURN_IF_ERROR(write_all(fd, items[i].data, sizes[i], path));
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (items[i].data || !items[i].produce) {
+        STEM_RETURN_IF_ERROR(write_all(fd, items[i].data, sizes[i], path));
+        continue;
+      }
+      uint64_t written = 0;
+      STEM_RETURN_IF_ERROR(items[i].produce([&](const void* bytes, size_t n) -> Status {
+        if (written + n > sizes[i]) return Status::error(where + "tensor '" + items[i].name + "': too many bytes streamed");
+        written += n;
+        return write_all(fd, bytes, n, path);
+      }));
+      if (written != sizes[i])
+        return Status::error(where + "tensor '" + items[i].name + "': " + std::to_string(written) + " bytes streamed, " +
+                             std::to_string(sizes[i]) + " expected");
+    }
     return ok_status();
   });
 }

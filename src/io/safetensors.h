@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -59,11 +60,17 @@ class SafetensorsFile {
   size_t file_size_ = 0;
 };
 
+// Receives a tensor's bytes in order, in pieces of any size.
+using ByteSink = std::function<Status(const void* bytes, size_t n)>;
+
 struct SafetensorsItem {
   std::string name;
   DType dtype = DType::F32;
   Shape shape;
   const void* data = nullptr;  // numel(shape) * dtype_size(dtype) bytes
+  // Instead of data: writes exactly that many bytes into the sink (a tensor
+  // streamed from elsewhere, never whole in memory).
+  std::function<Status(const ByteSink&)> produce;
 };
 
 // Writes `items` in the given order; atomic (temporary file + fsync + rename).

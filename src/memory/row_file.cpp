@@ -118,4 +118,27 @@ Status RowFile::read_range(int64_t r0, int64_t n, float* const* tables) {
   return ok_status();
 }
 
+Status RowFile::read_table(int64_t t, int64_t r0, int64_t n, float* dst) {
+  if (t < 0 || t >= M_ || r0 < 0 || n < 0 || r0 + n > n_rows_)
+    return Status::error("row file: " + path_ + ": table or range outside the file");
+  const int64_t rb = record_bytes(), cb = cols_ * static_cast<int64_t>(sizeof(float));
+  for (int64_t r = r0; r < r0 + n; ++r)
+    STEM_RETURN_IF_ERROR(io(false, dst + (r - r0) * cols_, cb, r * rb + t * cb, r));
+  bytes_read_ += n * cb;
+  return ok_status();
+}
+
+Status RowFile::update_all(const std::function<void(int64_t r, float* record)>& fn) {
+  std::vector<float> chunk(static_cast<size_t>(kChunkRecords * M_ * cols_));
+  for (int64_t c0 = 0; c0 < n_rows_; c0 += kChunkRecords) {
+    const int64_t k = std::min(kChunkRecords, n_rows_ - c0);
+    STEM_RETURN_IF_ERROR(io(false, chunk.data(), k * record_bytes(), c0 * record_bytes(), c0));
+    for (int64_t r = 0; r < k; ++r) fn(c0 + r, chunk.data() + r * M_ * cols_);
+    STEM_RETURN_IF_ERROR(io(true, chunk.data(), k * record_bytes(), c0 * record_bytes(), c0));
+  }
+  bytes_read_ += n_rows_ * record_bytes();
+  bytes_written_ += n_rows_ * record_bytes();
+  return ok_status();
+}
+
 }  // namespace stem::memory

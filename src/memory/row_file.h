@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -46,6 +47,10 @@ class RowFile : public RowSource {
   // [n_rows, cols] array (null: zeros on write, skipped on read).
   Status write_range(int64_t r0, int64_t n, const float* const* tables);
   Status read_range(int64_t r0, int64_t n, float* const* tables);
+  // Rows [r0, r0 + n) of table t alone into dst [n, cols].
+  Status read_table(int64_t t, int64_t r0, int64_t n, float* dst);
+  // Every record in turn: fn(r, record [M, cols]) may change it; written back.
+  Status update_all(const std::function<void(int64_t r, float* record)>& fn);
 
   int64_t bytes_read() const { return bytes_read_.load(); }
   int64_t bytes_written() const { return bytes_written_.load(); }

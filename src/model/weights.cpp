@@ -174,10 +174,17 @@ Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path,
   return w;
 }
 
-Status save_weights(const TensorList& w, const std::string& path) {
+Status save_weights(const TensorList& w, const std::string& path, const TensorStream& stream) {
   std::vector<io::SafetensorsItem> items;
-  for (size_t i = 0; i < w.size(); ++i)
-    if (!w[i].empty()) items.push_back({w.spec(i).name, w.spec(i).dtype, w.spec(i).shape, w[i].raw()});
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!w[i].empty()) {
+      items.push_back({w.spec(i).name, w.spec(i).dtype, w.spec(i).shape, w[i].raw()});
+    } else if (stream) {
+      io::SafetensorsItem it{w.spec(i).name, w.spec(i).dtype, w.spec(i).shape, nullptr};
+      it.produce = [&stream, i](const io::ByteSink& sink) { return stream(i, sink); };
+      items.push_back(std::move(it));
+    }
+  }
   return io::write_safetensors(path, items, {{"format", "pt"}});
 }
 

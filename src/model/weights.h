@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "io/safetensors.h"
 #include "model/tensor_list.h"
 #include "stem/status.h"
 
@@ -59,6 +60,9 @@ struct LoadOptions {
 // nearest even); norms stay F32. The list's specs carry the dtypes chosen.
 Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& safetensors_path,
                                 const LoadOptions& opt = {});
-Status save_weights(const TensorList& w, const std::string& safetensors_path);
+// Tensors that are empty in w are skipped, or, when `stream` is given, written
+// by stream(i, sink) (tensors kept outside memory, e.g. the trainer's disk tier).
+using TensorStream = std::function<Status(size_t i, const io::ByteSink& sink)>;
+Status save_weights(const TensorList& w, const std::string& safetensors_path, const TensorStream& stream = nullptr);
 
 }  // namespace stem::model

@@ -91,25 +91,31 @@ void AdamW::step_rows(size_t i, float* p, float* m, float* v, const float* drows
                                   vd.data(), hyper(m_.spec(i), lr));
 }
 
+bool AdamW::flush_row(size_t i, int64_t r, float* pd, float* md, float* vd) {
+  int32_t* last = last_[i].i32();
+  const int64_t k = step_ - last[r];  // steps 1..step_ already ran; rows at last[r] are current to it
+  if (k <= 0) return false;
+  *pd = static_cast<float>(decay_prod_[step_] / decay_prod_[last[r]]);
+  *md = static_cast<float>(std::pow(static_cast<double>(opt_.beta1), static_cast<double>(k)));
+  *vd = static_cast<float>(std::pow(static_cast<double>(opt_.beta2), static_cast<double>(k)));
+  last[r] = static_cast<int32_t>(step_);
+  return true;
+}
+
 void AdamW::flush(model::TensorList& w) {
   for (size_t i = 0; i < w.size(); ++i) {
     if (!lazy(i) || w[i].empty()) continue;
     const int64_t R = w.spec(i).shape[0], C = w.spec(i).shape[1];
-    int32_t* last = last_[i].i32();
     float *p = w[i].f32(), *m = m_[i].f32(), *v = v_[i].f32();
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) {
-      const int64_t k = step_ - last[r];  // steps 1..step_ already ran; rows at last[r] are current to it
-      if (k <= 0) continue;
-      const float pd = static_cast<float>(decay_prod_[step_] / decay_prod_[last[r]]);
-      const float md = static_cast<float>(std::pow(static_cast<double>(opt_.beta1), static_cast<double>(k)));
-      const float vd = static_cast<float>(std::pow(static_cast<double>(opt_.beta2), static_cast<double>(k)));
+      float pd, md, vd;
+      if (!flush_row(i, r, &pd, &md, &vd)) continue;
       for (int64_t c = 0; c < C; ++c) {
         p[r * C + c] *= pd;
         m[r * C + c] *= md;
         v[r * C + c] *= vd;
       }
-      last[r] = static_cast<int32_t>(step_);
     }
   }
 }

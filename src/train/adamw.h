@@ -39,6 +39,11 @@ class AdamW {
   // their gradients drows [U, C], exactly as step() would have in place.
   void step_rows(size_t i, float* p, float* m, float* v, const float* drows, const int32_t* ids,
                  int64_t U, float lr);
+  // Lazy tensor i, row r: the factors of weights, first and second moment that
+  // bring it up to date with the steps it skipped (false if it is current),
+  // and marks it current. flush() applies them to every row in memory; a
+  // caller keeping rows elsewhere applies them itself.
+  bool flush_row(size_t i, int64_t r, float* pd, float* md, float* vd);
   // Lazy mode: brings every row up to date (no-op otherwise).
   void flush(model::TensorList& weights);
 

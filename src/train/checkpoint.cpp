@@ -50,7 +50,7 @@ Status fsync_dir(const fs::path& dir) {
 
 Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
                        const model::TensorList& weights, const std::string& tokenizer_path,
-                       const AdamW& opt, const TrainerState& st, int keep) {
+                       const AdamW& opt, const TrainerState& st, int keep, const StateStream& stream) {
   const fs::path ckdir = fs::path(run_dir) / "checkpoints";
   std::error_code ec;
   fs::create_directories(ckdir, ec);
@@ -67,7 +67,10 @@ Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
 
   // The model directory (the contract's format).
   if (Status s = cfg.save((tmp / "config.json").string()); !s.ok()) return cleanup(s);
-  if (Status s = model::save_weights(weights, (tmp / "model.safetensors").string()); !s.ok()) return cleanup(s);
+  model::TensorStream weights_stream;
+  if (stream) weights_stream = [&stream](size_t i, const io::ByteSink& sink) { return stream(i, 0, sink); };
+  if (Status s = model::save_weights(weights, (tmp / "model.safetensors").string(), weights_stream); !s.ok())
+    return cleanup(s);
   if (!tokenizer_path.empty()) {
     auto bytes = io::read_text(tokenizer_path);
     if (!bytes.ok()) return cleanup(bytes.status());
@@ -78,8 +81,13 @@ Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
   for (size_t i = 0; i < weights.size(); ++i) {
     const auto& s = weights.spec(i);
     if (!s.trainable) continue;
-    items.push_back({"m." + s.name, DType::F32, s.shape, opt.m()[i].raw()});
-    items.push_back({"v." + s.name, DType::F32, s.shape, opt.v()[i].raw()});
+    for (int kind : {1, 2}) {
+      const Tensor& t = kind == 1 ? opt.m()[i] : opt.v()[i];
+      io::SafetensorsItem it{(kind == 1 ? "m." : "v.") + s.name, DType::F32, s.shape, t.raw()};
+      if (t.empty() && stream)
+        it.produce = [&stream, i, kind](const io::ByteSink& sink) { return stream(i, kind, sink); };
+      items.push_back(std::move(it));
+    }
     if (!opt.last_step()[i].empty())
       items.push_back({"last." + s.name, DType::I32, opt.last_step()[i].shape(), opt.last_step()[i].raw()});
   }

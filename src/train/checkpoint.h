@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,11 +30,17 @@ struct TrainerState {
   double last_val_loss = 0;   // NaN-free; 0 if none yet
 };
 
+// Tensors kept outside memory (the trainer's disk tier): tensor i, empty in
+// the weights and the moments, is streamed by stream(i, kind, sink) with kind
+// 0 for the weights, 1 the first moment, 2 the second.
+using StateStream = std::function<Status(size_t i, int kind, const io::ByteSink& sink)>;
+
 // Writes RUN/checkpoints/step-NNNNNNNN and points RUN/latest at it; keeps the
 // newest `keep` checkpoints (0 keeps all).
 Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
                        const model::TensorList& weights, const std::string& tokenizer_path,
-                       const AdamW& opt, const TrainerState& st, int keep);
+                       const AdamW& opt, const TrainerState& st, int keep,
+                       const StateStream& stream = nullptr);
 
 // The newest complete checkpoint of RUN ("" if none); removes stray temporaries.
 Result<std::string> latest_checkpoint(const std::string& run_dir);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "core/timer.h"
 
 namespace stem::train {
 
@@ -22,13 +23,19 @@ Result<std::unique_ptr<TableTier>> TableTier::create(model::Transformer& tr, Ada
   for (int i : t->tensor_)
     STEM_CHECKF(adam.lazy(i), "TableTier: tensor %d does not step lazily (train with lazy tables)", i);
   STEM_ASSIGN_OR_RETURN(t->file_, memory::RowFile::create(dir, t->V_, 3 * t->M_, t->f_));
-  t->in_memory_ = true;
-  STEM_RETURN_IF_ERROR(t->release());
+  STEM_RETURN_IF_ERROR(t->move_out());
   t->pf_ = std::make_unique<memory::Prefetcher>(*t->file_, std::max<int64_t>(1, max_ids), prefetch);
   return t;
 }
 
 TableTier::~TableTier() = default;
+
+Result<const memory::StagedRows*> TableTier::wait_next() {
+  core::Timer timer;
+  auto r = pf_->wait(next_);
+  stall_s_ += timer.seconds();
+  return r;
+}
 
 float* TableTier::row(const memory::StagedRows& s, int kind, int j, int64_t u) const {
   return s.rows[static_cast<size_t>(kind * M_ + j)] + u * f_;
@@ -41,9 +48,9 @@ void TableTier::submit(const int32_t* tokens, int64_t n) {
 }
 
 Status TableTier::begin_step() {
-  STEM_CHECKF(cur_ < 0 && next_ >= 0 && !in_memory_, "TableTier: begin_step without a submitted step");
+  STEM_CHECKF(cur_ < 0 && next_ >= 0, "TableTier: begin_step without a submitted step");
   if (!next_rows_) {
-    auto r = pf_->wait(next_);
+    auto r = wait_next();
     if (!r.ok()) return r.status().with_context("train: fetching a step's table rows");
     next_rows_ = *r;
   }
@@ -93,7 +100,7 @@ Status TableTier::end_step(const model::Gradients& g, float lr) {
   std::vector<const float*> src(s.rows.begin(), s.rows.end());
   STEM_RETURN_IF_ERROR(file_->store(s.unique.data(), U, src.data()).with_context("train"));
   if (next_ >= 0) {  // its background read may predate this write: re-stage the rows both steps hold
-    auto r = pf_->wait(next_);
+    auto r = wait_next();
     if (!r.ok()) return r.status().with_context("train: fetching a step's table rows");
     next_rows_ = *r;
     restage(*next_rows_, s);
@@ -124,28 +131,7 @@ Status TableTier::use_for_eval(const int32_t* tokens, int64_t n) {
   return ok_status();
 }
 
-Status TableTier::materialize() {
-  STEM_CHECKF(cur_ < 0 && !in_memory_, "TableTier: materialize inside a step");
-  model::TensorList& w = tr_.weights();
-  std::vector<float*> dst(static_cast<size_t>(3 * M_));
-  for (int j = 0; j < M_; ++j) {
-    const int i = tensor_[j];
-    const Shape& shape = w.spec(i).shape;
-    w[i] = Tensor::zeros(DType::F32, shape);
-    adam_.m()[i] = Tensor::zeros(DType::F32, shape);
-    adam_.v()[i] = Tensor::zeros(DType::F32, shape);
-    dst[j] = w[i].f32();
-    dst[M_ + j] = adam_.m()[i].f32();
-    dst[2 * M_ + j] = adam_.v()[i].f32();
-  }
-  STEM_RETURN_IF_ERROR(file_->read_range(0, V_, dst.data()).with_context("train: reading the tables back"));
-  tr_.rebind_stem_tables();
-  in_memory_ = true;
-  return ok_status();
-}
-
-Status TableTier::release() {
-  STEM_CHECKF(cur_ < 0 && in_memory_, "TableTier: release without materialize");
+Status TableTier::move_out() {
   model::TensorList& w = tr_.weights();
   std::vector<const float*> src(static_cast<size_t>(3 * M_));
   for (int j = 0; j < M_; ++j) {
@@ -154,27 +140,56 @@ Status TableTier::release() {
     src[M_ + j] = adam_.m()[i].f32();
     src[2 * M_ + j] = adam_.v()[i].f32();
   }
-  STEM_RETURN_IF_ERROR(file_->write_range(0, V_, src.data()).with_context("train: writing the tables out"));
-  if (next_ >= 0) {  // the staged next step must see what changed in memory (a flush)
-    if (!next_rows_) {
-      auto r = pf_->wait(next_);
-      if (!r.ok()) return r.status().with_context("train: fetching a step's table rows");
-      next_rows_ = *r;
-    }
-    const memory::StagedRows& s = *next_rows_;
-    for (size_t u = 0; u < s.unique.size(); ++u)
-      for (int k = 0; k < 3; ++k)
-        for (int j = 0; j < M_; ++j)
-          std::memcpy(row(s, k, j, static_cast<int64_t>(u)), src[k * M_ + j] + s.unique[u] * f_,
-                      sizeof(float) * f_);
-  }
+  STEM_RETURN_IF_ERROR(file_->write_range(0, V_, src.data()).with_context("train: moving the tables to disk"));
   for (int i : tensor_) {
     w[i] = Tensor();
     adam_.m()[i] = Tensor();
     adam_.v()[i] = Tensor();
   }
   tr_.rebind_stem_tables();
-  in_memory_ = false;
+  return ok_status();
+}
+
+Status TableTier::flush() {
+  STEM_CHECKF(cur_ < 0, "TableTier: flush inside a step");
+  if (next_ >= 0 && !next_rows_) {  // no read of the file in flight while it is rewritten
+    auto r = wait_next();
+    if (!r.ok()) return r.status().with_context("train: fetching a step's table rows");
+    next_rows_ = *r;
+  }
+  STEM_RETURN_IF_ERROR(file_->update_all([&](int64_t r, float* rec) {
+                         for (int j = 0; j < M_; ++j) {
+                           float pd, md, vd;
+                           if (!adam_.flush_row(static_cast<size_t>(tensor_[j]), r, &pd, &md, &vd)) continue;
+                           float* p = rec + j * f_;
+                           float* m = rec + (M_ + j) * f_;
+                           float* v = rec + (2 * M_ + j) * f_;
+                           for (int64_t c = 0; c < f_; ++c) {
+                             p[c] *= pd;
+                             m[c] *= md;
+                             v[c] *= vd;
+                           }
+                         }
+                       }).with_context("train: flushing the tables on disk"));
+  if (next_rows_) {
+    const memory::StagedRows& s = *next_rows_;
+    STEM_RETURN_IF_ERROR(file_->fetch(s.unique.data(), static_cast<int64_t>(s.unique.size()), s.rows.data())
+                             .with_context("train: re-reading the next step's rows"));
+  }
+  return ok_status();
+}
+
+Status TableTier::stream(size_t i, int kind, const io::ByteSink& sink) {
+  const auto it = std::find(tensor_.begin(), tensor_.end(), static_cast<int>(i));
+  STEM_CHECKF(it != tensor_.end() && kind >= 0 && kind < 3, "TableTier: tensor %zu kind %d is not on disk", i, kind);
+  const int64_t t = kind * M_ + (it - tensor_.begin());
+  constexpr int64_t kRows = 256;
+  std::vector<float> buf(static_cast<size_t>(kRows * f_));
+  for (int64_t r0 = 0; r0 < V_; r0 += kRows) {
+    const int64_t n = std::min(kRows, V_ - r0);
+    STEM_RETURN_IF_ERROR(file_->read_table(t, r0, n, buf.data()));
+    STEM_RETURN_IF_ERROR(sink(buf.data(), static_cast<size_t>(n * f_) * sizeof(float)));
+  }
   return ok_status();
 }
 
@@ -182,12 +197,15 @@ TableTierStats TableTier::stats() const {
   TableTierStats s;
   s.bytes_read = file_->bytes_read();
   s.bytes_written = file_->bytes_written();
-  s.wait_seconds = pf_->wait_seconds();
+  s.wait_seconds = stall_s_;
   s.fetch_seconds = pf_->fetch_seconds();
   s.file_bytes = file_->file_bytes();
   return s;
 }
 
-void TableTier::reset_timers() { pf_->reset_timers(); }
+void TableTier::reset_timers() {
+  pf_->reset_timers();
+  stall_s_ = 0;
+}
 
 }  // namespace stem::train

@@ -11,10 +11,11 @@
 //     re-stages those of the next step's rows that this step changed, since
 //     the background read may have seen them before the write.
 // So training with the tables on disk computes bit for bit what lazy AdamW
-// with the tables in memory does. Checkpoints (and the lazy moments' flush)
-// need whole tensors: materialize() reads them back for that and
-// release() moves them out again; at those moments the tables and moments are
-// in memory. It knows the model's tensor list but not the training loop.
+// with the tables in memory does. For a checkpoint, flush() brings every row
+// up to date (the lazy decay, in one pass over the file) and stream() hands
+// the checkpoint writer each table and moment piece by piece: the tables are
+// never whole in memory, except once at start when they are moved out.
+// It knows the model's tensor list but not the training loop.
 #pragma once
 
 #include <memory>
@@ -30,7 +31,7 @@ namespace stem::train {
 
 struct TableTierStats {
   int64_t bytes_read = 0, bytes_written = 0;  // row file traffic
-  double wait_seconds = 0;   // the training thread blocked on the prefetcher
+  double wait_seconds = 0;   // the training thread waiting for rows (with no prefetch: all the reading)
   double fetch_seconds = 0;  // inside row-file reads, either thread
   int64_t file_bytes = 0;
 };
@@ -58,8 +59,12 @@ class TableTier {
   // synchronously and points tr at them.
   Status use_for_eval(const int32_t* tokens, int64_t n);
 
-  Status materialize();  // tables and moments back into tr's weights and adam
-  Status release();      // and out to the file again (re-staging the next step)
+  // Between steps: applies the lazy decay every row still owes (AdamW::flush
+  // for rows on disk); the next step's staged rows are read again.
+  Status flush();
+  // Tensor i (a STEM table), kind 0 weights, 1 first moment, 2 second: its
+  // [V, f] F32 bytes in row order, into the sink.
+  Status stream(size_t i, int kind, const io::ByteSink& sink);
 
   TableTierStats stats() const;
   void reset_timers();
@@ -69,6 +74,8 @@ class TableTier {
   float* row(const memory::StagedRows& s, int kind, int j, int64_t u) const;  // kind 0 p, 1 m, 2 v
   // Copies rows of `src` into `dst` for the ids both hold.
   void restage(const memory::StagedRows& dst, const memory::StagedRows& src) const;
+  Status move_out();  // the in-memory tables and moments into the file, then freed
+  Result<const memory::StagedRows*> wait_next();  // pf_->wait(next_), timed
 
   model::Transformer& tr_;
   AdamW& adam_;
@@ -80,9 +87,9 @@ class TableTier {
   const memory::StagedRows* cur_rows_ = nullptr;
   const memory::StagedRows* next_rows_ = nullptr;  // waited for already (re-staged by end_step)
   std::vector<const float*> use_ptrs_;       // [M] current p rows
+  double stall_s_ = 0;                       // in wait_next()
   std::vector<float> eval_rows_;             // [M, U, f] validation rows
   memory::StagedRows eval_;
-  bool in_memory_ = false;
 };
 
 }  // namespace stem::train

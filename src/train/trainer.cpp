@@ -104,13 +104,17 @@ struct Trainer::Impl {
   }
 
   Status save() {
-    if (tier) STEM_RETURN_IF_ERROR(tier->materialize());
-    adam->flush(tr->weights());
+    StateStream from_disk;
+    if (tier) {
+      STEM_RETURN_IF_ERROR(tier->flush());
+      from_disk = [this](size_t i, int kind, const io::ByteSink& sink) { return tier->stream(i, kind, sink); };
+    } else {
+      adam->flush(tr->weights());
+    }
     std::ostringstream r;
     r << rng_at_step;
     st.data_rng = r.str();
-    Status s = save_checkpoint(opt.out_dir, cfg, tr->weights(), data.tokenizer_path, *adam, st, opt.keep);
-    if (tier) STEM_RETURN_IF_ERROR(tier->release());
+    Status s = save_checkpoint(opt.out_dir, cfg, tr->weights(), data.tokenizer_path, *adam, st, opt.keep, from_disk);
     if (!s.ok()) return s;
     auto latest = latest_checkpoint(opt.out_dir);
     if (latest.ok()) last_ckpt = *latest;
@@ -202,18 +206,8 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   return t;
 }
 
-Trainer::TableTraffic Trainer::table_traffic() const {
-  TableTraffic t;
-  if (!impl_->tier) return t;
-  const TableTierStats s = impl_->tier->stats();
-  t.on_disk = true;
-  t.file_bytes = s.file_bytes;
-  t.bytes_read = s.bytes_read;
-  t.bytes_written = s.bytes_written;
-  t.wait_seconds = s.wait_seconds;
-  t.fetch_seconds = s.fetch_seconds;
-  return t;
-}
+bool Trainer::tables_on_disk() const { return impl_->tier != nullptr; }
+TableTierStats Trainer::table_stats() const { return impl_->tier ? impl_->tier->stats() : TableTierStats{}; }
 
 double Trainer::validation_loss() {
   Impl& I = *impl_;

@@ -15,6 +15,7 @@
 
 #include "stem/config.h"
 #include "stem/status.h"
+#include "train/table_tier.h"
 
 namespace stem::train {
 
@@ -70,13 +71,10 @@ class Trainer {
   const ModelConfig& config() const;
   std::string last_checkpoint() const;
   double validation_loss();  // on the held-out windows, now
-  // Tables on disk: file size and traffic so far, prefetch wait and fetch time.
-  struct TableTraffic {
-    bool on_disk = false;
-    int64_t file_bytes = 0, bytes_read = 0, bytes_written = 0;
-    double wait_seconds = 0, fetch_seconds = 0;
-  };
-  TableTraffic table_traffic() const;
+  // Tables on disk: the row file's size and traffic so far, prefetch wait and
+  // fetch time (all zero when the tables are in memory).
+  bool tables_on_disk() const;
+  TableTierStats table_stats() const;
 
  private:
   Trainer();

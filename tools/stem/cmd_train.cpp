@@ -87,6 +87,7 @@ void register_train(CLI::App& app) {
             nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr},
                                 {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}};
             if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
+            j["rss_bytes"] = proc_status_bytes("VmRSS");
             if (o->tables_on_disk) j["table_wait_seconds"] = r.table_wait;
             std::printf("%s\n", j.dump().c_str());
             std::fflush(stdout);
@@ -107,10 +108,11 @@ void register_train(CLI::App& app) {
     if (!res.ok()) return fail("train", res.status());
     const std::string ck = (*t)->last_checkpoint();
     if (*json) {
-      nlohmann::json j = {{"done", *res == train::StopReason::Finished}, {"checkpoint", ck}, {"loss", last_loss}};
+      nlohmann::json j = {{"done", *res == train::StopReason::Finished}, {"checkpoint", ck}, {"loss", last_loss},
+                          {"peak_rss_bytes", proc_status_bytes("VmHWM")}};
       if (!std::isnan(last_val)) j["val_loss"] = last_val;
-      const train::Trainer::TableTraffic tt = (*t)->table_traffic();
-      if (tt.on_disk)
+      const train::TableTierStats tt = (*t)->table_stats();
+      if ((*t)->tables_on_disk())
         j["tables"] = {{"tier", "disk"}, {"prefetch", o->prefetch}, {"file_bytes", tt.file_bytes},
                        {"bytes_read", tt.bytes_read}, {"bytes_written", tt.bytes_written},
                        {"wait_seconds", tt.wait_seconds}, {"fetch_seconds", tt.fetch_seconds}};

@@ -21,6 +21,8 @@ int run_selected(CLI::App& app);
 int fail(const std::string& cmd, const Status& st);
 // Prints a JSON object on stdout (pretty when stdout is a terminal).
 void print_json(const nlohmann::json& j);
+// A /proc/self/status field in bytes (VmRSS, VmHWM), 0 if unreadable.
+int64_t proc_status_bytes(const std::string& key);
 
 // A one-line progress bar on stderr, shown only when stderr is a terminal.
 class Progress {
