@@ -37,6 +37,7 @@ struct Trainer::Impl {
   std::unique_ptr<model::Transformer> tr;
   std::unique_ptr<AdamW> adam;
   std::unique_ptr<TableTier> tier;  // tables on disk; null when in memory
+  Status eval_status;               // a disk tier's error in the last validation
   model::Gradients grads;
   TrainerState st;
   std::mt19937_64 rng;          // data RNG, one step ahead (the next step is sampled early)
@@ -220,7 +221,10 @@ double Trainer::validation_loss() {
   for (int64_t w0 = 0; w0 < windows; w0 += B) {
     const int64_t nb = std::min(B, windows - w0);
     for (int64_t b = 0; b < nb; ++b) I.data.val.read((w0 + b) * T, T, buf.data() + b * T);
-    if (I.tier && !I.tier->use_for_eval(buf.data(), nb * T).ok()) return NAN;
+    if (I.tier) {
+      I.eval_status = I.tier->use_for_eval(buf.data(), nb * T);
+      if (!I.eval_status.ok()) return NAN;
+    }
     sum += I.tr->forward(buf.data(), nb, T) * static_cast<double>(nb * (T - 1));
     count += nb * (T - 1);
   }
@@ -286,6 +290,7 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
     if (I.tier) r.table_wait = I.tier->stats().wait_seconds - wait0;
     if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) {
       r.val_loss = validation_loss();
+      STEM_RETURN_IF_ERROR(I.eval_status);
       if (!std::isnan(r.val_loss)) I.st.last_val_loss = r.val_loss;
     }
     r.elapsed = since_start.seconds();

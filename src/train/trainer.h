@@ -1,7 +1,8 @@
 // Trainer: the training loop over token shards. Seeded random windows, gradient
 // accumulation, warm-up + cosine learning rate, clipping with separate global
 // norms for the STEM tables and for everything else, AdamW (dense or lazy for
-// the tables), validation loss, metrics.jsonl, atomic checkpoints with optimizer,
+// the tables; with lazy AdamW the tables may live on disk, see table_tier.h),
+// validation loss, metrics.jsonl, atomic checkpoints with optimizer,
 // data-RNG and schedule state, and exact resume: a resumed run computes the
 // same losses as one never interrupted. It does not install signal handlers:
 // the caller sets `stop` (e.g. from SIGINT) and the loop saves and returns.
