@@ -203,9 +203,4 @@ TableTierStats TableTier::stats() const {
   return s;
 }
 
-void TableTier::reset_timers() {
-  pf_->reset_timers();
-  stall_s_ = 0;
-}
-
 }  // namespace stem::train

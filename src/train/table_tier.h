@@ -67,7 +67,6 @@ class TableTier {
   Status stream(size_t i, int kind, const io::ByteSink& sink);
 
   TableTierStats stats() const;
-  void reset_timers();
 
  private:
   TableTier(model::Transformer& tr, AdamW& adam) : tr_(tr), adam_(adam) {}
