@@ -114,20 +114,14 @@ Status TableTier::end_step(const model::Gradients& g, float lr) {
 
 Status TableTier::use_for_eval(const int32_t* tokens, int64_t n) {
   STEM_CHECK(n >= 1);
-  eval_.unique.assign(tokens, tokens + n);
-  std::sort(eval_.unique.begin(), eval_.unique.end());
-  eval_.unique.erase(std::unique(eval_.unique.begin(), eval_.unique.end()), eval_.unique.end());
-  eval_.slot_of.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    eval_.slot_of[i] = static_cast<int32_t>(
-        std::lower_bound(eval_.unique.begin(), eval_.unique.end(), tokens[i]) - eval_.unique.begin());
-  const int64_t U = static_cast<int64_t>(eval_.unique.size());
+  eval_ = kernels::build_row_index(tokens, n, V_);
+  const int64_t U = eval_.n_unique();
   eval_rows_.resize(static_cast<size_t>(M_ * U * f_));
   std::vector<float*> dst(static_cast<size_t>(3 * M_), nullptr);  // tables only, no moments
   std::vector<const float*> rows(static_cast<size_t>(M_));
   for (int j = 0; j < M_; ++j) rows[j] = dst[j] = eval_rows_.data() + j * U * f_;
   STEM_RETURN_IF_ERROR(file_->fetch(eval_.unique.data(), U, dst.data()).with_context("train: validation rows"));
-  tr_.use_rows(tokens, n, eval_.slot_of.data(), rows.data());
+  tr_.use_rows(tokens, n, eval_.slot.data(), rows.data());
   return ok_status();
 }
 

@@ -88,7 +88,7 @@ class TableTier {
   std::vector<const float*> use_ptrs_;       // [M] current p rows
   double stall_s_ = 0;                       // in wait_next()
   std::vector<float> eval_rows_;             // [M, U, f] validation rows
-  memory::StagedRows eval_;
+  kernels::RowIndex eval_;                   // validation tokens: distinct ids, row of each
 };
 
 }  // namespace stem::train
