@@ -23,54 +23,15 @@
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
+#include "train_test_util.h"
 
 namespace stem {
 namespace {
 namespace fs = std::filesystem;
-
-fs::path scratch() {
-  static fs::path p = [] {
-    fs::path d = fs::temp_directory_path() / ("stem_train_test_" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  return p;
-}
-
-int sh(const std::string& cmd) {
-  const int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-// A tiny data dir (vocab 320) and a model config matching it, made once.
-struct TinySetup {
-  std::string data, config;
-};
-const TinySetup& tiny() {
-  static TinySetup s = [] {
-    TinySetup t;
-    const fs::path text = scratch() / "text";
-    fs::create_directories(text);
-    std::ifstream in(std::string(STEM_SOURCE_DIR) + "/corpus/builtin/persuasion.txt");
-    std::string buf(60000, '\0');
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    buf.resize(static_cast<size_t>(in.gcount()));
-    std::ofstream(text / "a.txt") << buf;
-    t.data = (scratch() / "data").string();
-    EXPECT_EQ(sh(std::string(STEM_BINARY) + " prepare --input " + text.string() + " --out " + t.data +
-                 " --vocab-size 400 --val-fraction 0.1 > /dev/null 2>&1"),
-              0);
-    t.config = (scratch() / "model.json").string();
-    std::ofstream(t.config) << R"({"model_type": "stem", "vocab_size": 400, "hidden_size": 32,
-      "intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
-      "num_key_value_heads": 2, "max_position_embeddings": 64, "rope_theta": 10000.0,
-      "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
-      "ffn_types": ["dense", "stem", "hash_moe"], "num_hash_experts": 2})";
-    return t;
-  }();
-  return s;
-}
+using test::metrics_losses;
+using test::scratch;
+using test::sh;
+using test::tiny;
 
 train::TrainOptions base_options(const std::string& out) {
   train::TrainOptions o;
@@ -132,17 +93,6 @@ TEST(TrainResume, ResumedRunEqualsUninterrupted) {
     for (const auto& [step, loss] : first) EXPECT_EQ(loss, full.at(step)) << "step " << step;
     for (const auto& [step, loss] : rest) EXPECT_EQ(loss, full.at(step)) << "lazy " << lazy << " step " << step;
   }
-}
-
-std::map<int64_t, double> metrics_losses(const fs::path& run) {
-  std::map<int64_t, double> m;
-  std::ifstream in(run / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object()) m[j["step"].get<int64_t>()] = j["loss"].get<double>();  // a line cut by SIGKILL is skipped
-  }
-  return m;
 }
 
 TEST(TrainResume, KillNineAtAnyMomentThenResume) {
@@ -452,6 +402,32 @@ TEST(TrainTablesOnDisk, SameLossesAndCheckpointsAsInMemory) {
   ASSERT_EQ(rest.loss.size(), 2u);
   for (const auto& [step, loss] : first.loss) EXPECT_EQ(loss, ref.loss.at(step)) << "step " << step;
   for (const auto& [step, loss] : rest.loss) EXPECT_EQ(loss, ref.loss.at(step)) << "step " << step;
+}
+
+TEST(TrainTablesOnDisk, ResumeFromAStopAtEveryStep) {
+  // A signal may stop a run after any step (not only at --save-every), with a
+  // validation or not just before; the resumed run must go on exactly.
+  train::TrainOptions ram = base_options((scratch() / "every_ref").string());
+  ram.config_path = two_stem_config();
+  ram.lazy_tables = true;
+  ram.eval_every = 2;
+  const RunTrace ref = run_trace(ram);
+  ASSERT_EQ(ref.loss.size(), 8u);
+  for (int mode = 0; mode < 3; ++mode)  // tables in RAM; on disk with prefetch; without
+    for (int64_t stop = 1; stop < 8; ++stop) {
+      const bool prefetch = mode == 1;
+      train::TrainOptions b = ram;
+      b.out_dir = (scratch() / ("every_" + std::to_string(mode) + "_" + std::to_string(stop))).string();
+      b.tables_on_disk = mode > 0;
+      b.prefetch = prefetch;
+      const RunTrace first = run_trace(b, stop);
+      ASSERT_EQ(first.loss.size(), static_cast<size_t>(stop));
+      b.resume = true;
+      b.force = false;
+      const RunTrace rest = run_trace(b);
+      for (const auto& [step, loss] : rest.loss)
+        EXPECT_EQ(loss, ref.loss.at(step)) << "mode " << mode << ", stopped at " << stop << ", step " << step;
+    }
 }
 
 TEST(TrainTablesOnDisk, ClearErrors) {

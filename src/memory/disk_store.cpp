@@ -52,8 +52,10 @@ class DiskStore final : public TableStore {
     if (fd_ >= 0) ::close(fd_);
   }
 
+  // The rows the cache holds now (its budget is address space until filled)
+  // and the read batch.
   int64_t resident_bytes() const override {
-    return static_cast<int64_t>(cache_.size() + batch_.size());
+    return used_ * static_cast<int64_t>(entry_bytes_) + static_cast<int64_t>(batch_.size());
   }
 
   Status drop_caches() override {
@@ -128,12 +130,20 @@ class DiskStore final : public TableStore {
                            requests_[k].offset);
         io_uring_sqe_set_data64(sqe, k);
       }
-      int rc = io_uring_submit_and_wait(&ring_, static_cast<unsigned>(r1 - r0));
-      if (rc < 0) return Status::error("tables: " + layout_.path + ": io_uring submit: " + std::strerror(-rc));
+      // Submit until every request is in (a call may take fewer, or be
+      // interrupted), then reap one completion per request.
+      for (size_t submitted = 0; submitted < r1 - r0;) {
+        const int rc = io_uring_submit(&ring_);
+        if (rc == -EINTR || rc == -EAGAIN) continue;
+        if (rc < 0) return Status::error("tables: " + layout_.path + ": io_uring submit: " + std::strerror(-rc));
+        submitted += static_cast<size_t>(rc);
+      }
       Status st = ok_status();
       for (size_t done = 0; done < r1 - r0; ++done) {
         io_uring_cqe* cqe = nullptr;
-        rc = io_uring_wait_cqe(&ring_, &cqe);
+        int rc;
+        do rc = io_uring_wait_cqe(&ring_, &cqe);
+        while (rc == -EINTR);
         if (rc < 0) return Status::error("tables: " + layout_.path + ": io_uring wait: " + std::strerror(-rc));
         const ReadRequest& r = requests_[io_uring_cqe_get_data64(cqe)];
         const int res = cqe->res;

@@ -161,6 +161,7 @@ class RamStore final : public InMemoryStore {
         size_t done = 0;
         while (done < len) {
           const ssize_t got = ::pread(fd, dst + done, len - done, static_cast<off_t>(off + done));
+          if (got < 0 && errno == EINTR) continue;
           if (got <= 0) {
             st = Status::error("tables: " + l.path + ": read of table " + std::to_string(t) +
                                " at byte " + std::to_string(off + done) + " failed: " +

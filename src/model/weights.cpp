@@ -174,10 +174,11 @@ Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path,
   return w;
 }
 
-Status save_weights(const TensorList& w, const std::string& path, const TensorStream& stream) {
+Status save_weights(const TensorList& w, const std::string& path, const TensorStream& stream,
+                    const std::function<bool(size_t i)>& streamed) {
   std::vector<io::SafetensorsItem> items;
   for (size_t i = 0; i < w.size(); ++i) {
-    if (!w[i].empty()) {
+    if (!w[i].empty() && !(stream && streamed && streamed(i))) {
       items.push_back({w.spec(i).name, w.spec(i).dtype, w.spec(i).shape, w[i].raw()});
     } else if (stream) {
       io::SafetensorsItem it{w.spec(i).name, w.spec(i).dtype, w.spec(i).shape, nullptr};

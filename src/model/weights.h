@@ -61,8 +61,11 @@ struct LoadOptions {
 Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& safetensors_path,
                                 const LoadOptions& opt = {});
 // Tensors that are empty in w are skipped, or, when `stream` is given, written
-// by stream(i, sink) (tensors kept outside memory, e.g. the trainer's disk tier).
+// by stream(i, sink) (tensors kept outside memory, e.g. the trainer's disk
+// tier); so are those for which `streamed(i)` holds (values that differ from
+// memory on the way out, e.g. lazy AdamW's pending decay).
 using TensorStream = std::function<Status(size_t i, const io::ByteSink& sink)>;
-Status save_weights(const TensorList& w, const std::string& safetensors_path, const TensorStream& stream = nullptr);
+Status save_weights(const TensorList& w, const std::string& safetensors_path, const TensorStream& stream = nullptr,
+                    const std::function<bool(size_t i)>& streamed = nullptr);
 
 }  // namespace stem::model

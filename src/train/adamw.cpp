@@ -91,15 +91,31 @@ void AdamW::step_rows(size_t i, float* p, float* m, float* v, const float* drows
                                   vd.data(), hyper(m_.spec(i), lr));
 }
 
-bool AdamW::flush_row(size_t i, int64_t r, float* pd, float* md, float* vd) {
-  int32_t* last = last_[i].i32();
-  const int64_t k = step_ - last[r];  // steps 1..step_ already ran; rows at last[r] are current to it
+bool AdamW::pending(size_t i, int64_t r, float* pd, float* md, float* vd) const {
+  const int32_t last = last_[i].i32()[r];
+  const int64_t k = step_ - last;  // steps 1..step_ already ran; rows at last[r] are current to it
   if (k <= 0) return false;
-  *pd = static_cast<float>(decay_prod_[step_] / decay_prod_[last[r]]);
+  *pd = static_cast<float>(decay_prod_[step_] / decay_prod_[last]);
   *md = static_cast<float>(std::pow(static_cast<double>(opt_.beta1), static_cast<double>(k)));
   *vd = static_cast<float>(std::pow(static_cast<double>(opt_.beta2), static_cast<double>(k)));
-  last[r] = static_cast<int32_t>(step_);
   return true;
+}
+
+bool AdamW::flush_row(size_t i, int64_t r, float* pd, float* md, float* vd) {
+  if (!pending(i, r, pd, md, vd)) return false;
+  last_[i].i32()[r] = static_cast<int32_t>(step_);
+  return true;
+}
+
+void AdamW::apply_pending(size_t i, int64_t r0, int64_t n, int kind, float* rows) const {
+  STEM_CHECKF(lazy(i) && kind >= 0 && kind < 3, "AdamW::apply_pending: tensor %zu kind %d", i, kind);
+  const int64_t C = m_.spec(i).shape[1];
+  for (int64_t k = 0; k < n; ++k) {
+    float f[3];
+    if (!pending(i, r0 + k, &f[0], &f[1], &f[2])) continue;
+    float* row = rows + k * C;
+    for (int64_t c = 0; c < C; ++c) row[c] *= f[kind];
+  }
 }
 
 void AdamW::flush(model::TensorList& w) {

@@ -8,7 +8,11 @@
 //     touched again after k skipped steps first gets those steps' moment decay
 //     (b1^k, b2^k) and weight decay (the product of 1 - lr_s wd) exactly; what
 //     it does not get is dense AdamW's momentum-only drift on skipped steps.
-//     flush() applies the pending decay to every row (before a checkpoint).
+//     A checkpoint writes the rows with their pending decay applied on the way
+//     out (apply_pending), leaving the state as it is: applying it in place
+//     would round differently from the catch-up a later step does, so the run
+//     would depend on where it was saved, and a stop at any step would not
+//     resume exactly. flush() applies it in place, for callers that want that.
 // Weight decay follows TensorSpec::decay unless `decay_all` is set.
 #pragma once
 
@@ -44,6 +48,12 @@ class AdamW {
   // and marks it current. flush() applies them to every row in memory; a
   // caller keeping rows elsewhere applies them itself.
   bool flush_row(size_t i, int64_t r, float* pd, float* md, float* vd);
+  // The same factors without marking the row current (false if it is).
+  bool pending(size_t i, int64_t r, float* pd, float* md, float* vd) const;
+  // rows [n, C] holding rows r0 .. r0+n-1 of lazy tensor i's weights (kind 0),
+  // first (1) or second (2) moment: multiplied by what each row owes, so they
+  // read as if flushed. The optimizer's state does not change.
+  void apply_pending(size_t i, int64_t r0, int64_t n, int kind, float* rows) const;
   // Lazy mode: brings every row up to date (no-op otherwise).
   void flush(model::TensorList& weights);
 

@@ -67,9 +67,24 @@ Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
 
   // The model directory (the contract's format).
   if (Status s = cfg.save((tmp / "config.json").string()); !s.ok()) return cleanup(s);
-  model::TensorStream weights_stream;
-  if (stream) weights_stream = [&stream](size_t i, const io::ByteSink& sink) { return stream(i, 0, sink); };
-  if (Status s = model::save_weights(weights, (tmp / "model.safetensors").string(), weights_stream); !s.ok())
+  // Lazy tables go out with their pending decay applied; those on disk come
+  // from the stream, those in memory from a copy, a block of rows at a time.
+  const model::TensorStream weights_stream = [&](size_t i, const io::ByteSink& sink) -> Status {
+    if (weights[i].empty()) return stream ? stream(i, 0, sink) : Status::error("no stream for " + weights.spec(i).name);
+    const int64_t R = weights.spec(i).shape[0], C = weights.spec(i).shape[1];
+    constexpr int64_t kRows = 256;
+    std::vector<float> buf(static_cast<size_t>(std::min(kRows, R) * C));
+    for (int64_t r0 = 0; r0 < R; r0 += kRows) {
+      const int64_t n = std::min(kRows, R - r0);
+      std::memcpy(buf.data(), weights[i].f32() + r0 * C, sizeof(float) * n * C);
+      opt.apply_pending(i, r0, n, 0, buf.data());
+      STEM_RETURN_IF_ERROR(sink(buf.data(), sizeof(float) * n * C));
+    }
+    return ok_status();
+  };
+  if (Status s = model::save_weights(weights, (tmp / "model.safetensors").string(), weights_stream,
+                                     [&opt](size_t i) { return opt.lazy(i); });
+      !s.ok())
     return cleanup(s);
   if (!tokenizer_path.empty()) {
     auto bytes = io::read_text(tokenizer_path);
@@ -90,9 +105,15 @@ Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
     }
     if (!opt.last_step()[i].empty())
       items.push_back({"last." + s.name, DType::I32, opt.last_step()[i].shape(), opt.last_step()[i].raw()});
+    if (opt.lazy(i)) {  // the weights as the optimizer holds them (model.safetensors has them decayed)
+      io::SafetensorsItem it{"p." + s.name, DType::F32, s.shape, weights[i].raw()};
+      if (weights[i].empty() && stream)
+        it.produce = [&stream, i](const io::ByteSink& sink) { return stream(i, 3, sink); };
+      items.push_back(std::move(it));
+    }
   }
   if (Status s = io::write_safetensors((tmp / "optimizer.safetensors").string(), items,
-                                       {{"format", "stem.optimizer"}, {"version", "1"}});
+                                       {{"format", "stem.optimizer"}, {"version", "2"}});
       !s.ok())
     return cleanup(s);
   nlohmann::json j = {{"format", kStateFormat},      {"version", kStateVersion},
@@ -190,6 +211,9 @@ Status load_checkpoint(const std::string& ckpt_dir, const ModelConfig& cfg,
     STEM_RETURN_IF_ERROR(restore("m." + s.name, opt.m()[i]));
     STEM_RETURN_IF_ERROR(restore("v." + s.name, opt.v()[i]));
     if (!opt.last_step()[i].empty()) STEM_RETURN_IF_ERROR(restore("last." + s.name, opt.last_step()[i]));
+    // Version 2: the lazy rows as the optimizer left them (version 1 saved
+    // them flushed, so the model's values are the state).
+    if (opt.lazy(i) && of.find("p." + s.name)) STEM_RETURN_IF_ERROR(restore("p." + s.name, weights[i]));
   }
   return ok_status();
 }

@@ -32,7 +32,16 @@ struct TrainerState {
 
 // Tensors kept outside memory (the trainer's disk tier): tensor i, empty in
 // the weights and the moments, is streamed by stream(i, kind, sink) with kind
-// 0 for the weights, 1 the first moment, 2 the second.
+// 0 for the weights as the model has them (lazy decay applied), 1 the first
+// moment, 2 the second, 3 the weights as the optimizer keeps them.
+//
+// Lazy AdamW tables (optimizer.safetensors version 2): model.safetensors holds
+// each row with the decay it owes applied (the model as it is now), while
+// optimizer.safetensors keeps the optimizer's own state, unchanged by the
+// save: the weights ("p.NAME"), moments and last step of every row. Resume
+// reads that state, so a run saved at any step goes on bit for bit as if it
+// had never stopped. Version 1 files (flushed in place before saving) load as
+// before.
 using StateStream = std::function<Status(size_t i, int kind, const io::ByteSink& sink)>;
 
 // Writes RUN/checkpoints/step-NNNNNNNN and points RUN/latest at it; keeps the

@@ -144,44 +144,17 @@ Status TableTier::move_out() {
   return ok_status();
 }
 
-Status TableTier::flush() {
-  STEM_CHECKF(cur_ < 0, "TableTier: flush inside a step");
-  if (next_ >= 0 && !next_rows_) {  // no read of the file in flight while it is rewritten
-    auto r = wait_next();
-    if (!r.ok()) return r.status().with_context("train: fetching a step's table rows");
-    next_rows_ = *r;
-  }
-  STEM_RETURN_IF_ERROR(file_->update_all([&](int64_t r, float* rec) {
-                         for (int j = 0; j < M_; ++j) {
-                           float pd, md, vd;
-                           if (!adam_.flush_row(static_cast<size_t>(tensor_[j]), r, &pd, &md, &vd)) continue;
-                           float* p = rec + j * f_;
-                           float* m = rec + (M_ + j) * f_;
-                           float* v = rec + (2 * M_ + j) * f_;
-                           for (int64_t c = 0; c < f_; ++c) {
-                             p[c] *= pd;
-                             m[c] *= md;
-                             v[c] *= vd;
-                           }
-                         }
-                       }).with_context("train: flushing the tables on disk"));
-  if (next_rows_) {
-    const memory::StagedRows& s = *next_rows_;
-    STEM_RETURN_IF_ERROR(file_->fetch(s.unique.data(), static_cast<int64_t>(s.unique.size()), s.rows.data())
-                             .with_context("train: re-reading the next step's rows"));
-  }
-  return ok_status();
-}
-
 Status TableTier::stream(size_t i, int kind, const io::ByteSink& sink) {
   const auto it = std::find(tensor_.begin(), tensor_.end(), static_cast<int>(i));
-  STEM_CHECKF(it != tensor_.end() && kind >= 0 && kind < 3, "TableTier: tensor %zu kind %d is not on disk", i, kind);
-  const int64_t t = kind * M_ + (it - tensor_.begin());
+  STEM_CHECKF(it != tensor_.end() && kind >= 0 && kind < 4, "TableTier: tensor %zu kind %d is not on disk", i, kind);
+  STEM_CHECKF(cur_ < 0, "TableTier: stream inside a step");
+  const int64_t t = (kind == 3 ? 0 : kind) * M_ + (it - tensor_.begin());
   constexpr int64_t kRows = 256;
   std::vector<float> buf(static_cast<size_t>(kRows * f_));
   for (int64_t r0 = 0; r0 < V_; r0 += kRows) {
     const int64_t n = std::min(kRows, V_ - r0);
     STEM_RETURN_IF_ERROR(file_->read_table(t, r0, n, buf.data()));
+    if (kind == 0) adam_.apply_pending(i, r0, n, 0, buf.data());
     STEM_RETURN_IF_ERROR(sink(buf.data(), static_cast<size_t>(n * f_) * sizeof(float)));
   }
   return ok_status();

@@ -11,9 +11,10 @@
 //     re-stages those of the next step's rows that this step changed, since
 //     the background read may have seen them before the write.
 // So training with the tables on disk computes bit for bit what lazy AdamW
-// with the tables in memory does. For a checkpoint, flush() brings every row
-// up to date (the lazy decay, in one pass over the file) and stream() hands
-// the checkpoint writer each table and moment piece by piece: the tables are
+// with the tables in memory does. For a checkpoint, stream() hands the
+// checkpoint writer each table and moment piece by piece, the model's tables
+// with their pending lazy decay applied on the way out (the file keeps the
+// optimizer's state as it is, so a save never changes the run): the tables are
 // never whole in memory, except once at start when they are moved out.
 // It knows the model's tensor list but not the training loop.
 #pragma once
@@ -59,11 +60,10 @@ class TableTier {
   // synchronously and points tr at them.
   Status use_for_eval(const int32_t* tokens, int64_t n);
 
-  // Between steps: applies the lazy decay every row still owes (AdamW::flush
-  // for rows on disk); the next step's staged rows are read again.
-  Status flush();
-  // Tensor i (a STEM table), kind 0 weights, 1 first moment, 2 second: its
-  // [V, f] F32 bytes in row order, into the sink.
+  // Tensor i (a STEM table): its [V, f] F32 bytes in row order, into the sink.
+  // kind 0: the weights as the model has them (pending lazy decay applied);
+  // 1, 2: the first and second moment, 3: the weights, as the optimizer keeps
+  // them (see AdamW). Between steps only.
   Status stream(size_t i, int kind, const io::ByteSink& sink);
 
   TableTierStats stats() const;

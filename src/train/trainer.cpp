@@ -105,13 +105,10 @@ struct Trainer::Impl {
   }
 
   Status save() {
+    // The state is saved as it is (no lazy flush in place): a save never
+    // changes the numbers of the run, wherever it happens.
     StateStream from_disk;
-    if (tier) {
-      STEM_RETURN_IF_ERROR(tier->flush());
-      from_disk = [this](size_t i, int kind, const io::ByteSink& sink) { return tier->stream(i, kind, sink); };
-    } else {
-      adam->flush(tr->weights());
-    }
+    if (tier) from_disk = [this](size_t i, int kind, const io::ByteSink& sink) { return tier->stream(i, kind, sink); };
     std::ostringstream r;
     r << rng_at_step;
     st.data_rng = r.str();
@@ -126,6 +123,7 @@ struct Trainer::Impl {
 Trainer::Trainer() : impl_(std::make_unique<Impl>()) {}
 Trainer::~Trainer() = default;
 int64_t Trainer::start_step() const { return impl_->start_step; }
+int64_t Trainer::last_step() const { return impl_->st.step; }
 const ModelConfig& Trainer::config() const { return impl_->cfg; }
 std::string Trainer::last_checkpoint() const { return impl_->last_ckpt; }
 
@@ -301,7 +299,7 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
       r.saved = true;
     }
     if (on_step) on_step(r);
-    if (stop && stop->load()) {  // a signal during this step: save it and stop
+    if (stop && stop->load() && step < o.steps) {  // a signal during this step: save it and stop
       if (!r.saved) STEM_RETURN_IF_ERROR(I.save());
       return StopReason::Interrupted;
     }

@@ -64,11 +64,13 @@ class Trainer {
  public:
   ~Trainer();
   static Result<std::unique_ptr<Trainer>> create(const TrainOptions& opt);
-  // Runs until `steps` or until *stop becomes true (then saves a checkpoint).
+  // Runs until `steps` or until *stop becomes true (then saves a checkpoint;
+  // a stop asked during the last step is a normal finish, already saved).
   // A NaN or Inf loss returns an error; the last good checkpoint stays.
   Result<StopReason> run(const std::function<void(const StepRecord&)>& on_step,
                          const std::atomic<bool>* stop = nullptr);
   int64_t start_step() const;
+  int64_t last_step() const;  // optimizer steps completed so far
   const ModelConfig& config() const;
   std::string last_checkpoint() const;
   double validation_loss();  // on the held-out windows, now

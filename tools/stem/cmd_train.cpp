@@ -1,24 +1,17 @@
 // stem train: a training run from a model config and a prepared data directory.
-// SIGINT/SIGTERM ask the loop to save a checkpoint and stop (exit 130/143);
-// a second signal exits at once (the last checkpoint stays whole).
-#include <csignal>
+// SIGINT/SIGTERM/SIGHUP ask the loop to save a checkpoint and stop (exit 128 +
+// the signal: 130, 143, 129); a second signal ends the process at once (the
+// last checkpoint stays whole). Signals arrive through core/signals.h, never
+// through a handler.
 #include <cstdio>
 #include <unistd.h>
 
 #include "commands.h"
+#include "core/signals.h"
 #include "train/trainer.h"
 
 namespace stem::cli {
 namespace {
-
-std::atomic<bool> g_stop{false};
-volatile std::sig_atomic_t g_signal = 0;
-
-void on_signal(int sig) {
-  if (g_stop.load()) _exit(128 + sig);
-  g_signal = sig;
-  g_stop.store(true);
-}
 
 std::string fmt_eta(double s) {
   char buf[32];
@@ -73,8 +66,7 @@ void register_train(CLI::App& app) {
     o->tables_on_disk = *tables == "disk";
     auto t = train::Trainer::create(*o);
     if (!t.ok()) return fail("train", t.status());
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
+    core::StopRequest stop;
     const bool tty = isatty(STDERR_FILENO);
     if ((*t)->start_step() > 0)
       std::fprintf(stderr, "resuming %s at step %ld\n", o->out_dir.c_str(), static_cast<long>((*t)->start_step()));
@@ -103,7 +95,7 @@ void register_train(CLI::App& app) {
             std::fprintf(stderr, "%s\n", line);
           if (tty && (!std::isnan(r.val_loss) || r.saved)) std::fprintf(stderr, "\n");
         },
-        &g_stop);
+        &stop.flag());
     if (tty) std::fprintf(stderr, "\n");
     if (!res.ok()) return fail("train", res.status());
     const std::string ck = (*t)->last_checkpoint();
@@ -119,8 +111,9 @@ void register_train(CLI::App& app) {
       std::printf("%s\n", j.dump().c_str());
     }
     if (*res == train::StopReason::Interrupted) {
-      std::fprintf(stderr, "stopped by signal; saved %s (continue with --resume)\n", ck.c_str());
-      return 128 + static_cast<int>(g_signal);
+      std::fprintf(stderr, "stopped by %s at step %ld; saved %s (continue with --resume)\n",
+                   core::signal_name(stop.signal()).c_str(), static_cast<long>((*t)->last_step()), ck.c_str());
+      return 128 + stop.signal();
     }
     std::fprintf(stderr, "done: %s\n", ck.c_str());
     return 0;

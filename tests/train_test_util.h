@@ -1,0 +1,79 @@
+// Shared by the training tests: a scratch directory per test process, a
+// shell runner, a tiny prepared corpus (vocab 400) with a model config that
+// mixes dense, STEM and hash-MoE layers, and the losses of a run's
+// metrics.jsonl.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace stem::test {
+namespace fs = std::filesystem;
+
+inline fs::path scratch() {
+  static fs::path p = [] {
+    fs::path d = fs::temp_directory_path() / ("stem_train_test_" + std::to_string(::getpid()));
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+  }();
+  return p;
+}
+
+inline int sh(const std::string& cmd) {
+  const int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// A tiny data dir (vocab 400) and a model config matching it, made once.
+struct TinySetup {
+  std::string data, config;
+};
+inline const TinySetup& tiny() {
+  static TinySetup s = [] {
+    TinySetup t;
+    const fs::path text = scratch() / "text";
+    fs::create_directories(text);
+    std::ifstream in(std::string(STEM_SOURCE_DIR) + "/corpus/builtin/persuasion.txt");
+    std::string buf(60000, '\0');
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    buf.resize(static_cast<size_t>(in.gcount()));
+    std::ofstream(text / "a.txt") << buf;
+    t.data = (scratch() / "data").string();
+    EXPECT_EQ(sh(std::string(STEM_BINARY) + " prepare --input " + text.string() + " --out " + t.data +
+                 " --vocab-size 400 --val-fraction 0.1 > /dev/null 2>&1"),
+              0);
+    t.config = (scratch() / "model.json").string();
+    std::ofstream(t.config) << R"({"model_type": "stem", "vocab_size": 400, "hidden_size": 32,
+      "intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "max_position_embeddings": 64, "rope_theta": 10000.0,
+      "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+      "ffn_types": ["dense", "stem", "hash_moe"], "num_hash_experts": 2})";
+    return t;
+  }();
+  return s;
+}
+
+// The loss of every step logged in RUN/metrics.jsonl (a line cut short by a
+// kill is skipped).
+inline std::map<int64_t, double> metrics_losses(const fs::path& run) {
+  std::map<int64_t, double> m;
+  std::ifstream in(run / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object()) m[j["step"].get<int64_t>()] = j["loss"].get<double>();
+  }
+  return m;
+}
+
+}  // namespace stem::test
