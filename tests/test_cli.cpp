@@ -138,3 +138,61 @@ TEST_F(Cli, BenchPrintsJson) {
 }
 
 }  // namespace
+
+namespace {
+
+// What a new user trips on: each message names the file, the flag and the fix.
+TEST_F(Cli, MessagesNameTheFlagAndTheFix) {
+  write("config.json", kConfig);
+  ASSERT_EQ(stem("init --config " + p("config.json") + " --out " + p("m") + " --seed 3").code, 0);
+  write("ids.txt", "1 2 3 4 5 6 7 8");
+  // score needs F32 matrices: the model and the flag are named
+  CmdResult r = stem("score --model " + p("m") + " --dtype bf16 --tokens-file " + p("ids.txt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(p("m") + ": score runs the full forward pass"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--dtype f32"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("ids.txt"), std::string::npos) << r.err;
+  // --no-prefetch is accepted wherever --tables is
+  for (const char* cmd : {"score", "eval"}) {
+    r = stem(std::string(cmd) + " --model " + p("m") + " --tables disk --no-prefetch " +
+             (std::string(cmd) == "score" ? "--tokens-file " : "--seq 4 --data ") + p("ids.txt"));
+    EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
+  }
+  // a training run directory given as a model: its latest checkpoint, or a
+  // message saying what to give when there is none
+  fs::create_directories(p("run/checkpoints"));
+  r = stem("score --model " + p("run") + " --tokens-file " + p("ids.txt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("a training run directory without a complete checkpoint"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--model " + p("run/checkpoints/step-NNNNNNNN")), std::string::npos) << r.err;
+  fs::copy(p("m"), p("run/checkpoints/step-00000010"));
+  write("run/latest", "step-00000010\n");
+  const CmdResult direct = stem("score --model " + p("m") + " --tokens-file " + p("ids.txt") + " --json");
+  r = stem("score --model " + p("run") + " --tokens-file " + p("ids.txt") + " --json");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, direct.out);
+  // no tokenizer: what to copy where
+  r = stem("generate --model " + p("m") + " --prompt hello -n 2");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no tokenizer.model, needed to tokenize --prompt"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("copy the tokenizer.model of the data directory"), std::string::npos) << r.err;
+  // an error that already names the command does not name it twice
+  r = stem("train --config " + p("config.json") + " --data " + p("nodata") + " --out " + p("r") + " --tables disk");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.find("train: train:"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.rfind("stem train: ", 0), 0u) << r.err;
+}
+
+TEST_F(Cli, ProgressLinesWhenNotATerminal) {
+  // eval's stderr is a file here: no bar, but a line every few seconds of a
+  // long run; a short one prints none.
+  write("config.json", kConfig);
+  ASSERT_EQ(stem("init --config " + p("config.json") + " --out " + p("m") + " --seed 3").code, 0);
+  write("ids.txt", "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16");
+  CmdResult r = stem("eval --model " + p("m") + " --seq 4 --data " + p("ids.txt"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find('\r'), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("eval:"), std::string::npos) << r.err;
+}
+
+}  // namespace

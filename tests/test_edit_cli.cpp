@@ -180,6 +180,40 @@ TEST_F(EditCli, BadInputIsAOneLineErrorWithExitCode1) {
   EXPECT_FALSE(fs::exists(p("o.ovl")));
 }
 
+TEST_F(EditCli, SharedPiecesAreRefusedSkippedOrAllowed) {
+  // A word the fact corpus never saw is split into pieces other words share.
+  const std::string word = "Zqxvwpj";
+  const std::string swap = "edit swap --model " + model() + " --out " + p("o.ovl") + " ";
+  CmdResult r = stem_cmd(swap + "--from " + word + " --to " + q(subject(1).name));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("which other words share"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--shared skip"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(p("o.ovl")));
+  // the same under --exchange, where the target's pieces would be edited
+  r = stem_cmd(swap + "--from " + q(subject(0).name) + " --to " + word + " --exchange");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("which other words share"), std::string::npos) << r.err;
+  // skip: nothing of the word is its own
+  r = stem_cmd(swap + "--from " + word + " --to " + q(subject(1).name) + " --shared skip");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("nothing left to change"), std::string::npos) << r.err;
+  // skip with --exchange: the subject's own piece is edited, the word's pieces are not
+  r = stem_cmd(swap + "--from " + q(subject(0).name) + " --to " + word + " --exchange --shared skip --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["changed_tokens"].size(), 1u) << r.out;
+  EXPECT_FALSE(j["shared_tokens"].empty()) << r.out;
+  EXPECT_NE(r.err.find("left alone"), std::string::npos) << r.err;
+  // allow: edited, with a warning
+  r = stem_cmd(swap + "--from " + word + " --to " + q(subject(1).name) + " --shared allow");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: pieces other words share were edited"), std::string::npos) << r.err;
+  // a single-piece subject is its own: the default goes through, silently
+  r = stem_cmd(swap + "--from " + q(subject(0).name) + " --to " + q(subject(1).name));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+}
+
 TEST_F(EditCli, FactsAndAnalyses) {
   CmdResult r = stem_cmd("edit facts --out " + p("f") + " --seed 3 --subjects 6 --json");
   ASSERT_EQ(r.code, 0) << r.err;

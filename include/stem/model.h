@@ -42,7 +42,9 @@ class Model {
   // Fresh weights initialised as the official implementation does, seeded.
   static Result<Model> init(const ModelConfig& cfg, uint64_t seed);
   // Reads DIR/config.json and DIR/model.safetensors (F32, or BF16 widened),
-  // checking every tensor's name, dtype and shape against the config.
+  // checking every tensor's name, dtype and shape against the config. DIR may
+  // also be a training run directory: its latest checkpoint is loaded (dir()
+  // says which).
   static Result<Model> load(const std::string& dir);
   // The same with tables placed and weights stored as `opt` says. With mmap or
   // disk, STEM tables never enter the weight list and keep the file's dtype
@@ -56,6 +58,8 @@ class Model {
   const ModelConfig& config() const;
   // Path of the tokenizer.model the model was loaded with ("" if none).
   const std::string& tokenizer_path() const;
+  // The directory it was loaded from ("" for a model made by init()).
+  const std::string& dir() const { return dir_; }
 
   // Mean next-token loss of B sequences of T tokens ([B, T] row-major): the
   // mean over all B*(T-1) predicted positions. Fills logits [B*T, V] if given.
@@ -73,6 +77,7 @@ class Model {
 
  private:
   std::unique_ptr<model::Transformer> impl_;
+  std::string dir_;
 };
 
 }  // namespace stem

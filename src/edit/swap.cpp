@@ -3,6 +3,7 @@
 #include "edit/swap.h"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,29 @@ Result<Mismatch> parse_mismatch(const std::string& s) {
   if (s == "subset") return Mismatch::Subset;
   if (s == "average") return Mismatch::Average;
   return Status::error("--mismatch: '" + s + "' is not one of pad, copy, subset, average");
+}
+
+Result<SharedPieces> parse_shared(const std::string& s) {
+  if (s == "refuse") return SharedPieces::Refuse;
+  if (s == "skip") return SharedPieces::Skip;
+  if (s == "allow") return SharedPieces::Allow;
+  return Status::error("--shared: '" + s + "' is not one of refuse, skip, allow");
+}
+
+bool own_piece(const io::Tokenizer& tok, int32_t id, const std::string& text) {
+  static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space marker
+  std::string p = tok.piece(id);
+  if (p.rfind(kSpace, 0) == 0) p = p.substr(kSpace.size());
+  if (p.empty()) return false;
+  size_t i = 0;
+  while (i < text.size()) {  // whitespace-separated words of text
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    size_t j = i;
+    while (j < text.size() && !std::isspace(static_cast<unsigned char>(text[j]))) ++j;
+    if (j > i && text.compare(i, j - i, p) == 0) return true;
+    i = j;
+  }
+  return false;
 }
 
 const char* align_name(Align a) { return a == Align::Left ? "left" : "right"; }
@@ -141,6 +165,31 @@ Result<SwapPlan> plan_swap(const io::Tokenizer& tok, const ModelConfig& cfg, Row
                            names(a.from) + " (use --mismatch average or --subset, or --forms as-given)");
     }
   }
+  // Pieces other words share (see swap.h).
+  std::vector<int32_t> shared;
+  for (const auto& [token, a] : by_token)
+    if (!own_piece(tok, token, a->reverse ? to : from)) shared.push_back(token);
+  if (!shared.empty()) {
+    if (opt.shared == SharedPieces::Refuse) {
+      std::string list;
+      for (int32_t t : shared) list += (list.empty() ? "'" : ", '") + tok.piece(t) + "' (" + std::to_string(t) + ")";
+      return Status::error("swap: " + list + (shared.size() > 1 ? " are pieces" : " is a piece") +
+                           " of a word split into several, which other words share: editing " +
+                           (shared.size() > 1 ? "them" : "it") +
+                           " would change those words too. Use --shared skip to edit only whole-word pieces, "
+                           "or --shared allow to edit them anyway");
+    }
+    if (opt.shared == SharedPieces::Skip) {
+      for (int32_t t : shared) by_token.erase(t);
+      for (SwapAssignment& a : plan.assignments)
+        if (std::find(shared.begin(), shared.end(), a.token) != shared.end()) a.rule = "shared";
+    }
+    plan.shared_tokens = shared;
+    if (by_token.empty())
+      return Status::error("swap: nothing left to change: every piece of '" + from + "' (" +
+                           show_pieces(tok, plan.from_forms[0].ids) +
+                           ") is shared with other words (--shared skip); use --shared allow to edit them anyway");
+  }
   if (by_token.empty())
     return Status::error("swap: nothing to change: '" + from + "' and '" + to + "' give the same rows (tokens " +
                          show_pieces(tok, plan.from_forms[0].ids) + " and " + show_pieces(tok, plan.to_forms[0].ids) +
@@ -170,6 +219,9 @@ Result<SwapPlan> plan_swap(const io::Tokenizer& tok, const ModelConfig& cfg, Row
                          {"align", align_name(opt.align)},
                          {"mismatch", mismatch_name(opt.mismatch)},
                          {"exchange", opt.exchange},
+                         {"shared", opt.shared == SharedPieces::Refuse ? "refuse"
+                                    : opt.shared == SharedPieces::Skip ? "skip" : "allow"},
+                         {"shared_tokens", plan.shared_tokens},
                          {"tokens", plan.changed_tokens}};
   if (opt.mismatch == Mismatch::Subset) note["subset"] = opt.subset;
   plan.overlay.note = note.dump();

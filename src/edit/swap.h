@@ -21,6 +21,16 @@
 // in two forms) is an error naming it. With `exchange`, the target's tokens
 // also take the source's rows (both read from the rows before the edit).
 //
+// Shared pieces. A token's rows are read by every word that contains it, so
+// only a piece that is a whole word of its string ("▁Spain" for "Spain") is
+// the string's own. A word split into pieces ("▁S" "p" "ain") shares each of
+// them with other words ("▁S" starts every S-word, "ain" ends "again"), and
+// editing them changes those words too. `shared` decides:
+//   refuse (default)  such a plan is an error naming the pieces;
+//   skip              only the own pieces are edited (an error if none is);
+//   allow             they are edited all the same; the plan lists them.
+// The same rule covers the target's pieces under `exchange`.
+//
 // Rows are read through RowTable, so this works on any table storage.
 #pragma once
 
@@ -38,6 +48,8 @@ enum class Align { Left, Right };
 enum class Mismatch { Pad, Copy, Subset, Average };
 Result<Align> parse_align(const std::string& s);        // "left" | "right"
 Result<Mismatch> parse_mismatch(const std::string& s);  // "pad" | "copy" | "subset" | "average"
+enum class SharedPieces { Refuse, Skip, Allow };
+Result<SharedPieces> parse_shared(const std::string& s);  // "refuse" | "skip" | "allow"
 const char* align_name(Align a);
 const char* mismatch_name(Mismatch m);
 // Token-form kinds joined for messages: {"start", "mid"} -> "start=mid".
@@ -50,6 +62,7 @@ struct SwapOptions {
   std::vector<int32_t> subset;   // Mismatch::Subset: a target position per source position
   FormSet forms = FormSet::Words;
   bool exchange = false;         // also the target's tokens take the source's rows
+  SharedPieces shared = SharedPieces::Refuse;
 };
 
 // What one source position receives.
@@ -59,8 +72,8 @@ struct SwapAssignment {
   int64_t position = 0;            // in the source form
   int32_t token = 0;               // whose rows change
   std::vector<int32_t> from;       // rows taken from (several: averaged); empty: kept
-  std::string rule;                // "pair", "copy", "subset", "average", "kept", "same"
-  bool changes() const { return rule != "kept" && rule != "same"; }
+  std::string rule;                // "pair", "copy", "subset", "average", "kept", "same", "shared" (skipped)
+  bool changes() const { return rule != "kept" && rule != "same" && rule != "shared"; }
 };
 
 struct SwapPlan {
@@ -68,13 +81,17 @@ struct SwapPlan {
   std::vector<SwapAssignment> assignments;
   std::vector<int32_t> layers;
   std::vector<int32_t> changed_tokens;  // distinct, ascending
+  std::vector<int32_t> shared_tokens;   // pieces other words share: edited (allow) or left alone (skip)
   Overlay overlay;                      // layers x changed tokens
 };
 
 // Plans the swap and reads the rows it needs from `rows` (nothing is
 // written). Errors: empty strings, a subset of the wrong length or out of
-// range, conflicting assignments, nothing to change.
+// range, conflicting assignments, shared pieces (see above), nothing to change.
 Result<SwapPlan> plan_swap(const io::Tokenizer& tok, const ModelConfig& cfg, RowTable& rows, const std::string& from,
                            const std::string& to, const SwapOptions& opt);
+// True when token `id` is a whole word of `text` (with or without the
+// leading space marker), i.e. no other word reads its rows.
+bool own_piece(const io::Tokenizer& tok, int32_t id, const std::string& text);
 
 }  // namespace stem::edit

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cinttypes>
 #include <cstdio>
 #include <fstream>
@@ -207,5 +208,21 @@ int64_t Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
 int32_t Tokenizer::bos_id() const { return sp_->bos_id(); }
 int32_t Tokenizer::eos_id() const { return sp_->eos_id(); }
 int32_t Tokenizer::unk_id() const { return sp_->unk_id(); }
+
+Result<Tokenizer> load_model_tokenizer(const std::string& model_dir, int64_t vocab_size, const std::string& need) {
+  const std::string path = (std::filesystem::path(model_dir) / "tokenizer.model").string();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    return Status::error(model_dir + ": no tokenizer.model, needed " + need +
+                         " (copy the tokenizer.model of the data directory the model was trained on into " +
+                         model_dir + ")");
+  STEM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(path));
+  if (tok.vocab_size() != vocab_size)
+    return Status::error(path + ": the tokenizer has " + std::to_string(tok.vocab_size()) +
+                         " pieces but the model's vocab_size is " + std::to_string(vocab_size) +
+                         ": it is not the tokenizer the model was trained with (copy the tokenizer.model of the "
+                         "model's training data directory into " + model_dir + ")");
+  return tok;
+}
 
 }  // namespace stem::io

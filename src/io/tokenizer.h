@@ -71,4 +71,11 @@ class Tokenizer {
   std::string path_;
 };
 
+// The tokenizer of a model directory (DIR/tokenizer.model), checked against
+// the model's vocab_size; `need` says what it is needed for ("to tokenize
+// --prompt"). The one place that says what to do when it does not fit: no
+// tokenizer.model (copy the one of the data directory the model was trained
+// on), or one with another number of pieces (it belongs to other data).
+Result<Tokenizer> load_model_tokenizer(const std::string& model_dir, int64_t vocab_size, const std::string& need);
+
 }  // namespace stem::io

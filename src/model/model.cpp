@@ -3,6 +3,7 @@
 #include "stem/model.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include "io/files.h"
 #include "model/tables.h"
@@ -40,6 +41,17 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return Status::error(dir + ": not a model directory (expected config.json and model.safetensors)");
+  if (!fs::exists(fs::path(dir) / "config.json", ec) && fs::is_directory(fs::path(dir) / "checkpoints", ec)) {
+    // A training run directory: its latest checkpoint is the model.
+    std::string latest;
+    std::ifstream in(fs::path(dir) / "latest");
+    std::getline(in, latest);
+    const fs::path ck = fs::path(dir) / "checkpoints" / latest;
+    if (!latest.empty() && fs::exists(ck / "config.json", ec)) return load(ck.string(), opt);
+    return Status::error(dir + ": a training run directory without a complete checkpoint named by " +
+                         (fs::path(dir) / "latest").string() + "; give a checkpoint: --model " +
+                         (fs::path(dir) / "checkpoints" / "step-NNNNNNNN").string());
+  }
   STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(dir) / "config.json").string()));
   STEM_ASSIGN_OR_RETURN(memory::Tier tier, memory::parse_tier(opt.tables));
   STEM_ASSIGN_OR_RETURN(model::WeightDType dtype, model::parse_weight_dtype(opt.dtype));
@@ -72,6 +84,7 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   m.impl_ = std::make_unique<model::Transformer>(cfg, std::move(w));
   m.impl_->set_table_store(std::move(store));
   m.impl_->set_tokenizer_path(tokenizer_of(dir));
+  m.dir_ = dir;
   return m;
 }
 
@@ -116,9 +129,11 @@ Status check_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, 
   return ok_status();
 }
 
-Status check_f32(const model::Transformer& t, const char* what) {
+Status check_f32(const model::Transformer& t, const std::string& dir, const char* what) {
   if (t.f32_weights()) return ok_status();
-  return Status::error(std::string(what) + ": needs F32 weight matrices (load with dtype f32)");
+  return Status::error((dir.empty() ? std::string("model") : dir) + ": " + what +
+                       " runs the full forward pass, which needs F32 weight matrices, but they were loaded as "
+                       "BF16: load them as F32 (--dtype f32, LoadOptions::dtype \"f32\")");
 }
 }  // namespace
 
@@ -126,7 +141,7 @@ Result<double> Model::score(const std::vector<int32_t>& tokens, int64_t B, int64
                             std::vector<float>* logits) {
   STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
   if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence to score next-token loss");
-  STEM_RETURN_IF_ERROR(check_f32(*impl_, "score"));
+  STEM_RETURN_IF_ERROR(check_f32(*impl_, dir_, "score"));
   if (impl_->table_store()) STEM_RETURN_IF_ERROR(impl_->fetch_tables(tokens.data(), B * T));
   const double loss = impl_->forward(tokens.data(), B, T);
   if (logits) logits->assign(impl_->logits(), impl_->logits() + B * T * config().vocab_size);
@@ -137,7 +152,7 @@ Result<double> Model::grad(const std::vector<int32_t>& tokens, int64_t B, int64_
                            std::map<std::string, HostTensor>* grads) {
   STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
   if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence for a loss gradient");
-  STEM_RETURN_IF_ERROR(check_f32(*impl_, "grad"));
+  STEM_RETURN_IF_ERROR(check_f32(*impl_, dir_, "grad"));
   if (impl_->table_store()) STEM_RETURN_IF_ERROR(impl_->fetch_tables(tokens.data(), B * T));
   const double loss = impl_->forward(tokens.data(), B, T);
   model::Gradients g = impl_->make_gradients(B * T);

@@ -42,12 +42,7 @@ Result<std::vector<int32_t>> load_ids(const std::string& path, const Model& m) {
     STEM_ASSIGN_OR_RETURN(io::TokenShard s, io::TokenShard::open(path));
     return from_shard(s);
   }
-  if (m.tokenizer_path().empty())
-    return Status::error(path + ": a text file needs the model's tokenizer.model, which its directory lacks");
-  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::Tokenizer::load(m.tokenizer_path()));
-  if (tok.vocab_size() != V)
-    return Status::error(m.tokenizer_path() + ": tokenizer has " + std::to_string(tok.vocab_size()) +
-                         " pieces but the model's vocab_size is " + std::to_string(V));
+  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::load_model_tokenizer(m.dir(), V, "to tokenize the text file " + path));
   STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
   std::vector<int32_t> ids = tok.encode(text);
   if (ids.empty()) return Status::error(path + ": no tokens (empty file?)");

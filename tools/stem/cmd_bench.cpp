@@ -151,7 +151,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--prompt", io->prompt, "prefill: prompt tokens")->capture_default_str();
   sub->add_option("--reps", io->reps, "decode/prefill: timed passes (after one warm-up)")->capture_default_str();
   sub->add_flag("--cold", io->cold, "decode/prefill: drop the table file's page cache and the row cache before each pass");
-  add_load_flags(sub, &io->load, /*with_prefetch=*/true);
+  add_load_flags(sub, &io->load);
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o, io] {
     if (o->mode == "decode" || o->mode == "prefill") {

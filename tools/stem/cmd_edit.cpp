@@ -35,12 +35,8 @@ struct Loaded {
 // The model (tables in RAM, F32) and its tokenizer.model, which edits need.
 Result<Loaded> load_model_and_tokenizer(const std::string& dir) {
   STEM_ASSIGN_OR_RETURN(Model m, Model::load(dir));
-  if (m.tokenizer_path().empty())
-    return Status::error(dir + ": no tokenizer.model (edits name strings, which need the model's tokenizer)");
-  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::Tokenizer::load(m.tokenizer_path()));
-  if (tok.vocab_size() != m.config().vocab_size)
-    return Status::error(m.tokenizer_path() + ": tokenizer has " + std::to_string(tok.vocab_size()) +
-                         " pieces but the model's vocab_size is " + std::to_string(m.config().vocab_size));
+  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::load_model_tokenizer(dir, m.config().vocab_size,
+                                                                    "by edits, which name strings"));
   return Loaded{std::move(m), std::move(tok)};
 }
 
@@ -134,6 +130,7 @@ void register_facts(CLI::App* edit) {
 void register_swap(CLI::App* edit) {
   struct Opts {
     std::string model_dir, from, to, layers = "all", align = "left", mismatch = "pad", subset, forms = "words", out;
+    std::string shared = "refuse";
     bool exchange = false, json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -153,6 +150,10 @@ void register_swap(CLI::App* edit) {
                   "line start without a space)")
       ->capture_default_str();
   sub->add_flag("--exchange", o->exchange, "Also give the target's tokens the source's rows (a two-way swap)");
+  sub->add_option("--shared", o->shared,
+                  "Pieces of a word split in several, which other words share: refuse (an error) | skip (edit "
+                  "only whole-word pieces) | allow (edit them anyway)")
+      ->capture_default_str();
   sub->add_option("--out", o->out, "Output overlay file")->required();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] {
@@ -168,6 +169,9 @@ void register_swap(CLI::App* edit) {
     so.mismatch = *mismatch;
     so.forms = *forms;
     so.exchange = o->exchange;
+    auto shared = edit::parse_shared(o->shared);
+    if (!shared.ok()) return fail(cmd, shared.status());
+    so.shared = *shared;
     if (so.mismatch == edit::Mismatch::Subset) {
       if (o->subset.empty()) return fail(cmd, Status::error("--mismatch subset needs --subset (e.g. --subset 0,2)"));
       auto s = parse_int_list(o->subset, "--subset");
@@ -187,6 +191,12 @@ void register_swap(CLI::App* edit) {
     if (!plan.ok()) return fail(cmd, plan.status());
     if (Status st = edit::write_overlay(plan->overlay, o->out); !st.ok()) return fail(cmd, st);
     const io::Tokenizer& tok = lm->tok;
+    if (!plan->shared_tokens.empty()) {
+      std::string list;
+      for (int32_t t : plan->shared_tokens) list += " " + tok.piece(t) + " (" + std::to_string(t) + ")";
+      std::fprintf(stderr, "warning: pieces other words share were %s:%s\n",
+                   so.shared == edit::SharedPieces::Skip ? "left alone" : "edited (--shared allow)", list.c_str());
+    }
     if (o->json) {
       nlohmann::json as = nlohmann::json::array();
       for (const auto& a : plan->assignments)
@@ -198,6 +208,7 @@ void register_swap(CLI::App* edit) {
                   {"layers", plan->layers}, {"align", o->align}, {"mismatch", o->mismatch},
                   {"exchange", o->exchange}, {"assignments", as},
                   {"changed_tokens", tokens_json(tok, plan->changed_tokens)},
+                  {"shared", o->shared}, {"shared_tokens", tokens_json(tok, plan->shared_tokens)},
                   {"rows", plan->overlay.size()}, {"row_width", cfg.intermediate_size},
                   {"out", o->out}, {"bytes", file_bytes(o->out)}});
       return 0;

@@ -28,7 +28,7 @@ struct EvalData {
 Status vocab_mismatch(const std::string& what, int64_t data_vocab, int64_t model_vocab) {
   return Status::error(what + ": data vocab_size " + std::to_string(data_vocab) +
                        " does not match the model's vocab_size " + std::to_string(model_vocab) +
-                       " (made with another tokenizer?)");
+                       ": the data was prepared with another tokenizer (evaluate on data prepared with the tokenizer the model was trained with)");
 }
 
 Result<EvalData> open_data(const std::string& path, int64_t model_vocab) {
@@ -70,7 +70,7 @@ void register_eval(CLI::App& app) {
   sub->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
   sub->add_option("--max-tokens", o->max_tokens, "Evaluate at most this many tokens (0: all)")->capture_default_str();
   sub->add_flag("--json", o->json, "Machine-readable output");
-  add_load_flags(sub, &o->load, /*with_prefetch=*/false);
+  add_load_flags(sub, &o->load);
   add_edit_option(sub, &o->edits);
   add_command(sub, [o] {
     const char* cmd = "eval";

@@ -120,7 +120,7 @@ void register_generate(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
   sub->add_flag("--greedy", o->greedy, "Always take the most likely token");
   sub->add_flag("--json", o->json, "One JSON object at the end (text, ids, tokens/s) instead of streaming");
-  add_load_flags(sub, &o->load, /*with_prefetch=*/true);
+  add_load_flags(sub, &o->load);
   add_edit_option(sub, &o->edits);
   add_command(sub, [o, ids] {
     const char* cmd = "generate";
@@ -139,14 +139,8 @@ void register_generate(CLI::App& app) {
       if (!p.ok()) return fail(cmd, p.status());
       prompt = std::move(*p);
     } else {
-      if (m->tokenizer_path().empty())
-        return fail(cmd, Status::error(o->model_dir + ": no tokenizer.model, needed to tokenize --prompt "
-                                       "(copy the data directory's tokenizer.model there, or use --prompt-ids)"));
-      auto t = io::Tokenizer::load(m->tokenizer_path());
+      auto t = io::load_model_tokenizer(o->model_dir, cfg.vocab_size, "to tokenize --prompt (or give ids with --prompt-ids)");
       if (!t.ok()) return fail(cmd, t.status());
-      if (t->vocab_size() != cfg.vocab_size)
-        return fail(cmd, Status::error(m->tokenizer_path() + ": tokenizer has " + std::to_string(t->vocab_size()) +
-                                       " pieces but the model's vocab_size is " + std::to_string(cfg.vocab_size)));
       tok = std::move(*t);
       prompt.push_back(tok->bos_id());
       const std::vector<int32_t> body = tok->encode(o->prompt);

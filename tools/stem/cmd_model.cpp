@@ -50,6 +50,11 @@ Result<std::vector<int32_t>> read_batch(const std::string& path, int64_t vocab, 
   return all;
 }
 
+// Errors about the ids themselves ("tokens: ...") name the file they came from.
+Status tokens_context(const Status& st, const std::string& tokens_file) {
+  return st.message().rfind("tokens:", 0) == 0 ? st.with_context(tokens_file) : st;
+}
+
 struct ModelInput {
   std::string model_dir, tokens_file;
   bool lines = false;
@@ -109,7 +114,7 @@ void register_score(CLI::App& app) {
   add_input_options(sub, o->in);
   sub->add_option("--logits-out", o->logits_out, "Write the logits [B*T, V] as float32 .npy");
   sub->add_flag("--json", o->json, "Machine-readable output");
-  add_load_flags(sub, &o->load, /*with_prefetch=*/false);
+  add_load_flags(sub, &o->load);
   add_edit_option(sub, &o->edits);
   add_command(sub, [o] {
     auto m = Model::load(o->in.model_dir, o->load.load);
@@ -120,7 +125,7 @@ void register_score(CLI::App& app) {
     if (!ids.ok()) return fail("score", ids.status());
     std::vector<float> logits;
     auto loss = m->score(*ids, B, T, o->logits_out.empty() ? nullptr : &logits);
-    if (!loss.ok()) return fail("score", loss.status().with_context(o->in.tokens_file));
+    if (!loss.ok()) return fail("score", tokens_context(loss.status(), o->in.tokens_file));
     if (!o->logits_out.empty()) {
       Status st = io::write_npy_f32(o->logits_out, logits.data(), {B * T, m->config().vocab_size});
       if (!st.ok()) return fail("score", st);
@@ -158,7 +163,7 @@ void register_grad(CLI::App& app) {
     if (!ids.ok()) return fail("grad", ids.status());
     std::map<std::string, HostTensor> grads;
     auto loss = m->grad(*ids, B, T, &grads);
-    if (!loss.ok()) return fail("grad", loss.status().with_context(o->in.tokens_file));
+    if (!loss.ok()) return fail("grad", tokens_context(loss.status(), o->in.tokens_file));
     std::vector<io::SafetensorsItem> items;
     double sq = 0;
     for (const auto& s : m->impl().weights().specs()) {  // the model's tensor order

@@ -49,7 +49,7 @@ int run_selected(CLI::App& app) {
   return 2;
 }
 
-void add_load_flags(CLI::App* sub, LoadFlags* f, bool with_prefetch) {
+void add_load_flags(CLI::App* sub, LoadFlags* f) {
   sub->add_option("--tables", f->load.tables,
                   "Where STEM tables live: ram (resident), mmap (paged in from the file on demand), "
                   "disk (explicit reads into a row cache)")
@@ -63,9 +63,9 @@ void add_load_flags(CLI::App* sub, LoadFlags* f, bool with_prefetch) {
       ->capture_default_str();
   sub->add_flag("--no-pack", [f](int64_t) { f->load.packed_tables = false; },
                 "mmap/disk: ignore tables.stem (the row-major pack) and read model.safetensors");
-  if (with_prefetch)
-    sub->add_flag("--no-prefetch", f->no_prefetch,
-                  "Fetch table rows when a layer needs them instead of on a background thread");
+  sub->add_flag("--no-prefetch", f->no_prefetch,
+                "Fetch table rows when they are needed instead of on a background thread ahead of time "
+                "(score and eval read a batch's rows before its forward pass either way)");
 }
 
 nlohmann::json load_flags_json(const LoadFlags& f) {
@@ -84,7 +84,11 @@ Status apply_edits(Model& m, const std::vector<std::string>& files) {
 }
 
 int fail(const std::string& cmd, const Status& st) {
-  std::fprintf(stderr, "stem %s: %s\n", cmd.c_str(), st.message().c_str());
+  // A message that already starts with the command's own name ("train: ...")
+  // does not repeat it.
+  const std::string& m = st.message();
+  const bool named = m.rfind(cmd + ": ", 0) == 0;
+  std::fprintf(stderr, "stem %s: %s\n", cmd.c_str(), named ? m.c_str() + cmd.size() + 2 : m.c_str());
   return 1;
 }
 
@@ -104,12 +108,22 @@ Progress::Progress(std::string label, int64_t total)
     : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO)), t0_(now_seconds()) {}
 
 void Progress::update(int64_t done, const std::string& extra) {
-  if (!tty_) return;
-  const int width = 30;
-  const double frac = total_ > 0 ? static_cast<double>(done) / static_cast<double>(total_) : 1.0;
-  const int fill = static_cast<int>(frac * width);
   const double el = now_seconds() - t0_;
+  const double frac = total_ > 0 ? static_cast<double>(done) / static_cast<double>(total_) : 1.0;
   const double eta = frac > 0 ? el / frac - el : 0.0;
+  done_ = done;
+  extra_ = extra;
+  if (!tty_) {
+    if (el - last_line_ < kLineEverySeconds) return;
+    last_line_ = el;
+    printed_ = true;
+    std::fprintf(stderr, "%s: %ld/%ld %s (%.0fs, eta %.0fs)\n", label_.c_str(), static_cast<long>(done),
+                 static_cast<long>(total_), extra.c_str(), el, eta);
+    std::fflush(stderr);
+    return;
+  }
+  const int width = 30;
+  const int fill = static_cast<int>(frac * width);
   std::fprintf(stderr, "\r%s [%.*s%*s] %ld/%ld %s eta %.0fs   ", label_.c_str(), fill,
                "##############################", width - fill, "", static_cast<long>(done),
                static_cast<long>(total_), extra.c_str(), eta);
@@ -117,7 +131,12 @@ void Progress::update(int64_t done, const std::string& extra) {
 }
 
 void Progress::finish() {
-  if (!tty_) return;
+  if (!tty_) {
+    if (printed_)
+      std::fprintf(stderr, "%s: %ld/%ld %s done in %.0fs\n", label_.c_str(), static_cast<long>(done_),
+                   static_cast<long>(total_), extra_.c_str(), now_seconds() - t0_);
+    return;
+  }
   std::fprintf(stderr, "\r%*s\r", 100, "");
   std::fflush(stderr);
 }

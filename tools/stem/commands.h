@@ -24,7 +24,9 @@ void print_json(const nlohmann::json& j);
 // A /proc/self/status field in bytes (VmRSS, VmHWM), 0 if unreadable.
 int64_t proc_status_bytes(const std::string& key);
 
-// A one-line progress bar on stderr, shown only when stderr is a terminal.
+// Progress of long work on stderr: a bar redrawn in place on a terminal; in a
+// log file, CI or under nohup, a plain line every few seconds (and one at the
+// end if any was printed), so a long command never looks hung.
 class Progress {
  public:
   Progress(std::string label, int64_t total);
@@ -32,19 +34,23 @@ class Progress {
   void finish();
 
  private:
+  static constexpr double kLineEverySeconds = 5.0;
   std::string label_;
   int64_t total_;
   bool tty_;
-  double t0_;
+  double t0_, last_line_ = 0;
+  int64_t done_ = 0;
+  std::string extra_;
+  bool printed_ = false;
 };
 
 // How a model is loaded for inference: --tables, --table-cache-mb, --dtype,
-// --no-pack and (where the command decodes) --no-prefetch.
+// --no-pack and --no-prefetch (every command that takes --tables takes all).
 struct LoadFlags {
   LoadOptions load;
   bool no_prefetch = false;
 };
-void add_load_flags(CLI::App* sub, LoadFlags* f, bool with_prefetch);
+void add_load_flags(CLI::App* sub, LoadFlags* f);
 // The flags as a JSON object, for --json reports.
 nlohmann::json load_flags_json(const LoadFlags& f);
 
