@@ -25,7 +25,9 @@
 // it and not change while it decodes) and owns its cache and work buffers, all
 // allocated in the constructor; prefill and step allocate nothing. Not
 // thread-safe; kernels use all cores inside. Several Decoders may share one
-// Transformer.
+// Transformer and decode at once from different threads (each reads the
+// weights only; a shared TableStore serialises its fetches), as long as
+// nothing changes the model meanwhile (tests/test_generate.cpp).
 //
 // Cache layout per layer: k and v [capacity, Hkv, hd], row p holding position
 // p; k stored after RoPE. Invariant: rows [0, position()) are valid.

@@ -13,15 +13,12 @@
 #include <random>
 #include <vector>
 
+#include "stem/sampler.h"
+
 namespace stem::infer {
 
-struct SamplerOptions {
-  float temperature = 0.8f;  // <= 0 means greedy
-  int64_t top_k = 40;        // <= 0 or >= V: no top-k cut
-  float top_p = 0.95f;       // >= 1: no nucleus cut; the top token always stays
-  bool greedy = false;       // argmax, ignoring the rest
-  uint64_t seed = 0;
-};
+// The options are the public stem::SamplerConfig.
+using SamplerOptions = SamplerConfig;
 
 class Sampler {
  public:

@@ -23,7 +23,7 @@
 #include "core/check.h"
 #include "io/files.h"
 
-namespace stem::io {
+namespace stem {
 
 namespace {
 
@@ -178,8 +178,8 @@ Status Tokenizer::train_on_sentences(const std::vector<std::string>& input, cons
   const auto st = sentencepiece::SentencePieceTrainer::Train(kwargs, &it, &proto);
   if (!st.ok()) return training_error(st, vocab_size, sentences.size());
   if (proto.empty()) return Status::error("tokenizer: SentencePiece training returned an empty model");
-  return write_file_atomic(out_model_path,
-                           [&](int fd) { return write_all(fd, proto.data(), proto.size(), out_model_path); });
+  return io::write_file_atomic(out_model_path,
+                           [&](int fd) { return io::write_all(fd, proto.data(), proto.size(), out_model_path); });
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
@@ -209,7 +209,7 @@ int32_t Tokenizer::bos_id() const { return sp_->bos_id(); }
 int32_t Tokenizer::eos_id() const { return sp_->eos_id(); }
 int32_t Tokenizer::unk_id() const { return sp_->unk_id(); }
 
-Result<Tokenizer> load_model_tokenizer(const std::string& model_dir, int64_t vocab_size, const std::string& need) {
+Result<Tokenizer> Tokenizer::for_model(const std::string& model_dir, int64_t vocab_size, const std::string& need) {
   const std::string path = (std::filesystem::path(model_dir) / "tokenizer.model").string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
@@ -225,4 +225,4 @@ Result<Tokenizer> load_model_tokenizer(const std::string& model_dir, int64_t voc
   return tok;
 }
 
-}  // namespace stem::io
+}  // namespace stem

@@ -57,6 +57,7 @@ Status TableStore::fetch(const int32_t* ids, int64_t n, float* const* dst) {
     if (ids[i] < 0 || ids[i] >= layout_.n_rows)
       return Status::error("tables: " + layout_.path + ": row " + std::to_string(ids[i]) +
                            " outside [0, " + std::to_string(layout_.n_rows) + ")");
+  std::lock_guard<std::mutex> lock(fetch_mu_);
   rows_requested_ += n;
   STEM_RETURN_IF_ERROR(fetch_rows(ids, n, dst));
   if (!overrides_.empty()) {

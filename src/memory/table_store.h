@@ -16,16 +16,19 @@
 //
 // It knows nothing of models: which tensors are tables and which ids a step
 // needs is decided by the caller (model/, infer/).
-// Threading: fetch() may run on one thread (a prefetcher) while another reads
-// direct() pointers and stats(); fetch() itself is not reentrant, and
-// overrides must not change while a fetch runs. Failures (I/O errors, short
-// reads) come back as Status naming the file, table and row.
+// Threading: fetch() may be called from several threads at once (decoders
+// sharing a model, each with its prefetcher): fetches are serialised by a
+// lock, since the disk tier's row cache is shared state. direct() pointers
+// and stats() may be read meanwhile. Overrides must not change while a fetch
+// runs. Failures (I/O errors, short reads) come back as Status naming the
+// file, table and row.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -124,6 +127,7 @@ class TableStore : public RowSource {
   std::atomic<int64_t> rows_requested_{0}, cache_hits_{0}, bytes_read_{0}, reads_{0};
 
  private:
+  std::mutex fetch_mu_;  // one fetch at a time (see Threading)
   std::map<std::pair<int64_t, int64_t>, std::vector<float>> overrides_;  // (table, row) -> [cols]
   std::vector<int> overridden_tables_;  // [M] count of overrides per table
 };

@@ -17,7 +17,7 @@
 #include "eval/perplexity.h"
 #include "eval/report.h"
 #include "infer/decoder.h"
-#include "infer/sampler.h"
+#include "stem/generate.h"
 #include "io/token_shards.h"
 #include "io/tokenizer.h"
 #include "model/accounting.h"
@@ -146,23 +146,13 @@ Status evaluate(RunResult& r, const DemoOpts& o, const io::DataDir& data) {
   r.ppl_lo = p.ppl_low;
   r.ppl_hi = p.ppl_high;
   // A sample continuation of the prompt.
-  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::Tokenizer::load(data.tokenizer_path));
-  std::vector<int32_t> ids = {tok.bos_id()};
-  for (int32_t id : tok.encode(o.prompt)) ids.push_back(id);
-  infer::Decoder dec(m.impl(), 0);
-  infer::SamplerOptions so;
-  so.seed = o.seed + 1;
-  infer::Sampler sampler(so, m.config().vocab_size);
-  STEM_ASSIGN_OR_RETURN(const float* logits, dec.prefill(ids.data(), static_cast<int64_t>(ids.size())));
-  std::vector<int32_t> gen;
-  for (int64_t i = 0; i < o.sample_tokens && dec.position() < dec.capacity(); ++i) {
-    const int32_t next = sampler.sample(logits);
-    if (next == tok.eos_id()) break;
-    gen.push_back(next);
-    STEM_ASSIGN_OR_RETURN(logits, dec.step(next));
-  }
-  std::vector<int32_t> all(ids.begin() + 1, ids.end());  // decoded together: pieces keep their spaces
-  all.insert(all.end(), gen.begin(), gen.end());
+  STEM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(data.tokenizer_path));
+  GenerateOptions g;
+  g.sampler.seed = o.seed + 1;
+  g.max_new_tokens = std::max<int64_t>(1, o.sample_tokens);
+  STEM_ASSIGN_OR_RETURN(GenerateResult gen, generate(m, tok, o.prompt, g));
+  std::vector<int32_t> all(gen.prompt_ids.begin() + 1, gen.prompt_ids.end());  // decoded together: pieces keep their spaces
+  all.insert(all.end(), gen.ids.begin(), gen.ids.end());
   r.sample = tok.decode(all);
   return ok_status();
 }

@@ -1,20 +1,14 @@
 // stem generate: continue a prompt with a model, streaming the new text to
-// stdout as it is sampled (KV-cache decoding, infer/decoder.h; sampling,
-// infer/sampler.h). A text prompt goes through the model's tokenizer.model with
-// BOS prepended; --prompt-ids feeds ids verbatim and prints ids, for models
-// without a tokenizer. Stops at EOS (text prompts only: without a tokenizer
-// there is no known EOS), after -n tokens, or when the context is full.
-// It does not batch prompts, chat, or apply repetition penalties.
+// stdout as it is sampled; the loop is stem::generate() (stem/generate.h). A
+// text prompt goes through the model's tokenizer.model with BOS prepended;
+// --prompt-ids feeds ids verbatim and prints ids, for models without a
+// tokenizer. Stops at EOS (text prompts only: without a tokenizer there is no
+// known EOS), at a --stop string, after -n tokens, or when the context is full.
 #include <charconv>
 #include <cstdio>
-#include <optional>
 
 #include "commands.h"
-#include "core/timer.h"
-#include "infer/decoder.h"
-#include "infer/sampler.h"
-#include "io/tokenizer.h"
-#include "model/transformer.h"
+#include "stem/generate.h"
 #include "stem/model.h"
 
 namespace stem::cli {
@@ -47,52 +41,6 @@ Result<std::vector<int32_t>> parse_ids(const std::string& text, int64_t vocab_si
   return ids;
 }
 
-// Turns a growing list of ids into text printed once: the continuation is
-// decoded together with the prompt (SentencePiece decodes a leading piece
-// differently from a middle one) and held back while it ends in an incomplete
-// UTF-8 character (a byte-fallback piece waiting for the rest of its bytes).
-class TextStream {
- public:
-  TextStream(const io::Tokenizer& tok, std::vector<int32_t> prompt)
-      : tok_(tok), ids_(std::move(prompt)), base_(tok_.decode(ids_).size()), emitted_(base_) {}
-  // Returns the new printable text after appending id.
-  std::string push(int32_t id) {
-    ids_.push_back(id);
-    const std::string text = tok_.decode(ids_);
-    if (ends_incomplete(text) || text.size() <= emitted_) return {};
-    std::string out = text.substr(emitted_);
-    emitted_ = text.size();
-    return out;
-  }
-  // The whole continuation, flushing whatever was held back.
-  std::string finish() {
-    const std::string text = tok_.decode(ids_);
-    std::string out = text.size() > emitted_ ? text.substr(emitted_) : std::string();
-    emitted_ = text.size();
-    return out;
-  }
-  std::string continuation() const {
-    const std::string text = tok_.decode(ids_);
-    return text.size() > base_ ? text.substr(base_) : std::string();
-  }
-
- private:
-  // U+FFFD (what a lone byte of a multi-byte character decodes to) at the end,
-  // or a truncated UTF-8 sequence.
-  static bool ends_incomplete(const std::string& s) {
-    if (s.size() >= 3 && s.compare(s.size() - 3, 3, "\xEF\xBF\xBD") == 0) return true;
-    size_t i = s.size(), back = 0;
-    while (i > 0 && back < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i, ++back;
-    if (i == 0) return false;
-    const unsigned char lead = static_cast<unsigned char>(s[i - 1]);
-    const size_t need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
-    return back < need;
-  }
-  const io::Tokenizer& tok_;
-  std::vector<int32_t> ids_;
-  size_t base_, emitted_;
-};
-
 }  // namespace
 
 void register_generate(CLI::App& app) {
@@ -104,7 +52,7 @@ void register_generate(CLI::App& app) {
     uint64_t seed = 0;
     bool greedy = false, json = false;
     LoadFlags load;
-    std::vector<std::string> edits;
+    std::vector<std::string> edits, stop;
   };
   auto o = std::make_shared<Opts>();
   o->load.load.dtype = "auto";
@@ -119,6 +67,7 @@ void register_generate(CLI::App& app) {
   sub->add_option("--top-p", o->top_p, "Then among the smallest set holding this much probability (1: all)")->capture_default_str();
   sub->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
   sub->add_flag("--greedy", o->greedy, "Always take the most likely token");
+  sub->add_option("--stop", o->stop, "Stop when the text contains this string (repeatable; not printed)");
   sub->add_flag("--json", o->json, "One JSON object at the end (text, ids, tokens/s) instead of streaming");
   add_load_flags(sub, &o->load);
   add_edit_option(sub, &o->edits);
@@ -131,95 +80,53 @@ void register_generate(CLI::App& app) {
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
     const ModelConfig& cfg = m->config();
     const bool use_ids = ids->count() > 0;
-
-    std::optional<io::Tokenizer> tok;
-    std::vector<int32_t> prompt;
+    GenerateOptions gopt;
+    gopt.sampler = {.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p, .greedy = o->greedy,
+                    .seed = o->seed};
+    gopt.max_new_tokens = o->n;
+    gopt.stop = o->stop;
+    gopt.prefetch = !o->load.no_prefetch;
+    const bool live = !o->json;
+    // Streams each token's new text (or its id) as it comes.
+    auto print = [&](const GeneratedToken& t) {
+      if (!live) return true;
+      if (use_ids) std::printf("%s%d", t.index > 0 ? " " : "", t.id);
+      else std::fwrite(t.text.data(), 1, t.text.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    };
+    Result<GenerateResult> r = Status::error("generate: not run");
     if (use_ids) {
       auto p = parse_ids(o->prompt_ids, cfg.vocab_size);
       if (!p.ok()) return fail(cmd, p.status());
-      prompt = std::move(*p);
+      if (!o->stop.empty()) return fail(cmd, Status::error("--stop needs a text --prompt (ids have no text)"));
+      r = generate(*m, *p, gopt, print);
     } else {
-      auto t = io::load_model_tokenizer(o->model_dir, cfg.vocab_size, "to tokenize --prompt (or give ids with --prompt-ids)");
-      if (!t.ok()) return fail(cmd, t.status());
-      tok = std::move(*t);
-      prompt.push_back(tok->bos_id());
-      const std::vector<int32_t> body = tok->encode(o->prompt);
-      prompt.insert(prompt.end(), body.begin(), body.end());
+      auto tok = Tokenizer::for_model(m->dir(), cfg.vocab_size, "to tokenize --prompt (or give ids with --prompt-ids)");
+      if (!tok.ok()) return fail(cmd, tok.status());
+      r = generate(*m, *tok, o->prompt, gopt, print);
     }
-    const int64_t n_prompt = static_cast<int64_t>(prompt.size());
-    if (n_prompt > cfg.max_position_embeddings)
-      return fail(cmd, Status::error("prompt of " + std::to_string(n_prompt) + " tokens" + (use_ids ? "" : " (with BOS)") +
-                                     " is longer than the model's context of " +
-                                     std::to_string(cfg.max_position_embeddings) + " positions (max_position_embeddings)"));
-
-    infer::DecoderOptions dopt;
-    dopt.prefetch = !o->load.no_prefetch;
-    infer::Decoder dec(m->impl(), dopt);
-    infer::Sampler sampler({.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p,
-                            .greedy = o->greedy, .seed = o->seed},
-                           cfg.vocab_size);
-    const int32_t eos = tok ? tok->eos_id() : -1;
-    std::optional<TextStream> stream;
-    if (tok) stream.emplace(*tok, prompt);
-    const bool live = !o->json;
-
-    core::Timer t_all;
-    auto logits = dec.prefill(prompt.data(), n_prompt);
-    if (!logits.ok()) return fail(cmd, logits.status());
-    const double prefill_s = t_all.seconds();
-    core::Timer t_decode;
-    std::vector<int32_t> out;
-    std::string stop = "length";
-    for (int64_t i = 0; i < o->n; ++i) {
-      const int32_t id = sampler.sample(*logits);
-      if (id == eos) {
-        stop = "eos";
-        break;
-      }
-      out.push_back(id);
-      if (live) {
-        if (stream) {
-          const std::string s = stream->push(id);
-          std::fwrite(s.data(), 1, s.size(), stdout);
-        } else {
-          std::printf("%s%d", out.size() > 1 ? " " : "", id);
-        }
-        std::fflush(stdout);
-      } else if (stream) {
-        (void)stream->push(id);
-      }
-      if (i + 1 == o->n) break;
-      if (dec.position() == dec.capacity()) {
-        stop = "context";
-        break;
-      }
-      logits = dec.step(id);
-      if (!logits.ok()) return fail(cmd, logits.status());
-    }
-    const double decode_s = t_decode.seconds();
-    const int64_t n_out = static_cast<int64_t>(out.size());
-    const double tps = decode_s > 0 ? static_cast<double>(n_out) / decode_s : 0.0;
+    if (!r.ok()) return fail(cmd, r.status());
+    const int64_t n_prompt = static_cast<int64_t>(r->prompt_ids.size()), n_out = static_cast<int64_t>(r->ids.size());
+    const double tps = r->decode_seconds > 0 ? static_cast<double>(n_out) / r->decode_seconds : 0.0;
     if (live) {
-      if (stream) {
-        const std::string s = stream->finish();
-        std::fwrite(s.data(), 1, s.size(), stdout);
-      }
       std::printf("\n");
       std::fflush(stdout);
       std::fprintf(stderr, "[%ld prompt tokens in %.3fs, %ld generated at %.1f tokens/s, stop: %s]\n",
-                   static_cast<long>(n_prompt), prefill_s, static_cast<long>(n_out), tps, stop.c_str());
+                   static_cast<long>(n_prompt), r->prefill_seconds, static_cast<long>(n_out), tps,
+                   stop_reason_name(r->stop));
       return 0;
     }
     nlohmann::json j = {{"prompt_tokens", n_prompt},
                         {"generated_tokens", n_out},
-                        {"ids", out},
-                        {"stop", stop},
-                        {"prefill_seconds", prefill_s},
-                        {"decode_seconds", decode_s},
+                        {"ids", r->ids},
+                        {"stop", stop_reason_name(r->stop)},
+                        {"prefill_seconds", r->prefill_seconds},
+                        {"decode_seconds", r->decode_seconds},
                         {"tokens_per_second", tps},
                         {"seed", o->seed},
                         {"load", load_flags_json(o->load)}};
-    if (stream) j["text"] = stream->continuation();
+    if (!use_ids) j["text"] = r->text;
     print_json(j);
     return 0;
   });

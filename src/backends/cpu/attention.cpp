@@ -53,11 +53,12 @@ STEM_SIMD void add_into(float* STEM_RESTRICT dst, const float* STEM_RESTRICT src
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
-// Per-thread scratch that survives across calls (kernels are called from one
-// thread at a time, so only the OpenMP workers touch their own slot).
-std::vector<float>& thread_scratch(int slot) {
-  static std::vector<std::vector<float>> bufs(256);
-  return bufs.at(static_cast<size_t>(slot));
+// Scratch of the calling thread (an OpenMP worker), kept across calls.
+// Thread-local, so that two threads may run these kernels at once, each with
+// its own OpenMP team (two models, or two decoders' prefills).
+std::vector<float>& thread_scratch() {
+  thread_local std::vector<float> buf;
+  return buf;
 }
 
 }  // namespace
@@ -70,7 +71,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   const int64_t tasks = B * H * nblk;
 #pragma omp parallel
   {
-    std::vector<float>& S = thread_scratch(omp_get_thread_num());
+    std::vector<float>& S = thread_scratch();
     if (S.size() < static_cast<size_t>(kQBlock * T)) S.resize(kQBlock * T);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
@@ -97,7 +98,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   // dk/dv partials per query head: [B, H, T, hd] each. Each (b, h) is one task
   // that walks its query blocks in order, so it owns its partial rows.
-  static std::vector<float> part;
+  thread_local std::vector<float> part;  // the caller's, see thread_scratch()
   const size_t part_n = static_cast<size_t>(B * H * T * hd);
   if (part.size() < 2 * part_n) part.resize(2 * part_n);
   float* dk_part = part.data();
@@ -105,7 +106,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const int64_t tasks = B * H;
 #pragma omp parallel
   {
-    std::vector<float>& S = thread_scratch(omp_get_thread_num());
+    std::vector<float>& S = thread_scratch();
     if (S.size() < static_cast<size_t>(2 * kQBlock * T + kQBlock)) S.resize(2 * kQBlock * T + kQBlock);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < tasks; ++bh) {
