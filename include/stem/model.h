@@ -32,6 +32,10 @@ struct HostTensor {
   std::vector<float> data;
 };
 
+// A model directory as given by a user: itself, or, for a training run
+// directory (checkpoints/ and latest), its latest checkpoint.
+Result<std::string> resolve_model_dir(const std::string& dir);
+
 class Model {
  public:
   Model();

@@ -5,6 +5,8 @@
 // have not checked against the file size.
 #include "io/token_shards.h"
 
+#include "stem/data.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -388,3 +390,20 @@ Result<DataDir> DataDir::open(const std::string& dir) {
 }
 
 }  // namespace stem::io
+
+namespace stem {
+
+Result<DataInfo> describe_data(const std::string& dir) {
+  STEM_ASSIGN_OR_RETURN(io::DataDir d, io::DataDir::open(dir));
+  DataInfo i;
+  i.dir = d.dir;
+  i.tokenizer_path = d.tokenizer_path;
+  i.vocab_size = d.vocab_size;
+  i.train_tokens = d.train.size();
+  i.val_tokens = d.val.size();
+  i.bos_id = d.bos_id;
+  i.eos_id = d.eos_id;
+  return i;
+}
+
+}  // namespace stem

@@ -26,6 +26,21 @@ std::string tokenizer_of(const std::string& dir) {
 }
 }  // namespace
 
+Result<std::string> resolve_model_dir(const std::string& dir) {
+  std::error_code ec;
+  if (fs::exists(fs::path(dir) / "config.json", ec) || !fs::is_directory(fs::path(dir) / "checkpoints", ec))
+    return dir;
+  // A training run directory: its latest checkpoint is the model.
+  std::string latest;
+  std::ifstream in(fs::path(dir) / "latest");
+  std::getline(in, latest);
+  const fs::path ck = fs::path(dir) / "checkpoints" / latest;
+  if (!latest.empty() && fs::exists(ck / "config.json", ec)) return ck.string();
+  return Status::error(dir + ": a training run directory without a complete checkpoint named by " +
+                       (fs::path(dir) / "latest").string() + "; give a checkpoint: --model " +
+                       (fs::path(dir) / "checkpoints" / "step-NNNNNNNN").string());
+}
+
 Result<Model> Model::init(const ModelConfig& cfg, uint64_t seed) {
   STEM_RETURN_IF_ERROR(cfg.validate().with_context("init"));
   model::TensorList w = model::TensorList::allocate(model::tensor_specs(cfg));
@@ -42,15 +57,8 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   if (!fs::is_directory(dir, ec))
     return Status::error(dir + ": not a model directory (expected config.json and model.safetensors)");
   if (!fs::exists(fs::path(dir) / "config.json", ec) && fs::is_directory(fs::path(dir) / "checkpoints", ec)) {
-    // A training run directory: its latest checkpoint is the model.
-    std::string latest;
-    std::ifstream in(fs::path(dir) / "latest");
-    std::getline(in, latest);
-    const fs::path ck = fs::path(dir) / "checkpoints" / latest;
-    if (!latest.empty() && fs::exists(ck / "config.json", ec)) return load(ck.string(), opt);
-    return Status::error(dir + ": a training run directory without a complete checkpoint named by " +
-                         (fs::path(dir) / "latest").string() + "; give a checkpoint: --model " +
-                         (fs::path(dir) / "checkpoints" / "step-NNNNNNNN").string());
+    STEM_ASSIGN_OR_RETURN(std::string ck, resolve_model_dir(dir));
+    return load(ck, opt);
   }
   STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(dir) / "config.json").string()));
   STEM_ASSIGN_OR_RETURN(memory::Tier tier, memory::parse_tier(opt.tables));

@@ -27,15 +27,9 @@
 #include "memory/row_file.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
+#include "train/trainer.h"
 
 namespace stem::train {
-
-struct TableTierStats {
-  int64_t bytes_read = 0, bytes_written = 0;  // row file traffic
-  double wait_seconds = 0;   // the training thread waiting for rows (with no prefetch: all the reading)
-  double fetch_seconds = 0;  // inside row-file reads, either thread
-  int64_t file_bytes = 0;
-};
 
 class TableTier {
  public:

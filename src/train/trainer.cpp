@@ -19,7 +19,8 @@
 #include "train/checkpoint.h"
 #include "train/table_tier.h"
 
-namespace stem::train {
+namespace stem {
+using namespace train;
 namespace fs = std::filesystem;
 
 float lr_at(int64_t t, int64_t steps, int64_t warmup, float lr, float min_ratio) {
@@ -135,15 +136,21 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     return Status::error("train: need --steps >= 1, --batch >= 1, --seq >= 2, --accum >= 1");
   if (!(o.lr > 0) || o.warmup < 0 || o.min_lr_ratio < 0 || o.min_lr_ratio > 1)
     return Status::error("train: need --lr > 0, --warmup >= 0 and --min-lr-ratio in [0, 1]");
-  STEM_ASSIGN_OR_RETURN(I.cfg, ModelConfig::load(o.config_path));
+  const std::string cfg_name = o.config_path.empty() ? std::string("train: config") : o.config_path;
+  if (o.config_path.empty()) {
+    STEM_RETURN_IF_ERROR(o.config.validate().with_context("train: config"));
+    I.cfg = o.config;
+  } else {
+    STEM_ASSIGN_OR_RETURN(I.cfg, ModelConfig::load(o.config_path));
+  }
   STEM_ASSIGN_OR_RETURN(I.data, io::DataDir::open(o.data_dir));
   if (I.cfg.vocab_size != I.data.vocab_size)
-    return Status::error(o.config_path + ": vocab_size = " + std::to_string(I.cfg.vocab_size) +
+    return Status::error(cfg_name + ": vocab_size = " + std::to_string(I.cfg.vocab_size) +
                          " does not match the data's vocabulary of " + std::to_string(I.data.vocab_size) +
                          " (" + o.data_dir + ")");
   if (o.seq > I.cfg.max_position_embeddings)
     return Status::error("train: --seq " + std::to_string(o.seq) + " exceeds max_position_embeddings = " +
-                         std::to_string(I.cfg.max_position_embeddings) + " of " + o.config_path);
+                         std::to_string(I.cfg.max_position_embeddings) + " of " + cfg_name);
   if (I.data.train.size() < o.seq)
     return Status::error(o.data_dir + ": the training split has " + std::to_string(I.data.train.size()) +
                          " tokens, fewer than --seq " + std::to_string(o.seq));
@@ -165,7 +172,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     return Status::error("train: --tables disk needs --lazy-tables (only the rows of a step come off disk, "
                          "so only they can move)");
   if (o.tables_on_disk && !I.cfg.has(FfnType::Stem))
-    return Status::error(o.config_path + ": no STEM layers, nothing for --tables disk to keep on disk");
+    return Status::error(cfg_name + ": no STEM layers, nothing for --tables disk to keep on disk");
   // STEM tables get storage of their own, outside the arena, so that the disk
   // tier can free them.
   auto not_table = [](const model::TensorSpec& s) { return s.kind != model::ParamKind::StemTable; };
@@ -229,7 +236,7 @@ double Trainer::validation_loss() {
   return sum / static_cast<double>(count);
 }
 
-Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on_step,
+Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_step,
                                 const std::atomic<bool>* stop) {
   Impl& I = *impl_;
   const TrainOptions& o = I.opt;
@@ -301,10 +308,10 @@ Result<StopReason> Trainer::run(const std::function<void(const StepRecord&)>& on
     if (on_step) on_step(r);
     if (stop && stop->load() && step < o.steps) {  // a signal during this step: save it and stop
       if (!r.saved) STEM_RETURN_IF_ERROR(I.save());
-      return StopReason::Interrupted;
+      return TrainEnd::Interrupted;
     }
   }
-  return StopReason::Finished;
+  return TrainEnd::Finished;
 }
 
-}  // namespace stem::train
+}  // namespace stem

@@ -1,91 +1,14 @@
-// Trainer: the training loop over token shards. Seeded random windows, gradient
-// accumulation, warm-up + cosine learning rate, clipping with separate global
-// norms for the STEM tables and for everything else, AdamW (dense or lazy for
-// the tables; with lazy AdamW the tables may live on disk, see table_tier.h),
-// validation loss, metrics.jsonl, atomic checkpoints with optimizer,
-// data-RNG and schedule state, and exact resume: a resumed run computes the
-// same losses as one never interrupted. It does not install signal handlers:
-// the caller sets `stop` (e.g. from SIGINT) and the loop saves and returns.
+// The training loop inside the engine: the public stem::Trainer
+// (include/stem/train.h) under the train layer's names.
 #pragma once
 
-#include <atomic>
-#include <cmath>
-#include <functional>
-#include <memory>
-#include <string>
-
-#include "stem/config.h"
-#include "stem/status.h"
-#include "train/table_tier.h"
+#include "stem/train.h"
 
 namespace stem::train {
-
-struct TrainOptions {
-  std::string config_path;  // model config.json
-  std::string data_dir;     // from `stem prepare`
-  std::string out_dir;      // run directory
-  int64_t steps = 1000;
-  int64_t batch = 8;        // sequences per micro-batch
-  int64_t seq = 256;        // tokens per sequence
-  int64_t accum = 1;        // micro-batches per optimizer step
-  float lr = 2e-3f;
-  float min_lr_ratio = 0.1f;
-  int64_t warmup = 50;
-  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
-  float clip = 1.0f;        // global norm of all but the STEM tables (0: off)
-  float clip_stem = 1.0f;   // global norm of the STEM tables (0: off)
-  bool lazy_tables = false; // row-sparse (lazy) AdamW for the STEM tables
-  bool tables_on_disk = false;  // STEM tables + moments in a row file (needs lazy_tables)
-  std::string tables_dir;   // where that file goes ("" : out_dir); unlinked at once
-  bool prefetch = true;     // stage the next step's rows in the background
-  int64_t eval_every = 100;
-  int64_t eval_tokens = 32768;
-  int64_t save_every = 200;
-  int keep = 2;             // checkpoints kept (0: all)
-  int64_t log_every = 1;    // metrics.jsonl lines
-  uint64_t seed = 0;
-  bool resume = false;
-  bool force = false;       // start over in a run directory that has checkpoints
-  double peak_gflops = 0;   // for MFU; 0: measure
-};
-
-struct StepRecord {
-  int64_t step = 0, steps = 0, tokens = 0;
-  double loss = 0, val_loss = NAN, lr = 0;
-  double grad_norm = 0, grad_norm_stem = 0;
-  double tokens_per_second = 0, mfu = 0, elapsed = 0;
-  double table_wait = 0;    // tables on disk: seconds this step waited for its rows
-  bool saved = false;
-};
-
-enum class StopReason { Finished, Interrupted };
-
-class Trainer {
- public:
-  ~Trainer();
-  static Result<std::unique_ptr<Trainer>> create(const TrainOptions& opt);
-  // Runs until `steps` or until *stop becomes true (then saves a checkpoint;
-  // a stop asked during the last step is a normal finish, already saved).
-  // A NaN or Inf loss returns an error; the last good checkpoint stays.
-  Result<StopReason> run(const std::function<void(const StepRecord&)>& on_step,
-                         const std::atomic<bool>* stop = nullptr);
-  int64_t start_step() const;
-  int64_t last_step() const;  // optimizer steps completed so far
-  const ModelConfig& config() const;
-  std::string last_checkpoint() const;
-  double validation_loss();  // on the held-out windows, now
-  // Tables on disk: the row file's size and traffic so far, prefetch wait and
-  // fetch time (all zero when the tables are in memory).
-  bool tables_on_disk() const;
-  TableTierStats table_stats() const;
-
- private:
-  Trainer();
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
-
-// Learning rate at 1-based step t: linear warm-up, then cosine to lr * min_ratio.
-float lr_at(int64_t t, int64_t steps, int64_t warmup, float lr, float min_ratio);
-
+using stem::lr_at;
+using stem::StepRecord;
+using stem::TableTierStats;
+using stem::Trainer;
+using stem::TrainOptions;
+using StopReason = stem::TrainEnd;
 }  // namespace stem::train

@@ -22,8 +22,12 @@ struct ConvertOpts {
   bool tables_only = false, pack = false, json = false;
 };
 
-int run_convert(const ConvertOpts& o) {
+int run_convert(const ConvertOpts& opts) {
   const char* cmd = "convert";
+  ConvertOpts o = opts;
+  auto dir = resolve_model_dir(o.model_dir);  // a run directory: its latest checkpoint
+  if (!dir.ok()) return fail(cmd, dir.status());
+  o.model_dir = *dir;
   if (o.dtype.empty() && !o.pack)
     return fail(cmd, Status::error("nothing to do: give --dtype (with --out) and/or --pack-tables"));
   if (!o.dtype.empty() && o.out_dir.empty())
