@@ -149,7 +149,7 @@ inline LoadedModel load_trained() {
 
 // The model's greedy continuation of `prompt` equals `answer` token for token.
 inline bool says(model::Transformer& m, const io::Tokenizer& tok, const std::string& prompt, const std::string& answer) {
-  auto s = edit::score_continuation(m, tok, prompt, answer);
+  auto s = eval::score_continuation(m, tok, prompt, answer);
   EXPECT_TRUE(s.ok()) << s.status().message();
   return s.ok() && s->greedy;
 }

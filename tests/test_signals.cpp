@@ -26,6 +26,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/check.h"
 #include "core/signals.h"
 #include "stem/model.h"
 #include "train/checkpoint.h"
@@ -217,6 +218,29 @@ TEST(Signals, SecondSignalEndsTheProcessAtOnce) {
   auto latest = train::latest_checkpoint(run.string());
   ASSERT_TRUE(latest.ok() && !latest->empty());
   EXPECT_TRUE(Model::load(*latest).ok());
+}
+
+}  // namespace
+}  // namespace stem
+
+namespace stem {
+namespace {
+
+void marker_hook(const char* message) {
+  std::fprintf(stderr, "HOOK<<%s>>", message);
+  std::fflush(stderr);
+}
+
+TEST(CheckDeathTest, BrokenInvariantGoesToTheHookWithABacktrace) {
+  // The default: message and backtrace on stderr, then abort.
+  EXPECT_DEATH(STEM_CHECKF(1 + 1 == 3, "value %d", 7), "check failed: 1 \\+ 1 == 3: value 7\nbacktrace:\n");
+  // A hook set through the public API sees the same text first.
+  EXPECT_DEATH(
+      {
+        set_internal_error_hook(marker_hook);
+        STEM_CHECK(false);
+      },
+      "HOOK<<stem: internal error at .*test_signals.cpp:[0-9]+: check failed: false\nbacktrace:\n");
 }
 
 }  // namespace

@@ -57,6 +57,11 @@ class [[nodiscard]] Result {
   std::variant<T, Status> v_;
 };
 
+// A broken invariant inside stem (a bug, not bad input) ends the process
+// after handing its message and a backtrace to this hook (stderr when none is
+// set): a server can log it before it dies. Set it once, at start.
+void set_internal_error_hook(void (*hook)(const char* message));
+
 }  // namespace stem
 
 // Returns early from a function returning Status or Result<T> when `expr` fails.

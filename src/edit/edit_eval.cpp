@@ -15,33 +15,6 @@ namespace stem::edit {
 
 namespace {
 
-// log-softmax of one logits row, in double.
-std::vector<double> log_softmax(const float* z, int64_t V) {
-  double mx = -INFINITY;
-  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, static_cast<double>(z[i]));
-  double s = 0;
-  for (int64_t i = 0; i < V; ++i) s += std::exp(static_cast<double>(z[i]) - mx);
-  const double lse = mx + std::log(s);
-  std::vector<double> out(V);
-  for (int64_t i = 0; i < V; ++i) out[i] = static_cast<double>(z[i]) - lse;
-  return out;
-}
-
-int64_t rank_of(const float* z, int64_t V, int32_t id) {
-  int64_t r = 1;
-  for (int64_t i = 0; i < V; ++i) r += z[i] > z[id];
-  return r;
-}
-
-int32_t argmax(const float* z, int64_t V) { return static_cast<int32_t>(std::max_element(z, z + V) - z); }
-
-std::vector<int32_t> prompt_ids(const io::Tokenizer& tok, const std::string& prompt) {
-  std::vector<int32_t> ids = {tok.bos_id()};
-  const std::vector<int32_t> body = tok.encode(prompt);
-  ids.insert(ids.end(), body.begin(), body.end());
-  return ids;
-}
-
 Result<nlohmann::json> parse_line(const std::string& line, const std::string& where) {
   try {
     nlohmann::json j = nlohmann::json::parse(line);
@@ -61,12 +34,12 @@ Result<std::string> string_field(const nlohmann::json& j, const char* key, const
 
 // Next-token log-probabilities after BOS + prompt.
 Result<std::vector<double>> next_token(model::Transformer& m, const io::Tokenizer& tok, const std::string& prompt) {
-  const std::vector<int32_t> ids = prompt_ids(tok, prompt);
+  const std::vector<int32_t> ids = eval::context_ids(tok, prompt);
   const int64_t T = static_cast<int64_t>(ids.size()), V = m.config().vocab_size;
   if (T > m.config().max_position_embeddings)
     return Status::error("control '" + prompt + "': " + std::to_string(T) + " tokens exceed max_position_embeddings");
   m.forward(ids.data(), 1, T);
-  return log_softmax(m.logits() + (T - 1) * V, V);
+  return eval::log_softmax(m.logits() + (T - 1) * V, V);
 }
 
 }  // namespace
@@ -122,34 +95,6 @@ Result<std::vector<std::string>> read_controls(const std::string& path) {
   return out;
 }
 
-Result<ContinuationScore> score_continuation(model::Transformer& m, const io::Tokenizer& tok,
-                                             const std::string& prompt, const std::string& continuation) {
-  std::vector<int32_t> ids = prompt_ids(tok, prompt);
-  const std::vector<int32_t> cont = continuation_ids(tok, prompt, continuation);
-  if (cont.empty()) return Status::error("continuation '" + continuation + "' has no tokens");
-  const int64_t P = static_cast<int64_t>(ids.size()), V = m.config().vocab_size;
-  ids.insert(ids.end(), cont.begin(), cont.end());
-  const int64_t T = static_cast<int64_t>(ids.size());
-  if (T > m.config().max_position_embeddings)
-    return Status::error("prompt '" + prompt + "' with its continuation is " + std::to_string(T) +
-                         " tokens, more than max_position_embeddings = " +
-                         std::to_string(m.config().max_position_embeddings));
-  m.forward(ids.data(), 1, T);
-  ContinuationScore s;
-  s.tokens = static_cast<int64_t>(cont.size());
-  s.greedy = true;
-  for (int64_t k = 0; k < s.tokens; ++k) {
-    const float* z = m.logits() + (P - 1 + k) * V;
-    const std::vector<double> lp = log_softmax(z, V);
-    s.logprob += lp[cont[k]];
-    if (k == 0) {
-      s.first_prob = std::exp(lp[cont[0]]);
-      s.first_rank = rank_of(z, V, cont[0]);
-    }
-    s.greedy = s.greedy && argmax(z, V) == cont[k];
-  }
-  return s;
-}
 
 Result<EditEvalResult> evaluate_edits(model::Transformer& m, const io::Tokenizer& tok, const EditCases& cases,
                                       const std::vector<Overlay>& edits, const EvalProgress& progress) {
@@ -166,8 +111,8 @@ Result<EditEvalResult> evaluate_edits(model::Transformer& m, const io::Tokenizer
     for (size_t i = 0; i < cases.cases.size(); ++i) {
       const EditCase& c = cases.cases[i];
       const std::string where = "case at line " + std::to_string(c.line);
-      STEM_ASSIGN_OR_RETURN(ContinuationScore b, score_continuation(m, tok, c.prompt, c.before));
-      STEM_ASSIGN_OR_RETURN(ContinuationScore a, score_continuation(m, tok, c.prompt, c.after));
+      STEM_ASSIGN_OR_RETURN(ContinuationScore b, eval::score_continuation(m, tok, c.prompt, c.before));
+      STEM_ASSIGN_OR_RETURN(ContinuationScore a, eval::score_continuation(m, tok, c.prompt, c.after));
       (edited ? r.cases[i].before_edit : r.cases[i].before_base) = b;
       (edited ? r.cases[i].after_edit : r.cases[i].after_base) = a;
       if (progress) progress(done += 2, 2 * per_pass);

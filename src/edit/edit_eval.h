@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "edit/overlay.h"
+#include "eval/continuation.h"
 #include "io/tokenizer.h"
 #include "model/transformer.h"
 
@@ -42,13 +43,7 @@ struct EditCases {
 Result<EditCases> read_cases(const std::string& path);
 Result<std::vector<std::string>> read_controls(const std::string& path);
 
-struct ContinuationScore {
-  int64_t tokens = 0;       // continuation length in tokens
-  double first_prob = 0;    // p(first token | prompt)
-  int64_t first_rank = 0;   // 1 = the most likely token
-  double logprob = 0;       // sum of log p over the continuation's tokens
-  bool greedy = false;      // every token is the argmax at its position
-};
+using ContinuationScore = stem::ContinuationScore;  // eval/continuation.h
 
 struct CaseResult {
   ContinuationScore before_base, before_edit, after_base, after_edit;
@@ -74,10 +69,7 @@ struct EditEvalResult {
   EditEvalSummary summary;
 };
 
-// Scores `continuation` after BOS + `prompt` with the model as it is.
-// Errors: empty continuation, too long for the model's positions.
-Result<ContinuationScore> score_continuation(model::Transformer& m, const io::Tokenizer& tok,
-                                             const std::string& prompt, const std::string& continuation);
+// Continuations are scored by eval::score_continuation.
 
 // (done, total) over the prompts scored, both passes.
 using EvalProgress = std::function<void(int64_t, int64_t)>;

@@ -1,6 +1,8 @@
 // Layer specs and token forms of strings (see targets.h).
 #include "edit/targets.h"
 
+#include "eval/continuation.h"
+
 #include <algorithm>
 #include <charconv>
 
@@ -33,13 +35,7 @@ Result<int64_t> parse_int(const std::string& s, const std::string& what) {
   return v;
 }
 
-// The tokens of ctx + s after those of ctx; empty when ctx's are not a prefix
-// (a piece spans the boundary).
-std::vector<int32_t> after_context(const io::Tokenizer& tok, const std::string& ctx, const std::string& s) {
-  const std::vector<int32_t> a = tok.encode(ctx), ab = tok.encode(ctx + s);
-  if (ab.size() <= a.size() || !std::equal(a.begin(), a.end(), ab.begin())) return {};
-  return std::vector<int32_t>(ab.begin() + static_cast<std::ptrdiff_t>(a.size()), ab.end());
-}
+using eval::after_context;
 
 // A piece made only of the space marker "▁" (SentencePiece splits "Spain"
 // into "▁" "Spain" when "▁Spain" is not a piece): every word shares it.
@@ -135,10 +131,5 @@ std::string show_pieces(const io::Tokenizer& tok, const std::vector<int32_t>& id
   return s;
 }
 
-std::vector<int32_t> continuation_ids(const io::Tokenizer& tok, const std::string& prompt,
-                                      const std::string& continuation) {
-  std::vector<int32_t> ids = after_context(tok, prompt, continuation);
-  return ids.empty() ? tok.encode(continuation) : ids;
-}
 
 }  // namespace stem::edit

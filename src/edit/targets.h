@@ -49,10 +49,6 @@ Result<std::vector<TokenForm>> token_forms(const io::Tokenizer& tok, const std::
 // "▁Zor|bia" (pieces joined by '|'), for reports.
 std::string show_pieces(const io::Tokenizer& tok, const std::vector<int32_t>& ids);
 
-// Ids of `continuation` as it follows `prompt`: the tokens of prompt +
-// continuation after those of the prompt, or, when the prompt's tokens are
-// not a prefix (a merge across the boundary), the continuation on its own.
-std::vector<int32_t> continuation_ids(const io::Tokenizer& tok, const std::string& prompt,
-                                      const std::string& continuation);
+// continuation_ids: eval/continuation.h.
 
 }  // namespace stem::edit
