@@ -17,6 +17,7 @@ pkgs=(
   libsentencepiece-dev sentencepiece  # tokenizer
   liburing-dev           # io_uring reads for the disk table tier
   zlib1g-dev
+  python3-dev pybind11-dev python3-numpy  # the Python module and its tests
 )
 corpus=""
 while (($#)); do

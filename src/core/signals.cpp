@@ -91,6 +91,23 @@ Status install_signal_receiver() {
 
 bool signal_receiver_installed() { return g_installed.load(); }
 
+SignalsDeferred::SignalsDeferred() {
+  static_assert(sizeof(old_) >= sizeof(sigset_t));
+  const sigset_t set = handled_set();
+  ::pthread_sigmask(SIG_BLOCK, &set, reinterpret_cast<sigset_t*>(old_));
+}
+
+SignalsDeferred::~SignalsDeferred() { ::pthread_sigmask(SIG_SETMASK, reinterpret_cast<sigset_t*>(old_), nullptr); }
+
+int SignalsDeferred::pending() {
+  sigset_t p;
+  sigemptyset(&p);
+  if (::sigpending(&p) != 0) return 0;
+  for (int s : kSignals)
+    if (sigismember(&p, s)) return s;
+  return 0;
+}
+
 std::string signal_name(int sig) {
   switch (sig) {
     case SIGINT: return "SIGINT";

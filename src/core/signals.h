@@ -66,4 +66,23 @@ class StopRequest {
   std::atomic<int> signal_{0};
 };
 
+// For front ends that do not own the process (the Python module): while one
+// lives, SIGINT/SIGTERM/SIGHUP are blocked in the calling thread, so the host's
+// handlers (Python's) cannot run on it while it computes, and threads it
+// starts meanwhile (OpenMP workers, prefetchers) inherit the block for good.
+// A signal that arrives stays pending, and is delivered to the host when the
+// guard is gone; pending() lets a long loop notice it and stop cleanly.
+class SignalsDeferred {
+ public:
+  SignalsDeferred();
+  ~SignalsDeferred();
+  SignalsDeferred(const SignalsDeferred&) = delete;
+  SignalsDeferred& operator=(const SignalsDeferred&) = delete;
+  // SIGINT, SIGTERM or SIGHUP is pending (0 if none).
+  static int pending();
+
+ private:
+  unsigned long long old_[16];  // the thread's previous mask (a sigset_t)
+};
+
 }  // namespace stem::core

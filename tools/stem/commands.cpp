@@ -9,8 +9,7 @@
 #include <iostream>
 #include <map>
 
-#include "edit/overlay.h"
-#include "edit/store_rows.h"
+#include "stem/edit.h"
 #include "model/transformer.h"
 
 namespace stem::cli {
@@ -79,8 +78,7 @@ void add_edit_option(CLI::App* sub, std::vector<std::string>* files) {
 
 Status apply_edits(Model& m, const std::vector<std::string>& files) {
   if (files.empty()) return ok_status();
-  std::unique_ptr<edit::RowTable> rows = edit::model_rows(m.impl());
-  return edit::apply_overlay_files(files, m.config(), *rows);
+  return apply_overlays(m, files).status();  // applied for the rest of the command
 }
 
 int fail(const std::string& cmd, const Status& st) {

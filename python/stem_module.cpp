@@ -1,0 +1,291 @@
+// The `stem` Python module: a thin front end over the public C++ API
+// (include/stem/), like the CLI. Models (load, config, score, generate with
+// streaming), tokenizers, STEM table rows as NumPy arrays (a view without a
+// copy when the tables are in RAM as F32), edit overlays, and short training
+// runs with a per-step callback.
+//
+// Errors raise RuntimeError with stem's one-line message. Long calls release
+// the GIL and defer SIGINT/SIGTERM/SIGHUP while they compute (core/signals.h:
+// no Python signal handler may run on a thread inside oneDNN); Ctrl-C is
+// delivered when the call returns, and stops a training run cleanly after
+// the step in progress (a checkpoint is saved first).
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+
+#include "core/signals.h"
+#include "stem/edit.h"
+#include "stem/eval.h"
+#include "stem/generate.h"
+#include "stem/model.h"
+#include "stem/tokenizer.h"
+#include "stem/train.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+T unwrap(stem::Result<T> r) {
+  if (!r.ok()) throw std::runtime_error(r.status().message());
+  return std::move(r).value();
+}
+void check(const stem::Status& s) {
+  if (!s.ok()) throw std::runtime_error(s.message());
+}
+
+// Compute without the GIL and with the signals deferred (see above).
+struct NativeCall {
+  stem::core::SignalsDeferred signals;
+  py::gil_scoped_release nogil;
+};
+
+py::dict config_dict(const stem::ModelConfig& c) {
+  py::dict d;
+  d["vocab_size"] = c.vocab_size;
+  d["hidden_size"] = c.hidden_size;
+  d["intermediate_size"] = c.intermediate_size;
+  d["num_hidden_layers"] = c.num_hidden_layers;
+  d["num_attention_heads"] = c.num_attention_heads;
+  d["num_key_value_heads"] = c.num_key_value_heads;
+  d["max_position_embeddings"] = c.max_position_embeddings;
+  py::list types;
+  for (stem::FfnType t : c.ffn_types) types.append(stem::ffn_type_name(t));
+  d["ffn_types"] = types;
+  return d;
+}
+
+stem::GenerateOptions generate_options(int64_t max_new_tokens, bool greedy, float temperature, int64_t top_k,
+                                       float top_p, uint64_t seed, std::vector<std::string> stop) {
+  stem::GenerateOptions o;
+  o.max_new_tokens = max_new_tokens;
+  o.sampler = {.temperature = temperature, .top_k = top_k, .top_p = top_p, .greedy = greedy, .seed = seed};
+  o.stop = std::move(stop);
+  return o;
+}
+
+// Runs generate() natively; `on_token` (may be None) is called with (id, text)
+// holding the GIL, and may return False to stop.
+py::dict run_generate(stem::Model& m, const std::function<stem::Result<stem::GenerateResult>(
+                                          const stem::TokenCallback&)>& fn, const py::object& on_token) {
+  stem::TokenCallback cb;
+  std::string error;  // a Python exception in the callback stops generation, then is raised
+  if (!on_token.is_none())
+    cb = [&on_token, &error](const stem::GeneratedToken& t) {
+      py::gil_scoped_acquire gil;
+      try {
+        py::object r = on_token(t.id, py::bytes(t.text).attr("decode")("utf-8", "replace"));
+        return r.is_none() || r.cast<bool>();
+      } catch (const std::exception& e) {
+        error = e.what();
+        return false;
+      }
+    };
+  stem::Result<stem::GenerateResult> r = stem::Status::error("generate: not run");
+  {
+    NativeCall nc;
+    r = fn(cb);
+  }
+  if (!error.empty()) throw std::runtime_error("on_token: " + error);
+  const stem::GenerateResult& g = unwrap(std::move(r));
+  py::dict d;
+  d["ids"] = g.ids;
+  d["prompt_ids"] = g.prompt_ids;
+  d["text"] = g.text;
+  d["stop"] = stem::stop_reason_name(g.stop);
+  d["prefill_seconds"] = g.prefill_seconds;
+  d["decode_seconds"] = g.decode_seconds;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(stem, mod) {
+  mod.doc() = "stem: train, run, evaluate and edit STEM language models";
+
+  py::class_<stem::Tokenizer>(mod, "Tokenizer")
+      .def_static("load", [](const std::string& path) { return unwrap(stem::Tokenizer::load(path)); })
+      .def("encode", [](const stem::Tokenizer& t, const std::string& s) { return t.encode(s); })
+      .def("decode", [](const stem::Tokenizer& t, const std::vector<int32_t>& ids) {
+        return py::bytes(t.decode(ids)).attr("decode")("utf-8", "replace");
+      })
+      .def("piece", &stem::Tokenizer::piece)
+      .def_property_readonly("vocab_size", &stem::Tokenizer::vocab_size)
+      .def_property_readonly("bos_id", &stem::Tokenizer::bos_id)
+      .def_property_readonly("eos_id", &stem::Tokenizer::eos_id);
+
+  py::class_<stem::AppliedEdits>(mod, "AppliedEdits")
+      .def("revert", [](stem::AppliedEdits& a) { check(a.revert()); })
+      .def_property_readonly("rows", &stem::AppliedEdits::rows);
+
+  py::class_<stem::Model>(mod, "Model")
+      .def_static(
+          "load",
+          [](const std::string& dir, const std::string& tables, const std::string& dtype, int64_t table_cache_mb) {
+            stem::LoadOptions o;
+            o.tables = tables;
+            o.dtype = dtype;
+            o.table_cache_mb = table_cache_mb;
+            NativeCall nc;
+            return unwrap(stem::Model::load(dir, o));
+          },
+          py::arg("dir"), py::arg("tables") = "ram", py::arg("dtype") = "f32", py::arg("table_cache_mb") = 256,
+          "Loads a checkpoint directory (or a training run directory: its latest checkpoint)")
+      .def_property_readonly("config", [](const stem::Model& m) { return config_dict(m.config()); })
+      .def_property_readonly("dir", &stem::Model::dir)
+      .def("tokenizer",
+           [](const stem::Model& m) {
+             return unwrap(stem::Tokenizer::for_model(m.dir(), m.config().vocab_size, "by Model.tokenizer()"));
+           })
+      .def(
+          "score",
+          [](stem::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids, bool logits) {
+            if (ids.ndim() != 1 && ids.ndim() != 2) throw std::runtime_error("score: ids must be [T] or [B, T]");
+            const int64_t B = ids.ndim() == 2 ? ids.shape(0) : 1, T = ids.shape(ids.ndim() - 1);
+            std::vector<int32_t> v(ids.data(), ids.data() + B * T);
+            std::vector<float> out;
+            stem::Result<double> loss = stem::Status::error("score: not run");
+            {
+              NativeCall nc;
+              loss = m.score(v, B, T, logits ? &out : nullptr);
+            }
+            const double l = unwrap(std::move(loss));
+            if (!logits) return py::object(py::float_(l));
+            py::array_t<float> a({B * T, m.config().vocab_size});
+            std::copy(out.begin(), out.end(), a.mutable_data());
+            return py::object(py::make_tuple(l, a));
+          },
+          py::arg("ids"), py::arg("logits") = false,
+          "Mean next-token loss of ids [T] or [B, T]; with logits=True also the [B*T, V] logits")
+      .def(
+          "score_continuation",
+          [](stem::Model& m, const stem::Tokenizer& tok, const std::string& ctx, const std::string& cont) {
+            stem::Result<stem::ContinuationScore> r = stem::Status::error("not run");
+            {
+              NativeCall nc;
+              r = stem::score_continuation(m, tok, ctx, cont);
+            }
+            const stem::ContinuationScore s = unwrap(std::move(r));
+            py::dict d;
+            d["logprob"] = s.logprob;
+            d["tokens"] = s.tokens;
+            d["greedy"] = s.greedy;
+            d["first_prob"] = s.first_prob;
+            d["first_rank"] = s.first_rank;
+            return d;
+          },
+          "Log-likelihood of a continuation after a context (lm-evaluation-harness rules)")
+      .def(
+          "generate",
+          [](stem::Model& m, const stem::Tokenizer& tok, const std::string& prompt, int64_t max_new_tokens,
+             bool greedy, float temperature, int64_t top_k, float top_p, uint64_t seed,
+             std::vector<std::string> stop, const py::object& on_token) {
+            const stem::GenerateOptions o =
+                generate_options(max_new_tokens, greedy, temperature, top_k, top_p, seed, std::move(stop));
+            return run_generate(
+                m, [&](const stem::TokenCallback& cb) { return stem::generate(m, tok, prompt, o, cb); }, on_token);
+          },
+          py::arg("tokenizer"), py::arg("prompt"), py::arg("max_new_tokens") = 64, py::arg("greedy") = false,
+          py::arg("temperature") = 0.8f, py::arg("top_k") = 40, py::arg("top_p") = 0.95f, py::arg("seed") = 0,
+          py::arg("stop") = std::vector<std::string>{}, py::arg("on_token") = py::none(),
+          "Continues a text prompt; on_token(id, text) streams each token (return False to stop)")
+      .def(
+          "generate_ids",
+          [](stem::Model& m, const std::vector<int32_t>& ids, int64_t max_new_tokens, bool greedy, float temperature,
+             int64_t top_k, float top_p, uint64_t seed, const py::object& on_token) {
+            const stem::GenerateOptions o =
+                generate_options(max_new_tokens, greedy, temperature, top_k, top_p, seed, {});
+            return run_generate(
+                m, [&](const stem::TokenCallback& cb) { return stem::generate(m, ids, o, cb); }, on_token);
+          },
+          py::arg("ids"), py::arg("max_new_tokens") = 64, py::arg("greedy") = false, py::arg("temperature") = 0.8f,
+          py::arg("top_k") = 40, py::arg("top_p") = 0.95f, py::arg("seed") = 0, py::arg("on_token") = py::none())
+      .def(
+          "table",
+          [](py::object self, int32_t layer) {
+            stem::Model& m = self.cast<stem::Model&>();
+            float* p = stem::table_data(m, layer);
+            if (!p)
+              throw std::runtime_error("table: layer " + std::to_string(layer) +
+                                       " is not a STEM layer held in RAM as F32 (use table_row)");
+            const int64_t V = m.config().vocab_size, f = m.config().intermediate_size;
+            // A view into the model's memory, keeping the model alive.
+            return py::array_t<float>({V, f}, {f * 4, int64_t{4}}, p, self);
+          },
+          "STEM layer `layer`'s table [V, f] as a writable NumPy view (no copy)")
+      .def("table_row",
+           [](stem::Model& m, int32_t layer, int32_t token) {
+             std::vector<float> r = unwrap(stem::read_table_row(m, layer, token));
+             py::array_t<float> a(static_cast<py::ssize_t>(r.size()));
+             std::copy(r.begin(), r.end(), a.mutable_data());
+             return a;
+           })
+      .def("set_table_row",
+           [](stem::Model& m, int32_t layer, int32_t token,
+              py::array_t<float, py::array::c_style | py::array::forcecast> row) {
+             check(stem::write_table_row(m, layer, token, std::vector<float>(row.data(), row.data() + row.size())));
+           })
+      .def("apply_overlays", [](stem::Model& m, const std::vector<std::string>& files) {
+        return unwrap(stem::apply_overlays(m, files));
+      });
+
+  mod.def(
+      "train",
+      [](const std::string& config, const std::string& data, const std::string& out, int64_t steps, int64_t batch,
+         int64_t seq, float lr, uint64_t seed, bool resume, const py::object& on_step) {
+        stem::TrainOptions o;
+        o.config_path = config;
+        o.data_dir = data;
+        o.out_dir = out;
+        o.steps = steps;
+        o.batch = batch;
+        o.seq = seq;
+        o.lr = lr;
+        o.seed = seed;
+        o.resume = resume;
+        o.force = !resume;
+        o.eval_every = 0;
+        o.save_every = steps;
+        std::atomic<bool> stop{false};
+        py::list losses;
+        stem::Result<stem::TrainEnd> end = stem::Status::error("train: not run");
+        std::string last, error;
+        {
+          NativeCall nc;
+          auto t = stem::Trainer::create(o);
+          if (!t.ok()) {
+            end = t.status();
+          } else {
+            end = (*t)->run(
+                [&](const stem::StepRecord& r) {
+                  if (stem::core::SignalsDeferred::pending()) stop = true;  // Ctrl-C: save and return
+                  py::gil_scoped_acquire gil;
+                  losses.append(r.loss);
+                  if (on_step.is_none() || !error.empty()) return;
+                  try {
+                    on_step(r.step, r.loss);
+                  } catch (const std::exception& e) {  // stop cleanly, then raise it
+                    error = e.what();
+                    stop = true;
+                  }
+                },
+                &stop);
+            last = (*t)->last_checkpoint();
+          }
+        }
+        if (!error.empty()) throw std::runtime_error("on_step: " + error);
+        const stem::TrainEnd e = unwrap(std::move(end));
+        py::dict d;
+        d["losses"] = losses;
+        d["checkpoint"] = last;
+        d["finished"] = e == stem::TrainEnd::Finished;
+        return d;
+      },
+      py::arg("config"), py::arg("data"), py::arg("out"), py::arg("steps") = 20, py::arg("batch") = 4,
+      py::arg("seq") = 128, py::arg("lr") = 2e-3f, py::arg("seed") = 0, py::arg("resume") = false,
+      py::arg("on_step") = py::none(),
+      "Trains a model (config.json path) on a data directory from `stem prepare`; returns losses and the checkpoint");
+}
