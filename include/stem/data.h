@@ -1,11 +1,13 @@
 // Data directories, as `stem prepare` writes them (tokenizer.model, the
-// token shards of the training and validation splits, data.json): what one
-// holds, for callers that build a model to fit it. Preparing one from text is
-// the CLI's `stem prepare` for now.
+// token shards of the training and validation splits, data.json): making one
+// from text files, and what one holds, for callers that build a model to fit
+// it. src/data/prepare.cpp says what a document is and how the split is made.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "stem/status.h"
 
@@ -18,6 +20,25 @@ struct DataInfo {
   int64_t train_tokens = 0, val_tokens = 0;
   int32_t bos_id = -1, eos_id = -1;
 };
+
+struct PrepareOptions {
+  std::vector<std::string> inputs;  // text files, or folders searched recursively for *.txt
+  std::string out;                  // the data folder (must not exist unless force)
+  int64_t vocab_size = 4096;        // BPE vocabulary, > 259
+  double val_fraction = 0.05;       // documents held out, in [0, 1)
+  uint64_t seed = 0;                // of the split and the tokenizer's sample
+  int64_t doc_bytes = 4096;         // target document size (paragraph groups)
+  int64_t sample_bytes = 10'000'000;  // tokenizer trained on about this much text at most
+  int threads = 0;                  // 0: all
+  bool force = false;               // replace an earlier data folder at `out`
+};
+// (stage, done, total): "scanning" and "tokenizing" in bytes of text,
+// "training tokenizer" once.
+using PrepareProgress = std::function<void(const std::string& stage, int64_t done, int64_t total)>;
+// Writes the folder (atomically: OUT is never half written) and returns its
+// data.json as JSON text, with "out" and "seconds" added. Errors name the
+// input file and what is wrong with it (NUL bytes, invalid UTF-8, ...).
+Result<std::string> prepare_data(const PrepareOptions& opt, const PrepareProgress& progress = nullptr);
 
 // Opens and checks DIR (every shard's header and size, data.json).
 Result<DataInfo> describe_data(const std::string& dir);

@@ -17,6 +17,7 @@
 #include "eval/perplexity.h"
 #include "eval/report.h"
 #include "infer/decoder.h"
+#include "stem/data.h"
 #include "stem/generate.h"
 #include "io/token_shards.h"
 #include "io/tokenizer.h"
@@ -172,7 +173,13 @@ int run_demo(const DemoOpts& o) {
   const std::string data_dir = (fs::path(o.out) / "data").string();
   if (!fs::exists(fs::path(data_dir) / "data.json")) {
     std::fprintf(stderr, "preparing %s -> %s\n", o.corpus[0].c_str(), data_dir.c_str());
-    auto p = prepare_corpus(o.corpus, data_dir, o.vocab, 0.05, o.seed);
+    PrepareOptions po;
+    po.inputs = o.corpus;
+    po.out = data_dir;
+    po.vocab_size = o.vocab;
+    po.val_fraction = 0.05;
+    po.seed = o.seed;
+    auto p = prepare_data(po);
     if (!p.ok()) return fail("demo", p.status());
   }
   auto data = io::DataDir::open(data_dir);

@@ -60,9 +60,6 @@ nlohmann::json load_flags_json(const LoadFlags& f);
 void add_edit_option(CLI::App* sub, std::vector<std::string>* files);
 Status apply_edits(Model& m, const std::vector<std::string>& files);
 
-// Prepares a data directory from text (what `stem prepare` does), for the demo.
-Result<nlohmann::json> prepare_corpus(const std::vector<std::string>& inputs, const std::string& out,
-                                      int64_t vocab_size, double val_fraction, uint64_t seed);
 
 // The commands, one file each.
 void register_init(CLI::App& app);
