@@ -2,6 +2,8 @@
 // the chosen STEM rows with every other parameter frozen.
 #include "edit/inject.h"
 
+#include "kernels/kernels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -183,8 +185,14 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
       return Status::error("inject: loss is not finite at step " + std::to_string(step) + " (try a lower --lr)");
     }
     res.losses.push_back(loss);
-    const double bc1 = 1.0 - std::pow(static_cast<double>(opt.beta1), static_cast<double>(step));
-    const double bc2 = 1.0 - std::pow(static_cast<double>(opt.beta2), static_cast<double>(step));
+    // Adam without weight decay on each row, the optimizer's own kernel.
+    kernels::AdamWHyper h;
+    h.lr = static_cast<float>(opt.lr);
+    h.beta1 = static_cast<float>(opt.beta1);
+    h.beta2 = static_cast<float>(opt.beta2);
+    h.eps = static_cast<float>(opt.eps);
+    h.weight_decay = 0.0f;
+    h.step = step;
     for (size_t k = 0; k < original.size(); ++k) {
       const RowKey key = original.keys[k];
       const model::LayerView& lv = m.layer(key.layer);
@@ -192,14 +200,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
       STEM_CHECK(it != g.index.unique.end() && *it == key.token);
       const float* grad = g.rows[lv.i_stem].f32() + (it - g.index.unique.begin()) * f;
       float* w = m.weights()[lv.i_stem].f32() + static_cast<int64_t>(key.token) * f;
-      float* a = m1.data() + k * f;
-      float* b = m2.data() + k * f;
-      for (int64_t c = 0; c < f; ++c) {
-        a[c] = opt.beta1 * a[c] + (1 - opt.beta1) * grad[c];
-        b[c] = opt.beta2 * b[c] + (1 - opt.beta2) * grad[c] * grad[c];
-        const double mhat = a[c] / bc1, vhat = b[c] / bc2;
-        w[c] -= static_cast<float>(opt.lr * mhat / (std::sqrt(vhat) + opt.eps));
-      }
+      kernels::adamw_update(w, m1.data() + k * f, m2.data() + k * f, grad, f, h);
     }
     if (progress) progress(step, opt.steps, loss);
   }
