@@ -43,20 +43,8 @@ struct NativeCall {
   py::gil_scoped_release nogil;
 };
 
-py::dict config_dict(const stem::ModelConfig& c) {
-  py::dict d;
-  d["vocab_size"] = c.vocab_size;
-  d["hidden_size"] = c.hidden_size;
-  d["intermediate_size"] = c.intermediate_size;
-  d["num_hidden_layers"] = c.num_hidden_layers;
-  d["num_attention_heads"] = c.num_attention_heads;
-  d["num_key_value_heads"] = c.num_key_value_heads;
-  d["max_position_embeddings"] = c.max_position_embeddings;
-  py::list types;
-  for (stem::FfnType t : c.ffn_types) types.append(stem::ffn_type_name(t));
-  d["ffn_types"] = types;
-  return d;
-}
+// config.json's keys and values, as Python objects.
+py::object config_dict(const stem::ModelConfig& c) { return py::module_::import("json").attr("loads")(c.to_json()); }
 
 stem::GenerateOptions generate_options(int64_t max_new_tokens, bool greedy, float temperature, int64_t top_k,
                                        float top_p, uint64_t seed, std::vector<std::string> stop) {

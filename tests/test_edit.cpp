@@ -382,7 +382,7 @@ TEST_F(EditFiles, ApplyThenRevertIsBitwise) {
   for (size_t i = 0; i < w.size(); ++i) EXPECT_EQ(0, std::memcmp(w[i].raw(), snap[i].data(), snap[i].size()));
 }
 
-TEST(EditAnalyze, FfnInputsFollowTheTransformer) {
+TEST(EditAnalyze, ObserverAndDenseUpOutputs) {
   auto cfg = ModelConfig::from_json(R"({"model_type": "stem", "vocab_size": 40, "hidden_size": 16,
     "intermediate_size": 24, "num_hidden_layers": 3, "num_attention_heads": 4,
     "num_key_value_heads": 2, "max_position_embeddings": 16, "rope_theta": 10000.0,
@@ -393,18 +393,29 @@ TEST(EditAnalyze, FfnInputsFollowTheTransformer) {
   auto m = Model::init(*cfg, 3);
   ASSERT_TRUE(m.ok());
   const std::vector<int32_t> ids = {1, 5, 9, 33, 5, 12, 7, 0, 39, 2};
-  const int64_t T = static_cast<int64_t>(ids.size()), d = 16, V = 40;
+  const int64_t T = static_cast<int64_t>(ids.size()), d = 16, f = 24;
   const std::vector<float> want = logits_of(*m, ids);
-  int calls = 0;
-  const std::vector<float> h = edit::ffn_inputs(m->impl(), ids.data(), T, 2, [&](int, const float*) { ++calls; });
-  EXPECT_EQ(calls, 3);
-  std::vector<float> hf(T * d), rstd(T), logits(T * V);
-  kernels::rmsnorm_forward(hf.data(), rstd.data(), h.data(), m->impl().final_norm(), T, d, 1e-5f);
-  kernels::linear_forward(logits.data(), hf.data(), m->impl().head_weight(), T, d, V);
-  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(logits[i], want[i], 1e-5) << i;
+  // The observer sees every layer's FFN input, and changes nothing.
+  std::vector<int> layers;
+  std::vector<float> x0;
+  m->impl().set_observer([&](int l, const float* x, int64_t N, int64_t dim) {
+    layers.push_back(l);
+    EXPECT_EQ(N, T);
+    EXPECT_EQ(dim, d);
+    if (l == 0) x0.assign(x, x + N * dim);
+  });
+  EXPECT_EQ(logits_of(*m, ids), want);
+  m->impl().set_observer(nullptr);
+  EXPECT_EQ(layers, (std::vector<int>{0, 1, 2}));
+  // W_up x of the dense layer 0 in windows of 4: the first window's positions
+  // see the same (causal) context as in the whole sequence.
   const auto ups = edit::dense_up_outputs(m->impl(), ids, 4, 9);
   ASSERT_EQ(ups.size(), 1u);
-  EXPECT_EQ(ups.at(0).size(), 9u * 24u);
+  ASSERT_EQ(ups.at(0).size(), 9u * 24u);
+  std::vector<float> u(T * f);
+  kernels::linear_forward(u.data(), x0.data(), m->impl().layer(0).w_up, T, d, f);
+  for (int64_t i = 0; i < 4 * f; ++i) ASSERT_NEAR(ups.at(0)[i], u[i], 1e-5f) << i;
+  EXPECT_EQ(logits_of(*m, ids), want);  // and the model is as it was
 }
 
 TEST(EditAnalyze, CosineStatsAndCapacity) {

@@ -1,5 +1,6 @@
-// Preparing data (stem::prepare_data, `stem prepare`): text files -> a data folder the trainer reads (tokenizer.model,
-// train.tok, val.tok, data.json; see io/token_shards.h). It does not clean
+// Preparing data (stem::prepare_data, `stem prepare`): text files -> a data
+// folder the trainer reads (tokenizer.model, train.tok, val.tok, data.json;
+// see io/token_shards.h). It does not clean
 // text (scripts/make_corpus.sh does) and does not shuffle or batch tokens
 // (the trainer does).
 //
@@ -23,6 +24,9 @@
 // SentencePiece; the second encodes batches of documents on all threads and
 // streams ids to the shards. Everything is written in OUT.tmp-<pid> and renamed
 // to OUT at the end; on any failure that folder is removed, so OUT is never
+// half written.
+#include "stem/data.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -31,8 +35,9 @@
 #include <filesystem>
 #include <set>
 
-#include "stem/data.h"
 #include <nlohmann/json.hpp>
+
+#include "core/format.h"
 #include "core/timer.h"
 #include "io/files.h"
 #include "io/token_shards.h"
@@ -51,14 +56,7 @@ struct Source {
   int64_t train_docs = 0, val_docs = 0, train_tokens = 0, val_tokens = 0;
 };
 
-std::string human_bytes(double b) {
-  char s[32];
-  if (b >= 1e9) std::snprintf(s, sizeof s, "%.2f GB", b / 1e9);
-  else if (b >= 1e6) std::snprintf(s, sizeof s, "%.2f MB", b / 1e6);
-  else if (b >= 1e3) std::snprintf(s, sizeof s, "%.1f KB", b / 1e3);
-  else std::snprintf(s, sizeof s, "%.0f B", b);
-  return s;
-}
+using core::human_bytes;
 
 // ---------------------------------------------------------------- inputs
 

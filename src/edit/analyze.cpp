@@ -80,77 +80,36 @@ std::vector<float> stem_rows_of(const model::Transformer& m, int layer, const st
   return out;
 }
 
-std::vector<float> ffn_inputs(const model::Transformer& m, const int32_t* ids, int64_t T, int last_layer,
-                              const std::function<void(int layer, const float* x)>& fn) {
-  namespace k = kernels;
-  const ModelConfig& cfg = m.config();
-  STEM_CHECK(T >= 1 && T <= cfg.max_position_embeddings);
-  const int64_t d = cfg.hidden_size, f = cfg.intermediate_size, H = cfg.num_attention_heads;
-  const int64_t Hkv = cfg.num_key_value_heads, hd = cfg.head_dim();
-  const float eps = static_cast<float>(cfg.rms_norm_eps);
-  std::vector<float> h(T * d), a(T * d), rstd(T), q(T * H * hd), kk(T * Hkv * hd), v(T * Hkv * hd);
-  std::vector<float> att(T * H * hd), lse(H * T), hmid(T * d), x(T * d), y(T * d), g(T * f), u(T * f), hact(T * f),
-      xe(T * d), ye(T * d);
-  k::embedding_forward(h.data(), m.embed_table(), ids, T, d);
-  for (int l = 0; l <= last_layer && l < m.n_layers(); ++l) {
-    const model::LayerView& W = m.layer(l);
-    k::rmsnorm_forward(a.data(), rstd.data(), h.data(), W.attn_norm, T, d, eps);
-    k::linear_forward(q.data(), a.data(), W.wq, T, d, H * hd);
-    k::linear_forward(kk.data(), a.data(), W.wk, T, d, Hkv * hd);
-    k::linear_forward(v.data(), a.data(), W.wv, T, d, Hkv * hd);
-    k::rope_forward(q.data(), m.rope_cos(), m.rope_sin(), 1, T, H, hd, 0);
-    k::rope_forward(kk.data(), m.rope_cos(), m.rope_sin(), 1, T, Hkv, hd, 0);
-    k::attention_forward(att.data(), lse.data(), q.data(), kk.data(), v.data(), 1, T, H, Hkv, hd);
-    hmid = h;
-    k::linear_forward(hmid.data(), att.data(), W.wo, T, H * hd, d, /*accumulate=*/true);
-    k::rmsnorm_forward(x.data(), rstd.data(), hmid.data(), W.ffn_norm, T, d, eps);
-    if (fn) fn(l, x.data());
-    if (l == last_layer && l + 1 < m.n_layers()) break;
-    switch (W.type) {
-      case FfnType::Dense:
-        k::dense_ffn_forward(y.data(), g.data(), u.data(), hact.data(), x.data(), W.w_gate, W.w_up, W.w_down, T, d, f);
-        break;
-      case FfnType::Stem:
-        k::stem_ffn_forward(y.data(), g.data(), hact.data(), x.data(), W.w_gate, W.w_down, W.stem_table, ids, T, d, f);
-        break;
-      case FfnType::HashMoe: {
-        std::vector<int32_t> expert(T);
-        for (int64_t n = 0; n < T; ++n) expert[n] = W.hash_table[ids[n]];
-        const k::RowIndex route = k::build_row_index(expert.data(), T, cfg.num_hash_experts);
-        k::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
-        k::hash_moe_forward(y.data(), xe.data(), g.data(), u.data(), hact.data(), ye.data(), x.data(), mw, route, T,
-                            d, f);
-        break;
-      }
-    }
-    for (int64_t i = 0; i < T * d; ++i) h[i] = hmid[i] + y[i];
-  }
-  return h;
-}
-
-std::map<int, std::vector<float>> dense_up_outputs(const model::Transformer& m, const std::vector<int32_t>& ids,
+std::map<int, std::vector<float>> dense_up_outputs(model::Transformer& m, const std::vector<int32_t>& ids,
                                                    int64_t window, int64_t max_positions) {
   const ModelConfig& cfg = m.config();
   const int64_t f = cfg.intermediate_size;
   std::map<int, std::vector<float>> out;
-  int last = -1;
-  for (int l = 0; l < m.n_layers(); ++l)
-    if (m.layer(l).type == FfnType::Dense) last = l;
-  if (last < 0 || ids.empty()) return out;
+  bool any = false;
+  for (int l = 0; l < m.n_layers(); ++l) any = any || m.layer(l).type == FfnType::Dense;
+  if (!any || ids.empty()) return out;
   window = std::clamp<int64_t>(window, 1, cfg.max_position_embeddings);
   const int64_t n_total = std::min<int64_t>(max_positions, static_cast<int64_t>(ids.size()));
   std::vector<float> u;
   for (int64_t off = 0; off < n_total; off += window) {
     const int64_t T = std::min(window, static_cast<int64_t>(ids.size()) - off);
     const int64_t keep = std::min(T, n_total - off);
-    ffn_inputs(m, ids.data() + off, T, last, [&](int l, const float* x) {
+    m.set_observer([&](int l, const float* x, int64_t N, int64_t d) {
       const model::LayerView& W = m.layer(l);
       if (W.type != FfnType::Dense) return;
-      u.resize(static_cast<size_t>(T * f));
-      kernels::linear_forward(u.data(), x, W.w_up, T, cfg.hidden_size, f);
+      u.resize(static_cast<size_t>(N * f));
+      kernels::linear_forward(u.data(), x, W.w_up, N, d, f);
       auto& dst = out[l];
       dst.insert(dst.end(), u.begin(), u.begin() + keep * f);
     });
+    if (m.table_store()) {
+      if (Status st = m.fetch_tables(ids.data() + off, T); !st.ok()) {
+        m.set_observer(nullptr);
+        return {};
+      }
+    }
+    m.forward(ids.data() + off, 1, T);
+    m.set_observer(nullptr);
   }
   return out;
 }

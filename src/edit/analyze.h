@@ -8,10 +8,8 @@
 //             d x f up-projection whatever the context; STEM touches more rows.
 // It does not plot, and reads the model without changing it.
 //
-// Dense inputs: ffn_inputs() runs the contract's forward (same kernels, same
-// order as model::Transformer::forward, batch 1, F32 weights in RAM) and hands
-// each layer's FFN input to a callback, without touching the Transformer's
-// saved activations.
+// Dense inputs come from the model's own forward pass
+// (model::Transformer::forward), through its layer observer.
 #pragma once
 
 #include <cstdint>
@@ -41,19 +39,11 @@ CosineStats cosine_stats(const float* vectors, int64_t n, int64_t dim, int64_t m
 // The rows of STEM layer `layer` for `tokens` (every row when empty), [n, f].
 std::vector<float> stem_rows_of(const model::Transformer& m, int layer, const std::vector<int32_t>& tokens);
 
-// Runs the forward on ids[0..T) (1 <= T <= max positions) and calls
-// fn(layer, x [T, d]) with the FFN input (post-attention RMSNorm output) of
-// every layer up to `last_layer`. Returns the residual stream [T, d] that
-// enters the final norm when every layer ran (last_layer >= L - 1; for
-// checking this path against Transformer::forward), else the one entering
-// `last_layer`.
-std::vector<float> ffn_inputs(const model::Transformer& m, const int32_t* ids, int64_t T, int last_layer,
-                              const std::function<void(int layer, const float* x)>& fn);
-
 // W_up x of every dense layer at up to max_positions positions of `ids`, read
 // in windows of `window` tokens: layer -> [n, f]. Empty when there are no
-// dense layers.
-std::map<int, std::vector<float>> dense_up_outputs(const model::Transformer& m, const std::vector<int32_t>& ids,
+// dense layers. One forward pass per window (the model's own, observed);
+// the model's F32 tables in RAM or its table store serve the STEM rows.
+std::map<int, std::vector<float>> dense_up_outputs(model::Transformer& m, const std::vector<int32_t>& ids,
                                                    int64_t window, int64_t max_positions);
 
 struct CapacityPoint {

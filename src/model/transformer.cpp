@@ -250,6 +250,7 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
     k::linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
     // FFN block
     k::rmsnorm_forward(L.x2, L.rstd2, L.h_mid, W.ffn_norm, N, d, eps);
+    if (observer_) observer_(static_cast<int>(l), L.x2, N, d);
     switch (W.type) {
       case FfnType::Dense:
         k::dense_ffn_forward(A.y, L.g, L.u, L.hact, L.x2, W.w_gate, W.w_up, W.w_down, N, d, f);

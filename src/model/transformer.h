@@ -7,6 +7,7 @@
 // Not thread-safe; one forward/backward at a time.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,6 +65,12 @@ class Transformer {
   TensorList& weights() { return w_; }
   const TensorList& weights() const { return w_; }
   const LayerView& layer(int i) const { return layers_[i]; }
+
+  // Sees each layer's FFN input x [N, d] (the post-attention RMSNorm output)
+  // during forward(), in layer order; for analyses (gemma.cpp's activations
+  // observer). Null: none. It must not keep the pointer past the call.
+  using LayerObserver = std::function<void(int layer, const float* x, int64_t N, int64_t d)>;
+  void set_observer(LayerObserver obs) { observer_ = std::move(obs); }
 
   // Runs the model on tokens [B, T] (ids in [0, V), T <= max positions), saving
   // activations for backward. Returns the mean next-token loss over B*(T-1)
@@ -146,6 +153,7 @@ class Transformer {
   int n_stem_ = 0;
   bool f32_weights_ = true;
   std::shared_ptr<memory::TableStore> tables_;
+  LayerObserver observer_;
   std::vector<int32_t> staged_tokens_;  // [B*T] the ids staged_ was fetched for
   std::vector<float> staged_;      // [n_stem, U, f] rows fetched for the last forward
   kernels::RowIndex staged_index_;  // distinct tokens of the last forward (row_of = slot)

@@ -125,7 +125,7 @@ void register_spread(CLI::App* an) {
                                          " (the same --data must fit both)"));
         dm.emplace(std::move(*d));
       }
-      const Model& src = dm ? *dm : *m;
+      Model& src = dm ? *dm : *m;
       const int64_t window = std::min<int64_t>(256, src.config().max_position_embeddings);
       const auto ups = edit::dense_up_outputs(src.impl(), ids, window, o->max_positions);
       for (const auto& [l, u] : ups) {

@@ -5,21 +5,11 @@
 #include <memory>
 
 #include "commands.h"
+#include "core/format.h"
 #include "stem/data.h"
 
 namespace stem::cli {
-namespace {
-
-std::string human_bytes(double b) {
-  char s[32];
-  if (b >= 1e9) std::snprintf(s, sizeof s, "%.2f GB", b / 1e9);
-  else if (b >= 1e6) std::snprintf(s, sizeof s, "%.2f MB", b / 1e6);
-  else if (b >= 1e3) std::snprintf(s, sizeof s, "%.1f KB", b / 1e3);
-  else std::snprintf(s, sizeof s, "%.0f B", b);
-  return s;
-}
-
-}  // namespace
+using core::human_bytes;
 
 void register_prepare(CLI::App& app) {
   auto o = std::make_shared<PrepareOptions>();
