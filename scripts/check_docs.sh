@@ -8,8 +8,8 @@
 # from them); everything else runs as written.
 #
 # A command is a line of an indented code block that starts with `build/stem`,
-# `bash scripts/`, `/usr/bin/python3` or `echo` (a trailing backslash joins the
-# next line). Lines that start with `stem ` are synopses with placeholders in
+# `bash scripts/`, `/usr/bin/python3`, `PYTHONPATH=build/python` or `echo` (a
+# trailing backslash joins the next line). Lines that start with `stem ` are synopses with placeholders in
 # capitals and are not run. Not run either: `bash scripts/demo.sh` and
 # `bash scripts/test.sh` (CI and the demo run those), and the
 # scripts/reference.py lines when PyTorch is not installed (scripts/setup.sh
@@ -44,7 +44,7 @@ for page in ("README.md", "docs/memory-tiers.md", "docs/editing.md", "docs/relia
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith("    ") and re.match(r"(build/stem |bash scripts/|/usr/bin/python3 |echo )", line[4:]):
+        if line.startswith("    ") and re.match(r"(build/stem |bash scripts/|/usr/bin/python3 |echo |PYTHONPATH=build/python )", line[4:]):
             cmd = line[4:]
             while cmd.rstrip().endswith("\\") and i + 1 < len(lines):
                 i += 1
