@@ -188,6 +188,7 @@ TEST_F(EditCli, SharedPiecesAreRefusedSkippedOrAllowed) {
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_NE(r.err.find("which other words share"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--shared skip"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("swap: swap:"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(p("o.ovl")));
   // the same under --exchange, where the target's pieces would be edited
   r = stem_cmd(swap + "--from " + q(subject(0).name) + " --to " + word + " --exchange");

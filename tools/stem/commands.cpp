@@ -82,11 +82,14 @@ Status apply_edits(Model& m, const std::vector<std::string>& files) {
 }
 
 int fail(const std::string& cmd, const Status& st) {
-  // A message that already starts with the command's own name ("train: ...")
-  // does not repeat it.
+  // A message that already starts with the command's own name ("train: ...",
+  // or "swap: ..." for "edit swap") does not repeat it.
   const std::string& m = st.message();
-  const bool named = m.rfind(cmd + ": ", 0) == 0;
-  std::fprintf(stderr, "stem %s: %s\n", cmd.c_str(), named ? m.c_str() + cmd.size() + 2 : m.c_str());
+  const std::string last = cmd.substr(cmd.rfind(' ') + 1);
+  size_t skip = 0;
+  if (m.rfind(cmd + ": ", 0) == 0) skip = cmd.size() + 2;
+  else if (m.rfind(last + ": ", 0) == 0) skip = last.size() + 2;
+  std::fprintf(stderr, "stem %s: %s\n", cmd.c_str(), m.c_str() + skip);
   return 1;
 }
 
