@@ -56,10 +56,8 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return Status::error(dir + ": not a model directory (expected config.json and model.safetensors)");
-  if (!fs::exists(fs::path(dir) / "config.json", ec) && fs::is_directory(fs::path(dir) / "checkpoints", ec)) {
-    STEM_ASSIGN_OR_RETURN(std::string ck, resolve_model_dir(dir));
-    return load(ck, opt);
-  }
+  STEM_ASSIGN_OR_RETURN(std::string resolved, resolve_model_dir(dir));
+  if (resolved != dir) return load(resolved, opt);  // a run directory: its latest checkpoint
   STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(dir) / "config.json").string()));
   STEM_ASSIGN_OR_RETURN(memory::Tier tier, memory::parse_tier(opt.tables));
   STEM_ASSIGN_OR_RETURN(model::WeightDType dtype, model::parse_weight_dtype(opt.dtype));

@@ -42,7 +42,7 @@ Result<std::vector<int32_t>> load_ids(const std::string& path, const Model& m) {
     STEM_ASSIGN_OR_RETURN(io::TokenShard s, io::TokenShard::open(path));
     return from_shard(s);
   }
-  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::load_model_tokenizer(m.dir(), V, "to tokenize the text file " + path));
+  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, Tokenizer::for_model(m.dir(), V, "to tokenize the text file " + path));
   STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
   std::vector<int32_t> ids = tok.encode(text);
   if (ids.empty()) return Status::error(path + ": no tokens (empty file?)");

@@ -30,7 +30,7 @@ namespace fs = std::filesystem;
 // The model (tables in RAM, F32) and its tokenizer.model, which edits need.
 Result<Loaded> load_model_and_tokenizer(const std::string& dir) {
   STEM_ASSIGN_OR_RETURN(Model m, Model::load(dir));
-  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::load_model_tokenizer(m.dir(), m.config().vocab_size,
+  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, Tokenizer::for_model(m.dir(), m.config().vocab_size,
                                                                     "by edits, which name strings"));
   return Loaded{std::move(m), std::move(tok)};
 }

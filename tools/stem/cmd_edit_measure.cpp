@@ -4,16 +4,12 @@
 // and saves.
 #include <cstdio>
 #include <filesystem>
-#include <map>
-#include <optional>
 
 #include "commands.h"
 #include "edit/edit_eval.h"
 #include "edit/facts.h"
 #include "edit/inject.h"
 #include "edit/overlay.h"
-#include "edit/swap.h"
-#include "io/tokenizer.h"
 #include "model/transformer.h"
 
 #include "edit_cli.h"

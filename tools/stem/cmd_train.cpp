@@ -8,7 +8,7 @@
 
 #include "commands.h"
 #include "core/signals.h"
-#include "train/trainer.h"
+#include "stem/train.h"
 
 namespace stem::cli {
 namespace {
@@ -23,7 +23,7 @@ std::string fmt_eta(double s) {
 }  // namespace
 
 void register_train(CLI::App& app) {
-  auto o = std::make_shared<train::TrainOptions>();
+  auto o = std::make_shared<TrainOptions>();
   auto json = std::make_shared<bool>(false);
   CLI::App* sub = app.add_subcommand("train", "Train a model on a prepared data directory");
   sub->add_option("--config", o->config_path, "Model config.json")->required();
@@ -64,7 +64,7 @@ void register_train(CLI::App& app) {
   sub->add_flag("--json", *json, "One JSON line per step on stdout, and a final summary");
   add_command(sub, [o, json, tables] {
     o->tables_on_disk = *tables == "disk";
-    auto t = train::Trainer::create(*o);
+    auto t = Trainer::create(*o);
     if (!t.ok()) return fail("train", t.status());
     core::StopRequest stop;
     const bool tty = isatty(STDERR_FILENO);
@@ -72,7 +72,7 @@ void register_train(CLI::App& app) {
       std::fprintf(stderr, "resuming %s at step %ld\n", o->out_dir.c_str(), static_cast<long>((*t)->start_step()));
     double last_val = NAN, last_loss = 0;
     auto res = (*t)->run(
-        [&](const train::StepRecord& r) {
+        [&](const StepRecord& r) {
           last_loss = r.loss;
           if (!std::isnan(r.val_loss)) last_val = r.val_loss;
           if (*json) {
@@ -100,17 +100,17 @@ void register_train(CLI::App& app) {
     if (!res.ok()) return fail("train", res.status());
     const std::string ck = (*t)->last_checkpoint();
     if (*json) {
-      nlohmann::json j = {{"done", *res == train::StopReason::Finished}, {"checkpoint", ck}, {"loss", last_loss},
+      nlohmann::json j = {{"done", *res == TrainEnd::Finished}, {"checkpoint", ck}, {"loss", last_loss},
                           {"peak_rss_bytes", proc_status_bytes("VmHWM")}};
       if (!std::isnan(last_val)) j["val_loss"] = last_val;
-      const train::TableTierStats tt = (*t)->table_stats();
+      const TableTierStats tt = (*t)->table_stats();
       if ((*t)->tables_on_disk())
         j["tables"] = {{"tier", "disk"}, {"prefetch", o->prefetch}, {"file_bytes", tt.file_bytes},
                        {"bytes_read", tt.bytes_read}, {"bytes_written", tt.bytes_written},
                        {"wait_seconds", tt.wait_seconds}, {"fetch_seconds", tt.fetch_seconds}};
       std::printf("%s\n", j.dump().c_str());
     }
-    if (*res == train::StopReason::Interrupted) {
+    if (*res == TrainEnd::Interrupted) {
       std::fprintf(stderr, "stopped by %s at step %ld; saved %s (continue with --resume)\n",
                    core::signal_name(stop.signal()).c_str(), static_cast<long>((*t)->last_step()), ck.c_str());
       return 128 + stop.signal();
