@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Runs the commands of README.md, docs/memory-tiers.md, docs/editing.md and
-# docs/reliability.md in
-# the order the pages give them, as a user would: from a scratch directory that
-# looks like the repository's root (build/, configs/, corpus/, scripts/ linked
-# in), each command's exit code checked. Long runs are shortened by the
-# substitutions listed below (step counts, and the checkpoint names that follow
-# from them); everything else runs as written.
+# Runs the commands of README.md, docs/memory-tiers.md, docs/editing.md,
+# docs/reliability.md and docs/performance.md in the order the pages give
+# them, as a user would: from a scratch directory that looks like the
+# repository's root (build/, configs/, corpus/, scripts/ linked in), each
+# command's exit code checked. Long runs are shortened by the substitutions
+# listed below (step, repetition and run counts, the checkpoint names that
+# follow from them, the L decode shape replaced by S); everything else runs as
+# written. The measurements of docs/performance.md are not compared: a check
+# run is too short and too noisy for that.
 #
 # A command is a line of an indented code block that starts with `build/stem`,
-# `bash scripts/`, `/usr/bin/python3`, `PYTHONPATH=build/python` or `echo` (a
-# trailing backslash joins the next line). Lines that start with `stem ` are synopses with placeholders in
-# capitals and are not run. Not run either: `bash scripts/demo.sh` and
-# `bash scripts/test.sh` (CI and the demo run those), and the
-# scripts/reference.py lines when PyTorch is not installed (scripts/setup.sh
-# --dev). docs/performance.md is a record of measurements whose command lines
-# are recipes for shapes made elsewhere (placeholders such as L-stem,
-# {S-dense,S-stem}); scripts/bench_*.sh are their runnable forms; it is not
-# checked. docs/model-format.md and docs/architecture.md hold no commands.
+# `build/bench/`, `bash scripts/`, `/usr/bin/python3`, `PYTHONPATH=...` or
+# `echo`, optionally after environment settings (`STEPS=20 bash ...`); a
+# trailing backslash joins the next line. Lines that start with `stem ` are
+# synopses with placeholders in capitals and are not run. Not run either:
+# `bash scripts/demo.sh` and `bash scripts/test.sh` (CI and the demo run
+# those), the L-shape line of scripts/bench_decode.sh (17 GB of disk; the S
+# line runs the same code), and the scripts/reference.py and
+# scripts/bench_compare.sh lines when PyTorch is not installed
+# (scripts/setup.sh --dev). docs/model-format.md and docs/architecture.md hold
+# no commands.
 #
 # Usage: scripts/check_docs.sh [WORK_DIR]     (default: a new temporary directory)
 # Environment: BUILD_DIR (default build/) is linked in as build/; CORPUS=DIR reuses an assembled corpus instead of running
@@ -39,12 +42,13 @@ have_torch=0
 mapfile -t cmds < <(python3 - "$root" <<'EOF'
 import re, sys
 root = sys.argv[1]
-for page in ("README.md", "docs/memory-tiers.md", "docs/editing.md", "docs/reliability.md"):
+for page in ("README.md", "docs/memory-tiers.md", "docs/editing.md", "docs/reliability.md",
+             "docs/performance.md"):
     lines = open(f"{root}/{page}").read().split("\n")
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith("    ") and re.match(r"(build/stem |bash scripts/|/usr/bin/python3 |echo |PYTHONPATH=build/python )", line[4:]):
+        if line.startswith("    ") and re.match(r"([A-Z_]+=\S+ )*(build/stem |build/bench/|bash scripts/|/usr/bin/python3 |echo )", line[4:]):
             cmd = line[4:]
             while cmd.rstrip().endswith("\\") and i + 1 < len(lines):
                 i += 1
@@ -57,9 +61,15 @@ EOF
 
 # Shorter runs, and the names that depend on them.
 shorten() {
-  sed -e 's/--steps 5000/--steps 30/g' -e 's/step-00005000/step-00000030/g' \
+  sed -E -e 's/--steps 5000/--steps 30/g' -e 's/step-00005000/step-00000030/g' \
       -e 's/interrupt_stress.sh 50$/interrupt_stress.sh 1/' \
-      -e 's/--steps 200 /--steps 6 /g' -e 's/--steps 200$/--steps 6/g'
+      -e 's/--steps (200|400)( |$)/--steps 6\2/g' \
+      -e 's/--steps [0-9]+ --warmup [0-9]+/--steps 2 --warmup 1/' \
+      -e 's/^build\/stem demo/build\/stem demo --steps 20/' -e 's/step-00000600/step-00000020/g' \
+      -e 's/^STEPS=20 (bash scripts\/bench_train_tables.sh)/STEPS=3 \1/' \
+      -e 's/^(bash scripts\/bench_decode.sh)/REPS=1 \1/' -e 's/decode-L-/decode-S-/g' \
+      -e 's/--benchmark_min_time=[0-9.]+ --benchmark_repetitions=[0-9]+/--benchmark_min_time=0.01 --benchmark_repetitions=1/' \
+      -e 's/(bash scripts\/bench_compare.sh)$/\1 --quick/'
 }
 
 cd "$work"
@@ -71,7 +81,9 @@ for entry in "${cmds[@]}"; do
     "bash scripts/demo.sh"|"bash scripts/test.sh") skipped=$((skipped + 1)); continue ;;
     "bash scripts/setup.sh --corpus data/corpus"*)
       if [[ -e data/corpus ]]; then skipped=$((skipped + 1)); continue; fi ;;
-    *scripts/reference.py*)
+    *"bench_decode.sh runs/bench-decode L")
+      echo "skip ($page, 17 GB of disk): $cmd"; skipped=$((skipped + 1)); continue ;;
+    *scripts/reference.py*|*scripts/bench_compare.sh*)
       if ((!have_torch)); then echo "skip ($page, needs PyTorch): $cmd"; skipped=$((skipped + 1)); continue; fi ;;
   esac
   n=$((n + 1))
