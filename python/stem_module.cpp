@@ -114,8 +114,8 @@ PYBIND11_MODULE(stem, mod) {
           "load",
           [](const std::string& dir, const std::string& tables, const std::string& dtype, int64_t table_cache_mb) {
             stem::LoadOptions o;
-            o.tables = tables;
-            o.dtype = dtype;
+            o.tables = unwrap(stem::parse_tables_in(tables));
+            o.dtype = unwrap(stem::parse_weight_dtype(dtype));
             o.table_cache_mb = table_cache_mb;
             NativeCall nc;
             return unwrap(stem::Model::load(dir, o));

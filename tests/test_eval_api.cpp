@@ -41,7 +41,7 @@ TEST(EvalApi, ContinuationLogLikelihoodIsTheSumOfScoreLogits) {
   const int64_t T = static_cast<int64_t>(ids.size()), V = c.vocab_size;
   for (const char* tier : {"ram", "disk"}) {
     LoadOptions lo;
-    lo.tables = tier;
+    lo.tables = *parse_tables_in(tier);
     auto m = Model::load(dir, lo);
     ASSERT_TRUE(m.ok());
     std::vector<float> logits;

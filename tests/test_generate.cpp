@@ -173,7 +173,7 @@ TEST(Generate, ThreadsSharingAModelGetWhatEachGetsAlone) {
   const std::vector<std::string> prompts = {"It was", "The weather", "Anne had not"};
   for (const char* tier : {"ram", "disk"}) {
     LoadOptions lo;
-    lo.tables = tier;
+    lo.tables = *parse_tables_in(tier);
     lo.table_cache_mb = 0;  // every fetch reads the file
     auto m = Model::load(dir.string(), lo);
     ASSERT_TRUE(m.ok()) << m.status().message();

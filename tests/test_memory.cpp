@@ -1,4 +1,4 @@
-// Table tiers and the prefetcher: every tier (ram, mmap, disk with and without a
+// Table tiers, the prefetcher and the row providers: every tier (ram, mmap, disk with and without a
 // row cache), both packings (table-major, row-major) and both dtypes hand out
 // exactly the rows written to the file; overrides; LRU hits; layout, id and I/O
 // errors, including an error on the prefetch thread reaching the waiter. Then
@@ -22,6 +22,7 @@
 #include "memory/prefetcher.h"
 #include "memory/row_file.h"
 #include "memory/table_store.h"
+#include "model/row_provider.h"
 #include "model/tables.h"
 #include "model/transformer.h"
 #include "stem/model.h"
@@ -173,7 +174,7 @@ TEST_F(TierErrors, LayoutPastTheFileIdsOutOfRangeAndUnknownTier) {
   const Status st = (*s)->fetch(bad.data(), 2, got.ptr.data());
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("row 50 outside [0, 50)"), std::string::npos) << st.message();
-  EXPECT_FALSE(memory::parse_tier("ssd").ok());
+  EXPECT_FALSE(parse_tables_in("ssd").ok());
   memory::TableFileLayout missing = l;
   missing.path = p("nope.bin");
   EXPECT_FALSE(memory::TableStore::open(missing, {Tier::Disk, 0, 8}).ok());
@@ -221,6 +222,48 @@ TEST_F(TierErrors, PrefetcherDeduplicatesAndDoubleBuffers) {
     // 4 distinct ids were read once each (3, 5, 9 then 1, 7): no dedup misses.
     EXPECT_EQ((*s)->stats().rows_requested, 5);
   }
+}
+
+// Every row provider hands the FFN the same row for each position: in place
+// (row_of = the ids), staged (row_of = slots), given by the caller.
+TEST_F(TierErrors, RowProvidersAgreeOnEveryPositionsRow) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const memory::TableFileLayout l = write_tables(p("t.bin"), false, DType::F32);
+  auto s = memory::TableStore::open(l, {Tier::Ram, 0, 8});
+  ASSERT_TRUE(s.ok());
+  std::vector<const float*> tables;
+  for (int64_t t = 0; t < kM; ++t) tables.push_back((*s)->direct(t));
+  const std::vector<int32_t> ids{5, 3, 5, 49, 0, 3};
+  auto check = [&](model::RowProvider& p) {
+    const auto t = p.submit(ids.data(), static_cast<int64_t>(ids.size()));
+    auto r = p.wait(t);
+    ASSERT_TRUE(r.ok());
+    for (size_t i = 0; i < ids.size(); ++i)
+      for (int64_t tb = 0; tb < kM; ++tb)
+        EXPECT_EQ(r->rows[tb][static_cast<int64_t>(r->row_of[i]) * kC + 6], value(tb, ids[i], 6)) << i;
+    p.release(t);
+  };
+  auto in_place = model::rows_in_place(tables);
+  check(*in_place);
+  EXPECT_EQ(in_place->prefetcher(), nullptr);
+  for (bool async : {false, true}) {
+    auto staged = model::rows_staged(**s, 8, async);
+    check(*staged);
+    ASSERT_NE(staged->prefetcher(), nullptr);
+    EXPECT_EQ(staged->prefetcher()->async(), async);
+  }
+  std::vector<int32_t> slot_of(ids.begin(), ids.end());
+  model::GivenRows given(kM);
+  given.set(ids.data(), static_cast<int64_t>(ids.size()), slot_of.data(), tables.data());
+  check(given);
+  const std::vector<int32_t> other{1, 2};
+  EXPECT_DEATH(given.submit(other.data(), 2), "other ids");
+  // Two sets outstanding at most, as with the prefetcher.
+  auto t0 = in_place->submit(ids.data(), 2);
+  auto t1 = in_place->submit(ids.data(), 3);
+  EXPECT_DEATH(in_place->submit(ids.data(), 1), "third set");
+  in_place->release(t0);
+  in_place->release(t1);
 }
 
 // ------------------------------------------------------------ model level
@@ -352,7 +395,7 @@ TEST_F(TierLogits, BitwiseEqualWhateverTheTierPackingOrPrefetch) {
     for (bool packed : {false, true})
       for (int64_t cache_mb : {0, 1}) {
         LoadOptions o;
-        o.tables = tier;
+        o.tables = *parse_tables_in(tier);
         o.packed_tables = packed;
         o.table_cache_mb = cache_mb;
         auto m = Model::load(dir, o);
@@ -404,7 +447,7 @@ TEST_F(TierLogits, OverlaysApplyAndRevertOnEveryTier) {
   ASSERT_NE(0, std::memcmp(want_base.data(), want_edit.data(), want_base.size() * 4));
   for (const char* tier : {"mmap", "disk"}) {
     LoadOptions o;
-    o.tables = tier;
+    o.tables = *parse_tables_in(tier);
     auto m = Model::load(dir, o);
     ASSERT_TRUE(m.ok());
     std::unique_ptr<edit::RowTable> rows = edit::model_rows(m->impl());
@@ -431,20 +474,18 @@ TEST_F(TierLogits, StalePackAndBadOptionsAreClearErrors) {
   ::usleep(20000);
   ASSERT_TRUE(m0->save(dir).ok());
   LoadOptions o;
-  o.tables = "disk";
+  o.tables = TablesIn::Disk;
   auto m = Model::load(dir, o);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("stale"), std::string::npos) << m.status().message();
   o.packed_tables = false;
   EXPECT_TRUE(Model::load(dir, o).ok());
-  o.tables = "gpu";
-  EXPECT_FALSE(Model::load(dir, o).ok());
-  o.tables = "mmap";
-  o.dtype = "f16";
-  EXPECT_FALSE(Model::load(dir, o).ok());
+  EXPECT_FALSE(parse_tables_in("gpu").ok());
+  o.tables = TablesIn::Mmap;
+  EXPECT_FALSE(parse_weight_dtype("f16").ok());
   // A garbage pack: bad magic.
   std::ofstream(dir + "/tables.stem", std::ios::binary) << std::string(5000, 'z');
-  o.dtype = "f32";
+  o.dtype = WeightDType::F32;
   o.packed_tables = true;
   m = Model::load(dir, o);
   ASSERT_FALSE(m.ok());
@@ -474,7 +515,7 @@ TEST_F(TierCli, Bf16WeightsDecodeLikeTheirF32Widening) {
   auto r = test::stem_cmd("convert --model " + p("m") + " --dtype bf16 --out " + p("b") + " --json");
   ASSERT_EQ(r.code, 0) << r.err;
   LoadOptions keep;
-  keep.dtype = "auto";
+  keep.dtype = WeightDType::Auto;
   auto b16 = Model::load(p("b"), keep);  // BF16 matrices, BF16 tables (a ram store)
   auto f32 = Model::load(p("b"));        // the same values widened to F32
   ASSERT_TRUE(b16.ok() && f32.ok());

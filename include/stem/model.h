@@ -17,13 +17,26 @@
 namespace stem {
 namespace model { class Transformer; }
 
+// Where a model's STEM tables live: resident in RAM, paged in from the
+// checkpoint file on demand (mmap), or read explicitly into a row cache
+// (disk).
+enum class TablesIn { Ram, Mmap, Disk };
+// How weight matrices are stored in memory: F32, BF16, or as in the file.
+enum class WeightDType { F32, BF16, Auto };
+// The spellings of the CLI and config files: "ram" | "mmap" | "disk" and
+// "f32" | "bf16" | "auto"; an error names the value and the choices.
+Result<TablesIn> parse_tables_in(const std::string& s);
+Result<WeightDType> parse_weight_dtype(const std::string& s);
+const char* name(TablesIn t);
+const char* name(WeightDType t);
+
 // How a checkpoint is brought into memory (inference: generate, score, eval,
 // bench). The defaults load everything into RAM as F32, as training needs.
 struct LoadOptions {
-  std::string tables = "ram";    // where STEM tables live: ram | mmap | disk
+  TablesIn tables = TablesIn::Ram;
   int64_t table_cache_mb = 256;  // disk: row cache budget
   bool packed_tables = true;     // mmap/disk: use DIR/tables.stem when present
-  std::string dtype = "f32";     // weight matrices in memory: f32 | bf16 | auto (as stored)
+  WeightDType dtype = WeightDType::F32;  // weight matrices in memory
 };
 
 // A gradient or activation handed to the caller: F32, row-major.

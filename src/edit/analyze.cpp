@@ -98,15 +98,13 @@ std::map<int, std::vector<float>> dense_up_outputs(model::Transformer& m, const 
       const model::LayerView& W = m.layer(l);
       if (W.type != FfnType::Dense) return;
       u.resize(static_cast<size_t>(N * f));
-      kernels::linear_forward(u.data(), x, W.w_up, N, d, f);
+      m.backend().ops().linear_forward(u.data(), x, W.w_up, N, d, f, false);
       auto& dst = out[l];
       dst.insert(dst.end(), u.begin(), u.begin() + keep * f);
     });
-    if (m.table_store()) {
-      if (Status st = m.fetch_tables(ids.data() + off, T); !st.ok()) {
-        m.set_observer(nullptr);
-        return {};
-      }
+    if (Status st = m.prepare_rows(ids.data() + off, T); !st.ok()) {
+      m.set_observer(nullptr);
+      return {};
     }
     m.forward(ids.data() + off, 1, T);
     m.set_observer(nullptr);

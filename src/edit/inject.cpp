@@ -200,7 +200,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
       STEM_CHECK(it != g.index.unique.end() && *it == key.token);
       const float* grad = g.rows[lv.i_stem].f32() + (it - g.index.unique.begin()) * f;
       float* w = m.weights()[lv.i_stem].f32() + static_cast<int64_t>(key.token) * f;
-      kernels::adamw_update(w, m1.data() + k * f, m2.data() + k * f, grad, f, h);
+      m.backend().ops().adamw_update(w, m1.data() + k * f, m2.data() + k * f, grad, f, h);
     }
     if (progress) progress(step, opt.steps, loss);
   }

@@ -48,7 +48,7 @@ Result<ContinuationScore> score_continuation(model::Transformer& m, const Tokeni
     return Status::error("prompt '" + context + "' with its continuation is " + std::to_string(T) +
                          " tokens, more than max_position_embeddings = " +
                          std::to_string(m.config().max_position_embeddings));
-  if (m.table_store()) STEM_RETURN_IF_ERROR(m.fetch_tables(ids.data(), T));
+  STEM_RETURN_IF_ERROR(m.prepare_rows(ids.data(), T));
   m.forward(ids.data(), 1, T);
   ContinuationScore s;
   s.tokens = static_cast<int64_t>(cont.size());

@@ -71,7 +71,7 @@ Result<PerplexityResult> perplexity(model::Transformer& model, const TokenReader
         return Status::error("eval: token id " + std::to_string(ids[i]) + " at offset " +
                              std::to_string(w0 * T + i) + " is outside [0, vocab_size = " +
                              std::to_string(V) + ")");
-    if (model.table_store()) STEM_RETURN_IF_ERROR(model.fetch_tables(ids.data(), B * T));
+    STEM_RETURN_IF_ERROR(model.prepare_rows(ids.data(), B * T));
     model.forward(ids.data(), B, T);
     const float* losses = model.losses();
     for (int64_t b = 0; b < B; ++b) {

@@ -10,26 +10,19 @@
 #include <cstring>
 #include <string>
 
+#include "core/buffer.h"
 #include "core/check.h"
-#include "core/simd.h"
-#include "kernels/infer_kernels.h"
-#include "kernels/kernels.h"
 
 namespace stem::infer {
 
-namespace k = kernels;
-
 namespace {
-k::MatvecJob job(float* y, const WeightMat& W, int64_t out) {
-  return k::MatvecJob{y, W.p, out, W.dtype == DType::BF16, false};
-}
-
-STEM_SIMD void add_into(float* STEM_RESTRICT dst, const float* STEM_RESTRICT src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+kernels::MatvecJob job(float* y, const WeightMat& W, int64_t out) {
+  return kernels::MatvecJob{y, W.p, out, W.dtype == DType::BF16, false};
 }
 }  // namespace
 
-Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt) : m_(model) {
+Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt)
+    : m_(model), be_(model.backend()), k_(be_.ops()) {
   const ModelConfig& c = m_.config();
   const int64_t P = c.max_position_embeddings;
   cap_ = opt.max_context <= 0 ? P : std::min(opt.max_context, P);
@@ -43,25 +36,11 @@ Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt) : m
   E_ = c.num_hash_experts;
   eps_ = static_cast<float>(c.rms_norm_eps);
   const int64_t L = m_.n_layers(), qd = H_ * hd_, kd = Hkv_ * hd_;
-  k_cache_.resize(sizeof(float) * L * cap_ * kd);
-  v_cache_.resize(sizeof(float) * L * cap_ * kd);
-  h_.assign(chunk_ * d_, 0.0f);
-  a_.assign(chunk_ * d_, 0.0f);
-  rstd_.assign(chunk_, 0.0f);
-  q_.assign(chunk_ * qd, 0.0f);
-  att_.assign(chunk_ * qd, 0.0f);
-  scores_.resize(sizeof(float) * k::attention_cached_scratch(chunk_, cap_ - chunk_, H_));
-  g_.assign(chunk_ * f_, 0.0f);
-  u_.assign(chunk_ * f_, 0.0f);
-  hact_.assign(chunk_ * f_, 0.0f);
-  y_.assign(chunk_ * d_, 0.0f);
-  if (c.has(FfnType::HashMoe)) {
-    xe_.assign(chunk_ * d_, 0.0f);
-    ye_.assign(chunk_ * d_, 0.0f);
+  const bool moe = c.has(FfnType::HashMoe);
+  if (moe) {
     by_expert_.assign(chunk_, 0);
     expert_count_.assign(E_ + 1, 0);
   }
-  logits_.assign(V_, 0.0f);
 
   // Weight matrices as stored (F32 or BF16).
   int64_t widest = 0;
@@ -90,20 +69,44 @@ Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt) : m
   const model::TensorList& w = m_.weights();
   embed_ = mat(w.find("model.embed_tokens.weight"));
   head_ = take(c.tie_word_embeddings ? w.find("model.embed_tokens.weight") : w.find("lm_head.weight"));
-  if (widest > 0 && chunk_ > 1) wide_.assign(k::linear_bf16_scratch(widest), 0.0f);
+  STEM_CHECKF(widest == 0 || (be_.supports(kernels::Op::matvec_bf16, DType::BF16) &&
+                              be_.supports(kernels::Op::linear_forward_bf16, DType::BF16)),
+              "decoder: the %s backend has no BF16 matrix ops (load with F32 weights)", be_.name());
+  const int64_t n_wide = widest > 0 && chunk_ > 1 ? kernels::linear_bf16_scratch(widest) : 0;
 
-  // STEM table rows: in the weight list, in place in the store, or staged.
+  // The cache and work buffers, in the backend's memory: each cache one
+  // buffer, the rest one arena carved in order.
+  k_cache_ = backends::must_alloc(be_, sizeof(float) * L * cap_ * kd);
+  v_cache_ = backends::must_alloc(be_, sizeof(float) * L * cap_ * kd);
+  const std::pair<float**, int64_t> parts[] = {
+      {&h_, chunk_ * d_},   {&a_, chunk_ * d_},    {&rstd_, chunk_},      {&q_, chunk_ * qd},
+      {&att_, chunk_ * qd}, {&g_, chunk_ * f_},    {&u_, chunk_ * f_},    {&hact_, chunk_ * f_},
+      {&y_, chunk_ * d_},   {&xe_, moe ? chunk_ * d_ : 0}, {&ye_, moe ? chunk_ * d_ : 0},
+      {&logits_, V_},       {&wide_, n_wide},
+      {&scores_, kernels::attention_cached_scratch(chunk_, cap_ - chunk_, H_)}};
+  size_t total = 0;
+  for (const auto& [ptr, n] : parts) total += core::align_up(static_cast<size_t>(n) * sizeof(float));
+  work_ = backends::must_alloc(be_, total);
+  auto* base = static_cast<std::byte*>(work_->data());
+  for (const auto& [ptr, n] : parts) {
+    *ptr = n > 0 ? reinterpret_cast<float*>(base) : nullptr;
+    base += core::align_up(static_cast<size_t>(n) * sizeof(float));
+  }
+
+  // STEM table rows: the weight list's or the store's in place, or staged.
+  std::vector<const float*> in_place;
   if (memory::TableStore* store = m_.table_store()) {
-    bool in_place = !opt.prefetch;
-    for (int64_t t = 0; t < store->n_tables() && in_place; ++t) in_place = store->direct(t) != nullptr;
-    if (in_place) {
-      for (int64_t t = 0; t < store->n_tables(); ++t) direct_.push_back(store->direct(t));
-    } else {
+    for (int64_t t = 0; t < store->n_tables() && !opt.prefetch; ++t) in_place.push_back(store->direct(t));
+    if (opt.prefetch || std::count(in_place.begin(), in_place.end(), nullptr) > 0) {
       // Rows already in RAM are copied faster than a thread hand-off.
       const bool async = opt.prefetch && store->tier() != memory::Tier::Ram;
-      pf_ = std::make_unique<memory::Prefetcher>(*store, chunk_, async);
+      rows_ = model::rows_staged(*store, chunk_, async);
     }
+  } else {
+    for (int l = 0; l < L; ++l)
+      if (m_.stem_slot(l) >= 0) in_place.push_back(m_.layer(l).stem_table);
   }
+  if (!rows_) rows_ = model::rows_in_place(std::move(in_place));
 }
 
 Decoder::~Decoder() = default;
@@ -119,11 +122,9 @@ Decoder::Mat Decoder::mat(int i) const {
 void Decoder::reset() { pos_ = 0; }
 
 int64_t Decoder::memory_bytes() const {
-  size_t n = (k_cache_.size() + v_cache_.size() + scores_.size()) / sizeof(float) + h_.size() +
-             a_.size() + rstd_.size() + q_.size() + att_.size() + g_.size() + u_.size() + hact_.size() +
-             y_.size() + xe_.size() + ye_.size() + logits_.size() + wide_.size();
-  return static_cast<int64_t>(n * sizeof(float) + (by_expert_.size() + expert_count_.size()) * 4) +
-         (pf_ ? pf_->staging_bytes() : 0);
+  const size_t n = k_cache_->size() + v_cache_->size() + work_->size();
+  return static_cast<int64_t>(n + (by_expert_.size() + expert_count_.size()) * 4) +
+         (prefetcher() ? prefetcher()->staging_bytes() : 0);
 }
 
 Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) {
@@ -138,23 +139,23 @@ Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) {
                            std::to_string(i) + " is outside [0, vocab_size = " +
                            std::to_string(V_) + ")");
   const int64_t pos_before = pos_;
-  using Ticket = memory::Prefetcher::Ticket;
+  using Ticket = model::RowProvider::Ticket;
   // The next chunk's rows are fetched while this one computes.
-  Ticket ticket = pf_ ? pf_->submit(ids, std::min(chunk_, n)) : -1;
+  Ticket ticket = rows_->submit(ids, std::min(chunk_, n));
   for (int64_t i = 0; i < n; i += chunk_) {
     const int64_t m = std::min(chunk_, n - i);
     Ticket next = -1;
-    if (pf_ && i + chunk_ < n) next = pf_->submit(ids + i + chunk_, std::min(chunk_, n - i - chunk_));
+    if (i + chunk_ < n) next = rows_->submit(ids + i + chunk_, std::min(chunk_, n - i - chunk_));
     Status st = forward_chunk(ids + i, m, ticket);
-    if (pf_) pf_->release(ticket);
+    rows_->release(ticket);
     ticket = next;
     if (!st.ok()) {
-      if (pf_ && next >= 0) pf_->release(next);
+      if (next >= 0) rows_->release(next);
       pos_ = pos_before;
       return st;
     }
   }
-  return static_cast<const float*>(logits_.data());
+  return static_cast<const float*>(logits_);
 }
 
 Result<const float*> Decoder::step(int32_t id) { return prefill(&id, 1); }
@@ -164,30 +165,30 @@ void Decoder::linear(float* y, const float* x, const Mat& W, int64_t n, int64_t 
   if (W.dtype == DType::BF16) {
     const auto* w = static_cast<const uint16_t*>(W.p);
     if (n == 1)
-      k::matvec_bf16(y, w, x, out, in, accumulate);
+      k_.matvec_bf16(y, w, x, out, in, accumulate);
     else
-      k::linear_forward_bf16(y, x, w, n, in, out, accumulate, wide_.data());
+      k_.linear_forward_bf16(y, x, w, n, in, out, accumulate, wide_);
     return;
   }
   const auto* w = static_cast<const float*>(W.p);
   if (n == 1)
-    k::matvec(y, w, x, out, in, accumulate);
+    k_.matvec(y, w, x, out, in, accumulate);
   else
-    k::linear_forward(y, x, w, n, in, out, accumulate);
+    k_.linear_forward(y, x, w, n, in, out, accumulate);
 }
 
 // y = down(silu(gate(x)) * up(x)) over n rows.
 void Decoder::swiglu_ffn(float* y, const float* x, const Mat& Wg, const Mat& Wu, const Mat& Wd,
                          int64_t n) {
   if (n == 1) {  // one fork/join for gate and up
-    const k::MatvecJob jobs[2] = {job(g_.data(), Wg, f_), job(u_.data(), Wu, f_)};
-    k::matvec_batch(jobs, 2, x, d_);
+    const kernels::MatvecJob jobs[2] = {job(g_, Wg, f_), job(u_, Wu, f_)};
+    k_.matvec_batch(jobs, 2, x, d_);
   } else {
-    linear(g_.data(), x, Wg, n, d_, f_);
-    linear(u_.data(), x, Wu, n, d_, f_);
+    linear(g_, x, Wg, n, d_, f_);
+    linear(u_, x, Wu, n, d_, f_);
   }
-  k::swiglu_forward(hact_.data(), g_.data(), u_.data(), nullptr, n, f_);
-  linear(y, hact_.data(), Wd, n, f_, d_);
+  k_.swiglu_forward(hact_, g_, u_, nullptr, n, f_);
+  linear(y, hact_, Wd, n, f_, d_);
 }
 
 // Positions grouped by expert (counting sort, ascending within an expert, the
@@ -209,86 +210,79 @@ void Decoder::hash_moe_ffn(float* y, const float* x, const model::LayerView& W, 
   for (int64_t e = 0; e < E_; ++e) {
     const int64_t s0 = expert_count_[e], m = expert_count_[e + 1] - s0;
     if (m == 0) continue;
-    k::gather_rows(xe_.data(), x, by_expert_.data() + s0, m, d_);
-    swiglu_ffn(ye_.data(), xe_.data(), M.e_gate[e], M.e_up[e], M.e_down[e], m);
+    k_.gather_rows(xe_, x, by_expert_.data() + s0, m, d_);
+    swiglu_ffn(ye_, xe_, M.e_gate[e], M.e_up[e], M.e_down[e], m);
     for (int64_t j = 0; j < m; ++j)
-      std::memcpy(y + static_cast<int64_t>(by_expert_[s0 + j]) * d_, ye_.data() + j * d_,
-                  sizeof(float) * d_);
+      be_.stream().copy(y + static_cast<int64_t>(by_expert_[s0 + j]) * d_, ye_ + j * d_, sizeof(float) * d_);
   }
 }
 
-Status Decoder::forward_chunk(const int32_t* ids, int64_t n, memory::Prefetcher::Ticket ticket) {
+Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket) {
   STEM_CHECK(n >= 1 && n <= chunk_ && pos_ + n <= cap_);
   const int64_t d = d_, f = f_, H = H_, Hkv = Hkv_, hd = hd_, qd = H * hd, kd = Hkv * hd;
   const int64_t pos0 = pos_;
-  float* h = h_.data();
+  float* h = h_;
   if (embed_.dtype == DType::F32) {
-    k::embedding_forward(h, static_cast<const float*>(embed_.p), ids, n, d);
+    k_.embedding_forward(h, static_cast<const float*>(embed_.p), ids, n, d);
   } else {
     for (int64_t i = 0; i < n; ++i)
-      k::bf16_to_f32_row(h + i * d, static_cast<const uint16_t*>(embed_.p) + static_cast<int64_t>(ids[i]) * d, d);
+      k_.bf16_to_f32_row(h + i * d, static_cast<const uint16_t*>(embed_.p) + static_cast<int64_t>(ids[i]) * d, d);
   }
-  const memory::StagedRows* staged = nullptr;  // fetched on the first STEM layer
+  model::StemRows rows;  // waited for at the first STEM layer
+  bool have_rows = false;
   for (int l = 0; l < m_.n_layers(); ++l) {
     const model::LayerView& W = m_.layer(l);
     const LayerMats& M = mats_[l];
-    float* kc = k_cache_.as<float>() + (static_cast<int64_t>(l) * cap_) * kd;
-    float* vc = v_cache_.as<float>() + (static_cast<int64_t>(l) * cap_) * kd;
+    float* kc = static_cast<float*>(k_cache_->data()) + (static_cast<int64_t>(l) * cap_) * kd;
+    float* vc = static_cast<float*>(v_cache_->data()) + (static_cast<int64_t>(l) * cap_) * kd;
     // attention block
-    k::rmsnorm_forward(a_.data(), rstd_.data(), h, W.attn_norm, n, d, eps_);
+    k_.rmsnorm_forward(a_, rstd_, h, W.attn_norm, n, d, eps_);
     if (n == 1) {  // one fork/join for q, k and v
-      const k::MatvecJob jobs[3] = {job(q_.data(), M.wq, qd), job(kc + pos0 * kd, M.wk, kd),
+      const kernels::MatvecJob jobs[3] = {job(q_, M.wq, qd), job(kc + pos0 * kd, M.wk, kd),
                                     job(vc + pos0 * kd, M.wv, kd)};
-      k::matvec_batch(jobs, 3, a_.data(), d);
+      k_.matvec_batch(jobs, 3, a_, d);
     } else {
-      linear(q_.data(), a_.data(), M.wq, n, d, qd);
-      linear(kc + pos0 * kd, a_.data(), M.wk, n, d, kd);
-      linear(vc + pos0 * kd, a_.data(), M.wv, n, d, kd);
+      linear(q_, a_, M.wq, n, d, qd);
+      linear(kc + pos0 * kd, a_, M.wk, n, d, kd);
+      linear(vc + pos0 * kd, a_, M.wv, n, d, kd);
     }
-    k::rope_forward(q_.data(), m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
-    k::rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
-    k::attention_cached_forward(att_.data(), scores_.as<float>(), q_.data(), kc, vc, n, pos0, H, Hkv,
+    k_.rope_forward(q_, m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
+    k_.rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
+    k_.attention_cached_forward(att_, scores_, q_, kc, vc, n, pos0, H, Hkv,
                                 hd);
-    linear(h, att_.data(), M.wo, n, qd, d, /*accumulate=*/true);
+    linear(h, att_, M.wo, n, qd, d, /*accumulate=*/true);
     // FFN block
-    k::rmsnorm_forward(a_.data(), rstd_.data(), h, W.ffn_norm, n, d, eps_);
+    k_.rmsnorm_forward(a_, rstd_, h, W.ffn_norm, n, d, eps_);
     switch (W.type) {
       case FfnType::Dense:
-        swiglu_ffn(y_.data(), a_.data(), M.gate, M.up, M.down, n);
+        swiglu_ffn(y_, a_, M.gate, M.up, M.down, n);
         break;
       case FfnType::Stem: {
-        const float* rows = W.stem_table;
-        const int32_t* row_of = ids;
-        if (pf_) {
-          if (!staged) {
-            Result<const memory::StagedRows*> r = pf_->wait(ticket);
-            if (!r.ok()) return r.status().with_context("decoder");
-            staged = *r;
-          }
-          rows = staged->rows[m_.stem_slot(l)];
-          row_of = staged->slot_of.data();
-        } else if (!direct_.empty()) {
-          rows = direct_[m_.stem_slot(l)];
+        if (!have_rows) {
+          Result<model::StemRows> r = rows_->wait(ticket);
+          if (!r.ok()) return r.status().with_context("decoder");
+          rows = *r;
+          have_rows = true;
         }
-        linear(g_.data(), a_.data(), M.gate, n, d, f);
-        k::swiglu_forward(hact_.data(), g_.data(), rows, row_of, n, f);
-        linear(y_.data(), hact_.data(), M.down, n, f, d);
+        linear(g_, a_, M.gate, n, d, f);
+        k_.swiglu_forward(hact_, g_, rows.rows[m_.stem_slot(l)], rows.row_of, n, f);
+        linear(y_, hact_, M.down, n, f, d);
         break;
       }
       case FfnType::HashMoe:
-        hash_moe_ffn(y_.data(), a_.data(), W, M, ids, n);
+        hash_moe_ffn(y_, a_, W, M, ids, n);
         break;
     }
-    add_into(h, y_.data(), n * d);
+    k_.add_inplace(h, y_, n * d);
   }
-  if (pf_ && !staged) {  // no STEM layer read them; still surface a fetch error
-    Result<const memory::StagedRows*> r = pf_->wait(ticket);
+  if (!have_rows) {  // no STEM layer read them; still surface a fetch error
+    Result<model::StemRows> r = rows_->wait(ticket);
     if (!r.ok()) return r.status().with_context("decoder");
   }
   // Only the last position reaches the head.
   const float* last = h + (n - 1) * d;
-  k::rmsnorm_forward(a_.data(), rstd_.data(), last, m_.final_norm(), 1, d, eps_);
-  linear(logits_.data(), a_.data(), head_, 1, d, V_);
+  k_.rmsnorm_forward(a_, rstd_, last, m_.final_norm(), 1, d, eps_);
+  linear(logits_, a_, head_, 1, d, V_);
   pos_ += n;
   return ok_status();
 }

@@ -9,9 +9,10 @@
 // It does not sample (see sampler.h), does not batch sequences, and keeps no
 // logits but the last position's.
 //
-// Weights may be F32 or BF16 (matrices; accumulation in F32). STEM tables come
-// from the weight list, or from the Transformer's TableStore: then the rows of
-// each chunk's distinct tokens are staged by a memory::Prefetcher, in the
+// Weights may be F32 or BF16 (matrices; accumulation in F32). STEM rows come
+// through a model::RowProvider: the weight list's tables in place, or, from
+// the Transformer's TableStore, the rows of
+// each chunk's distinct tokens staged by a memory::Prefetcher, in the
 // background when `prefetch` is on (the next prefill chunk is fetched while the
 // current one computes; a decode step's rows while the layers before the first
 // STEM layer run), synchronously when off or when the store is in RAM (a copy
@@ -23,8 +24,9 @@
 //
 // Ownership and threading: reads the Transformer's weights (which must outlive
 // it and not change while it decodes) and owns its cache and work buffers, all
-// allocated in the constructor; prefill and step allocate nothing. Not
-// thread-safe; kernels use all cores inside. Several Decoders may share one
+// allocated in the constructor through the model's backend; prefill and step
+// allocate nothing. Not thread-safe; kernels use all cores inside. Several
+// Decoders may share one
 // Transformer and decode at once from different threads (each reads the
 // weights only; a shared TableStore serialises its fetches), as long as
 // nothing changes the model meanwhile (tests/test_generate.cpp).
@@ -82,8 +84,8 @@ class Decoder {
   int64_t memory_bytes() const;
   // The prefetcher staging table rows (null when tables are in the weight list
   // or read in place).
-  const memory::Prefetcher* prefetcher() const { return pf_.get(); }
-  memory::Prefetcher* prefetcher() { return pf_.get(); }
+  const memory::Prefetcher* prefetcher() const { return rows_->prefetcher(); }
+  memory::Prefetcher* prefetcher() { return rows_->prefetcher(); }
 
  private:
   using Mat = WeightMat;
@@ -93,7 +95,7 @@ class Decoder {
   };
   Mat mat(int i) const;
   // n <= chunk_, fits in the cache; `ticket` stages its table rows (-1: none).
-  Status forward_chunk(const int32_t* ids, int64_t n, memory::Prefetcher::Ticket ticket);
+  Status forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket);
   void linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
               bool accumulate = false);
   void swiglu_ffn(float* y, const float* x, const Mat& Wg, const Mat& Wu, const Mat& Wd, int64_t n);
@@ -101,31 +103,36 @@ class Decoder {
                     const int32_t* ids, int64_t n);
 
   const model::Transformer& m_;
+  backends::Backend& be_;   // the model's
+  const kernels::Ops& k_;   // be_.ops()
   std::vector<LayerMats> mats_;
   Mat embed_, head_;
-  std::unique_ptr<memory::Prefetcher> pf_;
-  std::vector<const float*> direct_;  // [n_stem] tables read in place, when no prefetcher
-  std::vector<float> wide_;           // BF16 weight panels widened for the prefill GEMM
+  std::unique_ptr<model::RowProvider> rows_;  // STEM rows: in place, or staged by a prefetcher
   int64_t cap_ = 0, chunk_ = 0, pos_ = 0;
   int64_t V_ = 0, d_ = 0, f_ = 0, H_ = 0, Hkv_ = 0, hd_ = 0, E_ = 0;
   float eps_ = 0.0f;
 
-  // Lazily committed (see core::AlignedBuffer): a long context costs memory
-  // only as far as it is used.
-  core::AlignedBuffer k_cache_, v_cache_;  // [L, cap, Hkv*hd] floats each
-  // work buffers, chunk_ rows each
-  std::vector<float> h_;       // [chunk, d] residual stream
-  std::vector<float> a_;       // [chunk, d] normed input (attention, then FFN)
-  std::vector<float> rstd_;    // [chunk]
-  std::vector<float> q_;       // [chunk, H*hd] after RoPE
-  std::vector<float> att_;     // [chunk, H*hd]
-  core::AlignedBuffer scores_;  // [H, chunk, cap] floats
-  std::vector<float> g_, u_, hact_;  // [chunk, f]
-  std::vector<float> y_;       // [chunk, d] FFN output
-  std::vector<float> xe_, ye_;  // [chunk, d] hash-MoE rows of one expert
+  // Backend buffers; large ones are committed as they are first written, so a
+  // long context costs memory only as far as it is used.
+  std::shared_ptr<backends::Buffer> k_cache_, v_cache_;  // [L, cap, Hkv*hd] floats each
+  std::shared_ptr<backends::Buffer> work_;  // the work buffers below, chunk_ rows each
+  float* h_ = nullptr;       // [chunk, d] residual stream
+  float* a_ = nullptr;       // [chunk, d] normed input (attention, then FFN)
+  float* rstd_ = nullptr;    // [chunk]
+  float* q_ = nullptr;       // [chunk, H*hd] after RoPE
+  float* att_ = nullptr;     // [chunk, H*hd]
+  float* g_ = nullptr;       // [chunk, f]
+  float* u_ = nullptr;       // [chunk, f]
+  float* hact_ = nullptr;    // [chunk, f]
+  float* y_ = nullptr;       // [chunk, d] FFN output
+  float* xe_ = nullptr;      // [chunk, d] hash-MoE rows of one expert (null without hash-MoE)
+  float* ye_ = nullptr;      // [chunk, d]
+  float* logits_ = nullptr;  // [V]
+  float* wide_ = nullptr;    // BF16 weight panels widened for the prefill GEMM (null: none)
+  float* scores_ = nullptr;  // [H, chunk, cap]
+  // Routing is decided on the host.
   std::vector<int32_t> by_expert_;  // [chunk] positions grouped by expert
   std::vector<int32_t> expert_count_;  // [E + 1]
-  std::vector<float> logits_;  // [V]
 };
 
 }  // namespace stem::infer

@@ -70,7 +70,7 @@ struct SafetensorsItem {
   const void* data = nullptr;  // numel(shape) * dtype_size(dtype) bytes
   // Instead of data: writes exactly that many bytes into the sink (a tensor
   // streamed from elsewhere, never whole in memory).
-  std::function<Status(const ByteSink&)> produce;
+  std::function<Status(const ByteSink&)> produce = nullptr;
 };
 
 // Writes `items` in the given order; atomic (temporary file + fsync + rename).

@@ -67,6 +67,17 @@ void scatter_add_rows(float* drows, const float* dsrc, const RowIndex& index, in
 // row-sparse gradient drows[U,d] of the distinct ids (index built from ids).
 void embedding_forward(float* h, const float* table, const int32_t* ids, int64_t N, int64_t d);
 void embedding_backward(float* drows, const float* dh, const RowIndex& index, int64_t d);
+// The same into a dense [V,d] gradient (tied embeddings, whose gradient is the
+// head's): dtable[index.unique[u]] += the rows of slot u.
+void embedding_backward_dense(float* dtable, const float* dh, const RowIndex& index, int64_t d);
+
+// ---------------------------------------------------------------- elementwise
+// out[n] = a[n] + b[n] (the residual stream); out must not overlap a or b.
+void add(float* out, const float* a, const float* b, int64_t n);
+// dst[n] += src[n]; dst must not overlap src.
+void add_inplace(float* dst, const float* src, int64_t n);
+// x[r, :] *= s[r] for r < R (x is [R,C]).
+void scale_rows(float* x, const float* s, int64_t R, int64_t C);
 
 // ---------------------------------------------------------------- RMSNorm
 // y = x / sqrt(mean(x^2) + eps) * w; rstd[N] saved for backward.

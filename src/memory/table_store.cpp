@@ -27,13 +27,6 @@ const char* tier_name(Tier t) {
   return "?";
 }
 
-Result<Tier> parse_tier(const std::string& s) {
-  if (s == "ram") return Tier::Ram;
-  if (s == "mmap") return Tier::Mmap;
-  if (s == "disk") return Tier::Disk;
-  return Status::error("tables: unknown tier '" + s + "' (expected ram, mmap or disk)");
-}
-
 bool TableFileLayout::row_major() const {
   const uint64_t rb = row_bytes();
   for (int64_t t = 0; t < n_tables(); ++t)

@@ -41,7 +41,6 @@ namespace stem::memory {
 
 enum class Tier { Ram, Mmap, Disk };
 const char* tier_name(Tier t);
-Result<Tier> parse_tier(const std::string& s);  // "ram" | "mmap" | "disk"
 
 // Where the M tables sit in a file.
 struct TableFileLayout {

@@ -50,6 +50,38 @@ Result<Model> Model::init(const ModelConfig& cfg, uint64_t seed) {
   return m;
 }
 
+Result<TablesIn> parse_tables_in(const std::string& s) {
+  if (s == "ram") return TablesIn::Ram;
+  if (s == "mmap") return TablesIn::Mmap;
+  if (s == "disk") return TablesIn::Disk;
+  return Status::error("tables: unknown tier '" + s + "' (expected ram, mmap or disk)");
+}
+
+Result<WeightDType> parse_weight_dtype(const std::string& s) {
+  if (s == "f32") return WeightDType::F32;
+  if (s == "bf16") return WeightDType::BF16;
+  if (s == "auto") return WeightDType::Auto;
+  return Status::error("dtype: unknown weight dtype '" + s + "' (expected f32, bf16 or auto)");
+}
+
+const char* name(TablesIn t) {
+  switch (t) {
+    case TablesIn::Ram: return "ram";
+    case TablesIn::Mmap: return "mmap";
+    case TablesIn::Disk: return "disk";
+  }
+  return "?";
+}
+
+const char* name(WeightDType t) {
+  switch (t) {
+    case WeightDType::F32: return "f32";
+    case WeightDType::BF16: return "bf16";
+    case WeightDType::Auto: return "auto";
+  }
+  return "?";
+}
+
 Result<Model> Model::load(const std::string& dir) { return load(dir, LoadOptions{}); }
 
 Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
@@ -59,8 +91,10 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   STEM_ASSIGN_OR_RETURN(std::string resolved, resolve_model_dir(dir));
   if (resolved != dir) return load(resolved, opt);  // a run directory: its latest checkpoint
   STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(dir) / "config.json").string()));
-  STEM_ASSIGN_OR_RETURN(memory::Tier tier, memory::parse_tier(opt.tables));
-  STEM_ASSIGN_OR_RETURN(model::WeightDType dtype, model::parse_weight_dtype(opt.dtype));
+  const memory::Tier tier = opt.tables == TablesIn::Ram    ? memory::Tier::Ram
+                            : opt.tables == TablesIn::Mmap ? memory::Tier::Mmap
+                                                           : memory::Tier::Disk;
+  const WeightDType dtype = opt.dtype;
   if (opt.table_cache_mb < 0)
     return Status::error("tables: --table-cache-mb must be >= 0, got " + std::to_string(opt.table_cache_mb));
   const bool stem = cfg.has(FfnType::Stem);
@@ -75,7 +109,7 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
     // unless BF16 storage was asked for, so that the default load is all F32
     // as training needs); BF16 tables kept BF16, and the mmap and disk tiers,
     // are served by a table store.
-    const bool keep_bf16 = layout.dtype == DType::BF16 && dtype != model::WeightDType::F32;
+    const bool keep_bf16 = layout.dtype == DType::BF16 && dtype != WeightDType::F32;
     if (tier != memory::Tier::Ram || keep_bf16) {
       memory::StoreOptions so;
       so.tier = tier;
@@ -139,7 +173,7 @@ Status check_f32(const model::Transformer& t, const std::string& dir, const char
   if (t.f32_weights()) return ok_status();
   return Status::error((dir.empty() ? std::string("model") : dir) + ": " + what +
                        " runs the full forward pass, which needs F32 weight matrices, but they were loaded as "
-                       "BF16: load them as F32 (--dtype f32, LoadOptions::dtype \"f32\")");
+                       "BF16: load them as F32 (--dtype f32, LoadOptions::dtype = WeightDType::F32)");
 }
 }  // namespace
 
@@ -148,7 +182,7 @@ Result<double> Model::score(const std::vector<int32_t>& tokens, int64_t B, int64
   STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
   if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence to score next-token loss");
   STEM_RETURN_IF_ERROR(check_f32(*impl_, dir_, "score"));
-  if (impl_->table_store()) STEM_RETURN_IF_ERROR(impl_->fetch_tables(tokens.data(), B * T));
+  STEM_RETURN_IF_ERROR(impl_->prepare_rows(tokens.data(), B * T));
   const double loss = impl_->forward(tokens.data(), B, T);
   if (logits) logits->assign(impl_->logits(), impl_->logits() + B * T * config().vocab_size);
   return loss;
@@ -159,7 +193,7 @@ Result<double> Model::grad(const std::vector<int32_t>& tokens, int64_t B, int64_
   STEM_RETURN_IF_ERROR(check_tokens(config(), tokens, B, T));
   if (T < 2) return Status::error("tokens: need at least 2 tokens per sequence for a loss gradient");
   STEM_RETURN_IF_ERROR(check_f32(*impl_, dir_, "grad"));
-  if (impl_->table_store()) STEM_RETURN_IF_ERROR(impl_->fetch_tables(tokens.data(), B * T));
+  STEM_RETURN_IF_ERROR(impl_->prepare_rows(tokens.data(), B * T));
   const double loss = impl_->forward(tokens.data(), B, T);
   model::Gradients g = impl_->make_gradients(B * T);
   impl_->backward(g);

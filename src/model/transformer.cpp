@@ -1,4 +1,5 @@
-// The contract's forward and backward, layer by layer, on the CPU kernels.
+// The contract's forward and backward, layer by layer, on the backend's ops
+// (every piece of math, copy and clear goes through it).
 // Saved per layer: the residual input, both normed inputs and their 1/rms, the
 // roped q and k, v, the attention output and its log-sum-exp, the residual
 // after attention, and the FFN's intermediate activations.
@@ -7,22 +8,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/buffer.h"
 #include "core/check.h"
-#include "core/simd.h"
 
 namespace stem::model {
-
-namespace {
-STEM_SIMD void add_rows(float* STEM_RESTRICT out, const float* STEM_RESTRICT a,
-                        const float* STEM_RESTRICT b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-void add(float* out, const float* a, const float* b, int64_t n) {
-  constexpr int64_t kChunk = 8192;
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i0 = 0; i0 < n; i0 += kChunk) add_rows(out + i0, a + i0, b + i0, std::min(kChunk, n - i0));
-}
-}  // namespace
 
 struct Transformer::LayerActs {
   float* resid_in;  // [N, d] residual stream entering the layer
@@ -65,7 +54,7 @@ struct Transformer::Acts {
 void Gradients::zero() {
   dense.zero();
   for (Tensor& t : rows)
-    if (!t.empty()) std::memset(t.raw(), 0, t.nbytes());
+    if (!t.empty()) dense.backend().stream().fill_zero(t.raw(), t.nbytes());
 }
 
 void Gradients::begin_step(const int32_t* tokens, int64_t n, int64_t V) {
@@ -76,20 +65,21 @@ void Gradients::begin_step(const int32_t* tokens, int64_t n, int64_t V) {
 
 std::vector<float> Gradients::dense_copy(size_t i) const {
   const TensorSpec& s = dense.spec(i);
+  backends::Stream& st = dense.backend().stream();
   std::vector<float> out(static_cast<size_t>(shape_numel(s.shape)), 0.0f);
   if (!dense[i].empty()) {
-    std::memcpy(out.data(), dense[i].f32(), out.size() * sizeof(float));
+    st.copy(out.data(), dense[i].f32(), out.size() * sizeof(float));
   } else if (!rows[i].empty()) {
     const int64_t C = s.shape[1];
     for (int64_t u = 0; u < index.n_unique(); ++u)
-      std::memcpy(out.data() + static_cast<int64_t>(index.unique[u]) * C, rows[i].f32() + u * C,
-                  C * sizeof(float));
+      st.copy(out.data() + static_cast<int64_t>(index.unique[u]) * C, rows[i].f32() + u * C, C * sizeof(float));
   }
+  STEM_CHECK(st.synchronize().ok());
   return out;
 }
 
 Transformer::Transformer(ModelConfig cfg, TensorList weights)
-    : cfg_(std::move(cfg)), w_(std::move(weights)) {
+    : cfg_(std::move(cfg)), w_(std::move(weights)), be_(&w_.backend()) {
   auto idx = [&](const std::string& name) {
     const int i = w_.find(name);
     STEM_CHECKF(i >= 0, "tensor %s missing from the list", name.c_str());
@@ -133,16 +123,20 @@ Transformer::Transformer(ModelConfig cfg, TensorList weights)
     if (!w_[i].empty() && w_[i].dtype() == DType::BF16) f32_weights_ = false;
   for (const LayerView& v : layers_) stem_slot_.push_back(v.type == FfnType::Stem ? n_stem_++ : -1);
   const int64_t hd = cfg_.head_dim(), P = cfg_.max_position_embeddings;
-  rope_cos_.resize(P * hd / 2);
-  rope_sin_.resize(P * hd / 2);
-  kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), P, hd, cfg_.rope_theta);
+  // RoPE tables, made on the host, kept on the device: [2, max_pos, hd/2].
+  std::vector<float> host(static_cast<size_t>(P * hd));
+  kernels::rope_tables(host.data(), host.data() + P * hd / 2, P, hd, cfg_.rope_theta);
+  rope_ = backends::must_alloc(*be_, host.size() * sizeof(float));
+  be_->stream().copy(rope_->data(), host.data(), host.size() * sizeof(float));
+  STEM_CHECK(be_->stream().synchronize().ok());
   acts_ = std::make_unique<Acts>();
+  rebind_stem_tables();  // the default row provider: the weight list's tables in place
 }
 
 Transformer::~Transformer() = default;
 
 float* Transformer::alloc(int64_t n) {
-  float* p = arena_.as<float>() + arena_used_;
+  float* p = arena_ ? static_cast<float*>(arena_->data()) + arena_used_ : nullptr;
   arena_used_ += static_cast<int64_t>(core::align_up(static_cast<size_t>(n) * 4) / 4);
   return p;
 }
@@ -195,13 +189,16 @@ void Transformer::ensure_workspace(int64_t B, int64_t T) {
     A.s_a = alloc(N * f);
     A.s_b = alloc(N * f);
     A.dxe = alloc(N * d);
-    if (pass == 0) arena_.resize(static_cast<size_t>(arena_used_) * 4);
+    if (pass == 0) {
+      arena_.reset();  // before the new one: no peak of both
+      arena_ = backends::must_alloc(*be_, static_cast<size_t>(arena_used_) * 4);
+    }
   }
   cap_tokens_ = N;
   cap_T_ = T;
 }
 
-int64_t Transformer::workspace_bytes() const { return static_cast<int64_t>(arena_.size()); }
+int64_t Transformer::workspace_bytes() const { return arena_ ? static_cast<int64_t>(arena_->size()) : 0; }
 
 const float* Transformer::logits() const {
   STEM_CHECK(have_forward_);
@@ -214,7 +211,7 @@ const float* Transformer::losses() const {
 }
 
 double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
-  namespace k = kernels;
+  const kernels::Ops& k = be_->ops();
   STEM_CHECK(B >= 1 && T >= 1 && T <= cfg_.max_position_embeddings);
   ensure_workspace(B, T);
   const int64_t N = B * T, d = cfg_.hidden_size, f = cfg_.intermediate_size, V = cfg_.vocab_size;
@@ -226,56 +223,57 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
     for (int64_t t = 0; t + 1 < T; ++t) targets_[b * T + t] = tokens_[b * T + t + 1];
   for (int64_t n = 0; n < N; ++n) STEM_CHECKF(tokens_[n] >= 0 && tokens_[n] < V, "token %d", tokens_[n]);
   Acts& A = *acts_;
-  routes_.assign(layers_.size(), k::RowIndex{});
+  routes_.assign(layers_.size(), kernels::RowIndex{});
   STEM_CHECKF(f32_weights_, "Transformer::forward needs F32 weights (load with F32 matrices)");
-  if (!ext_rows_.empty())
-    STEM_CHECKF(ext_tokens_ == tokens_, "forward with caller rows needs use_rows() of the same tokens first");
-  else if (tables_)
-    STEM_CHECKF(staged_tokens_ == tokens_, "forward with a table store needs fetch_tables() of the same tokens first");
+  RowProvider* current = given_rows_ ? given_rows_.get() : own_rows_.get();
+  if (n_stem_ > 0 && (!current || prepared_by_ != current || prepared_ != tokens_)) {
+    STEM_CHECKF(given_rows_ || !tables_, "forward with a table store needs prepare_rows() of the same tokens first");
+    STEM_CHECK(prepare_rows(tokens_.data(), N).ok());  // in place or given: cannot fail
+  }
 
-  k::embedding_forward(A.layer.empty() ? A.h_out : A.layer[0].resid_in, w_[i_embed_].f32(),
+  k.embedding_forward(A.layer.empty() ? A.h_out : A.layer[0].resid_in, w_[i_embed_].f32(),
                        tokens_.data(), N, d);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerView& W = layers_[l];
     LayerActs& L = A.layer[l];
     // attention block
-    k::rmsnorm_forward(L.a, L.rstd1, L.resid_in, W.attn_norm, N, d, eps);
-    k::linear_forward(L.q, L.a, W.wq, N, d, H * hd);
-    k::linear_forward(L.k, L.a, W.wk, N, d, Hkv * hd);
-    k::linear_forward(L.v, L.a, W.wv, N, d, Hkv * hd);
-    k::rope_forward(L.q, rope_cos_.data(), rope_sin_.data(), B, T, H, hd, 0);
-    k::rope_forward(L.k, rope_cos_.data(), rope_sin_.data(), B, T, Hkv, hd, 0);
-    k::attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
-    std::memcpy(L.h_mid, L.resid_in, sizeof(float) * N * d);
-    k::linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
+    k.rmsnorm_forward(L.a, L.rstd1, L.resid_in, W.attn_norm, N, d, eps);
+    k.linear_forward(L.q, L.a, W.wq, N, d, H * hd, false);
+    k.linear_forward(L.k, L.a, W.wk, N, d, Hkv * hd, false);
+    k.linear_forward(L.v, L.a, W.wv, N, d, Hkv * hd, false);
+    k.rope_forward(L.q, rope_cos(), rope_sin(), B, T, H, hd, 0);
+    k.rope_forward(L.k, rope_cos(), rope_sin(), B, T, Hkv, hd, 0);
+    k.attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
+    be_->stream().copy(L.h_mid, L.resid_in, sizeof(float) * N * d);
+    k.linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
     // FFN block
-    k::rmsnorm_forward(L.x2, L.rstd2, L.h_mid, W.ffn_norm, N, d, eps);
+    k.rmsnorm_forward(L.x2, L.rstd2, L.h_mid, W.ffn_norm, N, d, eps);
     if (observer_) observer_(static_cast<int>(l), L.x2, N, d);
     switch (W.type) {
       case FfnType::Dense:
-        k::dense_ffn_forward(A.y, L.g, L.u, L.hact, L.x2, W.w_gate, W.w_up, W.w_down, N, d, f);
+        k.dense_ffn_forward(A.y, L.g, L.u, L.hact, L.x2, W.w_gate, W.w_up, W.w_down, N, d, f);
         break;
       case FfnType::Stem:
-        k::stem_ffn_forward(A.y, L.g, L.hact, L.x2, W.w_gate, W.w_down, stem_rows(l),
+        k.stem_ffn_forward(A.y, L.g, L.hact, L.x2, W.w_gate, W.w_down, stem_rows(l),
                             stem_row_of(), N, d, f);
         break;
       case FfnType::HashMoe: {
         std::vector<int32_t> expert(N);
         for (int64_t n = 0; n < N; ++n) expert[n] = W.hash_table[tokens_[n]];
-        routes_[l] = k::build_row_index(expert.data(), N, cfg_.num_hash_experts);
-        k::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
-        k::hash_moe_forward(A.y, L.xe, L.g, L.u, L.hact, A.dx, L.x2, mw, routes_[l], N, d, f);
+        routes_[l] = kernels::build_row_index(expert.data(), N, cfg_.num_hash_experts);
+        kernels::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
+        k.hash_moe_forward(A.y, L.xe, L.g, L.u, L.hact, A.dx, L.x2, mw, routes_[l], N, d, f);
         break;
       }
     }
     float* next = l + 1 < layers_.size() ? A.layer[l + 1].resid_in : A.h_out;
-    add(next, L.h_mid, A.y, N * d);
+    k.add(next, L.h_mid, A.y, N * d);
   }
-  k::rmsnorm_forward(A.hf, A.rstdf, A.h_out, w_[i_norm_].f32(), N, d, eps);
-  k::linear_forward(A.logits, A.hf, w_[i_head_].f32(), N, d, V);
+  k.rmsnorm_forward(A.hf, A.rstdf, A.h_out, w_[i_norm_].f32(), N, d, eps);
+  k.linear_forward(A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
   have_forward_ = true;
   if (T < 2) return 0.0;
-  const double total = k::cross_entropy_forward(A.losses, A.logits, targets_.data(), N, V);
+  const double total = k.cross_entropy_forward(A.losses, A.logits, targets_.data(), N, V);
   return total / static_cast<double>(B * (T - 1));
 }
 
@@ -286,70 +284,84 @@ void Transformer::set_table_store(std::shared_ptr<memory::TableStore> store) {
                 "table store of %lld x [%lld, %lld] does not fit the model", static_cast<long long>(store->n_tables()),
                 static_cast<long long>(store->n_rows()), static_cast<long long>(store->cols()));
   }
+  release_rows();
   tables_ = std::move(store);
+  own_rows_cap_ = 0;
+  if (!tables_) rebind_stem_tables();
+  else own_rows_.reset();  // made by prepare_rows(), sized to its ids
 }
 
-Status Transformer::fetch_tables(const int32_t* tokens, int64_t n) {
-  STEM_CHECK(tables_ != nullptr);
-  const int64_t f = cfg_.intermediate_size;
-  staged_tokens_.assign(tokens, tokens + n);
-  staged_index_ = kernels::build_row_index(tokens, n, cfg_.vocab_size);
-  const int64_t U = staged_index_.n_unique();
-  staged_.resize(static_cast<size_t>(n_stem_ * U * f));
-  std::vector<float*> dst(n_stem_);
-  for (int j = 0; j < n_stem_; ++j) dst[j] = staged_.data() + j * U * f;
-  Status st = tables_->fetch(staged_index_.unique.data(), U, dst.data());
-  if (!st.ok()) staged_tokens_.clear();
-  return st;
+void Transformer::set_row_provider(std::shared_ptr<RowProvider> rows) {
+  release_rows();
+  given_rows_ = std::move(rows);
 }
 
-void Transformer::use_rows(const int32_t* tokens, int64_t n, const int32_t* slot_of,
-                           const float* const* rows) {
-  STEM_CHECK(n >= 1 && tokens && slot_of && rows);
-  ext_tokens_.assign(tokens, tokens + n);
-  ext_slot_of_ = slot_of;
-  ext_rows_.assign(rows, rows + n_stem_);
+void Transformer::release_rows() {
+  if (prepared_by_ && ticket_ >= 0) prepared_by_->release(ticket_);
+  prepared_by_ = nullptr;
+  ticket_ = -1;
+  view_ = StemRows{};
+  prepared_.clear();
+}
+
+Status Transformer::prepare_rows(const int32_t* tokens, int64_t n) {
+  STEM_CHECK(n >= 1);
+  release_rows();
+  if (!given_rows_ && tables_ && n > own_rows_cap_) {  // staging sized for the largest set seen
+    own_rows_cap_ = n;
+    own_rows_ = rows_staged(*tables_, n, /*async=*/false);
+  }
+  RowProvider& p = row_provider();
+  const RowProvider::Ticket t = p.submit(tokens, n);
+  Result<StemRows> r = p.wait(t);
+  if (!r.ok()) {
+    p.release(t);
+    return r.status();
+  }
+  prepared_by_ = &p;
+  ticket_ = t;
+  view_ = *r;
+  prepared_.assign(tokens, tokens + n);
+  return ok_status();
 }
 
 void Transformer::rebind_stem_tables() {
-  for (LayerView& v : layers_)
-    if (v.type == FfnType::Stem) v.stem_table = static_cast<const float*>(w_[v.i_stem].raw());
-}
-
-void Transformer::clear_rows() {
-  ext_tokens_.clear();
-  ext_slot_of_ = nullptr;
-  ext_rows_.clear();
+  release_rows();
+  std::vector<const float*> tables(static_cast<size_t>(n_stem_), nullptr);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    LayerView& v = layers_[l];
+    if (v.type != FfnType::Stem) continue;
+    v.stem_table = static_cast<const float*>(w_[v.i_stem].raw());
+    tables[stem_slot_[l]] = v.stem_table;
+  }
+  if (!tables_) {
+    own_rows_ = rows_in_place(std::move(tables));
+    own_rows_cap_ = 0;
+  }
 }
 
 const float* Transformer::stem_rows(int l) const {
-  if (!ext_rows_.empty()) return ext_rows_[stem_slot_[l]];
-  if (!tables_) {
-    STEM_CHECKF(layers_[l].stem_table, "layer %d: STEM table not in memory and no rows given", l);
-    return layers_[l].stem_table;
-  }
-  const int64_t U = staged_index_.n_unique();
-  return staged_.data() + stem_slot_[l] * U * cfg_.intermediate_size;
-}
-
-const int32_t* Transformer::stem_row_of() const {
-  if (!ext_rows_.empty()) return ext_slot_of_;
-  return tables_ ? staged_index_.slot.data() : tokens_.data();
+  const float* rows = view_.rows ? view_.rows[stem_slot_[l]] : nullptr;
+  STEM_CHECKF(rows, "layer %d: STEM table not in memory and no rows given", l);
+  return rows;
 }
 
 Gradients Transformer::make_gradients(int64_t max_tokens) const {
   Gradients g;
-  g.dense = TensorList::allocate(w_.specs(), [](const TensorSpec& s) { return s.trainable && !s.row_sparse; });
+  g.dense = TensorList::allocate(w_.specs(), [](const TensorSpec& s) { return s.trainable && !s.row_sparse; }, *be_);
   g.rows.resize(w_.size());
   for (size_t i = 0; i < w_.size(); ++i) {
     const TensorSpec& s = w_.spec(i);
-    if (s.trainable && s.row_sparse) g.rows[i] = Tensor::zeros(DType::F32, {max_tokens, s.shape[1]});
+    if (!s.trainable || !s.row_sparse) continue;
+    const Shape shape{max_tokens, s.shape[1]};
+    auto buf = backends::must_alloc(*be_, static_cast<size_t>(shape_numel(shape)) * sizeof(float));
+    g.rows[i] = Tensor::view(DType::F32, shape, buf->data(), buf, be_->device());
   }
   return g;
 }
 
 void Transformer::backward(Gradients& G, float loss_scale) {
-  namespace k = kernels;
+  const kernels::Ops& k = be_->ops();
   STEM_CHECK(have_forward_ && T_ >= 2);
   have_forward_ = false;
   const int64_t B = B_, T = T_, N = B * T, d = cfg_.hidden_size, f = cfg_.intermediate_size;
@@ -357,7 +369,7 @@ void Transformer::backward(Gradients& G, float loss_scale) {
   const int64_t hd = cfg_.head_dim();
   Acts& A = *acts_;
   // Rows of this batch's distinct tokens, and where each lands in G's rows.
-  k::RowIndex local = k::build_row_index(tokens_.data(), N, V);
+  kernels::RowIndex local = kernels::build_row_index(tokens_.data(), N, V);
   if (!G.step_open) {
     G.index = local;
   } else {
@@ -379,27 +391,27 @@ void Transformer::backward(Gradients& G, float loss_scale) {
 
   // loss -> logits -> final norm
   const float scale = loss_scale / static_cast<float>(B * (T - 1));
-  k::cross_entropy_backward(A.logits, A.logits, targets_.data(), scale, N, V);
+  k.cross_entropy_backward(A.logits, A.logits, targets_.data(), scale, N, V);
   if (cfg_.tie_word_embeddings) {
-    k::linear_backward(A.dx, dense(i_embed_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
+    k.linear_backward(A.dx, dense(i_embed_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
   } else {
-    k::linear_backward(A.dx, dense(i_head_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
+    k.linear_backward(A.dx, dense(i_head_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
   }
-  std::memset(A.dh, 0, sizeof(float) * N * d);
-  k::rmsnorm_backward(A.dh, dense(i_norm_), A.dx, A.h_out, w_[i_norm_].f32(), A.rstdf, N, d);
+  be_->stream().fill_zero(A.dh, sizeof(float) * N * d);
+  k.rmsnorm_backward(A.dh, dense(i_norm_), A.dx, A.h_out, w_[i_norm_].f32(), A.rstdf, N, d);
 
   for (int l = static_cast<int>(layers_.size()) - 1; l >= 0; --l) {
     const LayerView& W = layers_[l];
     LayerActs& L = A.layer[l];
     // FFN block: dh is the gradient of the layer's output residual.
-    std::memset(A.dx, 0, sizeof(float) * N * d);
+    be_->stream().fill_zero(A.dx, sizeof(float) * N * d);
     switch (W.type) {
       case FfnType::Dense:
-        k::dense_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_up), dense(W.i_down), A.dh, L.x2,
+        k.dense_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_up), dense(W.i_down), A.dh, L.x2,
                               L.g, L.u, L.hact, W.w_gate, W.w_up, W.w_down, A.s_a, A.s_b, N, d, f);
         break;
       case FfnType::Stem:
-        k::stem_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_down), rows(W.i_stem), A.dh, L.x2,
+        k.stem_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_down), rows(W.i_stem), A.dh, L.x2,
                              L.g, L.hact, W.w_gate, W.w_down, stem_rows(l), stem_row_of(),
                              local, A.s_a, A.s_b, N, d, f);
         break;
@@ -410,36 +422,29 @@ void Transformer::backward(Gradients& G, float loss_scale) {
           du.push_back(dense(W.i_e_up[e]));
           dd.push_back(dense(W.i_e_down[e]));
         }
-        k::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
-        k::MoeGrads mg{dg.data(), du.data(), dd.data()};
-        k::hash_moe_backward(A.dx, mg, A.dh, L.xe, L.g, L.u, L.hact, mw, routes_[l], A.y, A.dxe,
+        kernels::MoeWeights mw{W.e_gate.data(), W.e_up.data(), W.e_down.data()};
+        kernels::MoeGrads mg{dg.data(), du.data(), dd.data()};
+        k.hash_moe_backward(A.dx, mg, A.dh, L.xe, L.g, L.u, L.hact, mw, routes_[l], A.y, A.dxe,
                              A.s_a, A.s_b, N, d, f);
         break;
       }
     }
-    k::rmsnorm_backward(A.dh, dense(W.i_ffn_norm), A.dx, L.h_mid, W.ffn_norm, L.rstd2, N, d);
+    k.rmsnorm_backward(A.dh, dense(W.i_ffn_norm), A.dx, L.h_mid, W.ffn_norm, L.rstd2, N, d);
     // attention block: dh is now the gradient of h_mid.
-    k::linear_backward(A.datt, dense(W.i_wo), A.dh, L.att, W.wo, N, H * hd, d, false);
-    k::attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
-    k::rope_backward(A.dq, rope_cos_.data(), rope_sin_.data(), B, T, H, hd, 0);
-    k::rope_backward(A.dk, rope_cos_.data(), rope_sin_.data(), B, T, Hkv, hd, 0);
-    k::linear_backward(A.dx, dense(W.i_wq), A.dq, L.a, W.wq, N, d, H * hd, false);
-    k::linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
-    k::linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);
-    k::rmsnorm_backward(A.dh, dense(W.i_attn_norm), A.dx, L.resid_in, W.attn_norm, L.rstd1, N, d);
+    k.linear_backward(A.datt, dense(W.i_wo), A.dh, L.att, W.wo, N, H * hd, d, false);
+    k.attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
+    k.rope_backward(A.dq, rope_cos(), rope_sin(), B, T, H, hd, 0);
+    k.rope_backward(A.dk, rope_cos(), rope_sin(), B, T, Hkv, hd, 0);
+    k.linear_backward(A.dx, dense(W.i_wq), A.dq, L.a, W.wq, N, d, H * hd, false);
+    k.linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
+    k.linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);
+    k.rmsnorm_backward(A.dh, dense(W.i_attn_norm), A.dx, L.resid_in, W.attn_norm, L.rstd1, N, d);
   }
   // embedding: row-sparse when untied; added into the dense head gradient when tied.
   if (cfg_.tie_word_embeddings) {
-    float* g = dense(i_embed_);
-    for (int64_t u = 0; u < local.n_unique(); ++u) {
-      float* row = g + static_cast<int64_t>(local.unique[u]) * d;
-      for (int32_t j = local.offsets[u]; j < local.offsets[u + 1]; ++j) {
-        const float* src = A.dh + static_cast<int64_t>(local.order[j]) * d;
-        for (int64_t c = 0; c < d; ++c) row[c] += src[c];
-      }
-    }
+    k.embedding_backward_dense(dense(i_embed_), A.dh, local, d);
   } else {
-    k::embedding_backward(rows(i_embed_), A.dh, local, d);
+    k.embedding_backward(rows(i_embed_), A.dh, local, d);
   }
 }
 

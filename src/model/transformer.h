@@ -1,5 +1,7 @@
 // Transformer: the contract's forward and backward over a batch of B sequences
-// of T tokens, on the CPU kernels. It owns the weights (a TensorList), a RoPE
+// of T tokens, on the backend its weights were allocated by (the TensorList's:
+// the host's unless told otherwise), whose ops do every piece of math and
+// whose buffers hold the workspace. It owns the weights, a RoPE
 // table and a workspace of saved activations sized for the largest B*T seen
 // (activation memory grows with B*T only: attention keeps a log-sum-exp per
 // row, never a [T, T] matrix). It does not validate input: the public Model
@@ -12,8 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "kernels/kernels.h"
 #include "memory/table_store.h"
+#include "model/row_provider.h"
 #include "model/weights.h"
 #include "stem/config.h"
 
@@ -62,6 +66,7 @@ class Transformer {
   ~Transformer();
 
   const ModelConfig& config() const { return cfg_; }
+  backends::Backend& backend() const { return *be_; }
   TensorList& weights() { return w_; }
   const TensorList& weights() const { return w_; }
   const LayerView& layer(int i) const { return layers_[i]; }
@@ -83,8 +88,8 @@ class Transformer {
   const float* embed_table() const { return w_[i_embed_].f32(); }  // [V, d]
   const float* final_norm() const { return w_[i_norm_].f32(); }    // [d]
   const float* head_weight() const { return w_[i_head_].f32(); }   // [V, d] (the embedding when tied)
-  const float* rope_cos() const { return rope_cos_.data(); }       // [max_pos, hd/2]
-  const float* rope_sin() const { return rope_sin_.data(); }       // [max_pos, hd/2]
+  const float* rope_cos() const { return static_cast<const float*>(rope_->data()); }  // [max_pos, hd/2]
+  const float* rope_sin() const { return rope_cos() + cfg_.max_position_embeddings * cfg_.head_dim() / 2; }
   int n_layers() const { return static_cast<int>(layers_.size()); }
 
   // Gradients sized for up to max_tokens tokens a step.
@@ -95,21 +100,21 @@ class Transformer {
   // added into the step's. Overwrites logits().
   void backward(Gradients& g, float loss_scale = 1.0f);
 
-  // STEM tables served by a TableStore instead of the weight list (whose table
-  // tensors are then empty): forward() fetches the rows of its distinct tokens
-  // first. The store's tables are the STEM layers in layer order.
+  // STEM rows reach forward() and backward() through one RowProvider
+  // (row_provider.h): by default the weight list's tables read in place, or,
+  // after set_table_store(), the store's rows staged for each forward's
+  // distinct tokens; set_row_provider() puts another in front (the trainer's
+  // disk tier hands in the rows it staged), null goes back to the default.
+  // The store's tables are the STEM layers in layer order.
   void set_table_store(std::shared_ptr<memory::TableStore> store);
   memory::TableStore* table_store() const { return tables_.get(); }
-  // With a table store: fetches the rows of tokens[0..n) (the next forward's
-  // B*T ids) for every STEM layer; forward() of other tokens is a bug.
-  Status fetch_tables(const int32_t* tokens, int64_t n);
-  // STEM rows served by the caller instead (the trainer's table tier, when
-  // the weight list's tables are empty): the next forward() of tokens[0..n),
-  // and its backward(), read STEM layer j's row for position i from
-  // rows[j] + slot_of[i] * f. The arrays must stay valid until that backward()
-  // returns; forward() of other tokens is a bug. clear_rows() goes back.
-  void use_rows(const int32_t* tokens, int64_t n, const int32_t* slot_of, const float* const* rows);
-  void clear_rows();
+  void set_row_provider(std::shared_ptr<RowProvider> rows);
+  // Makes the rows of tokens[0..n) (the next forward's B*T ids) ready for
+  // every STEM layer; they stay valid through that forward's backward().
+  // forward() does this itself where it cannot fail (rows in place, or
+  // given); with a table store (a read may fail) the caller does it first,
+  // and forward() of other tokens is a bug.
+  Status prepare_rows(const int32_t* tokens, int64_t n);
   // After the caller emptied or refilled the STEM tables of weights() (the
   // trainer moving them to disk and back): re-reads their addresses.
   void rebind_stem_tables();
@@ -129,17 +134,20 @@ class Transformer {
   void ensure_workspace(int64_t B, int64_t T);
   // Row source of layer l's STEM table for the last forward, and each position's row in it.
   const float* stem_rows(int l) const;
-  const int32_t* stem_row_of() const;
+  const int32_t* stem_row_of() const { return view_.row_of; }
+  RowProvider& row_provider() const { return given_rows_ ? *given_rows_ : *own_rows_; }
+  void release_rows();
   float* alloc(int64_t n);
 
   ModelConfig cfg_;
   TensorList w_;
   std::vector<LayerView> layers_;
-  std::vector<float> rope_cos_, rope_sin_;  // [max_pos, hd/2]
+  std::shared_ptr<backends::Buffer> rope_;  // [2, max_pos, hd/2]: cos, then sin
   int i_embed_ = -1, i_norm_ = -1, i_head_ = -1;
 
+  backends::Backend* be_;  // the weights' backend
   // Workspace: one arena carved into the saved activations and backward scratch.
-  core::AlignedBuffer arena_;
+  std::shared_ptr<backends::Buffer> arena_;
   int64_t arena_used_ = 0;
   int64_t cap_tokens_ = 0, cap_T_ = 0;
   int64_t B_ = 0, T_ = 0;
@@ -154,12 +162,13 @@ class Transformer {
   bool f32_weights_ = true;
   std::shared_ptr<memory::TableStore> tables_;
   LayerObserver observer_;
-  std::vector<int32_t> staged_tokens_;  // [B*T] the ids staged_ was fetched for
-  std::vector<float> staged_;      // [n_stem, U, f] rows fetched for the last forward
-  kernels::RowIndex staged_index_;  // distinct tokens of the last forward (row_of = slot)
-  std::vector<int32_t> ext_tokens_;     // [B*T] the ids use_rows() was given for
-  const int32_t* ext_slot_of_ = nullptr;  // [B*T] row of each position in ext_rows_[j]
-  std::vector<const float*> ext_rows_;  // [n_stem] caller's rows [U, f]; empty: not in use
+  std::unique_ptr<RowProvider> own_rows_;    // in place over the weight list, or staged from tables_
+  int64_t own_rows_cap_ = 0;                 // ids a staged own_rows_ holds (0: in place)
+  std::shared_ptr<RowProvider> given_rows_;  // set_row_provider(); used instead while set
+  RowProvider* prepared_by_ = nullptr;       // the provider of view_
+  RowProvider::Ticket ticket_ = -1;          // its ticket, released at the next prepare
+  StemRows view_;                            // rows of the prepared ids
+  std::vector<int32_t> prepared_;            // [B*T] the ids view_ is for
 };
 
 }  // namespace stem::model

@@ -11,13 +11,15 @@
 #include <set>
 
 #include "core/bf16.h"
+#include "core/buffer.h"
 #include "io/safetensors.h"
 
 namespace stem::model {
 
 TensorList TensorList::allocate(std::vector<TensorSpec> specs,
-                                const std::function<bool(const TensorSpec&)>& keep) {
+                                const std::function<bool(const TensorSpec&)>& keep, backends::Backend& backend) {
   TensorList out;
+  out.be_ = &backend;
   out.specs_ = std::move(specs);
   std::vector<size_t> offsets(out.specs_.size(), 0);
   size_t total = 0;
@@ -27,12 +29,13 @@ TensorList TensorList::allocate(std::vector<TensorSpec> specs,
     offsets[i] = total;
     total += core::align_up(static_cast<size_t>(shape_numel(s.shape)) * dtype_size(s.dtype));
   }
-  out.arena_ = std::make_shared<core::AlignedBuffer>(std::max<size_t>(total, 1));
+  out.arena_ = backends::must_alloc(backend, std::max<size_t>(total, 1));
   out.tensors_.resize(out.specs_.size());
   for (size_t i = 0; i < out.specs_.size(); ++i) {
     const TensorSpec& s = out.specs_[i];
     if (keep && !keep(s)) continue;
-    out.tensors_[i] = Tensor::view(s.dtype, s.shape, out.arena_->data() + offsets[i], out.arena_);
+    out.tensors_[i] = Tensor::view(s.dtype, s.shape, static_cast<std::byte*>(out.arena_->data()) + offsets[i],
+                                   out.arena_, backend.device());
   }
   return out;
 }
@@ -44,7 +47,7 @@ int TensorList::find(const std::string& name) const {
 }
 
 void TensorList::zero() {
-  if (arena_) arena_->zero();
+  if (arena_) be_->stream().fill_zero(arena_->data(), arena_->size());
 }
 
 namespace {
@@ -94,13 +97,6 @@ void init_weights(TensorList& w, uint64_t seed) {
     const uint64_t s = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i + 1) * 0xBF58476D1CE4E5B9ull;
     fill_tensor(w[i], w.spec(i), s);
   }
-}
-
-Result<WeightDType> parse_weight_dtype(const std::string& s) {
-  if (s == "f32") return WeightDType::F32;
-  if (s == "bf16") return WeightDType::BF16;
-  if (s == "auto") return WeightDType::Auto;
-  return Status::error("dtype: unknown weight dtype '" + s + "' (expected f32, bf16 or auto)");
 }
 
 namespace {

@@ -1,5 +1,6 @@
 // TensorList: the tensors of one tensor list (tensor_specs) in one 64-byte
-// aligned arena, index-aligned with the specs. The same shape serves weights,
+// aligned arena allocated by a backend (the host's unless told otherwise),
+// index-aligned with the specs. The same shape serves weights,
 // dense gradients and optimizer moments, so every pass over "all parameters"
 // is one loop over one list. Also: init, load (with every name, shape and
 // dtype checked against the config) and save of weight lists.
@@ -10,9 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "core/buffer.h"
+#include "backends/backend.h"
 #include "io/safetensors.h"
 #include "model/tensor_list.h"
+#include "stem/model.h"
 #include "stem/status.h"
 
 namespace stem::model {
@@ -23,7 +25,8 @@ class TensorList {
   // Allocates zeroed storage for every spec for which `keep(spec)` holds (all
   // when null); the others get an empty Tensor at their index.
   static TensorList allocate(std::vector<TensorSpec> specs,
-                             const std::function<bool(const TensorSpec&)>& keep = nullptr);
+                             const std::function<bool(const TensorSpec&)>& keep = nullptr,
+                             backends::Backend& backend = backends::cpu());
 
   size_t size() const { return specs_.size(); }
   const std::vector<TensorSpec>& specs() const { return specs_; }
@@ -33,20 +36,18 @@ class TensorList {
   int find(const std::string& name) const;  // -1 if absent
   void zero();                              // every allocated tensor
   size_t arena_bytes() const { return arena_ ? arena_->size() : 0; }
+  backends::Backend& backend() const { return *be_; }  // where the arena lives
 
  private:
   std::vector<TensorSpec> specs_;
   std::vector<Tensor> tensors_;
-  std::shared_ptr<core::AlignedBuffer> arena_;
+  std::shared_ptr<backends::Buffer> arena_;
+  backends::Backend* be_ = &backends::cpu();
 };
 
 // Fills every tensor as the official implementation does (see TensorSpec::init),
 // deterministically from `seed` (each tensor from its own stream).
 void init_weights(TensorList& w, uint64_t seed);
-
-// Storage dtype of float weights in memory.
-enum class WeightDType { F32, BF16, Auto };  // Auto: as stored in the file
-Result<WeightDType> parse_weight_dtype(const std::string& s);  // "f32" | "bf16" | "auto"
 
 struct LoadOptions {
   WeightDType matrices = WeightDType::F32;  // 2-D weights other than STEM tables

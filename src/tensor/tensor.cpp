@@ -1,4 +1,5 @@
-// Tensor bookkeeping: dtype sizes, shape helpers, owning and viewing constructors.
+// Tensor bookkeeping: dtype sizes, device names, shape helpers, owning and
+// viewing constructors.
 #include "tensor/tensor.h"
 
 #include <cstdlib>
@@ -23,6 +24,15 @@ const char* dtype_name(DType t) {
     case DType::F32: return "F32";
     case DType::BF16: return "BF16";
     case DType::I32: return "I32";
+  }
+  STEM_CHECK(false);
+  return "";
+}
+
+const char* device_name(Device d) {
+  switch (d) {
+    case Device::kCpu: return "cpu";
+    case Device::kCuda: return "cuda";
   }
   STEM_CHECK(false);
   return "";
@@ -53,9 +63,10 @@ Tensor Tensor::zeros(DType dtype, Shape shape) {
   return t;
 }
 
-Tensor Tensor::view(DType dtype, Shape shape, void* data, std::shared_ptr<void> holder) {
+Tensor Tensor::view(DType dtype, Shape shape, void* data, std::shared_ptr<void> holder, Device device) {
   Tensor t;
   t.dtype_ = dtype;
+  t.device_ = device;
   t.shape_ = std::move(shape);
   t.data_ = data;
   t.holder_ = std::move(holder);

@@ -1,7 +1,10 @@
-// Tensor: a dtype, a row-major shape and a view of bytes it may or may not own.
-// No math lives here (see kernels/). A Tensor either owns its storage
-// (Tensor::zeros) or views memory kept alive by someone else (an arena, a
-// memory-mapped file): `holder_` keeps shared owners alive. Contiguous only.
+// Tensor: a dtype, a row-major shape, the device its bytes live on and a view
+// of those bytes it may or may not own. No math lives here (see kernels/). A
+// Tensor either owns its storage (Tensor::zeros, host memory) or views memory
+// kept alive by someone else (an arena a backend allocated, a memory-mapped
+// file): `holder_` keeps shared owners alive. Contiguous only. The pointer
+// accessors hand out the address whatever the device: only host code that
+// knows the tensor is on the host (device() == Device::kCpu) may dereference it.
 #pragma once
 
 #include <cstddef>
@@ -16,6 +19,11 @@ namespace stem {
 
 enum class DType { F32, BF16, I32 };
 
+// Where a tensor's bytes live: host memory, or the memory of a device a
+// backend computes on (backends/backend.h).
+enum class Device { kCpu, kCuda };
+const char* device_name(Device d);  // "cpu", "cuda"
+
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);  // safetensors spelling: "F32", "BF16", "I32"
 
@@ -29,9 +37,11 @@ class Tensor {
   // Owns a fresh zero-filled 64-byte aligned allocation.
   static Tensor zeros(DType dtype, Shape shape);
   // Views `data` (not owned); `holder` (may be null) keeps its owner alive.
-  static Tensor view(DType dtype, Shape shape, void* data, std::shared_ptr<void> holder = nullptr);
+  static Tensor view(DType dtype, Shape shape, void* data, std::shared_ptr<void> holder = nullptr,
+                     Device device = Device::kCpu);
 
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
   const Shape& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }
   size_t rank() const { return shape_.size(); }
@@ -48,6 +58,7 @@ class Tensor {
 
  private:
   DType dtype_ = DType::F32;
+  Device device_ = Device::kCpu;
   Shape shape_;
   void* data_ = nullptr;
   std::shared_ptr<void> holder_;

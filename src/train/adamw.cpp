@@ -7,21 +7,25 @@
 
 namespace stem::train {
 
-AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt) {
+AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt), be_(&weights.backend()) {
   // Lazy tables' moments get storage of their own, outside the arena, so a
   // caller that moves them elsewhere (the trainer's disk tier) frees it.
   const bool lazy_rows = opt_.lazy_rows;
   auto in_arena = [lazy_rows](const model::TensorSpec& s) {
     return s.trainable && !(lazy_rows && s.kind == model::ParamKind::StemTable);
   };
-  m_ = model::TensorList::allocate(weights.specs(), in_arena);
-  v_ = model::TensorList::allocate(weights.specs(), in_arena);
+  m_ = model::TensorList::allocate(weights.specs(), in_arena, *be_);
+  v_ = model::TensorList::allocate(weights.specs(), in_arena, *be_);
   last_.resize(weights.size());
+  auto own = [&](const Shape& shape) {
+    auto buf = backends::must_alloc(*be_, static_cast<size_t>(shape_numel(shape)) * sizeof(float));
+    return Tensor::view(DType::F32, shape, buf->data(), buf, be_->device());
+  };
   for (size_t i = 0; i < weights.size(); ++i)
     if (lazy(i)) {
-      m_[i] = Tensor::zeros(DType::F32, weights.spec(i).shape);
-      v_[i] = Tensor::zeros(DType::F32, weights.spec(i).shape);
-      last_[i] = Tensor::zeros(DType::I32, {weights.spec(i).shape[0]});
+      m_[i] = own(weights.spec(i).shape);
+      v_[i] = own(weights.spec(i).shape);
+      last_[i] = Tensor::zeros(DType::I32, {weights.spec(i).shape[0]});  // host bookkeeping
     }
 }
 
@@ -41,6 +45,7 @@ kernels::AdamWHyper AdamW::hyper(const model::TensorSpec& s, float lr) const {
 }
 
 void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
+  const kernels::Ops& k = be_->ops();
   ++step_;
   for (size_t i = 0; i < w.size(); ++i) {
     const model::TensorSpec& s = w.spec(i);
@@ -51,13 +56,13 @@ void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
       const int64_t U = g.index.n_unique();
       std::vector<float> pd(U), md(U), vd(U);
       catch_up(i, g.index.unique.data(), U, pd.data(), md.data(), vd.data());
-      kernels::adamw_update_rows_lazy(w[i].f32(), m_[i].f32(), v_[i].f32(), g.rows[i].f32(), g.index,
+      k.adamw_update_rows_lazy(w[i].f32(), m_[i].f32(), v_[i].f32(), g.rows[i].f32(), g.index,
                                       s.shape[1], pd.data(), md.data(), vd.data(), h);
     } else if (!g.rows[i].empty()) {
-      kernels::adamw_update_rows(w[i].f32(), m_[i].f32(), v_[i].f32(), g.rows[i].f32(), g.index,
+      k.adamw_update_rows(w[i].f32(), m_[i].f32(), v_[i].f32(), g.rows[i].f32(), g.index,
                                  s.shape[0], s.shape[1], h);
     } else {
-      kernels::adamw_update(w[i].f32(), m_[i].f32(), v_[i].f32(), g.dense[i].f32(), w[i].numel(), h);
+      k.adamw_update(w[i].f32(), m_[i].f32(), v_[i].f32(), g.dense[i].f32(), w[i].numel(), h);
     }
   }
   // Lazy tables decay at the rate of their own tensor: every lazy tensor is a
@@ -87,7 +92,7 @@ void AdamW::step_rows(size_t i, float* p, float* m, float* v, const float* drows
   kernels::RowIndex here;  // the rows are p/m/v's own rows 0..U-1
   here.unique.resize(U);
   for (int64_t u = 0; u < U; ++u) here.unique[u] = static_cast<int32_t>(u);
-  kernels::adamw_update_rows_lazy(p, m, v, drows, here, m_.spec(i).shape[1], pd.data(), md.data(),
+  be_->ops().adamw_update_rows_lazy(p, m, v, drows, here, m_.spec(i).shape[1], pd.data(), md.data(),
                                   vd.data(), hyper(m_.spec(i), lr));
 }
 
@@ -109,30 +114,25 @@ bool AdamW::flush_row(size_t i, int64_t r, float* pd, float* md, float* vd) {
 
 void AdamW::apply_pending(size_t i, int64_t r0, int64_t n, int kind, float* rows) const {
   STEM_CHECKF(lazy(i) && kind >= 0 && kind < 3, "AdamW::apply_pending: tensor %zu kind %d", i, kind);
-  const int64_t C = m_.spec(i).shape[1];
+  std::vector<float> factor(static_cast<size_t>(n), 1.0f);
   for (int64_t k = 0; k < n; ++k) {
     float f[3];
-    if (!pending(i, r0 + k, &f[0], &f[1], &f[2])) continue;
-    float* row = rows + k * C;
-    for (int64_t c = 0; c < C; ++c) row[c] *= f[kind];
+    if (pending(i, r0 + k, &f[0], &f[1], &f[2])) factor[k] = f[kind];
   }
+  // rows is a host buffer (a chunk on its way to a file).
+  backends::cpu().ops().scale_rows(rows, factor.data(), n, m_.spec(i).shape[1]);
 }
 
 void AdamW::flush(model::TensorList& w) {
   for (size_t i = 0; i < w.size(); ++i) {
     if (!lazy(i) || w[i].empty()) continue;
     const int64_t R = w.spec(i).shape[0], C = w.spec(i).shape[1];
-    float *p = w[i].f32(), *m = m_[i].f32(), *v = v_[i].f32();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < R; ++r) {
-      float pd, md, vd;
-      if (!flush_row(i, r, &pd, &md, &vd)) continue;
-      for (int64_t c = 0; c < C; ++c) {
-        p[r * C + c] *= pd;
-        m[r * C + c] *= md;
-        v[r * C + c] *= vd;
-      }
-    }
+    std::vector<float> pd(R, 1.0f), md(R, 1.0f), vd(R, 1.0f);
+    for (int64_t r = 0; r < R; ++r) flush_row(i, r, &pd[r], &md[r], &vd[r]);
+    const kernels::Ops& k = be_->ops();
+    k.scale_rows(w[i].f32(), pd.data(), R, C);
+    k.scale_rows(m_[i].f32(), md.data(), R, C);
+    k.scale_rows(v_[i].f32(), vd.data(), R, C);
   }
 }
 

@@ -79,6 +79,7 @@ class AdamW {
   // the steps each row skipped; marks the rows current.
   void catch_up(size_t i, const int32_t* ids, int64_t U, float* pd, float* md, float* vd);
   AdamWOptions opt_;
+  backends::Backend* be_;       // the weights'; moments live there too
   model::TensorList m_, v_;     // [same shapes], trainable tensors only
   std::vector<Tensor> last_;    // lazy tensors: [R] step at which each row last moved
   std::vector<double> decay_prod_{1.0};

@@ -63,9 +63,15 @@ Status TableTier::begin_step() {
   return ok_status();
 }
 
+void TableTier::given(const int32_t* tokens, int64_t n, const int32_t* slot_of, const float* const* rows) {
+  if (!given_) given_ = std::make_shared<model::GivenRows>(M_);
+  given_->set(tokens, n, slot_of, rows);
+  tr_.set_row_provider(given_);
+}
+
 void TableTier::use(const int32_t* tokens, int64_t offset, int64_t n) {
   STEM_CHECK(cur_ >= 0 && offset >= 0 && offset + n <= static_cast<int64_t>(cur_rows_->slot_of.size()));
-  tr_.use_rows(tokens, n, cur_rows_->slot_of.data() + offset, use_ptrs_.data());
+  given(tokens, n, cur_rows_->slot_of.data() + offset, use_ptrs_.data());
 }
 
 void TableTier::restage(const memory::StagedRows& dst, const memory::StagedRows& src) const {
@@ -105,7 +111,7 @@ Status TableTier::end_step(const model::Gradients& g, float lr) {
     next_rows_ = *r;
     restage(*next_rows_, s);
   }
-  tr_.clear_rows();
+  tr_.set_row_provider(nullptr);
   pf_->release(cur_);
   cur_ = -1;
   cur_rows_ = nullptr;
@@ -121,7 +127,7 @@ Status TableTier::use_for_eval(const int32_t* tokens, int64_t n) {
   std::vector<const float*> rows(static_cast<size_t>(M_));
   for (int j = 0; j < M_; ++j) rows[j] = dst[j] = eval_rows_.data() + j * U * f_;
   STEM_RETURN_IF_ERROR(file_->fetch(eval_.unique.data(), U, dst.data()).with_context("train: validation rows"));
-  tr_.use_rows(tokens, n, eval_.slot.data(), rows.data());
+  given(tokens, n, eval_.slot.data(), rows.data());
   return ok_status();
 }
 

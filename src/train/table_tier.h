@@ -80,6 +80,9 @@ class TableTier {
   const memory::StagedRows* cur_rows_ = nullptr;
   const memory::StagedRows* next_rows_ = nullptr;  // waited for already (re-staged by end_step)
   std::vector<const float*> use_ptrs_;       // [M] current p rows
+  std::shared_ptr<model::GivenRows> given_;  // how the rows reach the model
+  // Hands the model rows[j] + slot_of[i] * f for tokens[i] (until the next call or end_step).
+  void given(const int32_t* tokens, int64_t n, const int32_t* slot_of, const float* const* rows);
   double stall_s_ = 0;                       // in wait_next()
   std::vector<float> eval_rows_;             // [M, U, f] validation rows
   kernels::RowIndex eval_;                   // validation tokens: distinct ids, row of each

@@ -85,11 +85,12 @@ struct Trainer::Impl {
   std::pair<double, double> grad_norms() const {
     double other = 0, stem = 0;
     const int64_t U = grads.index.n_unique();
+    const kernels::Ops& k = tr->backend().ops();
     for (size_t i = 0; i < grads.dense.size(); ++i) {
       const auto& s = grads.dense.spec(i);
       double ss = 0;
-      if (!grads.dense[i].empty()) ss = kernels::sum_squares(grads.dense[i].f32(), grads.dense[i].numel());
-      else if (!grads.rows[i].empty()) ss = kernels::sum_squares(grads.rows[i].f32(), U * s.shape[1]);
+      if (!grads.dense[i].empty()) ss = k.sum_squares(grads.dense[i].f32(), grads.dense[i].numel());
+      else if (!grads.rows[i].empty()) ss = k.sum_squares(grads.rows[i].f32(), U * s.shape[1]);
       (s.kind == model::ParamKind::StemTable ? stem : other) += ss;
     }
     return {std::sqrt(other), std::sqrt(stem)};
@@ -97,11 +98,12 @@ struct Trainer::Impl {
 
   void scale_grads(bool stem_group, float factor) {
     const int64_t U = grads.index.n_unique();
+    const kernels::Ops& k = tr->backend().ops();
     for (size_t i = 0; i < grads.dense.size(); ++i) {
       const auto& s = grads.dense.spec(i);
       if ((s.kind == model::ParamKind::StemTable) != stem_group) continue;
-      if (!grads.dense[i].empty()) kernels::scale_inplace(grads.dense[i].f32(), grads.dense[i].numel(), factor);
-      else if (!grads.rows[i].empty()) kernels::scale_inplace(grads.rows[i].f32(), U * s.shape[1], factor);
+      if (!grads.dense[i].empty()) k.scale_inplace(grads.dense[i].f32(), grads.dense[i].numel(), factor);
+      else if (!grads.rows[i].empty()) k.scale_inplace(grads.rows[i].f32(), U * s.shape[1], factor);
     }
   }
 

@@ -131,7 +131,7 @@ int run_bench(const BenchOpts& o) {
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOpts>();
   auto io = std::make_shared<InferBenchOpts>();
-  io->load.load.dtype = "auto";
+  io->load.dtype = "auto";
   CLI::App* sub = app.add_subcommand("bench", "Measure throughput: train | forward | gemm | decode | prefill");
   sub->add_option("mode", o->mode,
                   "train (fwd+bwd+AdamW), forward, gemm (F32 GEMM peak) on --config; "

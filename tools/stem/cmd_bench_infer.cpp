@@ -42,7 +42,7 @@ int run_bench_infer(const InferBenchOpts& o) {
   const int64_t n = decode ? o.tokens : o.prompt;
   if (o.model_dir.empty()) return fail(cmd, Status::error("--model is required for " + o.mode));
   if (n < 1 || o.reps < 1) return fail(cmd, Status::error("need --tokens/--prompt >= 1 and --reps >= 1"));
-  auto m = Model::load(o.model_dir, o.load.load);
+  auto m = Model::load(o.model_dir, o.load.options());
   if (!m.ok()) return fail(cmd, m.status());
   const ModelConfig& cfg = m->config();
   if (n > cfg.max_position_embeddings)
@@ -109,7 +109,7 @@ int run_bench_infer(const InferBenchOpts& o) {
   const model::Account acc = model::account(cfg, n, n);
   int64_t weight_bytes = 0;  // resident weights (tables excluded when a store serves them)
   for (size_t i = 0; i < m->impl().weights().size(); ++i) weight_bytes += m->impl().weights()[i].nbytes();
-  const std::string tier = o.load.load.tables;
+  const std::string tier = o.load.tables;
   nlohmann::json j = {{"mode", o.mode},
                       {"model", o.model_dir},
                       {"tokens", n},

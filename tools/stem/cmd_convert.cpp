@@ -42,12 +42,12 @@ int run_convert(const ConvertOpts& opts) {
     std::error_code ec;
     if (fs::exists(o.out_dir, ec) && fs::equivalent(o.out_dir, o.model_dir, ec))
       return fail(cmd, Status::error("--out " + o.out_dir + " is the source checkpoint; it is never changed in place"));
-    auto dt = model::parse_weight_dtype(o.dtype);
-    if (!dt.ok() || *dt == model::WeightDType::Auto)
+    auto dt = parse_weight_dtype(o.dtype);
+    if (!dt.ok() || *dt == WeightDType::Auto)
       return fail(cmd, Status::error("--dtype " + o.dtype + ": expected f32 or bf16"));
     model::LoadOptions lo;
     lo.tables = *dt;
-    lo.matrices = o.tables_only ? model::WeightDType::Auto : *dt;
+    lo.matrices = o.tables_only ? WeightDType::Auto : *dt;
     auto w = model::load_weights(*cfg, (fs::path(o.model_dir) / "model.safetensors").string(), lo);
     if (!w.ok()) return fail(cmd, w.status());
     fs::create_directories(o.out_dir, ec);

@@ -74,7 +74,7 @@ void register_eval(CLI::App& app) {
   add_edit_option(sub, &o->edits);
   add_command(sub, [o] {
     const char* cmd = "eval";
-    auto m = Model::load(o->model_dir, o->load.load);
+    auto m = Model::load(o->model_dir, o->load.options());
     if (!m.ok()) return fail(cmd, m.status());
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
     const ModelConfig& cfg = m->config();

@@ -55,7 +55,7 @@ void register_generate(CLI::App& app) {
     std::vector<std::string> edits, stop;
   };
   auto o = std::make_shared<Opts>();
-  o->load.load.dtype = "auto";
+  o->load.dtype = "auto";
   CLI::App* sub = app.add_subcommand("generate", "Continue a prompt, streaming the sampled text");
   sub->add_option("--model", o->model_dir, "Model directory (config.json, model.safetensors, tokenizer.model)")->required();
   auto* text = sub->add_option("--prompt", o->prompt, "Prompt text (tokenized with the model's tokenizer.model, BOS prepended)");
@@ -75,7 +75,7 @@ void register_generate(CLI::App& app) {
     const char* cmd = "generate";
     if (o->n < 1) return fail(cmd, Status::error("-n " + std::to_string(o->n) + ": must be at least 1"));
     if (o->top_p <= 0.0f) return fail(cmd, Status::error("--top-p " + std::to_string(o->top_p) + ": must be > 0"));
-    auto m = Model::load(o->model_dir, o->load.load);
+    auto m = Model::load(o->model_dir, o->load.options());
     if (!m.ok()) return fail(cmd, m.status());
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
     const ModelConfig& cfg = m->config();

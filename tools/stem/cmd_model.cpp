@@ -117,7 +117,7 @@ void register_score(CLI::App& app) {
   add_load_flags(sub, &o->load);
   add_edit_option(sub, &o->edits);
   add_command(sub, [o] {
-    auto m = Model::load(o->in.model_dir, o->load.load);
+    auto m = Model::load(o->in.model_dir, o->load.options());
     if (!m.ok()) return fail("score", m.status());
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail("score", st);
     int64_t B = 0, T = 0;

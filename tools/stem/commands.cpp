@@ -49,7 +49,7 @@ int run_selected(CLI::App& app) {
 }
 
 void add_load_flags(CLI::App* sub, LoadFlags* f) {
-  sub->add_option("--tables", f->load.tables,
+  sub->add_option("--tables", f->tables,
                   "Where STEM tables live: ram (resident), mmap (paged in from the file on demand), "
                   "disk (explicit reads into a row cache)")
       ->check(CLI::IsMember({"ram", "mmap", "disk"}))
@@ -57,7 +57,7 @@ void add_load_flags(CLI::App* sub, LoadFlags* f) {
   sub->add_option("--table-cache-mb", f->load.table_cache_mb, "Row cache budget of the disk tier, MiB")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  sub->add_option("--dtype", f->load.dtype, "Weight matrices in memory: f32, bf16, or auto (as stored)")
+  sub->add_option("--dtype", f->dtype, "Weight matrices in memory: f32, bf16, or auto (as stored)")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}))
       ->capture_default_str();
   sub->add_flag("--no-pack", [f](int64_t) { f->load.packed_tables = false; },
@@ -67,8 +67,15 @@ void add_load_flags(CLI::App* sub, LoadFlags* f) {
                 "(score and eval read a batch's rows before its forward pass either way)");
 }
 
+LoadOptions LoadFlags::options() const {
+  LoadOptions o = load;
+  o.tables = *parse_tables_in(tables);  // CLI11 checked the choices
+  o.dtype = *parse_weight_dtype(dtype);
+  return o;
+}
+
 nlohmann::json load_flags_json(const LoadFlags& f) {
-  return {{"tables", f.load.tables}, {"table_cache_mb", f.load.table_cache_mb}, {"dtype", f.load.dtype},
+  return {{"tables", f.tables}, {"table_cache_mb", f.load.table_cache_mb}, {"dtype", f.dtype},
           {"packed_tables", f.load.packed_tables}, {"prefetch", !f.no_prefetch}};
 }
 

@@ -47,8 +47,10 @@ class Progress {
 // How a model is loaded for inference: --tables, --table-cache-mb, --dtype,
 // --no-pack and --no-prefetch (every command that takes --tables takes all).
 struct LoadFlags {
-  LoadOptions load;
+  std::string tables = "ram", dtype = "f32";  // checked against their choices when parsed
+  LoadOptions load;  // the other fields; options() adds tables and dtype
   bool no_prefetch = false;
+  LoadOptions options() const;
 };
 void add_load_flags(CLI::App* sub, LoadFlags* f);
 // The flags as a JSON object, for --json reports.

@@ -17,6 +17,18 @@ STEM_SIMD void add_row(float* STEM_RESTRICT dst, const float* STEM_RESTRICT src,
   for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
 }
 
+// base[row_of(u), :] += the rows of dsrc at the positions of slot u.
+template <class RowOf>
+void scatter_add(float* base, const float* dsrc, const RowIndex& index, int64_t C, const RowOf& row_of) {
+  const int64_t U = index.n_unique();
+#pragma omp parallel for schedule(dynamic, 16) if (U * C > 32768)
+  for (int64_t u = 0; u < U; ++u) {
+    float* dst = base + row_of(u) * C;
+    for (int32_t k = index.offsets[u]; k < index.offsets[u + 1]; ++k)
+      add_row(dst, dsrc + static_cast<int64_t>(index.order[k]) * C, C);
+  }
+}
+
 }  // namespace
 
 RowIndex build_row_index(const int32_t* keys, int64_t N, int64_t K) {
@@ -51,13 +63,7 @@ void gather_rows(float* out, const float* rows, const int32_t* row_of, int64_t N
 }
 
 void scatter_add_rows(float* drows, const float* dsrc, const RowIndex& index, int64_t C) {
-  const int64_t U = index.n_unique();
-#pragma omp parallel for schedule(dynamic, 16) if (U * C > 32768)
-  for (int64_t u = 0; u < U; ++u) {
-    float* dst = drows + (index.dest.empty() ? u : static_cast<int64_t>(index.dest[u])) * C;
-    for (int32_t k = index.offsets[u]; k < index.offsets[u + 1]; ++k)
-      add_row(dst, dsrc + static_cast<int64_t>(index.order[k]) * C, C);
-  }
+  scatter_add(drows, dsrc, index, C, [&](int64_t u) { return index.dest.empty() ? u : int64_t{index.dest[u]}; });
 }
 
 void embedding_forward(float* h, const float* table, const int32_t* ids, int64_t N, int64_t d) {
@@ -66,6 +72,10 @@ void embedding_forward(float* h, const float* table, const int32_t* ids, int64_t
 
 void embedding_backward(float* drows, const float* dh, const RowIndex& index, int64_t d) {
   scatter_add_rows(drows, dh, index, d);
+}
+
+void embedding_backward_dense(float* dtable, const float* dh, const RowIndex& index, int64_t d) {
+  scatter_add(dtable, dh, index, d, [&](int64_t u) { return int64_t{index.unique[u]}; });
 }
 
 }  // namespace stem::kernels

@@ -527,4 +527,30 @@ void scale_inplace(Real* x, int64_t n, float s) {
   for (int64_t i = 0; i < n; ++i) x[i] *= Real(s);
 }
 
+// ---------------------------------------------------------------- elementwise
+template <typename Real>
+void add(Real* out, const Real* a, const Real* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+template <typename Real>
+void add_inplace(Real* dst, const Real* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+template <typename Real>
+void scale_rows(Real* x, const float* s, int64_t R, int64_t C) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) x[r * C + c] *= Real(s[r]);
+}
+
+// The tied embedding's gradient: dtable[ids[n]] += dh[n] for every position
+// (the index only groups them).
+template <typename Real>
+void embedding_backward_dense(Real* dtable, const Real* dh, const RowIndex& index, int64_t d) {
+  for (int64_t u = 0; u < index.n_unique(); ++u)
+    for (int32_t j = index.offsets[u]; j < index.offsets[u + 1]; ++j)
+      for (int64_t c = 0; c < d; ++c) dtable[int64_t(index.unique[u]) * d + c] += dh[int64_t(index.order[j]) * d + c];
+}
+
 }  // namespace stem::kernels::ref
