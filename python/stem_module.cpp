@@ -167,6 +167,32 @@ PYBIND11_MODULE(stem, mod) {
           },
           "Log-likelihood of a continuation after a context (lm-evaluation-harness rules)")
       .def(
+          "perplexity",
+          [](stem::Model& m, const std::string& data, int64_t seq, int64_t batch, int64_t max_tokens) {
+            stem::PerplexityOptions o;
+            o.seq = seq;
+            o.batch = batch;
+            o.max_tokens = max_tokens;
+            stem::Result<stem::PerplexityResult> r = stem::Status::error("not run");
+            {
+              NativeCall nc;
+              r = stem::evaluate_perplexity(m, data, o);
+            }
+            const stem::PerplexityResult p = unwrap(std::move(r));
+            py::dict d;
+            d["data"] = p.data;
+            d["loss"] = p.mean_loss;
+            d["loss_se"] = p.se;
+            d["perplexity"] = p.perplexity;
+            d["perplexity_low"] = p.ppl_low;
+            d["perplexity_high"] = p.ppl_high;
+            d["windows"] = p.windows;
+            d["predicted_tokens"] = p.predicted;
+            return d;
+          },
+          py::arg("data"), py::arg("seq") = 512, py::arg("batch") = 4, py::arg("max_tokens") = 0,
+          "Perplexity on a data directory's held-out split, a .tok shard or a file of token ids (as stem eval)")
+      .def(
           "generate",
           [](stem::Model& m, const stem::Tokenizer& tok, const std::string& prompt, int64_t max_new_tokens,
              bool greedy, float temperature, int64_t top_k, float top_p, uint64_t seed,

@@ -1,12 +1,16 @@
-// stem::score_continuation (include/stem/eval.h): the log-likelihood of a
-// continuation equals the sum, over its tokens, of log-softmax of the logits
-// Model::score computes on the same ids (context BOS + encode(context), the
-// continuation's tokens as they follow it), on every table tier; errors.
+// The evaluation API (include/stem/eval.h). score_continuation: the
+// log-likelihood of a continuation equals the sum, over its tokens, of
+// log-softmax of the logits Model::score computes on the same ids (context BOS
+// + encode(context), the continuation's tokens as they follow it), on every
+// table tier; errors. evaluate_perplexity: the loss of score() over the same
+// windows, whatever the data's form; errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
+#include "stem/data.h"
 #include "stem/eval.h"
 #include "stem/model.h"
 #include "train_test_util.h"
@@ -14,7 +18,8 @@
 namespace stem {
 namespace {
 
-TEST(EvalApi, ContinuationLogLikelihoodIsTheSumOfScoreLogits) {
+// V 400 (the tiny corpus's tokenizer), two layers; ffn_types left to the test.
+ModelConfig small_config() {
   ModelConfig c;
   c.vocab_size = 400;
   c.hidden_size = 32;
@@ -23,6 +28,11 @@ TEST(EvalApi, ContinuationLogLikelihoodIsTheSumOfScoreLogits) {
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
   c.max_position_embeddings = 64;
+  return c;
+}
+
+TEST(EvalApi, ContinuationLogLikelihoodIsTheSumOfScoreLogits) {
+  ModelConfig c = small_config();
   c.ffn_types = {FfnType::Stem, FfnType::Dense};
   const std::string dir = (test::scratch() / "eval_api").string();
   {
@@ -64,6 +74,60 @@ TEST(EvalApi, ContinuationLogLikelihoodIsTheSumOfScoreLogits) {
                   "more than max_position_embeddings"),
               std::string::npos);
   }
+}
+
+// evaluate_perplexity reads a data directory's held-out split, a .tok shard
+// or a file of ids, and gives the same loss as Model::score over the same
+// windows; bad data is an error naming it.
+TEST(EvalApi, PerplexityOfADataDirectoryAndOfIdsAgreeWithScore) {
+  ModelConfig c = small_config();
+  c.ffn_types = *stem_layout(2, "all");
+  EXPECT_EQ(c.ffn_types, (std::vector<FfnType>{FfnType::Dense, FfnType::Stem}));
+  auto m = Model::init(c, 9);
+  ASSERT_TRUE(m.ok());
+  const std::string ids_path = (test::scratch() / "ppl_ids.txt").string();
+  std::vector<int32_t> ids;
+  {
+    std::ofstream f(ids_path);
+    for (int i = 0; i < 100; ++i) {
+      ids.push_back((i * 37 + 11) % 400);
+      f << ids.back() << (i % 10 == 9 ? "\n" : " ");
+    }
+  }
+  PerplexityOptions po;
+  po.seq = 32;
+  po.batch = 2;
+  auto r = evaluate_perplexity(*m, ids_path, po);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->data, ids_path);
+  EXPECT_EQ(r->windows, 3);  // 100 ids: three windows of 32, 4 left over
+  EXPECT_EQ(r->tokens_dropped, 4);
+  auto want = m->score(std::vector<int32_t>(ids.begin(), ids.begin() + 96), 3, 32);
+  ASSERT_TRUE(want.ok());
+  EXPECT_NEAR(r->mean_loss, *want, 1e-6 * *want);
+  auto batch = read_token_batch(ids_path, 400, /*lines=*/true);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(batch->B, 10);
+  EXPECT_EQ(batch->T, 10);
+  EXPECT_EQ(batch->ids, ids);
+  EXPECT_FALSE(read_token_batch(ids_path, 300).ok());  // ids >= 300
+  auto missing = evaluate_perplexity(*m, (test::scratch() / "nope").string(), po);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("nope"), std::string::npos);
+  auto split = evaluate_perplexity(*m, test::tiny().data, po);  // a data directory: its held-out split
+  ASSERT_TRUE(split.ok()) << split.status().message();
+  EXPECT_NE(split->data.find("val.tok"), std::string::npos) << split->data;
+  ModelConfig other = c;
+  other.vocab_size = 512;
+  auto m2 = Model::init(other, 1);
+  ASSERT_TRUE(m2.ok());
+  auto mismatch = evaluate_perplexity(*m2, test::tiny().data, po);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find("does not match the model's vocab_size 512"), std::string::npos)
+      << mismatch.status().message();
+  EXPECT_FALSE(stem_layout(3, "most").ok());
+  EXPECT_EQ(*stem_layout(6, "every3"), (std::vector<FfnType>{FfnType::Dense, FfnType::Dense, FfnType::Stem,
+                                                             FfnType::Dense, FfnType::Dense, FfnType::Stem}));
 }
 
 }  // namespace

@@ -65,6 +65,13 @@ std::map<int64_t, double> run_losses(const train::TrainOptions& o, int64_t stop_
       },
       &stop);
   EXPECT_TRUE(r.ok()) << r.status().message();
+  // The run's metrics.jsonl holds every step up to now, as reported.
+  auto records = read_metrics(o.out_dir);
+  EXPECT_TRUE(records.ok()) << records.status().message();
+  if (records.ok() && !losses.empty()) {
+    EXPECT_EQ(records->back().step, losses.rbegin()->first);
+    EXPECT_EQ(records->back().loss, losses.rbegin()->second);
+  }
   return losses;
 }
 

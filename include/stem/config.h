@@ -43,4 +43,9 @@ struct ModelConfig {
   Status save(const std::string& path) const;  // atomic: temporary file + rename
 };
 
+// The FFN types of L layers with STEM where `which` says, dense elsewhere:
+// "all" (layers 1..L-1, the paper's layout: layer 0 stays dense), "every2"
+// (odd layers), "every3" (layers 2, 5, 8, ...), "none".
+Result<std::vector<FfnType>> stem_layout(int64_t n_layers, const std::string& which);
+
 }  // namespace stem

@@ -43,4 +43,14 @@ Result<std::string> prepare_data(const PrepareOptions& opt, const PrepareProgres
 // Opens and checks DIR (every shard's header and size, data.json).
 Result<DataInfo> describe_data(const std::string& dir);
 
+// Token ids from a text file of whitespace-separated ids, as B sequences of T:
+// the whole file one sequence, or with `lines` every non-empty line one (all
+// of the same length). Ids are checked against the vocabulary; errors name
+// the file and line.
+struct TokenBatch {
+  std::vector<int32_t> ids;  // [B, T] row-major
+  int64_t B = 0, T = 0;
+};
+Result<TokenBatch> read_token_batch(const std::string& path, int64_t vocab_size, bool lines = false);
+
 }  // namespace stem

@@ -45,6 +45,12 @@ struct HostTensor {
   std::vector<float> data;
 };
 
+// F32 tensors to files, atomically: one to a NumPy .npy, several (in the
+// given order) to a .safetensors file.
+Status write_npy(const std::string& path, const HostTensor& t);
+Status write_safetensors(const std::string& path,
+                         const std::vector<std::pair<std::string, const HostTensor*>>& tensors);
+
 // A model directory as given by a user: itself, or, for a training run
 // directory (checkpoints/ and latest), its latest checkpoint.
 Result<std::string> resolve_model_dir(const std::string& dir);
@@ -87,6 +93,11 @@ class Model {
   // name, dense F32 (row-sparse gradients are expanded).
   Result<double> grad(const std::vector<int32_t>& tokens, int64_t B, int64_t T,
                       std::map<std::string, HostTensor>* grads);
+
+  // The model's tensors by name, in the checkpoint's order, and how many
+  // values they hold together.
+  std::vector<std::string> tensor_names() const;
+  int64_t n_parameters() const;
 
   // The engine behind the handle, for training, inference and benchmarks.
   model::Transformer& impl();

@@ -94,6 +94,13 @@ class Trainer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The per-step records of a run directory's metrics.jsonl, in step order
+// (complete across resumes: a resumed run rewrites the steps after its
+// checkpoint). Filled: step, tokens, loss, val_loss (NaN where not
+// evaluated), lr, grad norms, tokens_per_second, mfu, elapsed. A line cut
+// short by a crash is skipped; no file is an error naming the path.
+Result<std::vector<StepRecord>> read_metrics(const std::string& run_dir);
+
 // Learning rate at 1-based step t: linear warm-up, then cosine to lr * min_ratio.
 float lr_at(int64_t t, int64_t steps, int64_t warmup, float lr, float min_ratio);
 

@@ -1,14 +1,19 @@
 // Windowed perplexity (see perplexity.h). Per-window mean losses are summed in
 // double from Transformer::losses(); forward's own mean is not used because the
-// standard error needs the windows separately.
+// standard error needs the windows separately. Also the public
+// evaluate_perplexity (stem/eval.h), which opens the data it is given.
 #include "eval/perplexity.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <memory>
 #include <cmath>
 #include <limits>
 #include <string>
 
 #include "core/timer.h"
+#include "io/files.h"
+#include "io/token_shards.h"
 
 namespace stem::eval {
 
@@ -87,4 +92,56 @@ Result<PerplexityResult> perplexity(model::Transformer& model, const TokenReader
   return r;
 }
 
+namespace {
+namespace fs = std::filesystem;
+
+// The evaluation tokens behind a reader, checked against the model's vocabulary.
+struct EvalData {
+  std::string name;
+  int64_t size = 0;
+  TokenReader read;
+};
+
+Status vocab_mismatch(const std::string& what, int64_t data_vocab, int64_t model_vocab) {
+  return Status::error(what + ": data vocab_size " + std::to_string(data_vocab) +
+                       " does not match the model's vocab_size " + std::to_string(model_vocab) +
+                       ": the data was prepared with another tokenizer (evaluate on data prepared with the "
+                       "tokenizer the model was trained with)");
+}
+
+Result<EvalData> open_data(const std::string& path, int64_t model_vocab) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    STEM_ASSIGN_OR_RETURN(io::DataDir dd, io::DataDir::open(path));
+    if (dd.vocab_size != model_vocab) return vocab_mismatch(path, dd.vocab_size, model_vocab);
+    io::TokenShard val = dd.val;
+    return EvalData{val.path(), val.size(), [val](int64_t off, int64_t n, int32_t* out) { val.read(off, n, out); }};
+  }
+  if (!fs::exists(path, ec)) return Status::error(path + ": no such file or directory");
+  if (fs::path(path).extension() == ".tok") {
+    STEM_ASSIGN_OR_RETURN(io::TokenShard shard, io::TokenShard::open(path));
+    if (shard.vocab_size() != model_vocab) return vocab_mismatch(path, shard.vocab_size(), model_vocab);
+    return EvalData{path, shard.size(), [shard](int64_t off, int64_t n, int32_t* out) { shard.read(off, n, out); }};
+  }
+  STEM_ASSIGN_OR_RETURN(std::vector<int32_t> ids, io::read_token_ids(path, model_vocab));
+  auto shared = std::make_shared<const std::vector<int32_t>>(std::move(ids));
+  return EvalData{path, static_cast<int64_t>(shared->size()), [shared](int64_t off, int64_t n, int32_t* out) {
+                    std::copy(shared->begin() + off, shared->begin() + off + n, out);
+                  }};
+}
+
+}  // namespace
 }  // namespace stem::eval
+
+namespace stem {
+
+Result<PerplexityResult> evaluate_perplexity(Model& model, const std::string& data, const PerplexityOptions& opt,
+                                             const PerplexityProgress& progress) {
+  STEM_ASSIGN_OR_RETURN(eval::EvalData d, eval::open_data(data, model.config().vocab_size));
+  Result<PerplexityResult> r = eval::perplexity(model.impl(), d.read, d.size, opt, progress);
+  if (!r.ok()) return r.status().with_context(d.name);
+  r->data = d.name;
+  return r;
+}
+
+}  // namespace stem

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "model/transformer.h"
+#include "stem/eval.h"
 #include "stem/status.h"
 
 namespace stem::eval {
@@ -23,24 +24,8 @@ namespace stem::eval {
 // Reads n ids starting at offset into out.
 using TokenReader = std::function<void(int64_t offset, int64_t n, int32_t* out)>;
 
-struct PerplexityOptions {
-  int64_t seq = 512;        // T, tokens per window (2 <= T <= max_position_embeddings)
-  int64_t batch = 4;        // windows per forward
-  int64_t max_tokens = 0;   // use at most this many tokens of the stream (0: all)
-};
-
-struct PerplexityResult {
-  int64_t windows = 0;
-  int64_t seq = 0;
-  int64_t tokens_used = 0;     // windows * seq
-  int64_t tokens_dropped = 0;  // tail (and beyond max_tokens) not evaluated
-  int64_t predicted = 0;       // windows * (seq - 1)
-  double mean_loss = 0.0;      // nats per predicted token
-  double se = 0.0;             // standard error of mean_loss; NaN with one window
-  double perplexity = 0.0;     // exp(mean_loss)
-  double ppl_low = 0.0, ppl_high = 0.0;  // exp(mean_loss -+ 1.96 se); NaN with one window
-  double seconds = 0.0;
-};
+using PerplexityOptions = stem::PerplexityOptions;
+using PerplexityResult = stem::PerplexityResult;
 
 // Mean and standard error (sample standard deviation / sqrt(n)) of equally
 // weighted values; se is NaN when n < 2.
@@ -52,8 +37,7 @@ MeanSe mean_and_se(const std::vector<double>& values);
 // Fills mean_loss, se, perplexity and the interval of r from per-window means.
 void summarize(const std::vector<double>& window_means, PerplexityResult& r);
 
-// Called after each batch with (windows done, windows total, running mean loss).
-using PerplexityProgress = std::function<void(int64_t, int64_t, double)>;
+using PerplexityProgress = stem::PerplexityProgress;
 
 // `n_tokens` ids are readable through `read`. Errors: T outside
 // [2, max_position_embeddings], fewer than T tokens, an id outside [0, V).

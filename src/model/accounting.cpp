@@ -1,9 +1,16 @@
-// Parameter, FLOP and byte accounting (see accounting.h).
+// Parameter, FLOP and byte accounting (see include/stem/accounting.h).
 #include "model/accounting.h"
 
 #include <map>
 
-namespace stem::model {
+#include "model/tensor_list.h"
+
+namespace stem {
+
+using model::ParamKind;
+using model::TensorSpec;
+using model::param_kind_name;
+using model::tensor_specs;
 
 double attention_flops(const ModelConfig& cfg, double context) {
   // QK^T and PV: 2 FLOPs per multiply-add, H heads of hd, `context` keys each.
@@ -64,4 +71,4 @@ Account account(const ModelConfig& cfg, int64_t train_seq, int64_t context, int 
   return a;
 }
 
-}  // namespace stem::model
+}  // namespace stem

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "io/files.h"
+#include "io/safetensors.h"
 #include "model/tables.h"
 #include "model/transformer.h"
 
@@ -206,6 +207,37 @@ Result<double> Model::grad(const std::vector<int32_t>& tokens, int64_t B, int64_
     }
   }
   return loss;
+}
+
+std::vector<std::string> Model::tensor_names() const {
+  std::vector<std::string> out;
+  for (const model::TensorSpec& s : impl_->weights().specs()) out.push_back(s.name);
+  return out;
+}
+
+int64_t Model::n_parameters() const {
+  int64_t n = 0;
+  for (const model::TensorSpec& s : impl_->weights().specs()) n += shape_numel(s.shape);
+  return n;
+}
+
+Status write_npy(const std::string& path, const HostTensor& t) {
+  if (shape_numel(t.shape) != static_cast<int64_t>(t.data.size()))
+    return Status::error(path + ": tensor of shape " + shape_str(t.shape) + " holds " + std::to_string(t.data.size()) +
+                         " values");
+  return io::write_npy_f32(path, t.data.data(), t.shape);
+}
+
+Status write_safetensors(const std::string& path,
+                         const std::vector<std::pair<std::string, const HostTensor*>>& tensors) {
+  std::vector<io::SafetensorsItem> items;
+  for (const auto& [name, t] : tensors) {
+    if (shape_numel(t->shape) != static_cast<int64_t>(t->data.size()))
+      return Status::error(path + ": tensor " + name + " of shape " + shape_str(t->shape) + " holds " +
+                           std::to_string(t->data.size()) + " values");
+    items.push_back({name, DType::F32, t->shape, t->data.data()});
+  }
+  return io::write_safetensors(path, items);
 }
 
 }  // namespace stem

@@ -316,4 +316,29 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
   return TrainEnd::Finished;
 }
 
+Result<std::vector<StepRecord>> read_metrics(const std::string& run_dir) {
+  const std::string path = (fs::path(run_dir) / "metrics.jsonl").string();
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open (not a training run directory?)");
+  std::vector<StepRecord> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object() || !j.contains("step") || !j.contains("loss")) continue;  // cut short by a crash
+    StepRecord r;
+    r.step = j["step"].get<int64_t>();
+    r.tokens = j.value("tokens", int64_t{0});
+    r.loss = j["loss"].get<double>();
+    r.val_loss = j.value("val_loss", static_cast<double>(NAN));
+    r.lr = j.value("lr", 0.0);
+    r.grad_norm = j.value("grad_norm", 0.0);
+    r.grad_norm_stem = j.value("grad_norm_stem", 0.0);
+    r.tokens_per_second = j.value("tokens_per_second", 0.0);
+    r.mfu = j.value("mfu", 0.0);
+    r.elapsed = j.value("elapsed", 0.0);
+    out.push_back(r);
+  }
+  return out;
+}
+
 }  // namespace stem

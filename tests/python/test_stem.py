@@ -1,5 +1,5 @@
 """The stem Python module against the CLI: the same greedy tokens as
-`stem generate --greedy`, the same loss as `stem score`, table rows as NumPy
+`stem generate --greedy`, the same loss as `stem score` and `stem eval`, table rows as NumPy
 views without a copy, overlays applied and reverted bit for bit, a short
 training run, errors as RuntimeError. Run by ctest (PYTHONPATH=build/python,
 STEM_BINARY=build/stem, STEM_SOURCE_DIR=the repository)."""
@@ -80,6 +80,17 @@ class StemModule(unittest.TestCase):
         loss, logits = disk.score(np.array([ids, ids]), logits=True)  # a batch: other GEMM shapes
         self.assertAlmostEqual(loss, want, delta=1e-6 * want)
         self.assertEqual(logits.shape, (16, 512))
+
+    def test_perplexity_equals_cli(self):
+        m = stem.Model.load(self.run_dir)
+        got = m.perplexity(self.data, seq=64, batch=2)
+        want = json.loads(cli("eval", "--model", self.run_dir, "--data", self.data, "--seq", "64", "--batch", "2",
+                              "--json"))
+        self.assertEqual(got["loss"], want["loss"])
+        self.assertEqual(got["windows"], want["windows"])
+        self.assertEqual(got["data"], want["data"])
+        with self.assertRaises(RuntimeError):
+            m.perplexity(os.path.join(self.tmp.name, "missing"))
 
     def test_table_view_rows_and_overlays(self):
         m = stem.Model.load(self.run_dir)

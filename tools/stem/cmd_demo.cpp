@@ -4,27 +4,21 @@
 // prints a comparison table and writes RUN/report.html (loss curves as an
 // inline SVG chart). Re-running continues or reuses finished runs.
 #include <omp.h>
-#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "commands.h"
-#include "eval/perplexity.h"
 #include "eval/report.h"
-#include "infer/decoder.h"
+#include "stem/accounting.h"
 #include "stem/data.h"
+#include "stem/eval.h"
 #include "stem/generate.h"
-#include "io/token_shards.h"
-#include "io/tokenizer.h"
-#include "model/accounting.h"
 #include "stem/model.h"
-#include "train/checkpoint.h"
-#include "train/trainer.h"
+#include "stem/train.h"
 
 namespace stem::cli {
 namespace fs = std::filesystem;
@@ -53,15 +47,7 @@ ModelConfig demo_config(const DemoOpts& o, bool stem) {
   c.num_attention_heads = o.heads;
   c.num_key_value_heads = o.heads;
   c.max_position_embeddings = std::max<int64_t>(512, o.seq);
-  for (int64_t i = 0; i < o.layers; ++i) {
-    bool s = false;
-    if (stem) {
-      if (o.stem_layers == "all") s = i >= 1;
-      else if (o.stem_layers == "every2") s = i % 2 == 1;
-      else if (o.stem_layers == "every3") s = i % 3 == 2;
-    }
-    c.ffn_types.push_back(s ? FfnType::Stem : FfnType::Dense);
-  }
+  c.ffn_types = *stem_layout(o.layers, stem ? o.stem_layers : "none");  // CLI11 checked the layout
   return c;
 }
 
@@ -69,7 +55,8 @@ struct RunResult {
   std::string name, dir, checkpoint;
   ModelConfig cfg;
   eval::Curve curve;
-  double val_loss = 0, val_se = 0, ppl = 0, ppl_lo = 0, ppl_hi = 0, tokens_per_second = 0;
+  PerplexityResult val;  // on the held-out split
+  double tokens_per_second = 0;
   std::string sample;
 };
 
@@ -83,7 +70,7 @@ Result<RunResult> train_one(const DemoOpts& o, const std::string& name, bool ste
   fs::create_directories(r.dir, ec);
   const std::string cfg_path = (fs::path(o.out) / (name + ".json")).string();
   STEM_RETURN_IF_ERROR(r.cfg.save(cfg_path));
-  train::TrainOptions t;
+  TrainOptions t;
   t.config_path = cfg_path;
   t.data_dir = data;
   t.out_dir = r.dir;
@@ -98,54 +85,41 @@ Result<RunResult> train_one(const DemoOpts& o, const std::string& name, bool ste
   t.keep = 1;
   t.seed = o.seed;
   t.resume = true;  // a finished or interrupted run continues where it stopped
-  STEM_ASSIGN_OR_RETURN(auto trainer, train::Trainer::create(t));
-  std::vector<double> speeds;
+  STEM_ASSIGN_OR_RETURN(auto trainer, Trainer::create(t));
   Progress bar("train " + name, o.steps);
   double val = NAN;
-  STEM_ASSIGN_OR_RETURN(auto reason, trainer->run([&](const train::StepRecord& s) {
-    speeds.push_back(s.tokens_per_second);
+  auto ran = trainer->run([&](const StepRecord& s) {
     if (!std::isnan(s.val_loss)) val = s.val_loss;
     char extra[96];
     std::snprintf(extra, sizeof extra, "loss %.3f%s %.0f tok/s", s.loss,
                   std::isnan(val) ? "" : (" val " + std::to_string(val).substr(0, 5)).c_str(), s.tokens_per_second);
     bar.update(s.step, extra);
-  }));
+  });
   bar.finish();
-  (void)reason;
+  STEM_RETURN_IF_ERROR(ran.status());
   // Curves and speed from the run's metrics (complete across resumes).
   r.curve.label = name;
   r.curve.color = color;
-  std::ifstream in(fs::path(r.dir) / "metrics.jsonl");
-  std::string line;
+  STEM_ASSIGN_OR_RETURN(std::vector<StepRecord> records, read_metrics(r.dir));
   std::vector<double> tps;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_object()) continue;
-    const double step = j["step"].get<double>();
-    r.curve.train.emplace_back(step, j["loss"].get<double>());
-    if (j.contains("val_loss")) r.curve.val.emplace_back(step, j["val_loss"].get<double>());
-    if (step > 2) tps.push_back(j["tokens_per_second"].get<double>());
+  for (const StepRecord& s : records) {
+    const double step = static_cast<double>(s.step);
+    r.curve.train.emplace_back(step, s.loss);
+    if (!std::isnan(s.val_loss)) r.curve.val.emplace_back(step, s.val_loss);
+    if (s.step > 2) tps.push_back(s.tokens_per_second);
   }
   std::sort(tps.begin(), tps.end());
   r.tokens_per_second = tps.empty() ? 0 : tps[tps.size() / 2];
-  STEM_ASSIGN_OR_RETURN(r.checkpoint, train::latest_checkpoint(r.dir));
+  STEM_ASSIGN_OR_RETURN(r.checkpoint, resolve_model_dir(r.dir));
   return r;
 }
 
-Status evaluate(RunResult& r, const DemoOpts& o, const io::DataDir& data) {
+Status evaluate(RunResult& r, const DemoOpts& o, const DataInfo& data) {
   STEM_ASSIGN_OR_RETURN(Model m, Model::load(r.checkpoint));
-  eval::PerplexityOptions po;
+  PerplexityOptions po;
   po.seq = o.seq;
   po.batch = o.batch;
-  const io::TokenShard& val = data.val;
-  STEM_ASSIGN_OR_RETURN(eval::PerplexityResult p,
-                        eval::perplexity(m.impl(), [&](int64_t off, int64_t n, int32_t* out) { val.read(off, n, out); },
-                                         val.size(), po, nullptr));
-  r.val_loss = p.mean_loss;
-  r.val_se = p.se;
-  r.ppl = p.perplexity;
-  r.ppl_lo = p.ppl_low;
-  r.ppl_hi = p.ppl_high;
+  STEM_ASSIGN_OR_RETURN(r.val, evaluate_perplexity(m, data.dir, po));
   // A sample continuation of the prompt.
   STEM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(data.tokenizer_path));
   GenerateOptions g;
@@ -182,10 +156,10 @@ int run_demo(const DemoOpts& o) {
     auto p = prepare_data(po);
     if (!p.ok()) return fail("demo", p.status());
   }
-  auto data = io::DataDir::open(data_dir);
+  auto data = describe_data(data_dir);
   if (!data.ok()) return fail("demo", data.status());
   std::fprintf(stderr, "data: %ld training tokens, %ld held-out tokens, vocabulary %ld\n",
-               static_cast<long>(data->train.size()), static_cast<long>(data->val.size()),
+               static_cast<long>(data->train_tokens), static_cast<long>(data->val_tokens),
                static_cast<long>(data->vocab_size));
   std::vector<RunResult> runs;
   for (auto [name, stem, color] : {std::tuple{"dense", false, "#1f77b4"}, std::tuple{"stem", true, "#d62728"}}) {
@@ -207,14 +181,15 @@ int run_demo(const DemoOpts& o) {
                       "train FLOPs/token", "train tok/s"};
   nlohmann::json jruns = nlohmann::json::array();
   for (const RunResult& r : runs) {
-    const model::Account a = model::account(r.cfg, o.seq, o.seq);
-    rep.table.rows.push_back({r.name, fmt("%.4f", r.val_loss) + " ± " + fmt("%.4f", r.val_se),
-                              fmt("%.2f", r.ppl) + " (" + fmt("%.2f", r.ppl_lo) + "-" + fmt("%.2f", r.ppl_hi) + ")",
+    const Account a = account(r.cfg, o.seq, o.seq);
+    rep.table.rows.push_back({r.name, fmt("%.4f", r.val.mean_loss) + " ± " + fmt("%.4f", r.val.se),
+                              fmt("%.2f", r.val.perplexity) + " (" + fmt("%.2f", r.val.ppl_low) + "-" +
+                                  fmt("%.2f", r.val.ppl_high) + ")",
                               fmt("%.2fM", a.params_total / 1e6), fmt("%.2fM", a.active_params / 1e6),
                               fmt("%.1fM", a.train_flops_per_token / 1e6), fmt("%.0f", r.tokens_per_second)});
     rep.curves.push_back(r.curve);
     rep.samples.emplace_back(r.name, r.sample);
-    jruns.push_back({{"name", r.name}, {"val_loss", r.val_loss}, {"val_loss_se", r.val_se}, {"perplexity", r.ppl},
+    jruns.push_back({{"name", r.name}, {"val_loss", r.val.mean_loss}, {"val_loss_se", r.val.se}, {"perplexity", r.val.perplexity},
                      {"params_total", a.params_total}, {"active_params", a.active_params},
                      {"train_flops_per_token", a.train_flops_per_token}, {"tokens_per_second", r.tokens_per_second},
                      {"checkpoint", r.checkpoint}, {"sample", r.sample}});
@@ -236,7 +211,7 @@ int run_demo(const DemoOpts& o) {
   for (size_t i = 0; i < runs.size(); ++i) {
     const auto& row = rep.table.rows[i];
     const RunResult& r = runs[i];
-    std::printf("%-6s %10.4f %9.4f %22s %11s %12s %14s %11s\n", r.name.c_str(), r.val_loss, r.val_se,
+    std::printf("%-6s %10.4f %9.4f %22s %11s %12s %14s %11s\n", r.name.c_str(), r.val.mean_loss, r.val.se,
                 row[2].c_str(), row[3].c_str(), row[4].c_str(), row[5].c_str(), row[6].c_str());
   }
   for (const RunResult& r : runs) std::printf("\n[%s] %s\n", r.name.c_str(), r.sample.c_str());

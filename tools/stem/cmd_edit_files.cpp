@@ -6,7 +6,7 @@
 
 #include "commands.h"
 #include "edit/overlay.h"
-#include "model/transformer.h"
+#include "stem/edit.h"
 
 #include "edit_cli.h"
 
@@ -38,12 +38,10 @@ void register_apply(CLI::App* edit) {
       return fail(cmd, Status::error(o->out + ": already holds a model (use --force to overwrite)"));
     auto m = Model::load(o->model_dir);
     if (!m.ok()) return fail(cmd, m.status());
-    std::vector<edit::Overlay> undo;
-    if (Status st = edit::apply_overlay_files(o->edits, m->config(), m->impl().weights(), &undo); !st.ok())
-      return fail(cmd, st);
+    auto applied = apply_overlays(*m, o->edits);
+    if (!applied.ok()) return fail(cmd, applied.status());
     if (Status st = m->save(o->out); !st.ok()) return fail(cmd, st);
-    size_t rows = 0;
-    for (const auto& u : undo) rows += u.size();
+    const size_t rows = applied->rows();
     if (o->json) {
       print_json({{"model", o->model_dir}, {"edits", o->edits}, {"rows", rows}, {"out", o->out}});
       return 0;

@@ -1,58 +1,16 @@
-// stem eval: perplexity of a model on held-out tokens (eval/perplexity.h): a
+// stem eval: perplexity of a model on held-out tokens (stem/eval.h): a
 // data directory's val.tok, one .tok shard, or a text file of whitespace-
 // separated ids. Prints the mean loss with its standard error (from per-window
 // means) and the perplexity with its 95% interval. It does not tokenize text:
 // run `stem prepare` first.
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 
 #include "commands.h"
-#include "eval/perplexity.h"
-#include "io/files.h"
-#include "io/token_shards.h"
-#include "model/transformer.h"
+#include "stem/eval.h"
 #include "stem/model.h"
 
 namespace stem::cli {
-namespace {
-namespace fs = std::filesystem;
-
-// The evaluation tokens behind a reader, checked against the model's vocabulary.
-struct EvalData {
-  std::string name;
-  int64_t size = 0;
-  eval::TokenReader read;
-};
-
-Status vocab_mismatch(const std::string& what, int64_t data_vocab, int64_t model_vocab) {
-  return Status::error(what + ": data vocab_size " + std::to_string(data_vocab) +
-                       " does not match the model's vocab_size " + std::to_string(model_vocab) +
-                       ": the data was prepared with another tokenizer (evaluate on data prepared with the tokenizer the model was trained with)");
-}
-
-Result<EvalData> open_data(const std::string& path, int64_t model_vocab) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    STEM_ASSIGN_OR_RETURN(io::DataDir dd, io::DataDir::open(path));
-    if (dd.vocab_size != model_vocab) return vocab_mismatch(path, dd.vocab_size, model_vocab);
-    io::TokenShard val = dd.val;
-    return EvalData{val.path(), val.size(), [val](int64_t off, int64_t n, int32_t* out) { val.read(off, n, out); }};
-  }
-  if (!fs::exists(path, ec)) return Status::error(path + ": no such file or directory");
-  if (fs::path(path).extension() == ".tok") {
-    STEM_ASSIGN_OR_RETURN(io::TokenShard shard, io::TokenShard::open(path));
-    if (shard.vocab_size() != model_vocab) return vocab_mismatch(path, shard.vocab_size(), model_vocab);
-    return EvalData{path, shard.size(), [shard](int64_t off, int64_t n, int32_t* out) { shard.read(off, n, out); }};
-  }
-  STEM_ASSIGN_OR_RETURN(std::vector<int32_t> ids, io::read_token_ids(path, model_vocab));
-  auto shared = std::make_shared<const std::vector<int32_t>>(std::move(ids));
-  return EvalData{path, static_cast<int64_t>(shared->size()), [shared](int64_t off, int64_t n, int32_t* out) {
-                    std::copy(shared->begin() + off, shared->begin() + off + n, out);
-                  }};
-}
-
-}  // namespace
 
 void register_eval(CLI::App& app) {
   struct Opts {
@@ -78,9 +36,7 @@ void register_eval(CLI::App& app) {
     if (!m.ok()) return fail(cmd, m.status());
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
     const ModelConfig& cfg = m->config();
-    auto data = open_data(o->data, cfg.vocab_size);
-    if (!data.ok()) return fail(cmd, data.status());
-    eval::PerplexityOptions opts;
+    PerplexityOptions opts;
     opts.seq = o->seq > 0 ? o->seq : std::min<int64_t>(512, cfg.max_position_embeddings);
     opts.batch = o->batch;
     opts.max_tokens = o->max_tokens;
@@ -91,12 +47,12 @@ void register_eval(CLI::App& app) {
       std::snprintf(extra, sizeof extra, "loss %.4f", loss);
       bar->update(done, extra);
     };
-    auto r = eval::perplexity(m->impl(), data->read, data->size, opts, progress);
+    auto r = evaluate_perplexity(*m, o->data, opts, progress);
     if (bar) bar->finish();
-    if (!r.ok()) return fail(cmd, r.status().with_context(data->name));
+    if (!r.ok()) return fail(cmd, r.status());
     const double tps = r->seconds > 0 ? static_cast<double>(r->tokens_used) / r->seconds : 0.0;
     if (o->json) {
-      print_json({{"data", data->name},
+      print_json({{"data", r->data},
                   {"windows", r->windows},
                   {"seq", r->seq},
                   {"predicted_tokens", r->predicted},
@@ -110,7 +66,7 @@ void register_eval(CLI::App& app) {
                   {"tokens_per_second", tps}});
       return 0;
     }
-    std::printf("%s: %ld windows of %ld tokens (%ld predicted, %ld left over)\n", data->name.c_str(),
+    std::printf("%s: %ld windows of %ld tokens (%ld predicted, %ld left over)\n", r->data.c_str(),
                 static_cast<long>(r->windows), static_cast<long>(r->seq), static_cast<long>(r->predicted),
                 static_cast<long>(r->tokens_dropped));
     if (std::isnan(r->se))

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "commands.h"
-#include "model/accounting.h"
+#include "stem/accounting.h"
 #include "stem/model.h"
 
 namespace stem::cli {
@@ -54,7 +54,7 @@ void register_inspect(CLI::App& app) {
     }
     const int64_t ctx = o->context > 0 ? o->context : cfg.max_position_embeddings;
     const int64_t seq = o->seq > 0 ? o->seq : cfg.max_position_embeddings;
-    const model::Account a = model::account(cfg, seq, ctx);
+    const Account a = account(cfg, seq, ctx);
     if (o->json) {
       nlohmann::json kinds = nlohmann::json::object();
       for (auto& [k, n] : a.params_by_kind) kinds[k] = n;

@@ -1,54 +1,17 @@
 // stem init / score / grad: make a checkpoint, score token ids with it, and take
 // the gradient of that score for every parameter.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "commands.h"
-#include "io/files.h"
-#include "io/safetensors.h"
-#include "model/transformer.h"
+#include "stem/data.h"
 #include "stem/model.h"
 
 namespace stem::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Token ids of F as B sequences of T: the whole file is one sequence, or, with
-// --lines, every non-empty line is one (all of the same length).
-Result<std::vector<int32_t>> read_batch(const std::string& path, int64_t vocab, bool lines,
-                                        int64_t* B, int64_t* T) {
-  if (!lines) {
-    STEM_ASSIGN_OR_RETURN(std::vector<int32_t> ids, io::read_token_ids(path, vocab));
-    *B = 1;
-    *T = static_cast<int64_t>(ids.size());
-    return ids;
-  }
-  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
-  // Validate the whole file once (ids, range, line numbers in errors).
-  STEM_ASSIGN_OR_RETURN(std::vector<int32_t> all, io::read_token_ids(path, vocab));
-  std::istringstream in(text);
-  std::string line;
-  int64_t rows = 0, len = -1, lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    std::istringstream ls(line);
-    int64_t n = 0;
-    std::string tok;
-    while (ls >> tok) ++n;
-    if (n == 0) continue;
-    if (len >= 0 && n != len)
-      return Status::error(path + ":" + std::to_string(lineno) + ": sequence of " + std::to_string(n) +
-                           " ids, but earlier lines have " + std::to_string(len) + " (--lines needs equal lengths)");
-    len = n;
-    ++rows;
-  }
-  *B = rows;
-  *T = len;
-  return all;
-}
 
 // Errors about the ids themselves ("tokens: ...") name the file they came from.
 Status tokens_context(const Status& st, const std::string& tokens_file) {
@@ -90,8 +53,7 @@ void register_init(CLI::App& app) {
     auto m = Model::init(*cfg, o->seed);
     if (!m.ok()) return fail("init", m.status());
     if (Status st = m->save(o->out); !st.ok()) return fail("init", st);
-    int64_t n = 0;
-    for (const auto& s : m->impl().weights().specs()) n += shape_numel(s.shape);
+    const int64_t n = m->n_parameters();
     if (o->json)
       print_json({{"model", o->out}, {"parameters", n}, {"seed", o->seed}});
     else
@@ -120,15 +82,14 @@ void register_score(CLI::App& app) {
     auto m = Model::load(o->in.model_dir, o->load.options());
     if (!m.ok()) return fail("score", m.status());
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail("score", st);
-    int64_t B = 0, T = 0;
-    auto ids = read_batch(o->in.tokens_file, m->config().vocab_size, o->in.lines, &B, &T);
-    if (!ids.ok()) return fail("score", ids.status());
-    std::vector<float> logits;
-    auto loss = m->score(*ids, B, T, o->logits_out.empty() ? nullptr : &logits);
+    auto batch = read_token_batch(o->in.tokens_file, m->config().vocab_size, o->in.lines);
+    if (!batch.ok()) return fail("score", batch.status());
+    const int64_t B = batch->B, T = batch->T;
+    HostTensor logits{{B * T, m->config().vocab_size}, {}};
+    auto loss = m->score(batch->ids, B, T, o->logits_out.empty() ? nullptr : &logits.data);
     if (!loss.ok()) return fail("score", tokens_context(loss.status(), o->in.tokens_file));
     if (!o->logits_out.empty()) {
-      Status st = io::write_npy_f32(o->logits_out, logits.data(), {B * T, m->config().vocab_size});
-      if (!st.ok()) return fail("score", st);
+      if (Status st = write_npy(o->logits_out, logits); !st.ok()) return fail("score", st);
     }
     const int64_t n_pred = B * (T - 1);
     if (o->json) {
@@ -158,21 +119,20 @@ void register_grad(CLI::App& app) {
   add_command(sub, [o] {
     auto m = Model::load(o->in.model_dir);
     if (!m.ok()) return fail("grad", m.status());
-    int64_t B = 0, T = 0;
-    auto ids = read_batch(o->in.tokens_file, m->config().vocab_size, o->in.lines, &B, &T);
-    if (!ids.ok()) return fail("grad", ids.status());
+    auto batch = read_token_batch(o->in.tokens_file, m->config().vocab_size, o->in.lines);
+    if (!batch.ok()) return fail("grad", batch.status());
     std::map<std::string, HostTensor> grads;
-    auto loss = m->grad(*ids, B, T, &grads);
+    auto loss = m->grad(batch->ids, batch->B, batch->T, &grads);
     if (!loss.ok()) return fail("grad", tokens_context(loss.status(), o->in.tokens_file));
-    std::vector<io::SafetensorsItem> items;
+    std::vector<std::pair<std::string, const HostTensor*>> items;
     double sq = 0;
-    for (const auto& s : m->impl().weights().specs()) {  // the model's tensor order
-      auto it = grads.find(s.name);
+    for (const std::string& name : m->tensor_names()) {  // the model's tensor order
+      auto it = grads.find(name);
       if (it == grads.end()) continue;
-      items.push_back({s.name, DType::F32, it->second.shape, it->second.data.data()});
+      items.emplace_back(name, &it->second);
       for (float x : it->second.data) sq += static_cast<double>(x) * x;
     }
-    if (Status st = io::write_safetensors(o->out, items); !st.ok()) return fail("grad", st);
+    if (Status st = write_safetensors(o->out, items); !st.ok()) return fail("grad", st);
     if (o->json)
       print_json({{"loss", *loss}, {"grad_norm", std::sqrt(sq)}, {"tensors", items.size()}, {"out", o->out}});
     else

@@ -10,7 +10,6 @@
 #include <map>
 
 #include "stem/edit.h"
-#include "model/transformer.h"
 
 namespace stem::cli {
 namespace {
