@@ -19,7 +19,7 @@
 
 #include "backends/backend.h"
 #include "core/bf16.h"
-#include "kernel_test_util.h"
+#include "backend_test_util.h"
 #include "kernels/ref/ref_kernels.h"
 #include "model/transformer.h"
 #include "model/weights.h"
@@ -31,39 +31,6 @@ using stem::DType;
 using stem::backends::Backend;
 namespace kern = stem::kernels;
 namespace ref = stem::kernels::ref;
-
-constexpr double kTol = 1e-5;
-
-// Float arrays in a backend's memory, kept alive for the test's duration.
-class DeviceArrays {
- public:
-  explicit DeviceArrays(Backend& be) : be_(be) {}
-  float* put(const VecF& host) {
-    auto buf = stem::backends::must_alloc(be_, std::max<size_t>(host.size(), 1) * sizeof(float));
-    be_.stream().copy(buf->data(), host.data(), host.size() * sizeof(float));
-    bufs_.push_back(buf);
-    return static_cast<float*>(buf->data());
-  }
-  float* zeros(int64_t n) { return put(VecF(static_cast<size_t>(n), 0.0f)); }
-  VecF get(const float* dev, int64_t n) {
-    VecF out(static_cast<size_t>(n));
-    be_.stream().copy(out.data(), dev, out.size() * sizeof(float));
-    EXPECT_TRUE(be_.stream().synchronize().ok());
-    return out;
-  }
-
- private:
-  Backend& be_;
-  std::vector<std::shared_ptr<stem::backends::Buffer>> bufs_;
-};
-
-class BackendOps : public ::testing::TestWithParam<Backend*> {
- protected:
-  Backend& be() { return *GetParam(); }
-  const kern::Ops& k() { return be().ops(); }
-  DeviceArrays dev{*GetParam()};
-  std::mt19937 rng{7};
-};
 
 std::string backend_name(const ::testing::TestParamInfo<Backend*>& info) { return info.param->name(); }
 
