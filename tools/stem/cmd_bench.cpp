@@ -6,30 +6,17 @@
 // Reports tokens/s, step seconds, a per-phase breakdown and MFU against the
 // GEMM peak measured in the same run. decode and prefill (inference speed of a
 // checkpoint) live in cmd_bench_infer.cpp.
-#include <algorithm>
 #include <cstdio>
-#include <random>
-#include <vector>
 
 #include <omp.h>
 
 #include "bench_infer.h"
 #include "commands.h"
-#include "core/timer.h"
-#include "kernels/kernels.h"
-#include "model/accounting.h"
-#include "model/transformer.h"
+#include "stem/bench.h"
 #include "stem/model.h"
-#include "train/adamw.h"
 
 namespace stem::cli {
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 struct BenchOpts {
   std::string mode, config;
@@ -41,7 +28,7 @@ struct BenchOpts {
 
 int run_bench(const BenchOpts& o) {
   if (o.mode == "gemm") {
-    const double peak = kernels::gemm_peak_gflops(2048, 5);
+    const double peak = gemm_peak_gflops();
     if (o.json) print_json({{"gemm_gflops", peak}, {"threads", omp_get_max_threads()}});
     else std::printf("F32 GEMM 2048^3: %.1f GFLOP/s (%d threads)\n", peak, omp_get_max_threads());
     return 0;
@@ -49,80 +36,40 @@ int run_bench(const BenchOpts& o) {
   if (o.config.empty()) return fail("bench", Status::error("--config is required for " + o.mode));
   auto cfg = ModelConfig::load(o.config);
   if (!cfg.ok()) return fail("bench", cfg.status());
-  if (o.seq > cfg->max_position_embeddings)
-    return fail("bench", Status::error("--seq " + std::to_string(o.seq) + " exceeds max_position_embeddings = " +
-                                           std::to_string(cfg->max_position_embeddings) + " of " + o.config));
-  if (o.batch < 1 || o.seq < 2 || o.steps < 1 || o.warmup < 0)
-    return fail("bench", Status::error("need --batch >= 1, --seq >= 2, --steps >= 1, --warmup >= 0"));
-  auto m = Model::init(*cfg, o.seed);
-  if (!m.ok()) return fail("bench", m.status());
-  model::Transformer& tr = m->impl();
-  const int64_t N = o.batch * o.seq;
-  std::mt19937 rng(static_cast<uint32_t>(o.seed + 1));
-  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(cfg->vocab_size - 1));
-  std::vector<int32_t> tokens(N);
-
-  const bool train = o.mode == "train";
-  model::Gradients grads;
-  std::unique_ptr<train::AdamW> opt;
-  if (train) {
-    grads = tr.make_gradients(N);
-    train::AdamWOptions ao;
-    ao.decay_all = true;
-    ao.lazy_rows = o.lazy;
-    opt = std::make_unique<train::AdamW>(tr.weights(), ao);
-  }
-  std::vector<double> t_step, t_fwd, t_bwd, t_opt;
+  TrainBenchOptions bo;
+  bo.batch = o.batch;
+  bo.seq = o.seq;
+  bo.steps = o.steps;
+  bo.warmup = o.warmup;
+  bo.seed = o.seed;
+  bo.backward = o.mode == "train";
+  bo.lazy_tables = o.lazy;
+  bo.measure_peak = !o.no_peak;
   Progress bar("bench " + o.mode, o.warmup + o.steps);
-  double loss = 0;
-  for (int s = 0; s < o.warmup + o.steps; ++s) {
-    for (auto& t : tokens) t = tok(rng);
-    core::Timer all, ph;
-    loss = tr.forward(tokens.data(), o.batch, o.seq);
-    const double f = ph.seconds();
-    double b = 0, p = 0;
-    if (train) {
-      ph.reset();
-      grads.zero();
-      tr.backward(grads);
-      b = ph.seconds();
-      ph.reset();
-      opt->step(tr.weights(), grads, 1e-4f);
-      p = ph.seconds();
-    }
-    const double total = all.seconds();
-    if (s >= o.warmup) {
-      t_step.push_back(total);
-      t_fwd.push_back(f);
-      t_bwd.push_back(b);
-      t_opt.push_back(p);
-    }
-    bar.update(s + 1, "loss " + std::to_string(loss).substr(0, 6));
-  }
+  auto r = bench_train(*cfg, bo, [&](int64_t done, int64_t, const std::string& note) { bar.update(done, note); });
   bar.finish();
-  const double step = median(t_step);
-  const double tps = static_cast<double>(N) / step;
-  const model::Account acc = model::account(*cfg, o.seq, o.seq);
-  const double flops_tok = train ? acc.train_flops_per_token : acc.train_flops_per_token / 3.0;
-  const double achieved = flops_tok * tps / 1e9;
-  const double peak = o.no_peak ? 0.0 : kernels::gemm_peak_gflops(2048, 5);
-  const double mfu = peak > 0 ? achieved / peak : 0.0;
+  if (!r.ok()) return fail("bench", r.status().with_context(o.config));
   if (o.json) {
     print_json({{"mode", o.mode}, {"config", o.config}, {"batch", o.batch}, {"seq", o.seq},
-                {"tokens_per_second", tps}, {"step_seconds", step}, {"forward_seconds", median(t_fwd)},
-                {"backward_seconds", median(t_bwd)}, {"optimizer_seconds", median(t_opt)},
-                {"step_seconds_all", t_step}, {"flops_per_token", flops_tok}, {"gflops", achieved},
-                {"gemm_peak_gflops", peak}, {"mfu", mfu}, {"loss", loss},
-                {"threads", omp_get_max_threads()}, {"params", acc.params_total}, {"lazy_tables", o.lazy}});
-  } else {
-    std::printf("%s  B=%ld T=%ld  %ld params  %d threads\n", o.mode.c_str(), static_cast<long>(o.batch),
-                static_cast<long>(o.seq), static_cast<long>(acc.params_total), omp_get_max_threads());
-    std::printf("  tokens/s        %.1f\n", tps);
-    std::printf("  step            %.3f s (median of %d)", step, o.steps);
-    if (train) std::printf("  forward %.3f  backward %.3f  optimizer %.3f", median(t_fwd), median(t_bwd), median(t_opt));
-    std::printf("\n  model FLOP/s    %.1f G (%.1f MFLOP/token)\n", achieved, flops_tok / 1e6);
-    if (peak > 0) std::printf("  MFU             %.1f%% of %.1f GFLOP/s measured F32 GEMM peak\n", 100 * mfu, peak);
+                {"tokens_per_second", r->tokens_per_second}, {"step_seconds", r->step_seconds},
+                {"forward_seconds", r->forward_seconds}, {"backward_seconds", r->backward_seconds},
+                {"optimizer_seconds", r->optimizer_seconds}, {"step_seconds_all", r->step_seconds_all},
+                {"flops_per_token", r->flops_per_token}, {"gflops", r->gflops},
+                {"gemm_peak_gflops", r->gemm_peak_gflops}, {"mfu", r->mfu}, {"loss", r->loss},
+                {"threads", r->threads}, {"params", r->params}, {"lazy_tables", o.lazy}});
+    return 0;
   }
+  std::printf("%s  B=%ld T=%ld  %ld params  %d threads\n", o.mode.c_str(), static_cast<long>(o.batch),
+              static_cast<long>(o.seq), static_cast<long>(r->params), r->threads);
+  std::printf("  tokens/s        %.1f\n", r->tokens_per_second);
+  std::printf("  step            %.3f s (median of %d)", r->step_seconds, o.steps);
+  if (bo.backward)
+    std::printf("  forward %.3f  backward %.3f  optimizer %.3f", r->forward_seconds, r->backward_seconds,
+                r->optimizer_seconds);
+  std::printf("\n  model FLOP/s    %.1f G (%.1f MFLOP/token)\n", r->gflops, r->flops_per_token / 1e6);
+  if (r->gemm_peak_gflops > 0)
+    std::printf("  MFU             %.1f%% of %.1f GFLOP/s measured F32 GEMM peak\n", 100 * r->mfu,
+                r->gemm_peak_gflops);
   return 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "core/signals.h"
+#include "stem/bench.h"
 #include "stem/train.h"
 
 namespace stem::cli {
@@ -79,7 +80,7 @@ void register_train(CLI::App& app) {
             nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr},
                                 {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}};
             if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
-            j["rss_bytes"] = proc_status_bytes("VmRSS");
+            j["rss_bytes"] = process_memory().rss_bytes;
             if (o->tables_on_disk) j["table_wait_seconds"] = r.table_wait;
             std::printf("%s\n", j.dump().c_str());
             std::fflush(stdout);
@@ -101,7 +102,7 @@ void register_train(CLI::App& app) {
     const std::string ck = (*t)->last_checkpoint();
     if (*json) {
       nlohmann::json j = {{"done", *res == TrainEnd::Finished}, {"checkpoint", ck}, {"loss", last_loss},
-                          {"peak_rss_bytes", proc_status_bytes("VmHWM")}};
+                          {"peak_rss_bytes", process_memory().peak_rss_bytes}};
       if (!std::isnan(last_val)) j["val_loss"] = last_val;
       const TableTierStats tt = (*t)->table_stats();
       if ((*t)->tables_on_disk())

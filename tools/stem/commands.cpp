@@ -103,14 +103,6 @@ void print_json(const nlohmann::json& j) {
   std::cout << j.dump(isatty(STDOUT_FILENO) ? 2 : -1) << std::endl;
 }
 
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return 0;
-}
-
 Progress::Progress(std::string label, int64_t total)
     : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO)), t0_(now_seconds()) {}
 

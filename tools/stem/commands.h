@@ -21,8 +21,6 @@ int run_selected(CLI::App& app);
 int fail(const std::string& cmd, const Status& st);
 // Prints a JSON object on stdout (pretty when stdout is a terminal).
 void print_json(const nlohmann::json& j);
-// A /proc/self/status field in bytes (VmRSS, VmHWM), 0 if unreadable.
-int64_t proc_status_bytes(const std::string& key);
 
 // Progress of long work on stderr: a bar redrawn in place on a terminal; in a
 // log file, CI or under nohup, a plain line every few seconds (and one at the

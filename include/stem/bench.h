@@ -1,0 +1,90 @@
+// Throughput of the engine on this machine, as `stem bench` measures it:
+// training steps (forward, backward, AdamW) on random tokens, and inference
+// (decode one token at a time, or prefill a prompt) of a loaded model,
+// llama-bench's way. Medians over timed steps or passes after untimed warm-up
+// ones; nothing here is compared against a threshold (see
+// docs/performance.md for how numbers are compared). Also this process's
+// memory, for reports.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "stem/config.h"
+#include "stem/model.h"
+#include "stem/status.h"
+
+namespace stem {
+
+// Called after each step or pass: (done, total, a short note such as the loss).
+using BenchProgress = std::function<void(int64_t done, int64_t total, const std::string& note)>;
+
+struct TrainBenchOptions {
+  int64_t batch = 4, seq = 512;  // B sequences of T random tokens a step
+  int steps = 5, warmup = 1;     // timed steps (median reported), untimed steps first
+  uint64_t seed = 0;             // of the weights and the tokens
+  bool backward = true;          // false: forward passes only
+  bool lazy_tables = false;      // row-sparse (lazy) AdamW for the STEM tables
+  bool measure_peak = true;      // also measure the F32 GEMM peak, for MFU
+};
+
+struct TrainBenchResult {
+  double tokens_per_second = 0;  // B*T / median step
+  double step_seconds = 0, forward_seconds = 0, backward_seconds = 0, optimizer_seconds = 0;  // medians
+  std::vector<double> step_seconds_all;
+  double flops_per_token = 0;    // a training step's (x3 forward), or forward's
+  double gflops = 0;             // model FLOP/s achieved, in G
+  double gemm_peak_gflops = 0;   // 0 when not measured
+  double mfu = 0;                // gflops / gemm_peak_gflops
+  double loss = 0;               // of the last step
+  int64_t params = 0;
+  int threads = 0;
+};
+
+// Errors: an invalid config, T > max_position_embeddings, batch < 1, T < 2,
+// steps < 1, warmup < 0.
+Result<TrainBenchResult> bench_train(const ModelConfig& cfg, const TrainBenchOptions& opt,
+                                     const BenchProgress& progress = nullptr);
+// Median F32 GFLOP/s of 2048^3 GEMMs: this machine's peak, MFU's denominator.
+double gemm_peak_gflops();
+
+struct InferBenchOptions {
+  bool decode = true;    // true: `tokens` decoded one at a time from an empty context; false: one prefill of them
+  int64_t tokens = 128;
+  int reps = 5;          // timed passes after one warm-up pass
+  bool cold = false;     // drop the table file's page cache and the row cache before each pass
+  bool prefetch = true;  // stage table rows on a background thread
+  uint64_t seed = 0;     // of the random token ids
+};
+
+struct InferBenchResult {
+  int64_t tokens = 0;
+  double tokens_per_second = 0;              // median pass
+  std::vector<double> tokens_per_second_all;
+  double p50_ms = 0, p99_ms = 0;             // per token, over all timed passes
+  int64_t peak_rss_bytes = 0;                // the process's high-water mark, load included
+  int64_t rss_after_load_bytes = 0;
+  int64_t resident_weight_bytes = 0;         // weights in memory (tables excluded when a store serves them)
+  int64_t decoder_bytes = 0;                 // KV cache, work buffers, staging
+  std::string tables;                        // where a table store keeps them (ram | mmap | disk); "" : weight list
+  int64_t table_store_resident_bytes = 0;    // at the end
+  int64_t table_bytes_read = 0, table_reads = 0, rows_requested = 0;
+  double cache_hit_rate = 0;
+  double prefetch_wait_ms = 0, fetch_ms = 0;
+  double decode_weight_bytes_per_token = 0;  // F32 accounting
+  int threads = 0;
+};
+
+// Errors: tokens < 1, reps < 1, tokens > max_position_embeddings, a table read.
+Result<InferBenchResult> bench_infer(Model& model, const InferBenchOptions& opt,
+                                     const BenchProgress& progress = nullptr);
+
+// This process's resident set now and its peak (Linux /proc/self/status).
+struct ProcessMemory {
+  int64_t rss_bytes = 0, peak_rss_bytes = 0;
+};
+ProcessMemory process_memory();
+
+}  // namespace stem
