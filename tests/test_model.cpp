@@ -95,6 +95,37 @@ TEST_F(ModelTest, SaveLoadRoundTripIsBitwise) {
   EXPECT_EQ(la, lb);
 }
 
+// convert_checkpoint: BF16 weights that load back as their widening (scores
+// equal to those of a model holding the rounded values), the tables only when
+// asked; the source is never the output; pack_checkpoint_tables writes the pack.
+TEST_F(ModelTest, ConvertAndPackThroughThePublicApi) {
+  auto m = Model::init(small_config(), 3);
+  ASSERT_TRUE(m.ok());
+  const std::string src = (dir_ / "src").string(), bf = (dir_ / "bf16").string(), tb = (dir_ / "tables").string();
+  ASSERT_TRUE(m->save(src).ok());
+  auto bytes = convert_checkpoint(src, bf, WeightDType::BF16);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  EXPECT_LT(*bytes, m->n_parameters() * 4);  // norms stay F32, the rest halves
+  EXPECT_GT(*bytes, m->n_parameters() * 2);
+  auto tables_only = convert_checkpoint(src, tb, WeightDType::BF16, /*tables_only=*/true);
+  ASSERT_TRUE(tables_only.ok());
+  EXPECT_GT(*tables_only, *bytes);
+  EXPECT_FALSE(convert_checkpoint(src, src, WeightDType::BF16).ok());
+  EXPECT_FALSE(convert_checkpoint(src, (dir_ / "x").string(), WeightDType::Auto).ok());
+  auto pack = pack_checkpoint_tables(bf);
+  ASSERT_TRUE(pack.ok()) << pack.status().message();
+  EXPECT_TRUE(fs::exists(*pack));
+  LoadOptions lo;
+  lo.tables = TablesIn::Disk;
+  auto packed = Model::load(bf, lo);  // BF16 tables from the pack, widened as read
+  auto widened = Model::load(bf);
+  ASSERT_TRUE(packed.ok() && widened.ok());
+  const auto toks = random_tokens(9, 53, 2);
+  auto a = packed->score(toks, 1, 9), b = widened->score(toks, 1, 9);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+}
+
 TEST_F(ModelTest, InitIsDeterministicAndSeedDependent) {
   auto a = Model::init(small_config(), 11), b = Model::init(small_config(), 11), c = Model::init(small_config(), 12);
   const auto& wa = a->impl().weights();

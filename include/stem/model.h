@@ -51,6 +51,17 @@ Status write_npy(const std::string& path, const HostTensor& t);
 Status write_safetensors(const std::string& path,
                          const std::vector<std::pair<std::string, const HostTensor*>>& tensors);
 
+// A checkpoint (DIR, or a run directory's latest) rewritten into OUT with its
+// weight matrices stored as `dtype` (F32 or BF16; norms stay F32), or only
+// its STEM tables when `tables_only`; config.json and tokenizer.model are
+// copied. The source is never changed; OUT may not be the source. Returns
+// the bytes of weights written.
+Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& out, WeightDType dtype,
+                                   bool tables_only = false);
+// Writes DIR/tables.stem, the STEM tables row-major ([V][stem layers][f]):
+// one read per token for the disk and mmap tiers. Returns its path.
+Result<std::string> pack_checkpoint_tables(const std::string& dir);
+
 // A model directory as given by a user: itself, or, for a training run
 // directory (checkpoints/ and latest), its latest checkpoint.
 Result<std::string> resolve_model_dir(const std::string& dir);

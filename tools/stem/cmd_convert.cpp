@@ -3,18 +3,13 @@
 // its STEM tables (tables.stem) that lets the disk tier read one token's rows
 // of every layer at once. The source checkpoint is never changed, except that
 // --pack-tables without --out adds tables.stem beside it.
+#include <chrono>
 #include <cstdio>
-#include <filesystem>
 
 #include "commands.h"
-#include "core/timer.h"
-#include "io/files.h"
-#include "model/tables.h"
-#include "model/weights.h"
+#include "stem/model.h"
 
 namespace stem::cli {
-namespace fs = std::filesystem;
-
 namespace {
 
 struct ConvertOpts {
@@ -22,59 +17,34 @@ struct ConvertOpts {
   bool tables_only = false, pack = false, json = false;
 };
 
-int run_convert(const ConvertOpts& opts) {
+int run_convert(const ConvertOpts& o) {
   const char* cmd = "convert";
-  ConvertOpts o = opts;
-  auto dir = resolve_model_dir(o.model_dir);  // a run directory: its latest checkpoint
-  if (!dir.ok()) return fail(cmd, dir.status());
-  o.model_dir = *dir;
   if (o.dtype.empty() && !o.pack)
     return fail(cmd, Status::error("nothing to do: give --dtype (with --out) and/or --pack-tables"));
   if (!o.dtype.empty() && o.out_dir.empty())
     return fail(cmd, Status::error("--dtype writes a new checkpoint: give --out DIR"));
   if (o.tables_only && o.dtype.empty()) return fail(cmd, Status::error("--tables-only needs --dtype"));
-  auto cfg = ModelConfig::load((fs::path(o.model_dir) / "config.json").string());
-  if (!cfg.ok()) return fail(cmd, cfg.status());
-  core::Timer timer;
-  std::string target = o.model_dir;
-  nlohmann::json report = {{"model", o.model_dir}};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto src = resolve_model_dir(o.model_dir);  // a run directory: its latest checkpoint
+  if (!src.ok()) return fail(cmd, src.status());
+  std::string target = *src;
+  nlohmann::json report = {{"model", *src}};
   if (!o.dtype.empty()) {
-    std::error_code ec;
-    if (fs::exists(o.out_dir, ec) && fs::equivalent(o.out_dir, o.model_dir, ec))
-      return fail(cmd, Status::error("--out " + o.out_dir + " is the source checkpoint; it is never changed in place"));
-    auto dt = parse_weight_dtype(o.dtype);
-    if (!dt.ok() || *dt == WeightDType::Auto)
-      return fail(cmd, Status::error("--dtype " + o.dtype + ": expected f32 or bf16"));
-    model::LoadOptions lo;
-    lo.tables = *dt;
-    lo.matrices = o.tables_only ? WeightDType::Auto : *dt;
-    auto w = model::load_weights(*cfg, (fs::path(o.model_dir) / "model.safetensors").string(), lo);
-    if (!w.ok()) return fail(cmd, w.status());
-    fs::create_directories(o.out_dir, ec);
-    if (ec) return fail(cmd, Status::error(o.out_dir + ": cannot create directory: " + ec.message()));
-    Status st = cfg->save((fs::path(o.out_dir) / "config.json").string());
-    if (st.ok()) st = model::save_weights(*w, (fs::path(o.out_dir) / "model.safetensors").string());
-    const fs::path tok = fs::path(o.model_dir) / "tokenizer.model";
-    if (st.ok() && fs::exists(tok, ec)) {
-      auto bytes = io::read_text(tok.string());
-      st = bytes.ok() ? io::write_text_atomic((fs::path(o.out_dir) / "tokenizer.model").string(), *bytes)
-                      : bytes.status();
-    }
-    if (!st.ok()) return fail(cmd, st);
-    int64_t bytes = 0;
-    for (size_t i = 0; i < w->size(); ++i) bytes += static_cast<int64_t>((*w)[i].nbytes());
+    auto bytes = convert_checkpoint(*src, o.out_dir, *parse_weight_dtype(o.dtype), o.tables_only);
+    if (!bytes.ok()) return fail(cmd, bytes.status());
     report["out"] = o.out_dir;
     report["dtype"] = o.dtype;
     report["tables_only"] = o.tables_only;
-    report["weight_bytes"] = bytes;
+    report["weight_bytes"] = *bytes;
     target = o.out_dir;
   }
   if (o.pack) {
-    Status st = model::pack_tables(*cfg, target);
-    if (!st.ok()) return fail(cmd, st);
-    report["packed_tables"] = (fs::path(target) / model::kPackedTablesFile).string();
+    auto packed = pack_checkpoint_tables(target);
+    if (!packed.ok()) return fail(cmd, packed.status());
+    report["packed_tables"] = *packed;
   }
-  report["seconds"] = timer.seconds();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report["seconds"] = secs;
   if (o.json) {
     print_json(report);
   } else {
@@ -82,7 +52,7 @@ int run_convert(const ConvertOpts& opts) {
       std::printf("wrote %s (%s%s, %.1f MB of weights)\n", o.out_dir.c_str(), o.dtype.c_str(),
                   o.tables_only ? ", tables only" : "", report["weight_bytes"].get<int64_t>() / 1e6);
     if (o.pack) std::printf("wrote %s\n", report["packed_tables"].get<std::string>().c_str());
-    std::printf("%.1fs\n", timer.seconds());
+    std::printf("%.1fs\n", secs);
   }
   return 0;
 }

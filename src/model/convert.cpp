@@ -1,0 +1,47 @@
+// convert_checkpoint and pack_checkpoint_tables (include/stem/model.h): a
+// checkpoint rewritten in another dtype into a new directory, and the
+// row-major pack of its STEM tables. The source checkpoint is never changed,
+// except that the pack is added beside it.
+#include <filesystem>
+
+#include "io/files.h"
+#include "model/tables.h"
+#include "model/weights.h"
+#include "stem/model.h"
+
+namespace stem {
+namespace fs = std::filesystem;
+
+Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& out, WeightDType dtype, bool tables_only) {
+  STEM_ASSIGN_OR_RETURN(std::string src, resolve_model_dir(dir));
+  if (dtype == WeightDType::Auto) return Status::error("convert: the target dtype must be f32 or bf16, not auto");
+  std::error_code ec;
+  if (fs::exists(out, ec) && fs::equivalent(out, src, ec))
+    return Status::error("--out " + out + " is the source checkpoint; it is never changed in place");
+  STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(src) / "config.json").string()));
+  model::LoadOptions lo;
+  lo.tables = dtype;
+  lo.matrices = tables_only ? WeightDType::Auto : dtype;
+  STEM_ASSIGN_OR_RETURN(model::TensorList w, model::load_weights(cfg, (fs::path(src) / "model.safetensors").string(), lo));
+  fs::create_directories(out, ec);
+  if (ec) return Status::error(out + ": cannot create directory: " + ec.message());
+  STEM_RETURN_IF_ERROR(cfg.save((fs::path(out) / "config.json").string()));
+  STEM_RETURN_IF_ERROR(model::save_weights(w, (fs::path(out) / "model.safetensors").string()));
+  const fs::path tok = fs::path(src) / "tokenizer.model";
+  if (fs::exists(tok, ec)) {
+    STEM_ASSIGN_OR_RETURN(std::string bytes, io::read_text(tok.string()));
+    STEM_RETURN_IF_ERROR(io::write_text_atomic((fs::path(out) / "tokenizer.model").string(), bytes));
+  }
+  int64_t bytes = 0;
+  for (size_t i = 0; i < w.size(); ++i) bytes += static_cast<int64_t>(w[i].nbytes());
+  return bytes;
+}
+
+Result<std::string> pack_checkpoint_tables(const std::string& dir) {
+  STEM_ASSIGN_OR_RETURN(std::string src, resolve_model_dir(dir));
+  STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(src) / "config.json").string()));
+  STEM_RETURN_IF_ERROR(model::pack_tables(cfg, src));
+  return (fs::path(src) / model::kPackedTablesFile).string();
+}
+
+}  // namespace stem
