@@ -14,14 +14,7 @@ namespace stem {
 namespace {
 
 ModelConfig bench_config() {
-  ModelConfig c;
-  c.vocab_size = 128;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 64;
+  ModelConfig c = test::two_layer_config(128);
   c.ffn_types = *stem_layout(2, "all");
   return c;
 }

@@ -18,21 +18,8 @@
 namespace stem {
 namespace {
 
-// V 400 (the tiny corpus's tokenizer), two layers; ffn_types left to the test.
-ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 400;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 64;
-  return c;
-}
-
 TEST(EvalApi, ContinuationLogLikelihoodIsTheSumOfScoreLogits) {
-  ModelConfig c = small_config();
+  ModelConfig c = test::two_layer_config(400);  // the tiny corpus's tokenizer
   c.ffn_types = {FfnType::Stem, FfnType::Dense};
   const std::string dir = (test::scratch() / "eval_api").string();
   {
@@ -80,7 +67,7 @@ TEST(EvalApi, ContinuationLogLikelihoodIsTheSumOfScoreLogits) {
 // or a file of ids, and gives the same loss as Model::score over the same
 // windows; bad data is an error naming it.
 TEST(EvalApi, PerplexityOfADataDirectoryAndOfIdsAgreeWithScore) {
-  ModelConfig c = small_config();
+  ModelConfig c = test::two_layer_config(400);  // the tiny corpus's tokenizer
   c.ffn_types = *stem_layout(2, "all");
   EXPECT_EQ(c.ffn_types, (std::vector<FfnType>{FfnType::Dense, FfnType::Stem}));
   auto m = Model::init(c, 9);

@@ -16,8 +16,24 @@
 
 #include <gtest/gtest.h>
 
+#include "stem/config.h"
+
 namespace stem::test {
 namespace fs = std::filesystem;
+
+// A two-layer model of vocabulary V small enough for API tests (d 32, f 48,
+// 4 heads over 2 KV heads, 64 positions); the test sets ffn_types.
+inline ModelConfig two_layer_config(int64_t V) {
+  ModelConfig c;
+  c.vocab_size = V;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 64;
+  return c;
+}
 
 inline fs::path scratch() {
   static fs::path p = [] {

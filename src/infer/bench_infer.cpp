@@ -4,10 +4,10 @@
 // traffic and the prefetcher's waits.
 #include <omp.h>
 
-#include <algorithm>
 #include <fstream>
 #include <random>
 
+#include "core/stats.h"
 #include "core/timer.h"
 #include "infer/decoder.h"
 #include "model/accounting.h"
@@ -16,15 +16,6 @@
 
 namespace stem {
 namespace {
-
-double quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const double pos = q * static_cast<double>(v.size() - 1);
-  const size_t i = static_cast<size_t>(pos);
-  const double frac = pos - static_cast<double>(i);
-  return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
-}
 
 int64_t proc_status_bytes(const std::string& key) {
   std::ifstream in("/proc/self/status");
@@ -94,9 +85,9 @@ Result<InferBenchResult> bench_infer(Model& model, const InferBenchOptions& o, c
     }
     if (progress) progress(rep + 1, o.reps + 1, "");
   }
-  r.tokens_per_second = quantile(r.tokens_per_second_all, 0.5);
-  r.p50_ms = quantile(token_ms, 0.5);
-  r.p99_ms = quantile(token_ms, 0.99);
+  r.tokens_per_second = core::quantile(r.tokens_per_second_all, 0.5);
+  r.p50_ms = core::quantile(token_ms, 0.5);
+  r.p99_ms = core::quantile(token_ms, 0.99);
   r.peak_rss_bytes = process_memory().peak_rss_bytes;
   for (size_t i = 0; i < model.impl().weights().size(); ++i) r.resident_weight_bytes += model.impl().weights()[i].nbytes();
   r.decoder_bytes = dec.memory_bytes();

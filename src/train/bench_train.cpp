@@ -2,9 +2,9 @@
 // a freshly initialised model on random tokens, timed phase by phase.
 #include <omp.h>
 
-#include <algorithm>
 #include <random>
 
+#include "core/stats.h"
 #include "core/timer.h"
 #include "model/accounting.h"
 #include "model/transformer.h"
@@ -13,14 +13,7 @@
 
 namespace stem {
 namespace {
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
+double median(const std::vector<double>& v) { return core::quantile(v, 0.5); }
 }  // namespace
 
 double gemm_peak_gflops() { return kernels::gemm_peak_gflops(2048, 5); }

@@ -56,7 +56,7 @@ class CpuBackend final : public Backend {
       case DType::BF16:
         return op == Op::matvec_bf16 || op == Op::matvec_batch || op == Op::linear_forward_bf16 ||
                op == Op::bf16_to_f32_row || op == Op::f32_to_bf16_row;
-      case DType::I32: return op == Op::gather_rows || op == Op::embedding_forward;
+      case DType::I32: return false;  // ids are host arrays of every op, not a data dtype
     }
     return false;
   }
