@@ -5,7 +5,7 @@
 // runs with a per-step callback.
 //
 // Errors raise RuntimeError with stem's one-line message. Long calls release
-// the GIL and defer SIGINT/SIGTERM/SIGHUP while they compute (core/signals.h:
+// the GIL and defer SIGINT/SIGTERM/SIGHUP while they compute (stem/signals.h:
 // no Python signal handler may run on a thread inside oneDNN); Ctrl-C is
 // delivered when the call returns, and stops a training run cleanly after
 // the step in progress (a checkpoint is saved first).
@@ -16,11 +16,11 @@
 
 #include <atomic>
 
-#include "core/signals.h"
 #include "stem/edit.h"
 #include "stem/eval.h"
 #include "stem/generate.h"
 #include "stem/model.h"
+#include "stem/signals.h"
 #include "stem/tokenizer.h"
 #include "stem/train.h"
 
@@ -39,7 +39,7 @@ void check(const stem::Status& s) {
 
 // Compute without the GIL and with the signals deferred (see above).
 struct NativeCall {
-  stem::core::SignalsDeferred signals;
+  stem::SignalsDeferred signals;
   py::gil_scoped_release nogil;
 };
 
@@ -275,7 +275,7 @@ PYBIND11_MODULE(stem, mod) {
           } else {
             end = (*t)->run(
                 [&](const stem::StepRecord& r) {
-                  if (stem::core::SignalsDeferred::pending()) stop = true;  // Ctrl-C: save and return
+                  if (stem::SignalsDeferred::pending()) stop = true;  // Ctrl-C: save and return
                   py::gil_scoped_acquire gil;
                   losses.append(r.loss);
                   if (on_step.is_none() || !error.empty()) return;

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "edit/edit_eval.h"
-#include "edit/facts.h"
+#include "stem/facts.h"
 #include "edit/overlay.h"
 #include "io/tokenizer.h"
 #include "model/transformer.h"

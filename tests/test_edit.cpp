@@ -23,6 +23,7 @@
 #include "edit/swap.h"
 #include "edit_test_util.h"
 #include "kernels/kernels.h"
+#include "model/engine.h"
 
 namespace stem {
 namespace {
@@ -128,7 +129,7 @@ TEST(EditTrained, SubjectsAreSingleTokensAndTheModelKnowsTheFacts) {
     EXPECT_EQ((*all)[1].kinds, std::vector<std::string>{"line"});
   }
   int known = 0;
-  for (const auto& q : c.queries) known += says(lm.m.impl(), lm.tok, q.prompt, q.answer);
+  for (const auto& q : c.queries) known += says(engine(lm.m), lm.tok, q.prompt, q.answer);
   const double rate = static_cast<double>(known) / static_cast<double>(c.queries.size());
   std::printf("[ base model ] %d of %zu queries answered (%.1f%%)\n", known, c.queries.size(), 100 * rate);
   EXPECT_GE(rate, 0.95);
@@ -137,7 +138,7 @@ TEST(EditTrained, SubjectsAreSingleTokensAndTheModelKnowsTheFacts) {
 TEST(EditTrained, SwapMakesTheModelAnswerWithTheOtherSubjectsFacts) {
   OneThread one_thread;
   LoadedModel lm = load_trained();
-  model::Transformer& m = lm.m.impl();
+  model::Transformer& m = engine(lm.m);
   const auto& subs = trained().corpus.subjects;
   const ModelConfig& cfg = m.config();
   edit::SwapOptions opt;
@@ -186,7 +187,7 @@ TEST(EditTrained, SwapMakesTheModelAnswerWithTheOtherSubjectsFacts) {
 TEST(EditTrained, InjectionTeachesAFactAndChangesOnlyTheRowsItNames) {
   OneThread one_thread;
   LoadedModel lm = load_trained();
-  model::Transformer& m = lm.m.impl();
+  model::Transformer& m = engine(lm.m);
   const auto& c = trained().corpus;
   const edit::FactSubject& s2 = c.subjects[2];
   const std::string new_capital = " " + c.subjects[3].capital;
@@ -270,7 +271,7 @@ TEST(EditTrained, LayersFormsAndMismatchRules) {
   for (const auto& f : *rare)
     for (int32_t id : f.ids) EXPECT_NE(lm.tok.piece(id), "\xE2\x96\x81") << f.kinds[0];
 
-  edit::TensorListRows rows(lm.m.impl().weights());
+  edit::TensorListRows rows(engine(lm.m).weights());
   const int32_t A = edit::token_forms(lm.tok, subs[0].name, edit::FormSet::Words, "a")->at(0).ids[0];
   const int32_t B = edit::token_forms(lm.tok, subs[1].name, edit::FormSet::Words, "b")->at(0).ids[0];
   const int32_t C = edit::token_forms(lm.tok, subs[1].capital, edit::FormSet::Words, "c")->at(0).ids[0];
@@ -350,7 +351,7 @@ TEST_F(EditFiles, ApplyThenRevertIsBitwise) {
   ASSERT_TRUE(m.ok());
   const std::vector<int32_t> ids = {1, 3, 8, 13, 4, 18, 3, 23, 9, 2, 8, 28};
   const std::vector<float> base = logits_of(*m, ids);
-  const model::TensorList& w = m->impl().weights();
+  const model::TensorList& w = engine(*m).weights();
   std::vector<std::vector<char>> snap(w.size());
   for (size_t i = 0; i < w.size(); ++i)
     snap[i].assign(static_cast<const char*>(w[i].raw()), static_cast<const char*>(w[i].raw()) + w[i].nbytes());
@@ -358,7 +359,7 @@ TEST_F(EditFiles, ApplyThenRevertIsBitwise) {
   ASSERT_TRUE(edit::write_overlay(random_overlay(cfg, 6, 9), p("a.ovl")).ok());
   ASSERT_TRUE(edit::write_overlay(random_overlay(cfg, 4, 10), p("b.ovl")).ok());
   std::vector<edit::Overlay> undo;
-  ASSERT_TRUE(edit::apply_overlay_files({p("a.ovl"), p("b.ovl")}, cfg, m->impl().weights(), &undo).ok());
+  ASSERT_TRUE(edit::apply_overlay_files({p("a.ovl"), p("b.ovl")}, cfg, engine(*m).weights(), &undo).ok());
   const std::vector<float> edited = logits_of(*m, ids);
   EXPECT_NE(0, std::memcmp(edited.data(), base.data(), base.size() * 4));
   auto b = edit::read_overlay(p("b.ovl"));
@@ -366,7 +367,7 @@ TEST_F(EditFiles, ApplyThenRevertIsBitwise) {
   ASSERT_GE(k, 0);
   const Tensor& t1 = w[w.find("model.layers.1.mlp.stem_embedding.weight")];
   EXPECT_EQ(0, std::memcmp(t1.f32() + 3 * cfg.intermediate_size, b->row(k), cfg.intermediate_size * 4));  // b wins
-  ASSERT_TRUE(edit::revert_overlays(undo, m->impl().weights()).ok());
+  ASSERT_TRUE(edit::revert_overlays(undo, engine(*m).weights()).ok());
   const std::vector<float> back = logits_of(*m, ids);
   EXPECT_EQ(0, std::memcmp(back.data(), base.data(), base.size() * 4));
   for (size_t i = 0; i < w.size(); ++i) EXPECT_EQ(0, std::memcmp(w[i].raw(), snap[i].data(), snap[i].size()));
@@ -375,7 +376,7 @@ TEST_F(EditFiles, ApplyThenRevertIsBitwise) {
   other.vocab_size = 60;
   edit::Overlay wrong = random_overlay(other, 2, 3);
   ASSERT_TRUE(edit::write_overlay(wrong, p("wrong.ovl")).ok());
-  Status st = edit::apply_overlay_files({p("a.ovl"), p("wrong.ovl")}, cfg, m->impl().weights());
+  Status st = edit::apply_overlay_files({p("a.ovl"), p("wrong.ovl")}, cfg, engine(*m).weights());
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find(p("wrong.ovl") + ": made for a model with vocab_size 60, but this model has 50"),
             std::string::npos) << st.message();
@@ -398,22 +399,22 @@ TEST(EditAnalyze, ObserverAndDenseUpOutputs) {
   // The observer sees every layer's FFN input, and changes nothing.
   std::vector<int> layers;
   std::vector<float> x0;
-  m->impl().set_observer([&](int l, const float* x, int64_t N, int64_t dim) {
+  engine(*m).set_observer([&](int l, const float* x, int64_t N, int64_t dim) {
     layers.push_back(l);
     EXPECT_EQ(N, T);
     EXPECT_EQ(dim, d);
     if (l == 0) x0.assign(x, x + N * dim);
   });
   EXPECT_EQ(logits_of(*m, ids), want);
-  m->impl().set_observer(nullptr);
+  engine(*m).set_observer(nullptr);
   EXPECT_EQ(layers, (std::vector<int>{0, 1, 2}));
   // W_up x of the dense layer 0 in windows of 4: the first window's positions
   // see the same (causal) context as in the whole sequence.
-  const auto ups = edit::dense_up_outputs(m->impl(), ids, 4, 9);
+  const auto ups = edit::dense_up_outputs(engine(*m), ids, 4, 9);
   ASSERT_EQ(ups.size(), 1u);
   ASSERT_EQ(ups.at(0).size(), 9u * 24u);
   std::vector<float> u(T * f);
-  kernels::linear_forward(u.data(), x0.data(), m->impl().layer(0).w_up, T, d, f);
+  kernels::linear_forward(u.data(), x0.data(), engine(*m).layer(0).w_up, T, d, f);
   for (int64_t i = 0; i < 4 * f; ++i) ASSERT_NEAR(ups.at(0)[i], u[i], 1e-5f) << i;
   EXPECT_EQ(logits_of(*m, ids), want);  // and the model is as it was
 }

@@ -13,6 +13,7 @@
 
 #include "infer/decoder.h"
 #include "infer/sampler.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 #include "stem/generate.h"
 #include "stem/model.h"
@@ -44,7 +45,7 @@ Tokenizer tiny_tokenizer() {
 // The loop generate() replaces, written out: prefill, then sample and step.
 std::vector<int32_t> reference_ids(Model& m, const std::vector<int32_t>& prompt, const SamplerConfig& sc, int64_t n,
                                    int32_t eos) {
-  infer::Decoder dec(m.impl(), 0);
+  infer::Decoder dec(engine(m), 0);
   infer::Sampler s(sc, m.config().vocab_size);
   auto logits = dec.prefill(prompt.data(), static_cast<int64_t>(prompt.size()));
   EXPECT_TRUE(logits.ok());

@@ -27,6 +27,7 @@
 #include "io/token_shards.h"
 #include "io/tokenizer.h"
 #include "kernel_test_util.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 #include "stem/model.h"
 
@@ -74,7 +75,7 @@ Model random_model(const ModelConfig& cfg, uint64_t seed) {
   auto m = Model::init(cfg, seed);
   EXPECT_TRUE(m.ok()) << m.status().message();
   std::mt19937 rng(static_cast<uint32_t>(seed));
-  model::TensorList& w = m->impl().weights();
+  model::TensorList& w = engine(*m).weights();
   for (size_t i = 0; i < w.size(); ++i) {
     if (w[i].dtype() != DType::F32) continue;
     const bool norm = w.spec(i).kind == model::ParamKind::Norm;
@@ -90,8 +91,8 @@ Model random_model(const ModelConfig& cfg, uint64_t seed) {
 // Logits of forward at every position of one sequence, [T, V].
 std::vector<float> full_logits(Model& m, const std::vector<int32_t>& ids) {
   const int64_t T = static_cast<int64_t>(ids.size()), V = m.config().vocab_size;
-  m.impl().forward(ids.data(), 1, T);
-  return std::vector<float>(m.impl().logits(), m.impl().logits() + T * V);
+  engine(m).forward(ids.data(), 1, T);
+  return std::vector<float>(engine(m).logits(), engine(m).logits() + T * V);
 }
 
 std::vector<float> row(const std::vector<float>& all, int64_t t, int64_t V) {
@@ -113,7 +114,7 @@ TEST_P(DecoderMatch, StepByStepEqualsForwardAtEveryPosition) {
   const int64_t T = c.max_position_embeddings, V = c.vocab_size;
   const std::vector<int32_t> ids = test::rand_ids(rng, T, V);
   const std::vector<float> want = full_logits(m, ids);
-  infer::Decoder dec(m.impl(), 0);
+  infer::Decoder dec(engine(m), 0);
   ASSERT_EQ(dec.capacity(), T);
   for (int64_t t = 0; t < T; ++t) {
     auto got = dec.step(ids[t]);
@@ -130,7 +131,7 @@ TEST_P(DecoderMatch, PrefillInOddChunksEqualsForward) {
   const int64_t T = c.max_position_embeddings, V = c.vocab_size;
   const std::vector<int32_t> ids = test::rand_ids(rng, T, V);
   const std::vector<float> want = full_logits(m, ids);
-  infer::Decoder dec(m.impl(), infer::DecoderOptions{T, 64});
+  infer::Decoder dec(engine(m), infer::DecoderOptions{T, 64});
   // One prefill of everything (crosses the internal chunk boundary).
   auto all = dec.prefill(ids.data(), T);
   ASSERT_TRUE(all.ok()) << all.status().message();
@@ -167,7 +168,7 @@ TEST(Decoder, ShorterPrefixMatchesShorterForward) {
   const int64_t V = m.config().vocab_size;
   const std::vector<int32_t> ids = test::rand_ids(rng, 37, V);
   const std::vector<float> want = full_logits(m, ids);
-  infer::Decoder dec(m.impl(), 50);
+  infer::Decoder dec(engine(m), 50);
   auto got = dec.prefill(ids.data(), 37);
   ASSERT_TRUE(got.ok());
   EXPECT_TRUE(near_rel(row(*got, V), row(want, 36, V), kTol));
@@ -175,7 +176,7 @@ TEST(Decoder, ShorterPrefixMatchesShorterForward) {
 
 TEST(Decoder, ContextOverflowIsAnErrorAndChangesNothing) {
   Model m = random_model(mixed_config(), 14);
-  infer::Decoder dec(m.impl(), 10);
+  infer::Decoder dec(engine(m), 10);
   EXPECT_EQ(dec.capacity(), 10);
   std::vector<int32_t> ids(12, 3);
   auto r = dec.prefill(ids.data(), 11);
@@ -192,13 +193,13 @@ TEST(Decoder, ContextOverflowIsAnErrorAndChangesNothing) {
   dec.reset();
   EXPECT_TRUE(dec.step(3).ok());
   // Capacity never exceeds the model's positions.
-  infer::Decoder big(m.impl(), 100000);
+  infer::Decoder big(engine(m), 100000);
   EXPECT_EQ(big.capacity(), m.config().max_position_embeddings);
 }
 
 TEST(Decoder, BadIdsAndEmptyPrefillAreErrors) {
   Model m = random_model(mixed_config(), 15);
-  infer::Decoder dec(m.impl(), 0);
+  infer::Decoder dec(engine(m), 0);
   std::vector<int32_t> ids = {1, 2, 61};
   auto r = dec.prefill(ids.data(), 3);
   ASSERT_FALSE(r.ok());
@@ -348,7 +349,7 @@ TEST(Eval, PerplexityEqualsPerWindowScores) {
   }
   const eval::MeanSe ms = eval::mean_and_se(want);
   for (int64_t B : {1, 3, 7, 16}) {
-    auto r = eval::perplexity(m.impl(), read, static_cast<int64_t>(stream.size()),
+    auto r = eval::perplexity(engine(m), read, static_cast<int64_t>(stream.size()),
                               {.seq = T, .batch = B});
     ASSERT_TRUE(r.ok()) << r.status().message();
     EXPECT_EQ(r->windows, 7);
@@ -359,7 +360,7 @@ TEST(Eval, PerplexityEqualsPerWindowScores) {
     EXPECT_NEAR(r->perplexity, std::exp(ms.mean), 1e-4 * std::exp(ms.mean));
   }
   // max_tokens limits the windows.
-  auto r = eval::perplexity(m.impl(), read, static_cast<int64_t>(stream.size()),
+  auto r = eval::perplexity(engine(m), read, static_cast<int64_t>(stream.size()),
                             {.seq = T, .batch = 2, .max_tokens = 3 * T + 5});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->windows, 3);
@@ -371,12 +372,12 @@ TEST(Eval, Errors) {
   auto read = [&](int64_t off, int64_t n, int32_t* out) {
     std::copy(stream.begin() + off, stream.begin() + off + n, out);
   };
-  EXPECT_FALSE(eval::perplexity(m.impl(), read, 100, {.seq = 161}).ok());  // > max positions
-  EXPECT_FALSE(eval::perplexity(m.impl(), read, 100, {.seq = 1}).ok());
-  auto few = eval::perplexity(m.impl(), read, 100, {.seq = 101});
+  EXPECT_FALSE(eval::perplexity(engine(m), read, 100, {.seq = 161}).ok());  // > max positions
+  EXPECT_FALSE(eval::perplexity(engine(m), read, 100, {.seq = 1}).ok());
+  auto few = eval::perplexity(engine(m), read, 100, {.seq = 101});
   EXPECT_FALSE(few.ok());
   stream[57] = 61;  // == V
-  auto bad = eval::perplexity(m.impl(), read, 100, {.seq = 10});
+  auto bad = eval::perplexity(engine(m), read, 100, {.seq = 10});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("offset 57"), std::string::npos) << bad.status().message();
 }

@@ -22,6 +22,7 @@
 #include "memory/prefetcher.h"
 #include "memory/row_file.h"
 #include "memory/table_store.h"
+#include "model/engine.h"
 #include "model/row_provider.h"
 #include "model/tables.h"
 #include "model/transformer.h"
@@ -375,7 +376,7 @@ TEST_F(TierLogits, BitwiseEqualWhateverTheTierPackingOrPrefetch) {
     infer::DecoderOptions o;
     o.prefill_chunk = 16;  // several chunks: the prefetcher double-buffers
     o.prefetch = prefetch;
-    infer::Decoder dec(m.impl(), o);
+    infer::Decoder dec(engine(m), o);
     std::vector<float> out;
     auto pre = dec.prefill(ids.data(), 40);
     EXPECT_TRUE(pre.ok()) << pre.status().message();
@@ -442,7 +443,7 @@ TEST_F(TierLogits, OverlaysApplyAndRevertOnEveryTier) {
   auto base = Model::load(dir);
   ASSERT_TRUE(base.ok());
   const std::vector<float> want_base = logits_of(*base);
-  ASSERT_TRUE(edit::apply_overlay_files({p("e.ovl")}, cfg, base->impl().weights()).ok());
+  ASSERT_TRUE(edit::apply_overlay_files({p("e.ovl")}, cfg, engine(*base).weights()).ok());
   const std::vector<float> want_edit = logits_of(*base);
   ASSERT_NE(0, std::memcmp(want_base.data(), want_edit.data(), want_base.size() * 4));
   for (const char* tier : {"mmap", "disk"}) {
@@ -450,7 +451,7 @@ TEST_F(TierLogits, OverlaysApplyAndRevertOnEveryTier) {
     o.tables = *parse_tables_in(tier);
     auto m = Model::load(dir, o);
     ASSERT_TRUE(m.ok());
-    std::unique_ptr<edit::RowTable> rows = edit::model_rows(m->impl());
+    std::unique_ptr<edit::RowTable> rows = edit::model_rows(engine(*m));
     std::vector<edit::Overlay> undo;
     ASSERT_TRUE(edit::apply_overlay_files({p("e.ovl")}, cfg, *rows, &undo).ok());
     std::vector<float> got = logits_of(*m);
@@ -519,15 +520,15 @@ TEST_F(TierCli, Bf16WeightsDecodeLikeTheirF32Widening) {
   auto b16 = Model::load(p("b"), keep);  // BF16 matrices, BF16 tables (a ram store)
   auto f32 = Model::load(p("b"));        // the same values widened to F32
   ASSERT_TRUE(b16.ok() && f32.ok());
-  EXPECT_FALSE(b16->impl().f32_weights());
-  EXPECT_NE(b16->impl().table_store(), nullptr);
-  EXPECT_EQ(f32->impl().table_store(), nullptr);  // the default load is all F32 in RAM, as training needs
+  EXPECT_FALSE(engine(*b16).f32_weights());
+  EXPECT_NE(engine(*b16).table_store(), nullptr);
+  EXPECT_EQ(engine(*f32).table_store(), nullptr);  // the default load is all F32 in RAM, as training needs
   std::mt19937 rng(1);
   const std::vector<int32_t> ids = test::rand_ids(rng, 40, 97);
   for (int64_t chunk : {1, 16}) {
     infer::DecoderOptions o;
     o.prefill_chunk = chunk;
-    infer::Decoder d1(b16->impl(), o), d2(f32->impl(), o);
+    infer::Decoder d1(engine(*b16), o), d2(engine(*f32), o);
     auto a = d1.prefill(ids.data(), 40);
     auto c = d2.prefill(ids.data(), 40);
     ASSERT_TRUE(a.ok() && c.ok());

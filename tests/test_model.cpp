@@ -16,6 +16,7 @@
 #include "core/bf16.h"
 #include "io/files.h"
 #include "io/safetensors.h"
+#include "model/engine.h"
 #include "model/tensor_list.h"
 #include "model/transformer.h"
 #include "model/weights.h"
@@ -128,9 +129,9 @@ TEST_F(ModelTest, ConvertAndPackThroughThePublicApi) {
 
 TEST_F(ModelTest, InitIsDeterministicAndSeedDependent) {
   auto a = Model::init(small_config(), 11), b = Model::init(small_config(), 11), c = Model::init(small_config(), 12);
-  const auto& wa = a->impl().weights();
-  const auto& wb = b->impl().weights();
-  const auto& wc = c->impl().weights();
+  const auto& wa = engine(*a).weights();
+  const auto& wb = engine(*b).weights();
+  const auto& wc = engine(*c).weights();
   bool any_diff = false;
   for (size_t i = 0; i < wa.size(); ++i) {
     ASSERT_EQ(0, std::memcmp(wa[i].raw(), wb[i].raw(), wa[i].nbytes())) << wa.spec(i).name;
@@ -145,7 +146,7 @@ TEST_F(ModelTest, InitStatisticsFollowTheSpecs) {
   c.hidden_size = 64;
   c.intermediate_size = 96;
   auto m = Model::init(c, 5);
-  const auto& w = m->impl().weights();
+  const auto& w = engine(*m).weights();
   for (size_t i = 0; i < w.size(); ++i) {
     const auto& s = w.spec(i);
     const int64_t n = w[i].numel();
@@ -195,7 +196,7 @@ TEST_F(ModelTest, Bf16CheckpointLoadsWidened) {
   });
   auto m = Model::load(d);
   ASSERT_TRUE(m.ok()) << m.status().message();
-  const auto& w = m->impl().weights();
+  const auto& w = engine(*m).weights();
   const int e = w.find("model.embed_tokens.weight");
   EXPECT_EQ(w[e].f32()[3], core::bf16_to_float(bf[0][3]));
 }
@@ -303,11 +304,11 @@ TEST_F(ModelTest, TableGradientIsRowSparse) {
     }
   }
   // internally the gradient is held as rows of the distinct tokens only
-  model::Gradients gr = m->impl().make_gradients(8);
-  m->impl().forward(t.data(), 1, 8);
-  m->impl().backward(gr);
+  model::Gradients gr = engine(*m).make_gradients(8);
+  engine(*m).forward(t.data(), 1, 8);
+  engine(*m).backward(gr);
   EXPECT_EQ(gr.index.unique, (std::vector<int32_t>{2, 5, 9, 11, 40}));
-  const int ti = m->impl().weights().find("model.layers.1.mlp.stem_embedding.weight");
+  const int ti = engine(*m).weights().find("model.layers.1.mlp.stem_embedding.weight");
   EXPECT_TRUE(gr.dense[ti].empty());
   EXPECT_FALSE(gr.rows[ti].empty());
 }

@@ -1,4 +1,4 @@
-// Signals (core/signals.h): no stem process runs a signal handler, because a
+// Signals (stem/signals.h): no stem process runs a signal handler, because a
 // handler that runs while a thread is inside oneDNN's JIT GEMM corrupts the
 // heap (oneDNN issue #4845). Checked three ways:
 //   - a running `stem train` has no handler for SIGINT/SIGTERM/SIGHUP and
@@ -27,7 +27,7 @@
 #include <gtest/gtest.h>
 
 #include "core/check.h"
-#include "core/signals.h"
+#include "stem/signals.h"
 #include "stem/model.h"
 #include "train/checkpoint.h"
 #include "train_test_util.h"
@@ -177,7 +177,7 @@ void interrupt_and_resume(const std::string& name, const std::string& flags, uin
     }
     ++interrupted;
     EXPECT_EQ(code, 128 + sig) << msg;
-    EXPECT_NE(msg.find("stopped by " + core::signal_name(sig)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("stopped by " + signal_name(sig)), std::string::npos) << msg;
     EXPECT_NE(msg.find("continue with --resume"), std::string::npos) << msg;
     auto latest = train::latest_checkpoint(run.string());
     ASSERT_TRUE(latest.ok() && !latest->empty()) << msg;

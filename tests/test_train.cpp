@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "kernels/kernels.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 #include "stem/model.h"
 #include "train/adamw.h"
@@ -227,7 +228,7 @@ TEST(TrainAccumulation, TwoMicroBatchesEqualOneBatchOfTwo) {
   c.num_attention_heads = 2; c.num_key_value_heads = 1; c.max_position_embeddings = 16;
   c.ffn_types = {FfnType::Stem, FfnType::Dense};
   auto m = Model::init(c, 9);
-  auto& tr = m->impl();
+  auto& tr = engine(*m);
   std::vector<int32_t> toks(2 * 8);
   std::mt19937 rng(3);
   for (auto& t : toks) t = static_cast<int32_t>(rng() % 40);

@@ -53,4 +53,11 @@ struct TokenBatch {
 };
 Result<TokenBatch> read_token_batch(const std::string& path, int64_t vocab_size, bool lines = false);
 
+// The token ids of text a model reads: a data directory (its validation
+// shard), a .tok shard, or a text file, encoded by the tokenizer of
+// `model_dir` (checked against `vocab_size`). Errors: a shard of another
+// vocabulary size, no tokenizer for a text file, an empty file.
+Result<std::vector<int32_t>> read_corpus_tokens(const std::string& path, const std::string& model_dir,
+                                                int64_t vocab_size);
+
 }  // namespace stem

@@ -110,11 +110,10 @@ class Model {
   std::vector<std::string> tensor_names() const;
   int64_t n_parameters() const;
 
-  // The engine behind the handle, for training, inference and benchmarks.
-  model::Transformer& impl();
-  const model::Transformer& impl() const;
-
+  // The engine behind the handle is private to the library (src/model/engine.h).
  private:
+  friend model::Transformer& engine(Model&);
+  friend const model::Transformer& engine(const Model&);
   std::unique_ptr<model::Transformer> impl_;
   std::string dir_;
 };

@@ -1,5 +1,5 @@
 // The signal receiver (see signals.h): one thread in sigwaitinfo, no handlers.
-#include "core/signals.h"
+#include "stem/signals.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-namespace stem::core {
+namespace stem {
 namespace {
 
 constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
@@ -133,4 +133,4 @@ void StopRequest::clear() {
   flag_.store(false, std::memory_order_release);
 }
 
-}  // namespace stem::core
+}  // namespace stem

@@ -37,7 +37,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/format.h"
+#include "stem/format.h"
 #include "core/timer.h"
 #include "io/files.h"
 #include "io/token_shards.h"
@@ -56,7 +56,6 @@ struct Source {
   int64_t train_docs = 0, val_docs = 0, train_tokens = 0, val_tokens = 0;
 };
 
-using core::human_bytes;
 
 // ---------------------------------------------------------------- inputs
 

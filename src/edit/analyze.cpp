@@ -66,20 +66,6 @@ CosineStats cosine_stats(const float* vectors, int64_t n, int64_t dim, int64_t m
   return s;
 }
 
-std::vector<float> stem_rows_of(const model::Transformer& m, int layer, const std::vector<int32_t>& tokens) {
-  const model::LayerView& W = m.layer(layer);
-  STEM_CHECKF(W.type == FfnType::Stem && W.stem_table != nullptr, "layer %d has no STEM table in memory", layer);
-  const int64_t V = m.config().vocab_size, f = m.config().intermediate_size;
-  std::vector<float> out;
-  if (tokens.empty()) return std::vector<float>(W.stem_table, W.stem_table + V * f);
-  out.reserve(tokens.size() * static_cast<size_t>(f));
-  for (int32_t t : tokens) {
-    STEM_CHECK(t >= 0 && t < V);
-    out.insert(out.end(), W.stem_table + static_cast<int64_t>(t) * f, W.stem_table + (static_cast<int64_t>(t) + 1) * f);
-  }
-  return out;
-}
-
 std::map<int, std::vector<float>> dense_up_outputs(model::Transformer& m, const std::vector<int32_t>& ids,
                                                    int64_t window, int64_t max_positions) {
   const ModelConfig& cfg = m.config();

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "edit/targets.h"
+#include "stem/edit.h"
 #include "io/files.h"
 #include "io/json_text.h"
 
@@ -33,7 +33,7 @@ Result<std::string> string_field(const nlohmann::json& j, const char* key, const
 }
 
 // Next-token log-probabilities after BOS + prompt.
-Result<std::vector<double>> next_token(model::Transformer& m, const io::Tokenizer& tok, const std::string& prompt) {
+Result<std::vector<double>> next_token(model::Transformer& m, const Tokenizer& tok, const std::string& prompt) {
   const std::vector<int32_t> ids = eval::context_ids(tok, prompt);
   const int64_t T = static_cast<int64_t>(ids.size()), V = m.config().vocab_size;
   if (T > m.config().max_position_embeddings)
@@ -96,7 +96,7 @@ Result<std::vector<std::string>> read_controls(const std::string& path) {
 }
 
 
-Result<EditEvalResult> evaluate_edits(model::Transformer& m, const io::Tokenizer& tok, const EditCases& cases,
+Result<EditEvalResult> evaluate_edits(model::Transformer& m, const Tokenizer& tok, const EditCases& cases,
                                       const std::vector<Overlay>& edits, const EvalProgress& progress) {
   STEM_RETURN_IF_ERROR(TensorListRows(m.weights()).all_resident().with_context("edit eval"));
   const int64_t per_pass = static_cast<int64_t>(cases.cases.size() * 2 + cases.controls.size());

@@ -1,7 +1,7 @@
 // The synthetic fact corpus (see facts.h): names from random syllables,
 // distinct across every subject, capital and language; templates with the
 // answer last so that each sentence minus its answer is a query prompt.
-#include "edit/facts.h"
+#include "stem/facts.h"
 
 #include <filesystem>
 #include <nlohmann/json.hpp>

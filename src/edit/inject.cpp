@@ -59,7 +59,7 @@ Result<std::vector<Fact>> read_facts(const std::string& path) {
   return out;
 }
 
-Result<std::vector<std::vector<int32_t>>> fact_sequences(const io::Tokenizer& tok, const std::vector<Fact>& facts,
+Result<std::vector<std::vector<int32_t>>> fact_sequences(const Tokenizer& tok, const std::vector<Fact>& facts,
                                                          int64_t max_positions, const std::string& where) {
   std::vector<std::vector<int32_t>> out;
   for (const Fact& f : facts) {
@@ -76,7 +76,7 @@ Result<std::vector<std::vector<int32_t>>> fact_sequences(const io::Tokenizer& to
   return out;
 }
 
-Result<std::vector<int32_t>> injection_tokens(const io::Tokenizer& tok, const std::vector<Fact>& facts,
+Result<std::vector<int32_t>> injection_tokens(const Tokenizer& tok, const std::vector<Fact>& facts,
                                               const std::vector<std::vector<int32_t>>& sequences,
                                               const std::vector<std::string>& names, const std::string& where) {
   std::set<int32_t> chosen;

@@ -30,7 +30,7 @@ Result<SharedPieces> parse_shared(const std::string& s) {
   return Status::error("--shared: '" + s + "' is not one of refuse, skip, allow");
 }
 
-bool own_piece(const io::Tokenizer& tok, int32_t id, const std::string& text) {
+bool own_piece(const Tokenizer& tok, int32_t id, const std::string& text) {
   static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space marker
   std::string p = tok.piece(id);
   if (p.rfind(kSpace, 0) == 0) p = p.substr(kSpace.size());
@@ -135,7 +135,7 @@ std::vector<std::tuple<size_t, size_t, std::vector<std::string>>> pair_forms(con
 
 }  // namespace
 
-Result<SwapPlan> plan_swap(const io::Tokenizer& tok, const ModelConfig& cfg, RowTable& rows, const std::string& from,
+Result<SwapPlan> plan_swap(const Tokenizer& tok, const ModelConfig& cfg, RowTable& rows, const std::string& from,
                            const std::string& to, const SwapOptions& opt) {
   SwapPlan plan;
   if (opt.layers.empty()) return Status::error("swap: no layers to edit");

@@ -1,5 +1,5 @@
 // Layer specs and token forms of strings (see targets.h).
-#include "edit/targets.h"
+#include "stem/edit.h"
 
 #include "eval/continuation.h"
 
@@ -39,7 +39,7 @@ using eval::after_context;
 
 // A piece made only of the space marker "▁" (SentencePiece splits "Spain"
 // into "▁" "Spain" when "▁Spain" is not a piece): every word shares it.
-bool space_piece(const io::Tokenizer& tok, int32_t id) {
+bool space_piece(const Tokenizer& tok, int32_t id) {
   const std::string p = tok.piece(id);
   static const std::string kSpace = "\xE2\x96\x81";
   if (p.empty() || p.size() % kSpace.size() != 0) return false;
@@ -100,7 +100,7 @@ bool TokenForm::has(const std::string& kind) const {
   return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
 }
 
-Result<std::vector<TokenForm>> token_forms(const io::Tokenizer& tok, const std::string& text, FormSet set,
+Result<std::vector<TokenForm>> token_forms(const Tokenizer& tok, const std::string& text, FormSet set,
                                            const std::string& what) {
   const std::string s = trim(text);
   if (s.empty()) return Status::error(what + ": empty string: nothing to tokenize");
@@ -122,7 +122,7 @@ Result<std::vector<TokenForm>> token_forms(const io::Tokenizer& tok, const std::
   return out;
 }
 
-std::string show_pieces(const io::Tokenizer& tok, const std::vector<int32_t>& ids) {
+std::string show_pieces(const Tokenizer& tok, const std::vector<int32_t>& ids) {
   std::string s;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (i) s += '|';

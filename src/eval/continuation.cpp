@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/engine.h"
+
 namespace stem::eval {
 
 std::vector<int32_t> after_context(const Tokenizer& tok, const std::string& ctx, const std::string& s) {
@@ -76,10 +78,10 @@ namespace stem {
 
 Result<ContinuationScore> score_continuation(Model& model, const Tokenizer& tok, const std::string& context,
                                              const std::string& continuation) {
-  if (!model.impl().f32_weights())
+  if (!engine(model).f32_weights())
     return Status::error((model.dir().empty() ? std::string("model") : model.dir()) +
                          ": scoring runs the full forward pass, which needs F32 weight matrices (load them as F32)");
-  return eval::score_continuation(model.impl(), tok, context, continuation);
+  return eval::score_continuation(engine(model), tok, context, continuation);
 }
 
 }  // namespace stem

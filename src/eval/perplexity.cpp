@@ -14,6 +14,7 @@
 #include "core/timer.h"
 #include "io/files.h"
 #include "io/token_shards.h"
+#include "model/engine.h"
 
 namespace stem::eval {
 
@@ -138,7 +139,7 @@ namespace stem {
 Result<PerplexityResult> evaluate_perplexity(Model& model, const std::string& data, const PerplexityOptions& opt,
                                              const PerplexityProgress& progress) {
   STEM_ASSIGN_OR_RETURN(eval::EvalData d, eval::open_data(data, model.config().vocab_size));
-  Result<PerplexityResult> r = eval::perplexity(model.impl(), d.read, d.size, opt, progress);
+  Result<PerplexityResult> r = eval::perplexity(engine(model), d.read, d.size, opt, progress);
   if (!r.ok()) return r.status().with_context(d.name);
   r->data = d.name;
   return r;

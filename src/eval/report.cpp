@@ -1,5 +1,5 @@
 // HTML + inline SVG rendering of a run comparison (see report.h).
-#include "eval/report.h"
+#include "stem/report.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 
 #include "io/files.h"
 
-namespace stem::eval {
+namespace stem {
 namespace {
 
 std::string esc(const std::string& s) {
@@ -147,4 +147,4 @@ Status write_report(const std::string& path, const Report& r) {
   return io::write_text_atomic(path, render_html(r));
 }
 
-}  // namespace stem::eval
+}  // namespace stem

@@ -11,6 +11,7 @@
 #include "core/timer.h"
 #include "infer/decoder.h"
 #include "model/accounting.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 #include "stem/bench.h"
 
@@ -39,8 +40,8 @@ Result<InferBenchResult> bench_infer(Model& model, const InferBenchOptions& o, c
   infer::DecoderOptions dopt;
   dopt.max_context = n;
   dopt.prefetch = o.prefetch;
-  infer::Decoder dec(model.impl(), dopt);
-  memory::TableStore* store = model.impl().table_store();
+  infer::Decoder dec(engine(model), dopt);
+  memory::TableStore* store = engine(model).table_store();
   InferBenchResult r;
   r.tokens = n;
   r.rss_after_load_bytes = process_memory().rss_bytes;
@@ -89,7 +90,7 @@ Result<InferBenchResult> bench_infer(Model& model, const InferBenchOptions& o, c
   r.p50_ms = core::quantile(token_ms, 0.5);
   r.p99_ms = core::quantile(token_ms, 0.99);
   r.peak_rss_bytes = process_memory().peak_rss_bytes;
-  for (size_t i = 0; i < model.impl().weights().size(); ++i) r.resident_weight_bytes += model.impl().weights()[i].nbytes();
+  for (size_t i = 0; i < engine(model).weights().size(); ++i) r.resident_weight_bytes += engine(model).weights()[i].nbytes();
   r.decoder_bytes = dec.memory_bytes();
   if (store) {
     r.tables = store->tier() == memory::Tier::Ram ? "ram" : store->tier() == memory::Tier::Mmap ? "mmap" : "disk";

@@ -8,6 +8,7 @@
 #include "core/timer.h"
 #include "infer/decoder.h"
 #include "infer/sampler.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 
 namespace stem {
@@ -116,7 +117,7 @@ Result<GenerateResult> run(Model& model, std::vector<int32_t> prompt, const Gene
   infer::DecoderOptions dopt;
   dopt.max_context = ctx;
   dopt.prefetch = o.prefetch;
-  infer::Decoder dec(model.impl(), dopt);
+  infer::Decoder dec(engine(model), dopt);
   infer::Sampler sampler(o.sampler, cfg.vocab_size);
   GenerateResult r;
   r.prompt_ids = std::move(prompt);

@@ -8,6 +8,7 @@
 #include "io/files.h"
 #include "io/safetensors.h"
 #include "model/tables.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 
 namespace stem {
@@ -149,8 +150,8 @@ Status Model::save(const std::string& dir) const {
 
 const ModelConfig& Model::config() const { return impl_->config(); }
 const std::string& Model::tokenizer_path() const { return impl_->tokenizer_path(); }
-model::Transformer& Model::impl() { return *impl_; }
-const model::Transformer& Model::impl() const { return *impl_; }
+model::Transformer& engine(Model& m) { return *m.impl_; }
+const model::Transformer& engine(const Model& m) { return *m.impl_; }
 
 namespace {
 // The public entry points' input checks (Transformer only asserts them).

@@ -7,6 +7,7 @@
 #include "core/stats.h"
 #include "core/timer.h"
 #include "model/accounting.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 #include "stem/bench.h"
 #include "train/adamw.h"
@@ -26,7 +27,7 @@ Result<TrainBenchResult> bench_train(const ModelConfig& cfg, const TrainBenchOpt
   if (o.batch < 1 || o.seq < 2 || o.steps < 1 || o.warmup < 0)
     return Status::error("need --batch >= 1, --seq >= 2, --steps >= 1, --warmup >= 0");
   STEM_ASSIGN_OR_RETURN(Model m, Model::init(cfg, o.seed));
-  model::Transformer& tr = m.impl();
+  model::Transformer& tr = engine(m);
   const int64_t N = o.batch * o.seq;
   std::mt19937 rng(static_cast<uint32_t>(o.seed + 1));
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(cfg.vocab_size - 1));

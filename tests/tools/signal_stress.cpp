@@ -1,7 +1,7 @@
 // signal_stress: oneDNN GEMMs on every OpenMP thread while signals arrive, the
 // situation in which a signal handler corrupts the heap (oneDNN issue #4845).
 //   signal_stress receiver N   signals received by stem's sigwait thread
-//                              (core/signals.h), the way every stem process runs
+//                              (stem/signals.h), the way every stem process runs
 //   signal_stress handler N    a plain sigaction handler that sets a flag (what
 //                              stem did before; expect "corrupted size vs.
 //                              prev_size" aborts within a few hundred signals)
@@ -18,7 +18,7 @@
 #include <cstring>
 #include <vector>
 
-#include "core/signals.h"
+#include "stem/signals.h"
 #include "kernels/kernels.h"
 
 namespace {
@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   const bool receiver = std::strcmp(argv[1], "receiver") == 0;
   const int n = std::atoi(argv[2]);
   if (receiver) {
-    if (stem::Status st = stem::core::install_signal_receiver(); !st.ok()) {
+    if (stem::Status st = stem::install_signal_receiver(); !st.ok()) {
       std::fprintf(stderr, "signal_stress: %s\n", st.message().c_str());
       return 1;
     }
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
   }
-  stem::core::StopRequest stop;
+  stem::StopRequest stop;
   if (::write(STDOUT_FILENO, "r", 1) != 1) return 3;  // ready: signals are handled from here on
   const int64_t m = 384;
   std::vector<float> a(m * m, 0.5f), b(m * m, 0.25f), c(m * m, 0.0f);

@@ -1,4 +1,4 @@
-// stem analyze: what STEM tables hold (edit/analyze.h).
+// stem analyze: what STEM tables hold (stem/analyze.h).
 //   spread    pairwise cosine statistics of each STEM layer's rows against the
 //             dense up-projection outputs W_up x collected on text
 //   capacity  distinct STEM parameters activated as the context grows
@@ -6,47 +6,20 @@
 // shard, or a data directory (its val.tok). It does not plot; --json gives
 // the histograms for plotting elsewhere.
 #include <cstdio>
-#include <filesystem>
 #include <optional>
 #include <set>
 
 #include "commands.h"
-#include "edit/analyze.h"
-#include "io/files.h"
-#include "io/token_shards.h"
-#include "io/tokenizer.h"
-#include "model/transformer.h"
+#include "stem/analyze.h"
+#include "stem/data.h"
 
 namespace stem::cli {
-namespace fs = std::filesystem;
 
 namespace {
 
 // Token ids of `path` for `m`; text goes through the model's tokenizer.
 Result<std::vector<int32_t>> load_ids(const std::string& path, const Model& m) {
-  const int64_t V = m.config().vocab_size;
-  std::error_code ec;
-  auto from_shard = [&](const io::TokenShard& s) -> Result<std::vector<int32_t>> {
-    if (s.vocab_size() != V)
-      return Status::error(s.path() + ": vocab_size " + std::to_string(s.vocab_size()) + " does not match the model's " +
-                           std::to_string(V));
-    std::vector<int32_t> ids(static_cast<size_t>(s.size()));
-    if (!ids.empty()) s.read(0, s.size(), ids.data());
-    return ids;
-  };
-  if (fs::is_directory(path, ec)) {
-    STEM_ASSIGN_OR_RETURN(io::DataDir dd, io::DataDir::open(path));
-    return from_shard(dd.val);
-  }
-  if (fs::path(path).extension() == ".tok") {
-    STEM_ASSIGN_OR_RETURN(io::TokenShard s, io::TokenShard::open(path));
-    return from_shard(s);
-  }
-  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, Tokenizer::for_model(m.dir(), V, "to tokenize the text file " + path));
-  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
-  std::vector<int32_t> ids = tok.encode(text);
-  if (ids.empty()) return Status::error(path + ": no tokens (empty file?)");
-  return ids;
+  return read_corpus_tokens(path, m.dir(), m.config().vocab_size);
 }
 
 nlohmann::json stats_json(const edit::CosineStats& s) {
@@ -106,9 +79,10 @@ void register_spread(CLI::App* an) {
     int64_t done = 0;
     for (int l = 0; l < cfg.num_hidden_layers; ++l) {
       if (cfg.ffn_types[l] != FfnType::Stem) continue;
-      const std::vector<float> r = edit::stem_rows_of(m->impl(), l, tokens);
-      const int64_t n = static_cast<int64_t>(r.size()) / cfg.intermediate_size;
-      rows.emplace_back(l, "stem", edit::cosine_stats(r.data(), n, cfg.intermediate_size, o->pairs, o->seed + l, o->bins));
+      auto r = edit::stem_rows_of(*m, l, tokens);
+      if (!r.ok()) return fail(cmd, r.status());
+      const int64_t n = static_cast<int64_t>(r->size()) / cfg.intermediate_size;
+      rows.emplace_back(l, "stem", edit::cosine_stats(r->data(), n, cfg.intermediate_size, o->pairs, o->seed + l, o->bins));
       bar.update(++done);
     }
     std::string dense_note;
@@ -127,7 +101,7 @@ void register_spread(CLI::App* an) {
       }
       Model& src = dm ? *dm : *m;
       const int64_t window = std::min<int64_t>(256, src.config().max_position_embeddings);
-      const auto ups = edit::dense_up_outputs(src.impl(), ids, window, o->max_positions);
+      const auto ups = edit::dense_up_outputs(src, ids, window, o->max_positions);
       for (const auto& [l, u] : ups) {
         const int64_t f = src.config().intermediate_size;
         rows.emplace_back(l, dm ? "dense (--dense-model)" : "dense",

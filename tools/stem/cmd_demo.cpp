@@ -12,7 +12,7 @@
 #include <filesystem>
 
 #include "commands.h"
-#include "eval/report.h"
+#include "stem/report.h"
 #include "stem/accounting.h"
 #include "stem/data.h"
 #include "stem/eval.h"
@@ -54,7 +54,7 @@ ModelConfig demo_config(const DemoOpts& o, bool stem) {
 struct RunResult {
   std::string name, dir, checkpoint;
   ModelConfig cfg;
-  eval::Curve curve;
+  Curve curve;
   PerplexityResult val;  // on the held-out split
   double tokens_per_second = 0;
   std::string sample;
@@ -169,7 +169,7 @@ int run_demo(const DemoOpts& o) {
     runs.push_back(std::move(*r));
   }
   // Table.
-  eval::Report rep;
+  Report rep;
   rep.title = "stem demo: STEM against dense";
   rep.intro = "Two models of the same shape (d=" + std::to_string(o.d) + ", f=" + std::to_string(o.f) +
               ", L=" + std::to_string(o.layers) + ", H=" + std::to_string(o.heads) + ", V=" +
@@ -200,7 +200,7 @@ int run_demo(const DemoOpts& o) {
   rep.notes.push_back("Made by stem demo in " + fmt("%.0f", secs) + " s on " + std::to_string(omp_get_max_threads()) +
                       " threads.");
   const std::string report = (fs::path(o.out) / "report.html").string();
-  if (Status s = eval::write_report(report, rep); !s.ok()) return fail("demo", s);
+  if (Status s = write_report(report, rep); !s.ok()) return fail("demo", s);
 
   if (o.json) {
     print_json({{"runs", jruns}, {"report", report}, {"seconds", secs}});

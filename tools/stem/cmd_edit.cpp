@@ -14,15 +14,9 @@
 #include <optional>
 
 #include "commands.h"
-#include "edit/edit_eval.h"
-#include "edit/facts.h"
-#include "edit/inject.h"
-#include "edit/overlay.h"
-#include "edit/swap.h"
-#include "io/tokenizer.h"
-#include "model/transformer.h"
-
 #include "edit_cli.h"
+#include "stem/edit.h"
+#include "stem/facts.h"
 
 namespace stem::cli {
 namespace fs = std::filesystem;
@@ -30,7 +24,7 @@ namespace fs = std::filesystem;
 // The model (tables in RAM, F32) and its tokenizer.model, which edits need.
 Result<Loaded> load_model_and_tokenizer(const std::string& dir) {
   STEM_ASSIGN_OR_RETURN(Model m, Model::load(dir));
-  STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, Tokenizer::for_model(m.dir(), m.config().vocab_size,
+  STEM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::for_model(m.dir(), m.config().vocab_size,
                                                                     "by edits, which name strings"));
   return Loaded{std::move(m), std::move(tok)};
 }
@@ -61,13 +55,13 @@ Result<std::vector<int32_t>> parse_int_list(const std::string& s, const std::str
   return out;
 }
 
-nlohmann::json tokens_json(const io::Tokenizer& tok, const std::vector<int32_t>& ids) {
+nlohmann::json tokens_json(const Tokenizer& tok, const std::vector<int32_t>& ids) {
   nlohmann::json a = nlohmann::json::array();
   for (int32_t id : ids) a.push_back({{"id", id}, {"piece", tok.piece(id)}});
   return a;
 }
 
-nlohmann::json forms_json(const io::Tokenizer& tok, const std::vector<edit::TokenForm>& forms) {
+nlohmann::json forms_json(const Tokenizer& tok, const std::vector<edit::TokenForm>& forms) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& f : forms) a.push_back({{"kinds", f.kinds}, {"tokens", tokens_json(tok, f.ids)}});
   return a;
@@ -183,11 +177,10 @@ void register_swap(CLI::App* edit) {
     auto layers = edit::parse_layers(o->layers, cfg);
     if (!layers.ok()) return fail(cmd, layers.status());
     so.layers = *layers;
-    edit::TensorListRows rows(lm->model.impl().weights());
-    auto plan = edit::plan_swap(lm->tok, cfg, rows, o->from, o->to, so);
+    auto plan = edit::plan_swap(lm->model, lm->tok, o->from, o->to, so);
     if (!plan.ok()) return fail(cmd, plan.status());
     if (Status st = edit::write_overlay(plan->overlay, o->out); !st.ok()) return fail(cmd, st);
-    const io::Tokenizer& tok = lm->tok;
+    const Tokenizer& tok = lm->tok;
     if (!plan->shared_tokens.empty()) {
       std::string list;
       for (int32_t t : plan->shared_tokens) list += " " + tok.piece(t) + " (" + std::to_string(t) + ")";

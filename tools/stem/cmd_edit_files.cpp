@@ -5,10 +5,8 @@
 #include <filesystem>
 
 #include "commands.h"
-#include "edit/overlay.h"
-#include "stem/edit.h"
-
 #include "edit_cli.h"
+#include "stem/edit.h"
 
 namespace stem::cli {
 namespace fs = std::filesystem;

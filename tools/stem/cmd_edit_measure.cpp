@@ -6,13 +6,8 @@
 #include <filesystem>
 
 #include "commands.h"
-#include "edit/edit_eval.h"
-#include "edit/facts.h"
-#include "edit/inject.h"
-#include "edit/overlay.h"
-#include "model/transformer.h"
-
 #include "edit_cli.h"
+#include "stem/edit.h"
 
 namespace stem::cli {
 namespace fs = std::filesystem;
@@ -49,16 +44,13 @@ void register_inject(CLI::App* edit) {
     opt.layers = *layers;
     auto facts = edit::read_facts(o->facts);
     if (!facts.ok()) return fail(cmd, facts.status());
-    auto seqs = edit::fact_sequences(lm->tok, *facts, cfg.max_position_embeddings, o->facts);
-    if (!seqs.ok()) return fail(cmd, seqs.status());
-    auto tokens = edit::injection_tokens(lm->tok, *facts, *seqs, o->tokens, o->facts);
-    if (!tokens.ok()) return fail(cmd, tokens.status());
     Progress bar("inject", opt.steps);
-    auto r = edit::inject_rows(lm->model.impl(), *seqs, *tokens, opt, [&](int64_t s, int64_t, double loss) {
+    auto progress = [&](int64_t s, int64_t, double loss) {
       char extra[48];
       std::snprintf(extra, sizeof extra, "loss %.4f", loss);
       bar.update(s, extra);
-    });
+    };
+    auto r = edit::inject_facts(lm->model, lm->tok, *facts, o->tokens, opt, progress, o->facts);
     bar.finish();
     if (!r.ok()) return fail(cmd, r.status());
     if (Status st = edit::write_overlay(r->overlay, o->out); !st.ok()) return fail(cmd, st);
@@ -85,7 +77,7 @@ void register_inject(CLI::App* edit) {
 // ---------------------------------------------------------------- eval
 
 namespace {
-nlohmann::json score_json(const edit::ContinuationScore& s) {
+nlohmann::json score_json(const ContinuationScore& s) {
   return {{"first_prob", s.first_prob}, {"first_rank", s.first_rank}, {"logprob", s.logprob},
           {"tokens", s.tokens}, {"greedy", s.greedy}};
 }
@@ -124,7 +116,7 @@ void register_eval_edit(CLI::App* edit) {
       edits.push_back(std::move(*ov));
     }
     std::unique_ptr<Progress> bar;
-    auto r = edit::evaluate_edits(lm->model.impl(), lm->tok, *cases, edits, [&](int64_t done, int64_t total) {
+    auto r = edit::evaluate_edits(lm->model, lm->tok, *cases, edits, [&](int64_t done, int64_t total) {
       if (!bar) bar = std::make_unique<Progress>("edit eval", total);
       bar->update(done);
     });
@@ -153,8 +145,8 @@ void register_eval_edit(CLI::App* edit) {
     }
     std::printf("%-44s %-8s %-14s %22s %22s\n", "prompt", "expect", "continuation", "base p / rank / logp",
                 "edited p / rank / logp");
-    auto row = [](const char* which, const std::string& text, const edit::ContinuationScore& b,
-                  const edit::ContinuationScore& e, const std::string& prompt) {
+    auto row = [](const char* which, const std::string& text, const ContinuationScore& b,
+                  const ContinuationScore& e, const std::string& prompt) {
       std::printf("%-44.44s %-8s %-14.14s %7.4f %5ld %8.3f %7.4f %5ld %8.3f\n", prompt.c_str(), which, text.c_str(),
                   b.first_prob, static_cast<long>(b.first_rank), b.logprob, e.first_prob,
                   static_cast<long>(e.first_rank), e.logprob);

@@ -5,11 +5,10 @@
 #include <memory>
 
 #include "commands.h"
-#include "core/format.h"
+#include "stem/format.h"
 #include "stem/data.h"
 
 namespace stem::cli {
-using core::human_bytes;
 
 void register_prepare(CLI::App& app) {
   auto o = std::make_shared<PrepareOptions>();

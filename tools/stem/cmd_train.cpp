@@ -1,13 +1,13 @@
 // stem train: a training run from a model config and a prepared data directory.
 // SIGINT/SIGTERM/SIGHUP ask the loop to save a checkpoint and stop (exit 128 +
 // the signal: 130, 143, 129); a second signal ends the process at once (the
-// last checkpoint stays whole). Signals arrive through core/signals.h, never
+// last checkpoint stays whole). Signals arrive through stem/signals.h, never
 // through a handler.
 #include <cstdio>
 #include <unistd.h>
 
 #include "commands.h"
-#include "core/signals.h"
+#include "stem/signals.h"
 #include "stem/bench.h"
 #include "stem/train.h"
 
@@ -67,7 +67,7 @@ void register_train(CLI::App& app) {
     o->tables_on_disk = *tables == "disk";
     auto t = Trainer::create(*o);
     if (!t.ok()) return fail("train", t.status());
-    core::StopRequest stop;
+    StopRequest stop;
     const bool tty = isatty(STDERR_FILENO);
     if ((*t)->start_step() > 0)
       std::fprintf(stderr, "resuming %s at step %ld\n", o->out_dir.c_str(), static_cast<long>((*t)->start_step()));
@@ -113,7 +113,7 @@ void register_train(CLI::App& app) {
     }
     if (*res == TrainEnd::Interrupted) {
       std::fprintf(stderr, "stopped by %s at step %ld; saved %s (continue with --resume)\n",
-                   core::signal_name(stop.signal()).c_str(), static_cast<long>((*t)->last_step()), ck.c_str());
+                   signal_name(stop.signal()).c_str(), static_cast<long>((*t)->last_step()), ck.c_str());
       return 128 + stop.signal();
     }
     std::fprintf(stderr, "done: %s\n", ck.c_str());

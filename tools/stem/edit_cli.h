@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "commands.h"
-#include "edit/targets.h"
+#include "stem/edit.h"
 #include "stem/tokenizer.h"
 
 namespace stem::cli {

@@ -1,16 +1,16 @@
 // stem: the command-line front end. One subcommand per file (cmd_*.cpp), each
 // registering itself with CLI11; this file only dispatches and maps errors to
 // exit codes (0 ok, 1 failure, 2 usage). Signals are received by one thread
-// started here, before any other exists (core/signals.h): no handler ever runs
+// started here, before any other exists (stem/signals.h): no handler ever runs
 // on a thread that may be inside oneDNN.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "commands.h"
-#include "core/signals.h"
+#include "stem/signals.h"
 
 int main(int argc, char** argv) {
-  if (stem::Status st = stem::core::install_signal_receiver(); !st.ok()) {
+  if (stem::Status st = stem::install_signal_receiver(); !st.ok()) {
     std::fprintf(stderr, "stem: %s\n", st.message().c_str());
     return 1;
   }

@@ -8,7 +8,7 @@
 
 #include "stem/status.h"
 
-namespace stem::eval {
+namespace stem {
 
 struct Curve {
   std::string label;
@@ -35,4 +35,4 @@ std::string svg_loss_chart(const std::vector<Curve>& curves, int width = 760, in
 std::string render_html(const Report& r);
 Status write_report(const std::string& path, const Report& r);  // atomic
 
-}  // namespace stem::eval
+}  // namespace stem

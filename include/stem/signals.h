@@ -25,7 +25,7 @@
 
 #include "stem/status.h"
 
-namespace stem::core {
+namespace stem {
 
 // Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, ignores SIGPIPE and
 // starts the receiving thread. Call it before any other thread exists: an
@@ -85,4 +85,4 @@ class SignalsDeferred {
   unsigned long long old_[16];  // the thread's previous mask (a sigset_t)
 };
 
-}  // namespace stem::core
+}  // namespace stem

@@ -1,10 +1,10 @@
-// Small text formatting shared by messages and reports.
+// Small text formatting shared by messages, reports and the CLI.
 #pragma once
 
 #include <cstdio>
 #include <string>
 
-namespace stem::core {
+namespace stem {
 
 // "512 B", "1.5 KB", "2.25 MB", "1.02 GB" (decimal units).
 inline std::string human_bytes(double b) {
@@ -16,4 +16,4 @@ inline std::string human_bytes(double b) {
   return s;
 }
 
-}  // namespace stem::core
+}  // namespace stem
