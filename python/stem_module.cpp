@@ -43,6 +43,16 @@ struct NativeCall {
   py::gil_scoped_release nogil;
 };
 
+// Runs `f` (which returns a stem::Result) as a NativeCall and unwraps its value.
+template <typename F>
+auto native(F&& f) {
+  auto r = [&] {
+    NativeCall nc;
+    return f();
+  }();
+  return unwrap(std::move(r));
+}
+
 // config.json's keys and values, as Python objects.
 py::object config_dict(const stem::ModelConfig& c) { return py::module_::import("json").attr("loads")(c.to_json()); }
 
@@ -135,12 +145,7 @@ PYBIND11_MODULE(stem, mod) {
             const int64_t B = ids.ndim() == 2 ? ids.shape(0) : 1, T = ids.shape(ids.ndim() - 1);
             std::vector<int32_t> v(ids.data(), ids.data() + B * T);
             std::vector<float> out;
-            stem::Result<double> loss = stem::Status::error("score: not run");
-            {
-              NativeCall nc;
-              loss = m.score(v, B, T, logits ? &out : nullptr);
-            }
-            const double l = unwrap(std::move(loss));
+            const double l = native([&] { return m.score(v, B, T, logits ? &out : nullptr); });
             if (!logits) return py::object(py::float_(l));
             py::array_t<float> a({B * T, m.config().vocab_size});
             std::copy(out.begin(), out.end(), a.mutable_data());
@@ -151,12 +156,7 @@ PYBIND11_MODULE(stem, mod) {
       .def(
           "score_continuation",
           [](stem::Model& m, const stem::Tokenizer& tok, const std::string& ctx, const std::string& cont) {
-            stem::Result<stem::ContinuationScore> r = stem::Status::error("not run");
-            {
-              NativeCall nc;
-              r = stem::score_continuation(m, tok, ctx, cont);
-            }
-            const stem::ContinuationScore s = unwrap(std::move(r));
+            const stem::ContinuationScore s = native([&] { return stem::score_continuation(m, tok, ctx, cont); });
             py::dict d;
             d["logprob"] = s.logprob;
             d["tokens"] = s.tokens;
@@ -173,12 +173,7 @@ PYBIND11_MODULE(stem, mod) {
             o.seq = seq;
             o.batch = batch;
             o.max_tokens = max_tokens;
-            stem::Result<stem::PerplexityResult> r = stem::Status::error("not run");
-            {
-              NativeCall nc;
-              r = stem::evaluate_perplexity(m, data, o);
-            }
-            const stem::PerplexityResult p = unwrap(std::move(r));
+            const stem::PerplexityResult p = native([&] { return stem::evaluate_perplexity(m, data, o); });
             py::dict d;
             d["data"] = p.data;
             d["loss"] = p.mean_loss;
@@ -242,6 +237,31 @@ PYBIND11_MODULE(stem, mod) {
               py::array_t<float, py::array::c_style | py::array::forcecast> row) {
              check(stem::write_table_row(m, layer, token, std::vector<float>(row.data(), row.data() + row.size())));
            })
+      .def(
+          "evaluate_task",
+          [](stem::Model& m, const stem::Tokenizer& tok, const std::string& path, int64_t limit, bool share_context) {
+            stem::Task task = unwrap(stem::read_task(path));
+            stem::TaskOptions o;
+            o.limit = limit;
+            o.share_context = share_context;
+            o.keep_samples = true;
+            const stem::TaskResult t = native([&] { return stem::evaluate_task(m, tok, task, o); });
+            py::dict d;
+            d["task"] = t.task;
+            d["kind"] = t.kind == stem::TaskKind::Cloze ? "cloze" : "multiple_choice";
+            d["examples"] = t.examples;
+            d["acc"] = t.acc;
+            d["acc_stderr"] = t.acc_se;
+            d["acc_norm"] = t.acc_norm;
+            d["acc_norm_stderr"] = t.acc_norm_se;
+            d["perplexity"] = t.perplexity;
+            py::list lls;
+            for (const stem::TaskSample& s : t.samples) lls.append(s.logprobs);
+            d["logprobs"] = lls;
+            return d;
+          },
+          py::arg("tokenizer"), py::arg("path"), py::arg("limit") = 0, py::arg("share_context") = true,
+          "A multiple-choice or cloze task file scored with lm-evaluation-harness's rules (docs/evaluation.md)")
       .def("apply_overlays", [](stem::Model& m, const std::vector<std::string>& files) {
         return unwrap(stem::apply_overlays(m, files));
       });

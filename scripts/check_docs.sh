@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the commands of README.md, docs/memory-tiers.md, docs/editing.md,
-# docs/reliability.md and docs/performance.md in the order the pages give
+# Runs the commands of README.md, docs/evaluation.md, docs/memory-tiers.md,
+# docs/editing.md, docs/reliability.md and docs/performance.md in the order the pages give
 # them, as a user would: from a scratch directory that looks like the
 # repository's root (build/, configs/, corpus/, scripts/ linked in), each
 # command's exit code checked. Long runs are shortened by the substitutions
@@ -42,7 +42,7 @@ have_torch=0
 mapfile -t cmds < <(python3 - "$root" <<'EOF'
 import re, sys
 root = sys.argv[1]
-for page in ("README.md", "docs/memory-tiers.md", "docs/editing.md", "docs/reliability.md",
+for page in ("README.md", "docs/evaluation.md", "docs/memory-tiers.md", "docs/editing.md", "docs/reliability.md",
              "docs/performance.md"):
     lines = open(f"{root}/{page}").read().split("\n")
     i = 0
@@ -68,6 +68,7 @@ shorten() {
       -e 's/^build\/stem demo/build\/stem demo --steps 20/' -e 's/step-00000600/step-00000020/g' \
       -e 's/^STEPS=20 (bash scripts\/bench_train_tables.sh)/STEPS=3 \1/' \
       -e 's/^(bash scripts\/bench_decode.sh)/REPS=1 \1/' -e 's/decode-L-/decode-S-/g' \
+      -e 's/^(bash scripts\/bench_eval_tasks.sh)/REPS=1 N=10 \1/' \
       -e 's/--benchmark_min_time=[0-9.]+ --benchmark_repetitions=[0-9]+/--benchmark_min_time=0.01 --benchmark_repetitions=1/' \
       -e 's/(bash scripts\/bench_compare.sh)$/\1 --quick/'
 }

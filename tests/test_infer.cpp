@@ -158,6 +158,35 @@ TEST_P(DecoderMatch, PrefillInOddChunksEqualsForward) {
   }
 }
 
+TEST_P(DecoderMatch, EveryPositionsLogitsAndRewindEqualForward) {
+  // A shared prefix, then continuations after a rewind: each position's
+  // logits (handed out for all n) equal forward's on prefix + continuation.
+  const ModelConfig c = cfg();
+  Model m = random_model(c, 14);
+  std::mt19937 rng(8);
+  const int64_t V = c.vocab_size, P = 70;
+  const std::vector<int32_t> prefix = test::rand_ids(rng, P, V);
+  infer::Decoder dec(engine(m), infer::DecoderOptions{c.max_position_embeddings, 64});
+  std::vector<float> got(static_cast<size_t>((P + 9) * V));
+  auto last = dec.prefill(prefix.data(), P, got.data());
+  ASSERT_TRUE(last.ok()) << last.status().message();
+  EXPECT_EQ(*last, got.data() + (P - 1) * V);
+  const std::vector<float> want_prefix = full_logits(m, prefix);
+  for (int64_t t = 0; t < P; ++t) ASSERT_TRUE(near_rel(row(got, t, V), row(want_prefix, t, V), kTol)) << t;
+  for (int64_t n : {1, 9, 4}) {
+    ASSERT_TRUE(dec.rewind(P).ok());
+    const std::vector<int32_t> cont = test::rand_ids(rng, n, V);
+    ASSERT_TRUE(dec.prefill(cont.data(), n, got.data()).ok());
+    EXPECT_EQ(dec.position(), P + n);
+    std::vector<int32_t> whole = prefix;
+    whole.insert(whole.end(), cont.begin(), cont.end());
+    const std::vector<float> want = full_logits(m, whole);
+    for (int64_t k = 0; k < n; ++k) ASSERT_TRUE(near_rel(row(got, k, V), row(want, P + k, V), kTol)) << n << " " << k;
+  }
+  EXPECT_FALSE(dec.rewind(P + 100).ok());
+  EXPECT_FALSE(dec.rewind(-1).ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Decoder, DecoderMatch, ::testing::Values(0, 1),
                          [](const auto& info) { return info.param == 0 ? "MixedGqa" : "MqaTied"; });
 

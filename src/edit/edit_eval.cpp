@@ -9,28 +9,11 @@
 
 #include "stem/edit.h"
 #include "io/files.h"
-#include "io/json_text.h"
+#include "io/json_lines.h"
 
 namespace stem::edit {
 
 namespace {
-
-Result<nlohmann::json> parse_line(const std::string& line, const std::string& where) {
-  try {
-    nlohmann::json j = nlohmann::json::parse(line);
-    if (!j.is_object()) return Status::error(where + ": expected a JSON object");
-    return j;
-  } catch (const nlohmann::json::exception& e) {
-    return Status::error(where + ": not JSON: " + io::strip_json_prefix(e.what()));
-  }
-}
-
-Result<std::string> string_field(const nlohmann::json& j, const char* key, const std::string& where) {
-  if (!j.contains(key)) return Status::error(where + ": missing \"" + key + "\"");
-  if (!j[key].is_string() || j[key].get<std::string>().empty())
-    return Status::error(where + ": \"" + key + "\" must be a non-empty string, got " + io::shown(j[key]));
-  return j[key].get<std::string>();
-}
 
 // Next-token log-probabilities after BOS + prompt.
 Result<std::vector<double>> next_token(model::Transformer& m, const Tokenizer& tok, const std::string& prompt) {
@@ -45,26 +28,19 @@ Result<std::vector<double>> next_token(model::Transformer& m, const Tokenizer& t
 }  // namespace
 
 Result<EditCases> read_cases(const std::string& path) {
-  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
-  std::istringstream in(text);
-  std::string line;
+  STEM_ASSIGN_OR_RETURN(std::vector<io::JsonLine> lines, io::read_json_lines(path));
   EditCases out;
-  int64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    STEM_ASSIGN_OR_RETURN(nlohmann::json j, parse_line(line, where));
-    if (j.contains("control")) {
-      STEM_ASSIGN_OR_RETURN(std::string c, string_field(j, "control", where));
+  for (const io::JsonLine& l : lines) {
+    if (l.value.contains("control")) {
+      STEM_ASSIGN_OR_RETURN(std::string c, io::string_field(l.value, "control", l.where));
       out.controls.push_back(c);
       continue;
     }
     EditCase c;
-    c.line = n;
-    STEM_ASSIGN_OR_RETURN(c.prompt, string_field(j, "prompt", where));
-    STEM_ASSIGN_OR_RETURN(c.before, string_field(j, "before", where));
-    STEM_ASSIGN_OR_RETURN(c.after, string_field(j, "after", where));
+    c.line = l.line;
+    STEM_ASSIGN_OR_RETURN(c.prompt, io::string_field(l.value, "prompt", l.where));
+    STEM_ASSIGN_OR_RETURN(c.before, io::string_field(l.value, "before", l.where));
+    STEM_ASSIGN_OR_RETURN(c.after, io::string_field(l.value, "after", l.where));
     out.cases.push_back(std::move(c));
   }
   if (out.cases.empty())
@@ -84,8 +60,8 @@ Result<std::vector<std::string>> read_controls(const std::string& path) {
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     if (line.front() == '{') {
       const std::string where = path + ":" + std::to_string(n);
-      STEM_ASSIGN_OR_RETURN(nlohmann::json j, parse_line(line, where));
-      STEM_ASSIGN_OR_RETURN(std::string c, string_field(j, j.contains("control") ? "control" : "prompt", where));
+      STEM_ASSIGN_OR_RETURN(nlohmann::json j, io::parse_json_object(line, where));
+      STEM_ASSIGN_OR_RETURN(std::string c, io::string_field(j, j.contains("control") ? "control" : "prompt", where));
       out.push_back(c);
     } else {
       out.push_back(line);

@@ -10,11 +10,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "core/check.h"
 #include "io/files.h"
-#include "io/json_text.h"
+#include "io/json_lines.h"
 
 namespace stem::edit {
 
@@ -27,31 +26,14 @@ bool contains(const std::vector<int32_t>& hay, const std::vector<int32_t>& needl
 }  // namespace
 
 Result<std::vector<Fact>> read_facts(const std::string& path) {
-  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
-  std::istringstream in(text);
-  std::string line;
+  STEM_ASSIGN_OR_RETURN(std::vector<io::JsonLine> lines, io::read_json_lines(path));
   std::vector<Fact> out;
-  int64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      return Status::error(where + ": not JSON: " + io::strip_json_prefix(e.what()));
-    }
-    if (!j.is_object()) return Status::error(where + ": expected a JSON object {\"subject\": ..., \"text\": ...}");
+  for (const io::JsonLine& l : lines) {
     Fact f;
-    f.line = n;
-    if (!j.contains("text") || !j["text"].is_string() || j["text"].get<std::string>().empty())
-      return Status::error(where + ": \"text\" must be a non-empty string" +
-                           (j.contains("text") ? " (got " + io::shown(j["text"]) + ")" : std::string(" (missing)")));
-    f.text = j["text"].get<std::string>();
-    if (j.contains("subject")) {
-      if (!j["subject"].is_string()) return Status::error(where + ": \"subject\" must be a string, got " + io::shown(j["subject"]));
-      f.subject = j["subject"].get<std::string>();
+    f.line = l.line;
+    STEM_ASSIGN_OR_RETURN(f.text, io::string_field(l.value, "text", l.where));
+    if (l.value.contains("subject")) {
+      STEM_ASSIGN_OR_RETURN(f.subject, io::string_field(l.value, "subject", l.where, true));
     }
     out.push_back(std::move(f));
   }

@@ -127,7 +127,17 @@ int64_t Decoder::memory_bytes() const {
          (prefetcher() ? prefetcher()->staging_bytes() : 0);
 }
 
-Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) {
+Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) { return prefill(ids, n, nullptr); }
+
+Status Decoder::rewind(int64_t position) {
+  if (position < 0 || position > pos_)
+    return Status::error("decoder: cannot rewind to position " + std::to_string(position) + " (at " +
+                         std::to_string(pos_) + ")");
+  pos_ = position;
+  return ok_status();
+}
+
+Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n, float* logits) {
   if (n < 1) return Status::error("decoder: prefill needs at least one token");
   if (pos_ + n > cap_)
     return Status::error("decoder: " + std::to_string(n) + " more tokens at position " +
@@ -146,7 +156,7 @@ Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) {
     const int64_t m = std::min(chunk_, n - i);
     Ticket next = -1;
     if (i + chunk_ < n) next = rows_->submit(ids + i + chunk_, std::min(chunk_, n - i - chunk_));
-    Status st = forward_chunk(ids + i, m, ticket);
+    Status st = forward_chunk(ids + i, m, ticket, logits ? logits + i * V_ : nullptr);
     rows_->release(ticket);
     ticket = next;
     if (!st.ok()) {
@@ -155,10 +165,10 @@ Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) {
       return st;
     }
   }
-  return static_cast<const float*>(logits_);
+  return logits ? static_cast<const float*>(logits + (n - 1) * V_) : static_cast<const float*>(logits_);
 }
 
-Result<const float*> Decoder::step(int32_t id) { return prefill(&id, 1); }
+Result<const float*> Decoder::step(int32_t id) { return prefill(&id, 1, nullptr); }
 
 void Decoder::linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
                      bool accumulate) {
@@ -217,7 +227,7 @@ void Decoder::hash_moe_ffn(float* y, const float* x, const model::LayerView& W, 
   }
 }
 
-Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket) {
+Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all) {
   STEM_CHECK(n >= 1 && n <= chunk_ && pos_ + n <= cap_);
   const int64_t d = d_, f = f_, H = H_, Hkv = Hkv_, hd = hd_, qd = H * hd, kd = Hkv * hd;
   const int64_t pos0 = pos_;
@@ -279,10 +289,13 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
     Result<model::StemRows> r = rows_->wait(ticket);
     if (!r.ok()) return r.status().with_context("decoder");
   }
-  // Only the last position reaches the head.
-  const float* last = h + (n - 1) * d;
-  k_.rmsnorm_forward(a_, rstd_, last, m_.final_norm(), 1, d, eps_);
-  linear(logits_, a_, head_, 1, d, V_);
+  if (all) {  // every position reaches the head
+    k_.rmsnorm_forward(a_, rstd_, h, m_.final_norm(), n, d, eps_);
+    linear(all, a_, head_, n, d, V_);
+  } else {  // only the last one
+    k_.rmsnorm_forward(a_, rstd_, h + (n - 1) * d, m_.final_norm(), 1, d, eps_);
+    linear(logits_, a_, head_, 1, d, V_);
+  }
   pos_ += n;
   return ok_status();
 }

@@ -6,8 +6,8 @@
 // that position to float round-off, however the tokens were fed (one prefill,
 // prefill in pieces, step by step).
 //
-// It does not sample (see sampler.h), does not batch sequences, and keeps no
-// logits but the last position's.
+// It does not sample (see sampler.h) and does not batch sequences; it keeps
+// the last position's logits, or hands every position's to a caller's buffer.
 //
 // Weights may be F32 or BF16 (matrices; accumulation in F32). STEM rows come
 // through a model::RowProvider: the weight list's tables in place, or, from
@@ -74,8 +74,15 @@ class Decoder {
   // Appends n >= 1 tokens at positions position() .. position()+n-1 and returns
   // the logits [V] of the last one (valid until the next call).
   Result<const float*> prefill(const int32_t* ids, int64_t n);
+  // The same, writing the logits of every one of the n positions to
+  // `logits` [n, V] (scoring continuations); returns the last row of them.
+  Result<const float*> prefill(const int32_t* ids, int64_t n, float* logits);
   // Appends one token; its logits [V].
   Result<const float*> step(int32_t id);
+  // Goes back to `position` <= position(): the cache keeps positions
+  // [0, position) and what is fed next overwrites the rest (several
+  // continuations of one shared context). Errors: a position out of range.
+  Status rewind(int64_t position);
 
   int64_t position() const { return pos_; }
   int64_t capacity() const { return cap_; }
@@ -95,7 +102,8 @@ class Decoder {
   };
   Mat mat(int i) const;
   // n <= chunk_, fits in the cache; `ticket` stages its table rows (-1: none).
-  Status forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket);
+  // `all` [n, V]: the logits of every position (null: the last one, into logits_).
+  Status forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all);
   void linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
               bool accumulate = false);
   void swiglu_ffn(float* y, const float* x, const Mat& Wg, const Mat& Wu, const Mat& Wd, int64_t n);

@@ -92,6 +92,20 @@ class StemModule(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             m.perplexity(os.path.join(self.tmp.name, "missing"))
 
+    def test_evaluate_task_equals_cli(self):
+        m = stem.Model.load(self.run_dir)
+        path = os.path.join(self.tmp.name, "task.jsonl")
+        with open(path, "w") as f:
+            f.write(json.dumps({"context": "It was a", "choices": ["day", "very long night"], "gold": 0}) + "\n")
+            f.write(json.dumps({"context": "Anne Elliot", "choices": ["was", "had", "the"], "gold": 1}) + "\n")
+        got = m.evaluate_task(m.tokenizer(), path)
+        want = json.loads(cli("eval", "--model", self.run_dir, "--task", path, "--json"))["tasks"][0]
+        self.assertEqual(got["acc"], want["acc"])
+        self.assertEqual(got["acc_norm"], want["acc_norm"])
+        self.assertEqual(len(got["logprobs"]), 2)
+        separate = m.evaluate_task(m.tokenizer(), path, share_context=False)
+        np.testing.assert_allclose(np.concatenate(got["logprobs"]), np.concatenate(separate["logprobs"]), rtol=1e-5)
+
     def test_table_view_rows_and_overlays(self):
         m = stem.Model.load(self.run_dir)
         view = m.table(1)

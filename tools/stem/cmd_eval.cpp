@@ -2,10 +2,12 @@
 // data directory's val.tok, one .tok shard, or a text file of whitespace-
 // separated ids. Prints the mean loss with its standard error (from per-window
 // means) and the perplexity with its 95% interval. It does not tokenize text:
-// run `stem prepare` first.
+// run `stem prepare` first. With --task, multiple-choice and cloze tasks
+// instead (cmd_eval_tasks.cpp).
 #include <cmath>
 #include <cstdio>
 
+#include "cmd_eval_tasks.h"
 #include "commands.h"
 #include "stem/eval.h"
 #include "stem/model.h"
@@ -19,22 +21,28 @@ void register_eval(CLI::App& app) {
     bool json = false;
     LoadFlags load;
     std::vector<std::string> edits;
+    TaskFlags tasks;
   };
   auto o = std::make_shared<Opts>();
-  CLI::App* sub = app.add_subcommand("eval", "Perplexity on held-out tokens, with a standard error");
+  CLI::App* sub = app.add_subcommand(
+      "eval", "Perplexity on held-out tokens (--data), or accuracy on multiple-choice and cloze tasks (--task)");
   sub->add_option("--model", o->model_dir, "Model directory (config.json, model.safetensors)")->required();
-  sub->add_option("--data", o->data, "Data directory (its val.tok), a .tok shard, or a text file of token ids")->required();
+  sub->add_option("--data", o->data, "Data directory (its val.tok), a .tok shard, or a text file of token ids");
   sub->add_option("--seq", o->seq, "Tokens per window (default: min(512, max_position_embeddings))");
   sub->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
   sub->add_option("--max-tokens", o->max_tokens, "Evaluate at most this many tokens (0: all)")->capture_default_str();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_load_flags(sub, &o->load);
   add_edit_option(sub, &o->edits);
+  add_task_flags(sub, &o->tasks);
   add_command(sub, [o] {
     const char* cmd = "eval";
+    if (o->data.empty() == o->tasks.tasks.empty())
+      return fail(cmd, Status::error("give either --data (perplexity) or --task (tasks)"));
     auto m = Model::load(o->model_dir, o->load.options());
     if (!m.ok()) return fail(cmd, m.status());
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
+    if (!o->tasks.tasks.empty()) return run_tasks(*m, o->tasks, o->json);
     const ModelConfig& cfg = m->config();
     PerplexityOptions opts;
     opts.seq = o->seq > 0 ? o->seq : std::min<int64_t>(512, cfg.max_position_embeddings);
