@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# make_corpus.sh OUT_DIR: assemble a larger training corpus (about 27 MB of
+# make_corpus.sh OUT_DIR: assemble a larger training corpus (about 26 MB of
 # plain text) from Debian packages, each source in its own folder with its
 # license notice beside it (notices are not *.txt, so `stem prepare --input
 # OUT_DIR` reads only the text):
 #
-#   austen/   Jane Austen, the six novels     r-cran-janeaustenr  public domain
+#   austen/   Jane Austen, five novels        r-cran-janeaustenr  public domain
+#             (Emma is held out: scripts/fetch_task_sources.sh makes evaluation
+#             tasks from it)
 #   kjv/      King James Bible                bible-kjv           public domain
 #   wordnet/  WordNet 3.0 glosses             wordnet-base        WordNet 3.0 license
 #   jargon/   The Jargon File 4.4.7           dict-jargon         public domain
@@ -56,17 +58,19 @@ fetch() {  # fetch PKG: apt-get download + dpkg -x into $tmp/PKG; prints that ro
 
 mkdir -p "$out"/{austen,kjv,wordnet,jargon,foldoc}
 
-# ---- Jane Austen: six novels
+# ---- Jane Austen: five novels (Emma held out for evaluation)
 echo "make_corpus: austen" >&2
 fetch r-cran-janeaustenr
 "$py" "$here/extract_austen.py" --rdb "$tmp/r-cran-janeaustenr/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb" \
   "$out/austen"
+rm -f "$out/austen/emma.txt"
 cat >"$out/austen/NOTICE.md" <<EOF
-# Jane Austen, six novels
+# Jane Austen, five novels
 
-Emma, Mansfield Park, Northanger Abbey, Persuasion, Pride and Prejudice, Sense
-and Sensibility (1811-1818). The text is in the public domain (Jane Austen died
-in 1817).
+Mansfield Park, Northanger Abbey, Persuasion, Pride and Prejudice, Sense and
+Sensibility (1811-1818). The text is in the public domain (Jane Austen died in
+1817). Emma is left out: it is the held-out book of the evaluation tasks
+(scripts/fetch_task_sources.sh, stem tasks make).
 
 Source: Debian package $(cat "$tmp/r-cran-janeaustenr.deb-name"), which packages the CRAN
 package janeaustenr by Julia Silge (code MIT-licensed; the novels' text, the

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything stem needs to build, test and run, from Debian 12 packages only.
-# Usage: scripts/setup.sh [--dev] [--corpus DIR]
+# Usage: scripts/setup.sh [--dev] [--corpus DIR] [--tasks DIR]
 #   --dev         adds PyTorch and NumPy, used only to regenerate test fixtures
 #                 and to run the PyTorch baseline benchmark;
 #   --corpus DIR  also assembles the larger corpus (tens of MB, Debian packages)
-#                 into DIR with scripts/make_corpus.sh.
+#                 into DIR with scripts/make_corpus.sh;
+#   --tasks DIR   also fetches the sources of `stem tasks make` into DIR with
+#                 scripts/fetch_task_sources.sh (a held-out novel, countries-list
+#                 from npm, WordNet).
 set -euo pipefail
 
 pkgs=(
@@ -19,11 +22,12 @@ pkgs=(
   zlib1g-dev
   python3-dev pybind11-dev python3-numpy  # the Python module and its tests
 )
-corpus=""
+corpus="" tasks=""
 while (($#)); do
   case "$1" in
     --dev) pkgs+=(python3-torch python3-numpy libopenblas0-openmp libgoogle-perftools4) ;;
     --corpus) corpus="${2:?--corpus needs a directory}"; shift ;;
+    --tasks) tasks="${2:?--tasks needs a directory}"; shift ;;
     *) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -42,4 +46,7 @@ if ((${#missing[@]})); then
 fi
 if [[ -n "$corpus" ]]; then
   bash "$(dirname "$0")/make_corpus.sh" "$corpus"
+fi
+if [[ -n "$tasks" ]]; then
+  bash "$(dirname "$0")/fetch_task_sources.sh" "$tasks"
 fi

@@ -81,12 +81,32 @@ TEST_F(EvalTasks, LogLikelihoodsEqualScoreOnTheSameTokens) {
     for (int i = 0; i < 40; ++i) s += "the cat sat on the mat and ";
     return s + "then";
   }();
+  // A context that leaves room for each choice, not for all of them at once
+  // (they run one after another from the rewound cache).
+  const std::vector<std::string> far = {"dog ran around the house quickly", "bird flew over the old barn",
+                                        "horse walked into the quiet town"};
+  std::string near_full;
+  for (bool fits = false; !fits;) {
+    near_full += "the cat sat. ";
+    const int64_t C = static_cast<int64_t>(eval::encode_pair(tok, near_full, " x").context.size());
+    int64_t all = 0, most = 0;
+    for (const std::string& c : far) {
+      const int64_t K = static_cast<int64_t>(eval::encode_pair(tok, near_full, " " + c).continuation.size());
+      all += K - 1;
+      most = std::max(most, K);
+    }
+    ASSERT_LE(C + most - 1, 64) << "no context length separates the two cases";
+    fits = C + all > 64;
+  }
   const std::string path = put("mc.jsonl",
                                  R"({"context": "The cat sat on the", "choices": ["mat", "dog house", "a"], "gold": 0})"
                                  "\n"
                                  R"({"context": "Once upon a time ", "choices": ["there was", "the end"], "gold": 1})"
                                  "\n" +
                                      nlohmann::json({{"context", long_ctx}, {"choices", {"slept", "ran away"}}, {"gold", 0}})
+                                         .dump() +
+                                     "\n" +
+                                     nlohmann::json({{"context", near_full}, {"choices", far}, {"gold", 2}})
                                          .dump() +
                                      "\n");
   auto task = read_task(path);
@@ -98,9 +118,9 @@ TEST_F(EvalTasks, LogLikelihoodsEqualScoreOnTheSameTokens) {
     opt.keep_samples = true;
     auto r = evaluate_task(m, tok, *task, opt);
     ASSERT_TRUE(r.ok()) << r.status().message();
-    ASSERT_EQ(r->samples.size(), 3u);
+    ASSERT_EQ(r->samples.size(), 4u);
     EXPECT_EQ(r->truncated_examples, 1);  // the long context does not fit 64 positions
-    for (size_t e = 0; e < 3; ++e)
+    for (size_t e = 0; e < 4; ++e)
       for (size_t c = 0; c < task->examples[e].choices.size(); ++c) {
         const double want = reference_logprob(m, tok, task->examples[e].context, " " + task->examples[e].choices[c]);
         EXPECT_NEAR(r->samples[e].logprobs[c], want, 1e-4 * std::max(1.0, std::abs(want)))

@@ -185,6 +185,40 @@ TEST_P(DecoderMatch, EveryPositionsLogitsAndRewindEqualForward) {
   }
   EXPECT_FALSE(dec.rewind(P + 100).ok());
   EXPECT_FALSE(dec.rewind(-1).ok());
+
+  // Branches after (a shorter piece of) the prefix in one call (several per
+  // pass, and more tokens than one pass takes): each equals forward on that
+  // prefix + the branch alone.
+  const std::vector<int64_t> lengths = {3, 1, 40, 9, 30};
+  const int64_t P2 = std::min<int64_t>(P, c.max_position_embeddings - 83);
+  const std::vector<int32_t> head(prefix.begin(), prefix.begin() + P2);
+  ASSERT_TRUE(dec.rewind(P2).ok());
+  std::vector<int32_t> ids;
+  std::vector<std::vector<int32_t>> branches;
+  for (int64_t n : lengths) {
+    branches.push_back(test::rand_ids(rng, n, V));
+    ids.insert(ids.end(), branches.back().begin(), branches.back().end());
+  }
+  std::vector<float> all(ids.size() * static_cast<size_t>(V));
+  ASSERT_TRUE(dec.prefill_branches(ids.data(), lengths.data(), 5, all.data()).ok());
+  EXPECT_EQ(dec.position(), P2);
+  int64_t at = 0;
+  for (size_t b = 0; b < branches.size(); ++b) {
+    std::vector<int32_t> whole = head;
+    whole.insert(whole.end(), branches[b].begin(), branches[b].end());
+    const std::vector<float> want = full_logits(m, whole);
+    for (int64_t k = 0; k < lengths[b]; ++k, ++at)
+      ASSERT_TRUE(near_rel(row(all, at, V), row(want, P2 + k, V), kTol)) << "branch " << b << " token " << k;
+  }
+  // The prefix is intact: a step after the branches equals forward.
+  const int32_t next = 7;
+  auto step = dec.step(next);
+  ASSERT_TRUE(step.ok());
+  std::vector<int32_t> more = head;
+  more.push_back(next);
+  EXPECT_TRUE(near_rel(row(*step, V), row(full_logits(m, more), P2, V), kTol));
+  const int64_t too_long[] = {65};
+  EXPECT_FALSE(dec.prefill_branches(ids.data(), too_long, 1, all.data()).ok());  // longer than a pass
 }
 
 INSTANTIATE_TEST_SUITE_P(Decoder, DecoderMatch, ::testing::Values(0, 1),

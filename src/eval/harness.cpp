@@ -1,9 +1,10 @@
 // evaluate_task (include/stem/eval.h): multiple-choice and cloze examples
 // scored with lm-evaluation-harness's rules on the decoder's forward. A
-// multiple-choice example's context is run once; each choice continues it
-// from the rewound key/value cache, so the context costs one pass instead of
-// one per choice. It reads tasks from memory only (task_file.cpp reads files)
-// and prints nothing.
+// multiple-choice example's context is run once, then all its choices in one
+// more pass, each attending to the context and to itself (the decoder's
+// branches; one after another from the rewound cache when they do not fit),
+// so the context costs one pass instead of one per choice. It reads tasks
+// from memory only (task_file.cpp reads files) and prints nothing.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -55,7 +56,8 @@ class ContinuationScorer {
     out->assign(conts.size(), {});
     if (share_ && cut == 0) {
       STEM_RETURN_IF_ERROR(run_context(ctx.data(), C, fed));
-      for (size_t i = 0; i < conts.size(); ++i) {
+      if (run_branches(conts, C, out, fed)) return cut;
+      for (size_t i = 0; i < conts.size(); ++i) {  // one after another from the rewound cache
         if (i > 0) STEM_RETURN_IF_ERROR(dec_.rewind(C));
         STEM_RETURN_IF_ERROR(run_continuation(conts[i], &(*out)[i], fed));
       }
@@ -77,29 +79,63 @@ class ContinuationScorer {
     *fed += n;
     return ok_status();
   }
+  // Every continuation in one call, as branches after the context (each sees
+  // the context and itself); false when they do not fit the cache or a pass,
+  // or the decoder refuses them (then they run one after another).
+  bool run_branches(const std::vector<std::vector<int32_t>>& conts, int64_t C, std::vector<ContinuationLL>* out,
+                    int64_t* fed) {
+    std::vector<int32_t> ids;
+    std::vector<int64_t> lengths;
+    for (const auto& k : conts)
+      if (k.size() > 1) {
+        ids.insert(ids.end(), k.begin(), k.end() - 1);
+        lengths.push_back(static_cast<int64_t>(k.size()) - 1);
+      }
+    const int64_t n = static_cast<int64_t>(ids.size());
+    if (C + n > dec_.capacity() || std::any_of(lengths.begin(), lengths.end(), [&](int64_t l) { return l > dec_.chunk(); }))
+      return false;
+    rows_.resize(static_cast<size_t>(n * V_));
+    if (n > 0 && !dec_.prefill_branches(ids.data(), lengths.data(), static_cast<int64_t>(lengths.size()), rows_.data()).ok())
+      return false;
+    *fed += n;
+    const float* at = rows_.data();
+    for (size_t i = 0; i < conts.size(); ++i) {
+      (*out)[i] = continuation_ll(conts[i], at);
+      at += (conts[i].size() - 1) * V_;
+    }
+    return true;
+  }
   // The first token from the context's last logits, the rest from one pass
   // over all but the last continuation token.
   Status run_continuation(const std::vector<int32_t>& k, ContinuationLL* r, int64_t* fed) {
     const int64_t K = static_cast<int64_t>(k.size());
-    bool top = false;
-    r->logprob = token_logprob(last_.data(), V_, k[0], &top);
-    r->greedy = top;
-    if (K == 1) return ok_status();
-    rows_.resize(static_cast<size_t>((K - 1) * V_));
-    STEM_RETURN_IF_ERROR(dec_.prefill(k.data(), K - 1, rows_.data()).status());
-    *fed += K - 1;
-    for (int64_t j = 1; j < K; ++j) {
-      r->logprob += token_logprob(rows_.data() + (j - 1) * V_, V_, k[j], &top);
-      r->greedy = r->greedy && top;
+    if (K > 1) {
+      rows_.resize(static_cast<size_t>((K - 1) * V_));
+      STEM_RETURN_IF_ERROR(dec_.prefill(k.data(), K - 1, rows_.data()).status());
+      *fed += K - 1;
     }
+    *r = continuation_ll(k, rows_.data());
     return ok_status();
+  }
+  // k's log-likelihood: its first token under the context's last logits, the
+  // others under `rows` [K-1, V].
+  ContinuationLL continuation_ll(const std::vector<int32_t>& k, const float* rows) const {
+    ContinuationLL r;
+    bool top = false;
+    r.logprob = token_logprob(last_.data(), V_, k[0], &top);
+    r.greedy = top;
+    for (size_t j = 1; j < k.size(); ++j) {
+      r.logprob += token_logprob(rows + (j - 1) * V_, V_, k[j], &top);
+      r.greedy = r.greedy && top;
+    }
+    return r;
   }
 
   infer::Decoder dec_;
   bool share_;
   int64_t V_;
   std::vector<float> last_;  // [V] the context's last logits
-  std::vector<float> rows_;  // [K-1, V] a continuation's logits
+  std::vector<float> rows_;  // [sum of K-1, V] the continuations' logits
 };
 
 // Mean and the standard error of the mean (sample standard deviation).

@@ -211,14 +211,11 @@ Result<TaskFormat> detect(const io::JsonLine& l) {
 
 Result<std::vector<int>> read_labels(const std::string& path) {
   STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
+  const std::vector<std::string> lines = io::lines_of(text);
   std::vector<int> out;
-  size_t start = 0;
-  for (int64_t line = 1; start < text.size(); ++line) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string s = text.substr(start, end - start);
-    start = end + 1;
-    while (!s.empty() && (s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  for (size_t line = 1; line <= lines.size(); ++line) {
+    std::string s = lines[line - 1];
+    while (!s.empty() && s.back() == ' ') s.pop_back();
     if (s.empty()) continue;
     if (s.size() > 8 || !std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); }))
       return Status::error(path + ":" + std::to_string(line) + ": not a label: '" + s + "'");

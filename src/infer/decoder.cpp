@@ -227,7 +227,38 @@ void Decoder::hash_moe_ffn(float* y, const float* x, const model::LayerView& W, 
   }
 }
 
-Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all) {
+Status Decoder::prefill_branches(const int32_t* ids, const int64_t* lengths, int64_t n_branches, float* logits) {
+  int64_t n = 0;
+  for (int64_t b = 0; b < n_branches; ++b) {
+    if (lengths[b] < 1 || lengths[b] > chunk_)
+      return Status::error("decoder: a branch of " + std::to_string(lengths[b]) + " tokens is outside [1, " +
+                           std::to_string(chunk_) + "]");
+    n += lengths[b];
+  }
+  if (n_branches < 1) return Status::error("decoder: no branches");
+  if (pos_ + n > cap_)
+    return Status::error("decoder: branches of " + std::to_string(n) + " tokens at position " + std::to_string(pos_) +
+                         " exceed the context of " + std::to_string(cap_) + " positions");
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= V_)
+      return Status::error("decoder: token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                           " is outside [0, vocab_size = " + std::to_string(V_) + ")");
+  // Whole branches, as many as fit in a chunk, per pass.
+  for (int64_t b = 0, at = 0; b < n_branches;) {
+    int64_t e = b, m = 0;
+    while (e < n_branches && m + lengths[e] <= chunk_) m += lengths[e++];
+    const model::RowProvider::Ticket ticket = rows_->submit(ids + at, m);
+    Status st = forward_chunk(ids + at, m, ticket, logits + at * V_, lengths + b, e - b);
+    rows_->release(ticket);
+    STEM_RETURN_IF_ERROR(st);
+    at += m;
+    b = e;
+  }
+  return ok_status();
+}
+
+Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all,
+                             const int64_t* branch_len, int64_t n_branches) {
   STEM_CHECK(n >= 1 && n <= chunk_ && pos_ + n <= cap_);
   const int64_t d = d_, f = f_, H = H_, Hkv = Hkv_, hd = hd_, qd = H * hd, kd = Hkv * hd;
   const int64_t pos0 = pos_;
@@ -256,10 +287,13 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
       linear(kc + pos0 * kd, a_, M.wk, n, d, kd);
       linear(vc + pos0 * kd, a_, M.wv, n, d, kd);
     }
-    k_.rope_forward(q_, m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
-    k_.rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
-    k_.attention_cached_forward(att_, scores_, q_, kc, vc, n, pos0, H, Hkv,
-                                hd);
+    if (!branch_len) {
+      k_.rope_forward(q_, m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
+      k_.rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
+      k_.attention_cached_forward(att_, scores_, q_, kc, vc, n, pos0, H, Hkv, hd);
+    } else {
+      branch_attention(att_, kc, vc, branch_len, n_branches, pos0);
+    }
     linear(h, att_, M.wo, n, qd, d, /*accumulate=*/true);
     // FFN block
     k_.rmsnorm_forward(a_, rstd_, h, W.ffn_norm, n, d, eps_);
@@ -296,8 +330,29 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
     k_.rmsnorm_forward(a_, rstd_, h + (n - 1) * d, m_.final_norm(), 1, d, eps_);
     linear(logits_, a_, head_, 1, d, V_);
   }
-  pos_ += n;
+  if (!branch_len) pos_ += n;
   return ok_status();
+}
+
+// Each branch's q and k rotated from pos0; its keys and values moved down to
+// rows [pos0, pos0 + len) (in blocks no longer than the distance, so that
+// no copy overlaps) and attended there: the rows after pos0 then hold that
+// branch alone. Branch 0 is already in place.
+void Decoder::branch_attention(float* att, float* kc, float* vc, const int64_t* len, int64_t n_branches,
+                               int64_t pos0) {
+  const int64_t qd = H_ * hd_, kd = Hkv_ * hd_;
+  for (int64_t b = 0, off = 0; b < n_branches; off += len[b++]) {
+    k_.rope_forward(q_ + off * qd, m_.rope_cos(), m_.rope_sin(), 1, len[b], H_, hd_, pos0);
+    k_.rope_forward(kc + (pos0 + off) * kd, m_.rope_cos(), m_.rope_sin(), 1, len[b], Hkv_, hd_, pos0);
+  }
+  for (int64_t b = 0, off = 0; b < n_branches; off += len[b++]) {
+    for (int64_t j = 0; off > 0 && j < len[b]; j += off) {
+      const int64_t rows = std::min(off, len[b] - j);
+      be_.stream().copy(kc + (pos0 + j) * kd, kc + (pos0 + off + j) * kd, sizeof(float) * rows * kd);
+      be_.stream().copy(vc + (pos0 + j) * kd, vc + (pos0 + off + j) * kd, sizeof(float) * rows * kd);
+    }
+    k_.attention_cached_forward(att + off * qd, scores_, q_ + off * qd, kc, vc, len[b], pos0, H_, Hkv_, hd_);
+  }
 }
 
 }  // namespace stem::infer

@@ -79,6 +79,15 @@ class Decoder {
   Result<const float*> prefill(const int32_t* ids, int64_t n, float* logits);
   // Appends one token; its logits [V].
   Result<const float*> step(int32_t id);
+  // Several continuations of the sequence so far, scored in one pass: branch
+  // b (lengths[b] >= 1 tokens, at most chunk() each) takes the positions
+  // position() .. position()+lengths[b]-1 and attends to the sequence and to
+  // itself only, as if fed alone after it. `ids` holds the branches one after
+  // another; `logits` [sum of lengths, V] gets every position's logits, in
+  // that order. position() does not move (the branches are not kept). The
+  // branches need sum(lengths) free positions in the cache.
+  Status prefill_branches(const int32_t* ids, const int64_t* lengths, int64_t n_branches, float* logits);
+  int64_t chunk() const { return chunk_; }
   // Goes back to `position` <= position(): the cache keeps positions
   // [0, position) and what is fed next overwrites the rest (several
   // continuations of one shared context). Errors: a position out of range.
@@ -102,8 +111,12 @@ class Decoder {
   };
   Mat mat(int i) const;
   // n <= chunk_, fits in the cache; `ticket` stages its table rows (-1: none).
-  // `all` [n, V]: the logits of every position (null: the last one, into logits_).
-  Status forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all);
+  // `all` [n, V]: the logits of every position (null: the last one, into
+  // logits_). With `branch_len`, the n tokens are n_branches branches (see
+  // prefill_branches) and position() stays.
+  Status forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all,
+                       const int64_t* branch_len = nullptr, int64_t n_branches = 0);
+  void branch_attention(float* att, float* kc, float* vc, const int64_t* len, int64_t n_branches, int64_t pos0);
   void linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
               bool accumulate = false);
   void swiglu_ffn(float* y, const float* x, const Mat& Wg, const Mat& Wu, const Mat& Wd, int64_t n);

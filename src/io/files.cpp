@@ -213,4 +213,17 @@ Result<std::vector<int32_t>> read_token_ids(const std::string& path, int64_t voc
   return ids;
 }
 
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  for (size_t at = 0; at < text.size();) {
+    size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    size_t end = nl;
+    if (end > at && text[end - 1] == '\r') --end;
+    out.push_back(text.substr(at, end - at));
+    at = nl + 1;
+  }
+  return out;
+}
+
 }  // namespace stem::io

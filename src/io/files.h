@@ -22,6 +22,9 @@ Status write_text_atomic(const std::string& path, const std::string& text);
 Status write_all(int fd, const void* data, size_t n, const std::string& what);
 
 Result<std::string> read_text(const std::string& path);
+// The lines of `text` without their '\n' (and a trailing '\r'); a final line
+// without '\n' counts, an empty text has none. Line k is out[k - 1].
+std::vector<std::string> lines_of(const std::string& text);
 
 // NumPy .npy (format 1.0), little-endian float32, C order.
 Status write_npy_f32(const std::string& path, const float* data, const Shape& shape);

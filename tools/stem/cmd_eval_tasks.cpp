@@ -85,7 +85,7 @@ int run_tasks(Model& model, const TaskFlags& f, bool json) {
     const bool cloze = r.kind == TaskKind::Cloze;
     char norm[32] = "-", ppl[32] = "-";
     if (!cloze) std::snprintf(norm, sizeof norm, "%.4f +- %.4f", r.acc_norm, r.acc_norm_se);
-    if (cloze) std::snprintf(ppl, sizeof ppl, "%.2f", r.perplexity);
+    if (cloze) std::snprintf(ppl, sizeof ppl, "%.4g", r.perplexity);
     std::printf("%-20s %-6s %6ld %7.4f +- %.4f %16s %11s %9.1f\n", r.task.c_str(), cloze ? "cloze" : "mc",
                 static_cast<long>(r.examples), r.acc, r.acc_se, norm, ppl, r.examples_per_second);
     if (r.truncated_examples > 0)

@@ -38,6 +38,7 @@ void register_all(CLI::App& app) {
   register_convert(app);
   register_edit(app);
   register_analyze(app);
+  register_tasks(app);
 }
 
 int run_selected(CLI::App& app) {

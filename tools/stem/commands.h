@@ -75,5 +75,6 @@ void register_eval(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_edit(CLI::App& app);
 void register_analyze(CLI::App& app);
+void register_tasks(CLI::App& app);
 
 }  // namespace stem::cli
