@@ -13,6 +13,7 @@
 
 #include "cli_test_util.h"
 #include "eval/harness.h"
+#include "stem/capacity.h"
 #include "stem/eval.h"
 #include "stem/model.h"
 #include "train_test_util.h"
@@ -274,6 +275,15 @@ TEST_F(EvalTasks, CliPrintsAccuraciesWritesSamplesAndFailsCleanly) {
   auto bad = test::stem_cmd("eval --model " + p("model") + " --task " + put("b.jsonl", "{\"context\": \"c\"}\n"));
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("b.jsonl:1: "), std::string::npos) << bad.err;
+  // Knowledge capacity of a bios table (stem/capacity.h), the first 2 people.
+  auto bios = make_bios(5, 1);
+  ASSERT_TRUE(bios.ok());
+  ASSERT_TRUE(write_bios(*bios, p("bios.json")).ok());
+  auto cap = test::stem_cmd("eval --model " + p("model") + " --capacity " + p("bios.json") + " --limit 2 --json");
+  ASSERT_EQ(cap.code, 0) << cap.err;
+  const auto cj = nlohmann::json::parse(cap.out);
+  EXPECT_EQ(cj["people"], 2);
+  EXPECT_EQ(cj["attributes"].size(), 5u);
   auto neither = test::stem_cmd("eval --model " + p("model"));
   EXPECT_EQ(neither.code, 1);
   EXPECT_NE(neither.err.find("--data"), std::string::npos) << neither.err;

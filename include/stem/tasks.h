@@ -13,7 +13,10 @@
 //   needle       pass-key retrieval: a five-digit key stated at a depth of a
 //                filler text, asked for at the end, one file per context
 //                length in tokens (needle_128.jsonl, ...); each example's id
-//                says its length and depth.
+//                says its length and depth;
+//   bios         synthetic biographies for measuring knowledge capacity
+//                (stem/capacity.h): bios_train.txt to train on, bios.json the
+//                table, when bios_people > 0 (no source needed).
 // A task is made when its source is given; OUT/tasks.json lists what was
 // made, from what, with which seed. It neither trains nor scores.
 #pragma once
@@ -41,12 +44,13 @@ struct MakeTasksOptions {
   std::vector<int64_t> needle_lengths = {128, 256, 512};  // context tokens
   std::vector<double> needle_depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t needle_per_cell = 8;  // examples per (length, depth)
+  int64_t bios_people = 0;      // 0: no biographies
 };
 
 struct MadeTask {
   std::string name;    // "cloze", "definitions", "world_capitals_mc", "needle_256", ...
   std::string path;
-  std::string kind;    // "multiple_choice", "cloze", or "train" (sentences to train on)
+  std::string kind;    // "multiple_choice", "cloze", "train" (sentences to train on) or "capacity" (bios.json)
   int64_t examples = 0;  // lines written
   std::string source;
 };

@@ -9,6 +9,7 @@
 #include "eval/make_tasks.h"
 #include "io/files.h"
 #include "io/json_text.h"
+#include "stem/capacity.h"
 #include "stem/tasks.h"
 
 namespace stem::eval {
@@ -225,6 +226,13 @@ Result<std::vector<MadeTask>> make_tasks(const TaskSources& src, const MakeTasks
       STEM_RETURN_IF_ERROR(write_jsonl((fs::path(out) / file).string(), ex));
       add("needle_" + std::to_string(L), file, "cloze", static_cast<int64_t>(ex.size()), src.book);
     }
+  }
+  if (opt.bios_people > 0) {
+    STEM_ASSIGN_OR_RETURN(Bios b, make_bios(opt.bios_people, opt.seed + 4));
+    STEM_RETURN_IF_ERROR(io::write_text_atomic((fs::path(out) / "bios_train.txt").string(), bios_text(b)));
+    STEM_RETURN_IF_ERROR(write_bios(b, (fs::path(out) / "bios.json").string()));
+    add("bios_train", "bios_train.txt", "train", opt.bios_people, "made up");
+    add("bios", "bios.json", "capacity", opt.bios_people, "made up");
   }
   json manifest = {{"format", "stem-tasks"}, {"version", 1}, {"seed", opt.seed},
                    {"sources", {{"book", src.book}, {"wordnet", src.wordnet}, {"countries", src.countries},

@@ -37,12 +37,14 @@ void register_eval(CLI::App& app) {
   add_task_flags(sub, &o->tasks);
   add_command(sub, [o] {
     const char* cmd = "eval";
-    if (o->data.empty() == o->tasks.tasks.empty())
-      return fail(cmd, Status::error("give either --data (perplexity) or --task (tasks)"));
+    const int given = !o->data.empty() + !o->tasks.tasks.empty() + !o->tasks.capacity.empty();
+    if (given != 1)
+      return fail(cmd, Status::error("give one of --data (perplexity), --task (tasks) or --capacity (knowledge)"));
     auto m = Model::load(o->model_dir, o->load.options());
     if (!m.ok()) return fail(cmd, m.status());
     if (Status st = apply_edits(*m, o->edits); !st.ok()) return fail(cmd, st);
     if (!o->tasks.tasks.empty()) return run_tasks(*m, o->tasks, o->json);
+    if (!o->tasks.capacity.empty()) return run_capacity(*m, o->tasks, o->json);
     const ModelConfig& cfg = m->config();
     PerplexityOptions opts;
     opts.seq = o->seq > 0 ? o->seq : std::min<int64_t>(512, cfg.max_position_embeddings);

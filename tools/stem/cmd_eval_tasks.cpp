@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cmd_eval_tasks.h"
+#include "stem/capacity.h"
 #include "stem/tokenizer.h"
 
 namespace stem::cli {
@@ -19,6 +20,8 @@ void add_task_flags(CLI::App* sub, TaskFlags* f) {
       ->capture_default_str();
   sub->add_option("--limit", f->limit, "Evaluate the first N examples of each task (0: all)")->capture_default_str();
   sub->add_option("--log-samples", f->samples, "Write every example's scores to this JSON lines file");
+  sub->add_option("--capacity", f->capacity,
+                  "Knowledge capacity: the bits the model holds of a bios.json table (stem tasks make --bios N)");
   sub->add_flag("--no-share-context", f->no_share,
                 "Run each choice with its full context (slower; to measure what sharing the context saves)");
 }
@@ -93,6 +96,37 @@ int run_tasks(Model& model, const TaskFlags& f, bool json) {
                   static_cast<long>(r.truncated_examples));
   }
   if (!f.samples.empty()) std::printf("samples: %s\n", f.samples.c_str());
+  return 0;
+}
+
+int run_capacity(Model& model, const TaskFlags& f, bool json) {
+  const char* cmd = "eval";
+  auto bios = read_bios(f.capacity);
+  if (!bios.ok()) return fail(cmd, bios.status());
+  auto tok = Tokenizer::for_model(model.dir(), model.config().vocab_size, "to tokenize the biographies");
+  if (!tok.ok()) return fail(cmd, tok.status());
+  const int64_t n = static_cast<int64_t>(bios->people.size());
+  Progress bar("capacity", (f.limit > 0 ? std::min(f.limit, n) : n) * static_cast<int64_t>(bios->attributes.size()));
+  auto k = measure_knowledge(model, *tok, *bios, f.limit, [&](int64_t done, int64_t) { bar.update(done); });
+  bar.finish();
+  if (!k.ok()) return fail(cmd, k.status());
+  if (json) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const AttributeKnowledge& x : k->attributes)
+      a.push_back({{"name", x.name}, {"set_size", x.set_size}, {"accuracy", x.accuracy}, {"bits", x.bits},
+                   {"max_bits", x.max_bits}});
+    print_json({{"model", model.dir()}, {"bios", f.capacity}, {"people", k->people}, {"attributes", a},
+                {"bits", k->bits}, {"max_bits", k->max_bits}, {"bits_per_param", k->bits_per_param},
+                {"bits_per_active_param", k->bits_per_active_param}, {"seconds", k->seconds}});
+    return 0;
+  }
+  std::printf("%-12s %8s %9s %12s %12s\n", "attribute", "set", "accuracy", "bits", "of");
+  for (const AttributeKnowledge& x : k->attributes)
+    std::printf("%-12s %8ld %9.4f %12.1f %12.1f\n", x.name.c_str(), static_cast<long>(x.set_size), x.accuracy, x.bits,
+                x.max_bits);
+  std::printf("%ld people: %.1f of %.1f bits (%.1f%%); %.4g bits per parameter, %.4g per active parameter\n",
+              static_cast<long>(k->people), k->bits, k->max_bits, k->max_bits > 0 ? 100 * k->bits / k->max_bits : 0.0,
+              k->bits_per_param, k->bits_per_active_param);
   return 0;
 }
 

@@ -13,9 +13,10 @@ namespace stem::cli {
 namespace fs = std::filesystem;
 
 namespace {
-// `given` when set, else `fallback` when it exists, else "".
+// `given` when set ("none": no source), else `fallback` when it exists, else "".
 std::string source(const std::string& given, const std::string& fallback) {
   std::error_code ec;
+  if (given == "none") return "";
   return !given.empty() ? given : fs::exists(fallback, ec) ? fallback : "";
 }
 }  // namespace
@@ -32,16 +33,20 @@ void register_tasks(CLI::App& app) {
   CLI::App* sub = tasks->add_subcommand(
       "make", "Write the built-in tasks (cloze, definitions, world facts, needle) made from local text");
   sub->add_option("--out", o->out, "Output folder (read by `stem eval --task NAME --tasks-dir`)")->capture_default_str();
-  sub->add_option("--book", o->book, "A book held out from training, plain text (cloze; needle filler) "
-                                     "[default: data/task-sources/emma.txt]");
-  sub->add_option("--wordnet", o->wordnet, "WordNet's dict folder (definitions) [default: /usr/share/wordnet]");
+  sub->add_option("--book", o->book, "A book held out from training, plain text (cloze; needle filler); none: "
+                                     "skip [default: data/task-sources/emma.txt]");
+  sub->add_option("--wordnet", o->wordnet, "WordNet's dict folder (definitions); none: skip [default: /usr/share/wordnet]");
   sub->add_option("--countries", o->countries,
-                  "The countries-list package folder (world facts) [default: data/task-sources/countries-list]");
+                  "The countries-list package folder (world facts); none: skip "
+                  "[default: data/task-sources/countries-list]");
   sub->add_option("--tokenizer", o->tokenizer, "The model's tokenizer.model: sizes the needle contexts in its tokens");
   sub->add_option("--needle-lengths", o->lengths, "Needle context lengths in tokens")->capture_default_str();
   sub->add_option("--needle-per-depth", o->m.needle_per_cell, "Needle examples per length and depth")->capture_default_str();
   sub->add_option("--cloze", o->m.cloze_examples, "Cloze examples")->capture_default_str();
   sub->add_option("--definitions", o->m.definition_examples, "Definition examples")->capture_default_str();
+  sub->add_option("--bios", o->m.bios_people,
+                  "Also N synthetic biographies for `stem eval --capacity` (bios_train.txt, bios.json)")
+      ->capture_default_str();
   sub->add_option("--seed", o->m.seed, "Seed of every draw")->capture_default_str();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] {
