@@ -18,7 +18,8 @@ void add_task_flags(CLI::App* sub, TaskFlags* f) {
   sub->add_option("--tasks-dir", f->dir, "Where task names are looked up")->capture_default_str();
   sub->add_option("--format", f->format, "Task file layout: auto | stem | arc | piqa | hellaswag")
       ->capture_default_str();
-  sub->add_option("--limit", f->limit, "Evaluate the first N examples of each task (0: all)")->capture_default_str();
+  sub->add_option("--limit", f->limit, "Evaluate the first N examples of each task, or with --capacity the first N people (0: all)")
+      ->capture_default_str();
   sub->add_option("--log-samples", f->samples, "Write every example's scores to this JSON lines file");
   sub->add_option("--capacity", f->capacity,
                   "Knowledge capacity: the bits the model holds of a bios.json table (stem tasks make --bios N)");
