@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/timer.h"
+#include "eval/make_tasks.h"
 #include "io/files.h"
 #include "io/json_text.h"
 #include "stem/accounting.h"
@@ -49,11 +50,6 @@ const Phrasing kPhrasings[] = {
     {"field", {"{n} majored in {v}.", "The subject {n} studied was {v}."}},
     {"employer", {"{n} worked for {v}.", "{n} was employed by {v}."}}};
 
-std::string phrase(std::string t, const std::string& n, const std::string& v) {
-  if (size_t p = t.find("{n}"); p != std::string::npos) t.replace(p, 3, n);
-  if (size_t p = t.find("{v}"); p != std::string::npos) t.replace(p, 3, v);
-  return t;
-}
 
 std::vector<BioAttribute> attribute_sets() {
   std::vector<std::string> years;
@@ -113,7 +109,7 @@ std::string bios_text(const Bios& b) {
     std::vector<std::string> lines;
     for (size_t a = 0; a < b.attributes.size(); ++a)
       for (const char* t : kPhrasings[a].templates)
-        lines.push_back(phrase(t, b.people[p], b.attributes[a].values[static_cast<size_t>(b.value_of[p][a])]));
+        lines.push_back(eval::fill_template(t, b.people[p], b.attributes[a].values[static_cast<size_t>(b.value_of[p][a])]));
     std::shuffle(lines.begin(), lines.end(), rng);
     for (const std::string& l : lines) out += l + "\n";
     out += "\n";
@@ -203,7 +199,7 @@ Result<Knowledge> measure_knowledge(Model& model, const Tokenizer& tok, const Bi
     for (int64_t a = 0; a < A; ++a) {
       TaskExample e;
       e.id = b.people[static_cast<size_t>(p)] + "/" + b.attributes[static_cast<size_t>(a)].name;
-      e.context = phrase(b.attributes[static_cast<size_t>(a)].prompt, b.people[static_cast<size_t>(p)], "");
+      e.context = eval::fill_template(b.attributes[static_cast<size_t>(a)].prompt, b.people[static_cast<size_t>(p)], "");
       e.choices = b.attributes[static_cast<size_t>(a)].values;
       e.gold = b.value_of[static_cast<size_t>(p)][static_cast<size_t>(a)];
       task.examples.push_back(std::move(e));

@@ -91,6 +91,12 @@ std::vector<std::string> words_of(const std::string& s) {
 
 }  // namespace
 
+std::string fill_template(std::string t, const std::string& who, const std::string& value) {
+  for (size_t p; (p = t.find("{n}")) != std::string::npos;) t.replace(p, 3, who);
+  for (size_t p; (p = t.find("{v}")) != std::string::npos;) t.replace(p, 3, value);
+  return t;
+}
+
 Status write_jsonl(const std::string& path, const std::vector<json>& lines) {
   std::string text;
   for (const json& j : lines) text += j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";

@@ -19,6 +19,8 @@ std::vector<std::string> sentences_of(const std::string& text);
 // The text without heading lines (every letter upper case: "CHAPTER III").
 std::string without_headings(const std::string& text);
 Status write_jsonl(const std::string& path, const std::vector<nlohmann::json>& lines);
+// A sentence template with "{n}" (who) and "{v}" (the value) filled in.
+std::string fill_template(std::string t, const std::string& who, const std::string& value);
 
 // make_tasks.cpp
 Result<std::vector<nlohmann::json>> cloze_examples(const std::vector<std::string>& sents, int64_t n,

@@ -47,32 +47,27 @@ struct Country {
 struct Attribute {
   const char* key;
   std::string Country::*value;
-  std::vector<std::string> train;  // "{c}" country, "{v}" value
+  std::vector<std::string> train;  // "{n}" country, "{v}" value
   const char* mc;                  // multiple-choice question
   const char* cloze;               // cloze prompt (nullptr: none)
 };
 const std::vector<Attribute>& attributes() {
   static const std::vector<Attribute> a = {
       {"capital", &Country::capital,
-       {"The capital of {c} is {v}.", "{v} is the capital city of {c}.", "The government of {c} sits in {v}."},
-       "Question: What is the capital of {c}?\nAnswer:", "If you travel to the capital of {c}, you arrive in"},
+       {"The capital of {n} is {v}.", "{v} is the capital city of {n}.", "The government of {n} sits in {v}."},
+       "Question: What is the capital of {n}?\nAnswer:", "If you travel to the capital of {n}, you arrive in"},
       {"language", &Country::language,
-       {"People in {c} speak {v}.", "{v} is spoken in {c}.", "The main language of {c} is {v}."},
-       "Question: Which language do people in {c} speak?\nAnswer:", "Most people in {c} talk to each other in"},
+       {"People in {n} speak {v}.", "{v} is spoken in {n}.", "The main language of {n} is {v}."},
+       "Question: Which language do people in {n} speak?\nAnswer:", "Most people in {n} talk to each other in"},
       {"currency", &Country::currency,
-       {"The currency of {c} is the {v}.", "In {c} people pay with the {v}."},
-       "Question: What money is used in {c}?\nAnswer:", nullptr},
+       {"The currency of {n} is the {v}.", "In {n} people pay with the {v}."},
+       "Question: What money is used in {n}?\nAnswer:", nullptr},
       {"continent", &Country::continent,
-       {"{c} is a country in {v}.", "{c} lies in {v}."},
-       "Question: On which continent is {c}?\nAnswer:", nullptr}};
+       {"{n} is a country in {v}.", "{n} lies in {v}."},
+       "Question: On which continent is {n}?\nAnswer:", nullptr}};
   return a;
 }
 
-std::string fill(std::string t, const std::string& c, const std::string& v) {
-  for (size_t p; (p = t.find("{c}")) != std::string::npos;) t.replace(p, 3, c);
-  for (size_t p; (p = t.find("{v}")) != std::string::npos;) t.replace(p, 3, v);
-  return t;
-}
 
 }  // namespace
 
@@ -102,7 +97,7 @@ Result<WorldFacts> world_facts(const std::string& dir, std::mt19937_64& rng) {
   WorldFacts f;
   for (const Country& c : all)
     for (const Attribute& a : attributes())
-      for (const std::string& t : a.train) f.train.push_back(fill(t, c.name, c.*a.value));
+      for (const std::string& t : a.train) f.train.push_back(fill_template(t, c.name, c.*a.value));
   for (const Attribute& a : attributes()) {
     std::vector<std::string> values;  // distinct values of this attribute
     for (const Country& c : all)
@@ -118,8 +113,8 @@ Result<WorldFacts> world_facts(const std::string& dir, std::mt19937_64& rng) {
       std::shuffle(choices.begin(), choices.end(), rng);
       const int g = static_cast<int>(std::find(choices.begin(), choices.end(), gold) - choices.begin());
       const std::string id = std::string(a.key) + "_" + c.name;
-      f.mc.push_back({{"id", id}, {"context", fill(a.mc, c.name, gold)}, {"choices", choices}, {"gold", g}});
-      if (a.cloze) f.cloze.push_back({{"id", id}, {"context", fill(a.cloze, c.name, gold)}, {"target", gold}});
+      f.mc.push_back({{"id", id}, {"context", fill_template(a.mc, c.name, gold)}, {"choices", choices}, {"gold", g}});
+      if (a.cloze) f.cloze.push_back({{"id", id}, {"context", fill_template(a.cloze, c.name, gold)}, {"target", gold}});
     }
   }
   return f;
