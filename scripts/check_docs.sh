@@ -68,8 +68,11 @@ shorten() {
       -e 's/^build\/stem demo/build\/stem demo --steps 20/' -e 's/step-00000600/step-00000020/g' \
       -e 's/^STEPS=20 (bash scripts\/bench_train_tables.sh)/STEPS=3 \1/' \
       -e 's/^(bash scripts\/bench_decode.sh)/REPS=1 \1/' -e 's/decode-L-/decode-S-/g' \
-      -e 's/^(CTX=[0-9]+ )?(REPS=[0-9]+ )?(bash scripts\/bench_eval_tasks.sh)/\1REPS=1 N=10 \3/' \
+      -e 's/^(CTX=[0-9]+ )?(POS=[0-9]+ )?(REPS=[0-9]+ )?(N=[0-9]+ )?(bash scripts\/bench_eval_tasks.sh)/\1\2REPS=1 N=10 \5/' \
       -e 's/^STEPS=400 (bash scripts\/capacity_study.sh)/N=200 STEPS=3 VOCAB=512 \1/' \
+      -e 's/^(build\/stem study .*)$/\1 --steps 4 --seeds 1 --models dense,stem-all --limit 4 --capacity-people 300 --capacity-steps 2 --capacity-models dense/' \
+      -e 's/^(bash scripts\/world_edit.sh)$/STEPS=20 \1/' \
+      -e 's/^(\/usr\/bin\/python3 scripts\/edit_study.py)$/\1 --seeds 1 --depths 4 --layouts all-stem --pairs 2/' \
       -e 's/--benchmark_min_time=[0-9.]+ --benchmark_repetitions=[0-9]+/--benchmark_min_time=0.01 --benchmark_repetitions=1/' \
       -e 's/(bash scripts\/bench_compare.sh)$/\1 --quick/'
 }

@@ -115,6 +115,8 @@ TEST(EvalApi, PerplexityOfADataDirectoryAndOfIdsAgreeWithScore) {
   EXPECT_FALSE(stem_layout(3, "most").ok());
   EXPECT_EQ(*stem_layout(6, "every3"), (std::vector<FfnType>{FfnType::Dense, FfnType::Dense, FfnType::Stem,
                                                              FfnType::Dense, FfnType::Dense, FfnType::Stem}));
+  EXPECT_EQ(*stem_layout(2, "full"), (std::vector<FfnType>{FfnType::Stem, FfnType::Stem}));
+  EXPECT_EQ(*stem_layout(2, "all"), (std::vector<FfnType>{FfnType::Dense, FfnType::Stem}));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "cli_test_util.h"
+#include "task_test_util.h"
 #include "eval/make_tasks.h"
 #include "stem/eval.h"
 #include "stem/tasks.h"
@@ -31,16 +32,7 @@ class MakeTasks : public test::TempDirTest {
  protected:
   void SetUp() override {
     test::TempDirTest::SetUp();
-    // A "book": 400 sentences; every fifth ends with a word used earlier in it.
-    std::string book = "CHAPTER I\n\n";
-    const char* names[] = {"Emma", "Harriet", "Jane", "Frank", "George"};
-    for (int i = 0; i < 400; ++i) {
-      const std::string n = names[i % 5];
-      book += "The morning was quiet and " + n + " walked along the river past the old mill with a basket of apples "
-              "for the family of the miller, who had been ill for many weeks. ";
-      book += i % 5 == 0 ? "Everyone in the village knew " + n + ".\n\n" : "It rained in the afternoon.\n\n";
-    }
-    write("book.txt", book);
+    test::write_book(p("book.txt"));
     fs::create_directories(p("wn"));
     const std::string header = "  1 This software and database is being provided to you\n  2 license text  \n";
     auto pos_file = [&](const std::string& pos, char type, const std::vector<std::string>& words) {
@@ -54,24 +46,7 @@ class MakeTasks : public test::TempDirTest {
     pos_file("verb", 'v', {"walk", "rain", "know", "carry", "pass", "grow"});
     pos_file("adj", 's', {"quiet", "old", "ill", "many", "kind(a)"});
     pos_file("adv", 'r', {"quietly", "slowly", "often", "never"});
-    fs::create_directories(p("cl"));
-    json countries = json::object(), languages = json::object(), currencies = json::object();
-    const char* cs[][5] = {{"AA", "Avaland", "Avton", "aa", "AAD"}, {"BB", "Borvia", "Bort", "bb", "BBD"},
-                           {"CC", "Cestria", "Cesk", "cc", "CCD"}, {"DD", "Dorna", "Dorvik", "dd", "DDD"},
-                           {"EE", "Elmia", "Elmton", "ee", "EED"}, {"FF", "Fenland", "Fenby", "ff", "FFD"},
-                           {"GG", "Gorsk", "Gorvia", "gg", "GGD"}, {"HH", "Hallow", "Hallby", "hh", "HHD"}};
-    for (const auto& c : cs) {
-      countries[c[0]] = {{"name", c[1]}, {"capital", c[2]}, {"languages", {c[3]}}, {"currency", {c[4]}},
-                         {"continent", std::string(c[0]) < "EE" ? "EU" : "AS"}};
-      languages[c[3]] = {{"name", std::string(c[1]) + "ish"}};
-      currencies[c[4]] = {{"name", std::string(c[1]) + " Crown"}};
-    }
-    countries["ZZ"] = {{"name", "Zedland"}, {"capital", "Zed"}, {"languages", {"aa"}}, {"currency", {"AAD"}},
-                       {"continent", "EU"}, {"partOf", "AA"}};  // a territory: left out
-    write("cl/countries.min.json", countries.dump());
-    write("cl/languages.min.json", languages.dump());
-    write("cl/currencies.min.json", currencies.dump());
-    write("cl/continents.min.json", R"({"EU": "Europe", "AS": "Asia"})");
+    test::write_countries_list(p("cl"));
   }
 
   TaskSources sources() const {

@@ -44,7 +44,8 @@ struct ModelConfig {
 };
 
 // The FFN types of L layers with STEM where `which` says, dense elsewhere:
-// "all" (layers 1..L-1, the paper's layout: layer 0 stays dense), "every2"
+// "all" (layers 1..L-1, the paper's layout: layer 0 stays dense), "full"
+// (every layer, layer 0 too), "every2"
 // (odd layers), "every3" (layers 2, 5, 8, ...), "none".
 Result<std::vector<FfnType>> stem_layout(int64_t n_layers, const std::string& which);
 

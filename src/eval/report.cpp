@@ -51,22 +51,85 @@ double tick_step(double range, int target) {
   return 10 * mag;
 }
 
+
+// The frame of a chart: background, grid, ticks, axis labels and box; maps
+// data to pixels (x on a log10 scale when log_x).
+struct Frame {
+  int W, H;
+  double x0, x1, ylo, yhi;
+  bool log_x;
+  static constexpr double ml = 56, mr = 16, mt = 16, mb = 44;
+  double fx(double x) const { return log_x ? std::log10(x) : x; }
+  double X(double x) const { return ml + (fx(x) - fx(x0)) / (fx(x1) - fx(x0)) * (W - ml - mr); }
+  double Y(double y) const { return mt + (yhi - std::min(y, yhi)) / (yhi - ylo) * (H - mt - mb); }
+
+  void open(std::ostringstream& s, const std::string& x_label, const std::string& y_label) const {
+    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+      << "\" viewBox=\"0 0 " << W << " " << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+    s << "<rect x=\"0\" y=\"0\" width=\"" << W << "\" height=\"" << H << "\" fill=\"white\"/>\n";
+    const double ys = tick_step(yhi - ylo, 6);
+    for (double y = std::ceil(ylo / ys) * ys; y <= yhi; y += ys)
+      s << "<line x1=\"" << ml << "\" x2=\"" << W - mr << "\" y1=\"" << Y(y) << "\" y2=\"" << Y(y)
+        << "\" stroke=\"#e5e5e5\"/><text x=\"" << ml - 6 << "\" y=\"" << Y(y) + 4
+        << "\" text-anchor=\"end\" fill=\"#555\">" << num(y, ys < 0.1 ? 2 : 1) << "</text>\n";
+    std::vector<double> xt;
+    if (log_x) {
+      for (double d = std::pow(10.0, std::floor(std::log10(x0))); d <= x1; d *= 10)
+        for (double m : {1.0, 2.0, 5.0})
+          if (m * d >= x0 && m * d <= x1) xt.push_back(m * d);
+    } else {
+      const double xs = tick_step(x1 - x0, 8);
+      for (double x = std::ceil(x0 / xs) * xs; x <= x1; x += xs) xt.push_back(x);
+    }
+    for (double x : xt)
+      s << "<line x1=\"" << X(x) << "\" x2=\"" << X(x) << "\" y1=\"" << mt << "\" y2=\"" << H - mb
+        << "\" stroke=\"#f0f0f0\"/><text x=\"" << X(x) << "\" y=\"" << H - mb + 16
+        << "\" text-anchor=\"middle\" fill=\"#555\">" << static_cast<long>(x) << "</text>\n";
+    s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"" << H - 8 << "\" text-anchor=\"middle\">" << esc(x_label)
+      << "</text>\n";
+    s << "<text transform=\"translate(14," << (mt + H - mb) / 2 << ") rotate(-90)\" text-anchor=\"middle\">"
+      << esc(y_label) << "</text>\n";
+    s << "<rect x=\"" << ml << "\" y=\"" << mt << "\" width=\"" << W - ml - mr << "\" height=\"" << H - mt - mb
+      << "\" fill=\"none\" stroke=\"#999\"/>\n";
+  }
+  std::string path(const std::vector<std::pair<double, double>>& p) const {
+    std::ostringstream o;
+    for (auto [x, y] : p) o << (o.tellp() ? " L" : "M") << num(X(x), 1) << "," << num(Y(y), 1);
+    return o.str();
+  }
+  void legend(std::ostringstream& s, int i, const std::string& color, const std::string& text) const {
+    const double ly = mt + 14 + 18 * i;
+    s << "<line x1=\"" << W - mr - 290 << "\" x2=\"" << W - mr - 270 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4
+      << "\" stroke=\"" << color << "\" stroke-width=\"2.5\"/><text x=\"" << W - mr - 264 << "\" y=\"" << ly << "\">"
+      << esc(text) << "</text>\n";
+  }
+};
+
+// x and y ranges of the finite points of the given series.
+bool extent(const std::vector<const std::vector<std::pair<double, double>>*>& series, double& x0, double& x1,
+            double& y0, double& y1) {
+  x0 = y0 = 1e300;
+  x1 = y1 = -1e300;
+  for (const auto* s : series)
+    for (auto [x, y] : *s) {
+      if (!std::isfinite(y)) continue;
+      x0 = std::min(x0, x);
+      x1 = std::max(x1, x);
+      y0 = std::min(y0, y);
+      y1 = std::max(y1, y);
+    }
+  if (x0 > x1) return false;
+  if (x1 == x0) x1 = x0 + 1;
+  return true;
+}
+
 }  // namespace
 
 std::string svg_loss_chart(const std::vector<Curve>& curves, int W, int H) {
-  const double ml = 56, mr = 16, mt = 16, mb = 44;
-  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
-  for (const Curve& c : curves)
-    for (const auto* s : {&c.train, &c.val})
-      for (auto [x, y] : *s) {
-        if (!std::isfinite(y)) continue;
-        x0 = std::min(x0, x);
-        x1 = std::max(x1, x);
-        y0 = std::min(y0, y);
-        y1 = std::max(y1, y);
-      }
-  if (x0 > x1) return "<p>(no data)</p>";
-  if (x1 == x0) x1 = x0 + 1;
+  std::vector<const std::vector<std::pair<double, double>>*> series;
+  for (const Curve& c : curves) series.insert(series.end(), {&c.train, &c.val});
+  double x0, x1, y0, y1;
+  if (!extent(series, x0, x1, y0, y1)) return "<p>(no data)</p>";
   // Start the y axis below the curves' early spike: the interesting part is the tail.
   double ytop = y1;
   for (const Curve& c : curves) {
@@ -77,67 +140,103 @@ std::string svg_loss_chart(const std::vector<Curve>& curves, int W, int H) {
   for (const Curve& c : curves)
     for (auto [x, y] : c.val) ytop = std::max(ytop, y);
   const double pad = 0.05 * (ytop - y0);
-  const double ylo = y0 - pad, yhi = ytop + pad;
-  auto X = [&](double x) { return ml + (x - x0) / (x1 - x0) * (W - ml - mr); };
-  auto Y = [&](double y) { return mt + (yhi - std::min(y, yhi)) / (yhi - ylo) * (H - mt - mb); };
+  const Frame f{W, H, x0, x1, y0 - pad, ytop + pad, false};
   std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-    << "\" viewBox=\"0 0 " << W << " " << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  s << "<rect x=\"0\" y=\"0\" width=\"" << W << "\" height=\"" << H << "\" fill=\"white\"/>\n";
-  const double ys = tick_step(yhi - ylo, 6);
-  for (double y = std::ceil(ylo / ys) * ys; y <= yhi; y += ys)
-    s << "<line x1=\"" << ml << "\" x2=\"" << W - mr << "\" y1=\"" << Y(y) << "\" y2=\"" << Y(y)
-      << "\" stroke=\"#e5e5e5\"/><text x=\"" << ml - 6 << "\" y=\"" << Y(y) + 4
-      << "\" text-anchor=\"end\" fill=\"#555\">" << num(y, ys < 0.1 ? 2 : 1) << "</text>\n";
-  const double xs = tick_step(x1 - x0, 8);
-  for (double x = std::ceil(x0 / xs) * xs; x <= x1; x += xs)
-    s << "<line x1=\"" << X(x) << "\" x2=\"" << X(x) << "\" y1=\"" << mt << "\" y2=\"" << H - mb
-      << "\" stroke=\"#f0f0f0\"/><text x=\"" << X(x) << "\" y=\"" << H - mb + 16
-      << "\" text-anchor=\"middle\" fill=\"#555\">" << static_cast<long>(x) << "</text>\n";
-  s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"" << H - 8 << "\" text-anchor=\"middle\">step</text>\n";
-  s << "<text transform=\"translate(14," << (mt + H - mb) / 2
-    << ") rotate(-90)\" text-anchor=\"middle\">loss (nats/token)</text>\n";
-  s << "<rect x=\"" << ml << "\" y=\"" << mt << "\" width=\"" << W - ml - mr << "\" height=\"" << H - mt - mb
-    << "\" fill=\"none\" stroke=\"#999\"/>\n";
+  f.open(s, "step", "loss (nats/token)");
   int legend = 0;
   for (const Curve& c : curves) {
-    std::ostringstream path;
-    for (auto [x, y] : smooth(c.train, 5)) path << (path.tellp() ? " L" : "M") << num(X(x), 1) << "," << num(Y(y), 1);
-    s << "<path d=\"" << path.str() << "\" fill=\"none\" stroke=\"" << c.color
+    s << "<path d=\"" << f.path(smooth(c.train, 5)) << "\" fill=\"none\" stroke=\"" << c.color
       << "\" stroke-width=\"1.5\" opacity=\"0.55\"/>\n";
-    std::ostringstream vpath;
-    for (auto [x, y] : c.val) vpath << (vpath.tellp() ? " L" : "M") << num(X(x), 1) << "," << num(Y(y), 1);
     if (!c.val.empty())
-      s << "<path d=\"" << vpath.str() << "\" fill=\"none\" stroke=\"" << c.color << "\" stroke-width=\"2.5\"/>\n";
+      s << "<path d=\"" << f.path(c.val) << "\" fill=\"none\" stroke=\"" << c.color << "\" stroke-width=\"2.5\"/>\n";
     for (auto [x, y] : c.val)
-      s << "<circle cx=\"" << num(X(x), 1) << "\" cy=\"" << num(Y(y), 1) << "\" r=\"3\" fill=\"" << c.color << "\"/>\n";
-    const double ly = mt + 14 + 18 * legend++;
-    s << "<line x1=\"" << W - mr - 290 << "\" x2=\"" << W - mr - 270 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4
-      << "\" stroke=\"" << c.color << "\" stroke-width=\"2.5\"/><text x=\"" << W - mr - 264 << "\" y=\"" << ly
-      << "\">" << esc(c.label) << " (thin: train, dots: validation)</text>\n";
+      s << "<circle cx=\"" << num(f.X(x), 1) << "\" cy=\"" << num(f.Y(y), 1) << "\" r=\"3\" fill=\"" << c.color << "\"/>\n";
+    f.legend(s, legend++, c.color, c.label + (c.train.empty() ? "" : " (thin: train, dots: validation)"));
   }
   s << "</svg>\n";
   return s.str();
 }
 
-std::string render_html(const Report& r) {
-  std::ostringstream h;
-  h << "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" << esc(r.title)
-    << "</title>\n<style>body{font-family:sans-serif;max-width:860px;margin:2em auto;color:#222;line-height:1.45}"
-       "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}"
-       "th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}"
-       "pre{white-space:pre-wrap;background:#f8f8f8;padding:10px;border:1px solid #e5e5e5}"
-       ".note{color:#666;font-size:90%}</style></head><body>\n";
-  h << "<h1>" << esc(r.title) << "</h1>\n<p>" << esc(r.intro) << "</p>\n<table>\n<tr>";
-  for (const auto& c : r.table.header) h << "<th>" << esc(c) << "</th>";
+std::string svg_xy_chart(const XYChart& chart, int W, int H) {
+  std::vector<const std::vector<std::pair<double, double>>*> series;
+  for (const Curve& c : chart.curves) series.push_back(&c.train);
+  double x0, x1, y0, y1;
+  if (!extent(series, x0, x1, y0, y1) || (chart.log_x && x0 <= 0)) return "<p>(no data)</p>";
+  const double pad = 0.05 * std::max(y1 - y0, 1e-9);
+  const Frame f{W, H, x0, x1, y0 - pad, y1 + pad, chart.log_x};
+  std::ostringstream s;
+  f.open(s, chart.x_label, chart.y_label);
+  int legend = 0;
+  for (const Curve& c : chart.curves) {
+    s << "<path d=\"" << f.path(c.train) << "\" fill=\"none\" stroke=\"" << c.color << "\" stroke-width=\"2\"/>\n";
+    for (auto [x, y] : c.train)
+      s << "<circle cx=\"" << num(f.X(x), 1) << "\" cy=\"" << num(f.Y(y), 1) << "\" r=\"3\" fill=\"" << c.color << "\"/>\n";
+    f.legend(s, legend++, c.color, c.label);
+  }
+  s << "</svg>\n";
+  return s.str();
+}
+
+namespace {
+
+void table_html(std::ostringstream& h, const ReportTable& t) {
+  if (t.header.empty()) return;
+  h << "<table>\n<tr>";
+  for (const auto& c : t.header) h << "<th>" << esc(c) << "</th>";
   h << "</tr>\n";
-  for (const auto& row : r.table.rows) {
+  for (const auto& row : t.rows) {
     h << "<tr>";
     for (const auto& c : row) h << "<td>" << esc(c) << "</td>";
     h << "</tr>\n";
   }
-  h << "</table>\n<h2>Loss curves</h2>\n" << svg_loss_chart(r.curves) << "<h2>Samples</h2>\n";
+  h << "</table>\n";
+}
+
+// White (0) to dark green (1); the value printed in the cell.
+void heatmap_html(std::ostringstream& h, const HeatMap& m) {
+  h << "<h3>" << esc(m.title) << "</h3>\n<table>\n<tr><th>" << esc(m.row_label) << " \\ " << esc(m.col_label) << "</th>";
+  for (const auto& c : m.cols) h << "<th>" << esc(c) << "</th>";
+  h << "</tr>\n";
+  for (size_t r = 0; r < m.rows.size(); ++r) {
+    h << "<tr><th>" << esc(m.rows[r]) << "</th>";
+    for (size_t c = 0; c < m.cols.size(); ++c) {
+      const double v = r < m.values.size() && c < m.values[r].size() ? m.values[r][c] : NAN;
+      if (!std::isfinite(v)) {
+        h << "<td></td>";
+        continue;
+      }
+      const double a = std::clamp(v, 0.0, 1.0);
+      const int g = static_cast<int>(255 - a * 155), rb = static_cast<int>(255 - a * 215);
+      h << "<td style=\"background:rgb(" << rb << "," << g << "," << rb << ");color:" << (a > 0.6 ? "white" : "#222")
+        << "\">" << num(v, 2) << "</td>";
+    }
+    h << "</tr>\n";
+  }
+  h << "</table>\n";
+}
+
+}  // namespace
+
+std::string render_html(const Report& r) {
+  std::ostringstream h;
+  h << "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" << esc(r.title)
+    << "</title>\n<style>body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222;line-height:1.45}"
+       "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+       "th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}"
+       "pre{white-space:pre-wrap;background:#f8f8f8;padding:10px;border:1px solid #e5e5e5}"
+       ".note{color:#666;font-size:90%}</style></head><body>\n";
+  h << "<h1>" << esc(r.title) << "</h1>\n<p>" << esc(r.intro) << "</p>\n";
+  table_html(h, r.table);
+  if (!r.curves.empty()) h << "<h2>Loss curves</h2>\n" << svg_loss_chart(r.curves);
+  if (!r.samples.empty()) h << "<h2>Samples</h2>\n";
   for (const auto& [label, text] : r.samples) h << "<h3>" << esc(label) << "</h3>\n<pre>" << esc(text) << "</pre>\n";
+  for (const ReportSection& sec : r.sections) {
+    h << "<h2>" << esc(sec.heading) << "</h2>\n";
+    for (const auto& p : sec.paragraphs) h << "<p>" << esc(p) << "</p>\n";
+    table_html(h, sec.table);
+    for (const XYChart& c : sec.charts) h << svg_xy_chart(c);
+    for (const HeatMap& m : sec.heatmaps) heatmap_html(h, m);
+  }
   for (const auto& n : r.notes) h << "<p class=\"note\">" << esc(n) << "</p>\n";
   h << "</body></html>\n";
   return h.str();

@@ -194,11 +194,11 @@ const char* ffn_type_name(FfnType t) {
 }
 
 Result<std::vector<FfnType>> stem_layout(int64_t n_layers, const std::string& which) {
-  if (which != "all" && which != "every2" && which != "every3" && which != "none")
-    return Status::error("stem layers: unknown layout '" + which + "' (expected all, every2, every3 or none)");
+  if (which != "all" && which != "full" && which != "every2" && which != "every3" && which != "none")
+    return Status::error("stem layers: unknown layout '" + which + "' (expected all, full, every2, every3 or none)");
   std::vector<FfnType> out;
   for (int64_t i = 0; i < n_layers; ++i) {
-    const bool s = (which == "all" && i >= 1) || (which == "every2" && i % 2 == 1) || (which == "every3" && i % 3 == 2);
+    const bool s = (which == "all" && i >= 1) || which == "full" || (which == "every2" && i % 2 == 1) || (which == "every3" && i % 3 == 2);
     out.push_back(s ? FfnType::Stem : FfnType::Dense);
   }
   return out;

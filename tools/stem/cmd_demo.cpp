@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "commands.h"
 #include "stem/report.h"
@@ -18,6 +19,7 @@
 #include "stem/eval.h"
 #include "stem/generate.h"
 #include "stem/model.h"
+#include "stem/study.h"
 #include "stem/train.h"
 
 namespace stem::cli {
@@ -38,17 +40,12 @@ struct DemoOpts {
   bool force = false, json = false;
 };
 
-ModelConfig demo_config(const DemoOpts& o, bool stem) {
-  ModelConfig c;
-  c.vocab_size = o.vocab;
-  c.hidden_size = o.d;
-  c.intermediate_size = o.f;
-  c.num_hidden_layers = o.layers;
-  c.num_attention_heads = o.heads;
-  c.num_key_value_heads = o.heads;
-  c.max_position_embeddings = std::max<int64_t>(512, o.seq);
-  c.ffn_types = *stem_layout(o.layers, stem ? o.stem_layers : "none");  // CLI11 checked the layout
-  return c;
+Result<ModelConfig> demo_config(const DemoOpts& o, bool stem) {
+  // The study's models of this shape (CLI11 checked the layout name).
+  static const std::map<std::string, std::string> model = {
+      {"all", "stem-all"}, {"full", "stem-full"}, {"every2", "stem-half"}, {"every3", "stem-third"}};
+  return study_model_config(stem ? model.at(o.stem_layers) : "dense", o.vocab, o.d, o.f, o.layers, o.heads, 0,
+                            std::max<int64_t>(512, o.seq));
 }
 
 struct RunResult {
@@ -65,7 +62,7 @@ Result<RunResult> train_one(const DemoOpts& o, const std::string& name, bool ste
   RunResult r;
   r.name = name;
   r.dir = (fs::path(o.out) / name).string();
-  r.cfg = demo_config(o, stem);
+  STEM_ASSIGN_OR_RETURN(r.cfg, demo_config(o, stem));
   std::error_code ec;
   fs::create_directories(r.dir, ec);
   const std::string cfg_path = (fs::path(o.out) / (name + ".json")).string();
@@ -226,8 +223,8 @@ void register_demo(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("demo", "Train dense and STEM twins on the built-in corpus and compare them");
   sub->add_option("--out", o->out, "Run directory (data, both runs, report.html)")->capture_default_str();
   sub->add_option("--corpus", o->corpus, "Text files or folders to train on")->capture_default_str();
-  sub->add_option("--stem-layers", o->stem_layers, "Which layers are STEM: all (1..L-1), every2, every3")
-      ->check(CLI::IsMember({"all", "every2", "every3"}))
+  sub->add_option("--stem-layers", o->stem_layers, "Which layers are STEM: all (1..L-1), full (0..L-1), every2, every3")
+      ->check(CLI::IsMember({"all", "full", "every2", "every3"}))
       ->capture_default_str();
   sub->add_option("--steps", o->steps, "Training steps of each model")->capture_default_str();
   sub->add_option("--batch", o->batch, "Sequences per step")->capture_default_str();

@@ -3,23 +3,12 @@
 // fetches them into data/task-sources by default). A task whose source is
 // missing is skipped with a line saying how to get it.
 #include <cstdio>
-#include <filesystem>
 #include <sstream>
 
 #include "commands.h"
 #include "stem/tasks.h"
 
 namespace stem::cli {
-namespace fs = std::filesystem;
-
-namespace {
-// `given` when set ("none": no source), else `fallback` when it exists, else "".
-std::string source(const std::string& given, const std::string& fallback) {
-  std::error_code ec;
-  if (given == "none") return "";
-  return !given.empty() ? given : fs::exists(fallback, ec) ? fallback : "";
-}
-}  // namespace
 
 void register_tasks(CLI::App& app) {
   struct Opts {
@@ -51,10 +40,7 @@ void register_tasks(CLI::App& app) {
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] {
     const char* cmd = "tasks make";
-    TaskSources s;
-    s.book = source(o->book, "data/task-sources/emma.txt");
-    s.wordnet = source(o->wordnet, "/usr/share/wordnet");
-    s.countries = source(o->countries, "data/task-sources/countries-list");
+    TaskSources s = task_sources(o->book, o->wordnet, o->countries);
     s.tokenizer = o->tokenizer;
     MakeTasksOptions m = o->m;
     m.needle_lengths.clear();
@@ -67,10 +53,7 @@ void register_tasks(CLI::App& app) {
     }
     auto made = make_tasks(s, m, o->out);
     if (!made.ok()) return fail(cmd, made.status());
-    std::vector<std::string> skipped;
-    if (s.book.empty()) skipped.push_back("cloze and needle: no --book (scripts/setup.sh --tasks fetches one)");
-    if (s.wordnet.empty()) skipped.push_back("definitions: no --wordnet (apt package wordnet-base)");
-    if (s.countries.empty()) skipped.push_back("world facts: no --countries (scripts/setup.sh --tasks fetches it)");
+    std::vector<std::string> skipped = skipped_tasks(s);
     if (!s.book.empty() && s.tokenizer.empty()) skipped.push_back("needle: no --tokenizer (the model's tokenizer.model)");
     if (o->json) {
       nlohmann::json a = nlohmann::json::array();

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -39,6 +40,28 @@ void register_all(CLI::App& app) {
   register_edit(app);
   register_analyze(app);
   register_tasks(app);
+  register_study(app);
+}
+
+TaskSources task_sources(const std::string& book, const std::string& wordnet, const std::string& countries) {
+  auto source = [](const std::string& given, const std::string& fallback) -> std::string {
+    std::error_code ec;
+    if (given == "none") return "";
+    return !given.empty() ? given : std::filesystem::exists(fallback, ec) ? fallback : "";
+  };
+  TaskSources s;
+  s.book = source(book, "data/task-sources/emma.txt");
+  s.wordnet = source(wordnet, "/usr/share/wordnet");
+  s.countries = source(countries, "data/task-sources/countries-list");
+  return s;
+}
+
+std::vector<std::string> skipped_tasks(const TaskSources& s) {
+  std::vector<std::string> out;
+  if (s.book.empty()) out.push_back("cloze and needle: no --book (scripts/setup.sh --tasks fetches one)");
+  if (s.wordnet.empty()) out.push_back("definitions: no --wordnet (apt package wordnet-base)");
+  if (s.countries.empty()) out.push_back("world facts: no --countries (scripts/setup.sh --tasks fetches it)");
+  return out;
 }
 
 int run_selected(CLI::App& app) {

@@ -9,6 +9,7 @@
 
 #include "stem/model.h"
 #include "stem/status.h"
+#include "stem/tasks.h"
 
 namespace stem::cli {
 
@@ -60,6 +61,12 @@ nlohmann::json load_flags_json(const LoadFlags& f);
 void add_edit_option(CLI::App* sub, std::vector<std::string>* files);
 Status apply_edits(Model& m, const std::vector<std::string>& files);
 
+// The sources of the built-in tasks: each given path, "none" for no source,
+// or (not given) its default when it exists: data/task-sources/emma.txt,
+// /usr/share/wordnet, data/task-sources/countries-list.
+TaskSources task_sources(const std::string& book, const std::string& wordnet, const std::string& countries);
+// Lines saying which tasks those sources leave out, and how to get them.
+std::vector<std::string> skipped_tasks(const TaskSources& s);
 
 // The commands, one file each.
 void register_init(CLI::App& app);
@@ -76,5 +83,6 @@ void register_convert(CLI::App& app);
 void register_edit(CLI::App& app);
 void register_analyze(CLI::App& app);
 void register_tasks(CLI::App& app);
+void register_study(CLI::App& app);
 
 }  // namespace stem::cli
