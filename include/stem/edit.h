@@ -145,7 +145,7 @@ std::string kinds_str(const std::vector<std::string>& kinds);
 
 struct SwapOptions {
   std::vector<int32_t> layers;   // STEM layers to edit (from parse_layers)
-  Align align = Align::Left;
+  Align align = Align::Right;  // the subjects' last pieces paired: better for names of several pieces (docs/editing.md)
   Mismatch mismatch = Mismatch::Pad;
   std::vector<int32_t> subset;   // Mismatch::Subset: a target position per source position
   FormSet forms = FormSet::Words;

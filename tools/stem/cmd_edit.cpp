@@ -120,7 +120,7 @@ void register_facts(CLI::App* edit) {
 
 void register_swap(CLI::App* edit) {
   struct Opts {
-    std::string model_dir, from, to, layers = "all", align = "left", mismatch = "pad", subset, forms = "words", out;
+    std::string model_dir, from, to, layers = "all", align = "right", mismatch = "pad", subset, forms = "words", out;
     std::string shared = "refuse";
     bool exchange = false, json = false;
   };
@@ -130,7 +130,7 @@ void register_swap(CLI::App* edit) {
   sub->add_option("--from", o->from, "Source string: its tokens' rows are replaced")->required();
   sub->add_option("--to", o->to, "Target string: whose rows the source takes")->required();
   sub->add_option("--layers", o->layers, "STEM layers to edit: all, or a list such as 1,3-5")->capture_default_str();
-  sub->add_option("--align", o->align, "Pair tokens from the left or the right end: left | right")->capture_default_str();
+  sub->add_option("--align", o->align, "Pair tokens from the left or the right end (where a name's last piece is): left | right")->capture_default_str();
   sub->add_option("--mismatch", o->mismatch,
                   "Unequal lengths: pad (unpaired source tokens keep their rows) | copy (take the nearest "
                   "target row) | subset (see --subset) | average (mean of the target rows)")
