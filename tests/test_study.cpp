@@ -120,6 +120,12 @@ TEST_F(StudyRunTest, TinyStudyWritesEveryRunAndReusesThemWhenRunAgain) {
   EXPECT_EQ(r->runs[1].seed, 2u);
   EXPECT_NE(r->runs[0].final_val_loss, r->runs[1].final_val_loss);  // the seed matters
   ASSERT_FALSE(r->task_names.empty());
+  ASSERT_EQ(r->task_chance.size(), r->task_names.size());
+  for (size_t i = 0; i < r->task_names.size(); ++i) {
+    const bool mc = r->task_names[i] == "world_facts_mc";
+    EXPECT_EQ(r->task_chance[i] > 0, mc) << r->task_names[i];  // cloze and needle: no chance
+    EXPECT_LE(r->task_chance[i], 0.5);
+  }
   for (const StudyRun& run : r->runs) {
     ASSERT_EQ(run.tasks.size(), r->task_names.size());
     EXPECT_EQ(run.train_loss.size(), 3u);

@@ -33,9 +33,16 @@ struct WorldFacts {
   std::vector<nlohmann::json> mc, cloze;
 };
 Result<WorldFacts> world_facts(const std::string& countries_dir, std::mt19937_64& rng);
+// The filler sentences of the needle contexts with their token counts
+// (each after a space), counted once for every length.
+struct NeedleFiller {
+  std::vector<std::string> sentences;
+  std::vector<int64_t> tokens;
+};
+NeedleFiller needle_filler(const std::vector<std::string>& sentences, const Tokenizer& tok);
 // Examples of `length` tokens at most (BOS + context + target) at each depth.
-Result<std::vector<nlohmann::json>> needle_examples(const std::vector<std::string>& filler, const Tokenizer& tok,
-                                                    int64_t length, const std::vector<double>& depths,
-                                                    int64_t per_depth, std::mt19937_64& rng, const std::string& book);
+Result<std::vector<nlohmann::json>> needle_examples(const NeedleFiller& filler, const Tokenizer& tok, int64_t length,
+                                                    const std::vector<double>& depths, int64_t per_depth,
+                                                    std::mt19937_64& rng, const std::string& book);
 
 }  // namespace stem::eval

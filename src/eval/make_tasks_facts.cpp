@@ -120,12 +120,18 @@ Result<WorldFacts> world_facts(const std::string& dir, std::mt19937_64& rng) {
   return f;
 }
 
-Result<std::vector<json>> needle_examples(const std::vector<std::string>& filler, const Tokenizer& tok, int64_t length,
+NeedleFiller needle_filler(const std::vector<std::string>& sentences, const Tokenizer& tok) {
+  NeedleFiller f{sentences, std::vector<int64_t>(sentences.size())};
+  for (size_t i = 0; i < sentences.size(); ++i) f.tokens[i] = static_cast<int64_t>(tok.encode(" " + sentences[i]).size());
+  return f;
+}
+
+Result<std::vector<json>> needle_examples(const NeedleFiller& fill, const Tokenizer& tok, int64_t length,
                                           const std::vector<double>& depths, int64_t per_depth, std::mt19937_64& rng,
                                           const std::string& book) {
   const std::string question = " What is the pass key? The pass key is";
-  std::vector<int64_t> cost(filler.size());
-  for (size_t i = 0; i < filler.size(); ++i) cost[i] = static_cast<int64_t>(tok.encode(" " + filler[i]).size());
+  const std::vector<std::string>& filler = fill.sentences;
+  const std::vector<int64_t>& cost = fill.tokens;
   std::vector<json> out;
   for (double depth : depths) {
     for (int64_t e = 0; e < per_depth; ++e) {
@@ -215,8 +221,10 @@ Result<std::vector<MadeTask>> make_tasks(const TaskSources& src, const MakeTasks
   if (!src.tokenizer.empty() && !book.empty()) {
     STEM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(src.tokenizer));
     std::mt19937_64 rng(opt.seed + 3);
+    const eval::NeedleFiller filler = eval::needle_filler(book, tok);
     for (int64_t L : opt.needle_lengths) {
-      STEM_ASSIGN_OR_RETURN(auto ex, eval::needle_examples(book, tok, L, opt.needle_depths, opt.needle_per_cell, rng, src.book));
+      STEM_ASSIGN_OR_RETURN(auto ex, eval::needle_examples(filler, tok, L, opt.needle_depths, opt.needle_per_cell, rng,
+                                                           src.book));
       const std::string file = "needle_" + std::to_string(L) + ".jsonl";
       STEM_RETURN_IF_ERROR(write_jsonl((fs::path(out) / file).string(), ex));
       add("needle_" + std::to_string(L), file, "cloze", static_cast<int64_t>(ex.size()), src.book);

@@ -145,8 +145,9 @@ std::string svg_loss_chart(const std::vector<Curve>& curves, int W, int H) {
   f.open(s, "step", "loss (nats/token)");
   int legend = 0;
   for (const Curve& c : curves) {
-    s << "<path d=\"" << f.path(smooth(c.train, 5)) << "\" fill=\"none\" stroke=\"" << c.color
-      << "\" stroke-width=\"1.5\" opacity=\"0.55\"/>\n";
+    if (!c.train.empty())
+      s << "<path d=\"" << f.path(smooth(c.train, 5)) << "\" fill=\"none\" stroke=\"" << c.color
+        << "\" stroke-width=\"1.5\" opacity=\"0.55\"/>\n";
     if (!c.val.empty())
       s << "<path d=\"" << f.path(c.val) << "\" fill=\"none\" stroke=\"" << c.color << "\" stroke-width=\"2.5\"/>\n";
     for (auto [x, y] : c.val)
