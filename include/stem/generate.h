@@ -78,6 +78,10 @@ Result<GenerateResult> generate(Model& model, const Tokenizer& tok, const std::s
 Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt_ids, const GenerateOptions& opt,
                                 const TokenCallback& on_token = nullptr);
 
+// The rules generate() checks options by: max_new_tokens >= 1, top_p > 0, no
+// empty stop string.
+Status check_generate_options(const GenerateOptions& opt);
+
 // Incremental detokenization (what generate() streams with), for callers
 // that feed tokens themselves: push() returns the text that became printable.
 class TextStream {

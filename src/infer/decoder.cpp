@@ -36,6 +36,9 @@ Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt)
   E_ = c.num_hash_experts;
   eps_ = static_cast<float>(c.rms_norm_eps);
   const int64_t L = m_.n_layers(), qd = H_ * hd_, kd = Hkv_ * hd_;
+  const int64_t S = std::max<int64_t>(1, opt.slots);
+  pos_.assign(S, 0);
+  batch_ids_.assign(chunk_, 0);
   const bool moe = c.has(FfnType::HashMoe);
   if (moe) {
     by_expert_.assign(chunk_, 0);
@@ -76,14 +79,15 @@ Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt)
 
   // The cache and work buffers, in the backend's memory: each cache one
   // buffer, the rest one arena carved in order.
-  k_cache_ = backends::must_alloc(be_, sizeof(float) * L * cap_ * kd);
-  v_cache_ = backends::must_alloc(be_, sizeof(float) * L * cap_ * kd);
+  k_cache_ = backends::must_alloc(be_, sizeof(float) * S * L * cap_ * kd);
+  v_cache_ = backends::must_alloc(be_, sizeof(float) * S * L * cap_ * kd);
   const std::pair<float**, int64_t> parts[] = {
       {&h_, chunk_ * d_},   {&a_, chunk_ * d_},    {&rstd_, chunk_},      {&q_, chunk_ * qd},
       {&att_, chunk_ * qd}, {&g_, chunk_ * f_},    {&u_, chunk_ * f_},    {&hact_, chunk_ * f_},
       {&y_, chunk_ * d_},   {&xe_, moe ? chunk_ * d_ : 0}, {&ye_, moe ? chunk_ * d_ : 0},
       {&logits_, V_},       {&wide_, n_wide},
-      {&scores_, kernels::attention_cached_scratch(chunk_, cap_ - chunk_, H_)}};
+      {&scores_, kernels::attention_cached_scratch(chunk_, cap_ - chunk_, H_)},
+      {&kv_, chunk_ * 2 * kd},  {&head_in_, S * d_},  {&head_out_, S * V_}};
   size_t total = 0;
   for (const auto& [ptr, n] : parts) total += core::align_up(static_cast<size_t>(n) * sizeof(float));
   work_ = backends::must_alloc(be_, total);
@@ -119,7 +123,7 @@ Decoder::Mat Decoder::mat(int i) const {
   return Mat{t.raw(), t.dtype()};
 }
 
-void Decoder::reset() { pos_ = 0; }
+void Decoder::reset() { pos_[0] = 0; }
 
 int64_t Decoder::memory_bytes() const {
   const size_t n = k_cache_->size() + v_cache_->size() + work_->size();
@@ -130,25 +134,25 @@ int64_t Decoder::memory_bytes() const {
 Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n) { return prefill(ids, n, nullptr); }
 
 Status Decoder::rewind(int64_t position) {
-  if (position < 0 || position > pos_)
+  if (position < 0 || position > pos_[0])
     return Status::error("decoder: cannot rewind to position " + std::to_string(position) + " (at " +
-                         std::to_string(pos_) + ")");
-  pos_ = position;
+                         std::to_string(pos_[0]) + ")");
+  pos_[0] = position;
   return ok_status();
 }
 
 Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n, float* logits) {
   if (n < 1) return Status::error("decoder: prefill needs at least one token");
-  if (pos_ + n > cap_)
+  if (pos_[0] + n > cap_)
     return Status::error("decoder: " + std::to_string(n) + " more tokens at position " +
-                         std::to_string(pos_) + " exceed the context of " + std::to_string(cap_) +
+                         std::to_string(pos_[0]) + " exceed the context of " + std::to_string(cap_) +
                          " positions");
   for (int64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || ids[i] >= V_)
       return Status::error("decoder: token id " + std::to_string(ids[i]) + " at index " +
                            std::to_string(i) + " is outside [0, vocab_size = " +
                            std::to_string(V_) + ")");
-  const int64_t pos_before = pos_;
+  const int64_t pos_before = pos_[0];
   using Ticket = model::RowProvider::Ticket;
   // The next chunk's rows are fetched while this one computes.
   Ticket ticket = rows_->submit(ids, std::min(chunk_, n));
@@ -161,7 +165,7 @@ Result<const float*> Decoder::prefill(const int32_t* ids, int64_t n, float* logi
     ticket = next;
     if (!st.ok()) {
       if (next >= 0) rows_->release(next);
-      pos_ = pos_before;
+      pos_[0] = pos_before;
       return st;
     }
   }
@@ -236,8 +240,8 @@ Status Decoder::prefill_branches(const int32_t* ids, const int64_t* lengths, int
     n += lengths[b];
   }
   if (n_branches < 1) return Status::error("decoder: no branches");
-  if (pos_ + n > cap_)
-    return Status::error("decoder: branches of " + std::to_string(n) + " tokens at position " + std::to_string(pos_) +
+  if (pos_[0] + n > cap_)
+    return Status::error("decoder: branches of " + std::to_string(n) + " tokens at position " + std::to_string(pos_[0]) +
                          " exceed the context of " + std::to_string(cap_) + " positions");
   for (int64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || ids[i] >= V_)
@@ -257,11 +261,54 @@ Status Decoder::prefill_branches(const int32_t* ids, const int64_t* lengths, int
   return ok_status();
 }
 
+float* Decoder::k_cache(int l, int64_t slot) const {
+  const int64_t kd = Hkv_ * hd_;
+  return static_cast<float*>(k_cache_->data()) + ((slot * m_.n_layers() + l) * cap_) * kd;
+}
+
+float* Decoder::v_cache(int l, int64_t slot) const {
+  const int64_t kd = Hkv_ * hd_;
+  return static_cast<float*>(v_cache_->data()) + ((slot * m_.n_layers() + l) * cap_) * kd;
+}
+
+Status Decoder::forward_slots(const SlotChunk* chunks, int64_t n_chunks) {
+  if (n_chunks < 1) return Status::error("decoder: a batched pass needs at least one sequence");
+  int64_t n = 0;
+  std::vector<bool> seen(pos_.size(), false);
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    const SlotChunk& s = chunks[c];
+    const std::string where = "decoder: slot " + std::to_string(s.slot);
+    if (s.slot < 0 || s.slot >= slots()) return Status::error(where + " is outside [0, " + std::to_string(slots()) + ")");
+    if (seen[s.slot]) return Status::error(where + " appears twice in one pass");
+    seen[s.slot] = true;
+    if (s.n < 1) return Status::error(where + ": a chunk needs at least one token");
+    if (pos_[s.slot] + s.n > cap_)
+      return Status::error(where + ": " + std::to_string(s.n) + " more tokens at position " +
+                           std::to_string(pos_[s.slot]) + " exceed the context of " + std::to_string(cap_) +
+                           " positions");
+    for (int64_t i = 0; i < s.n; ++i)
+      if (s.ids[i] < 0 || s.ids[i] >= V_)
+        return Status::error(where + ": token id " + std::to_string(s.ids[i]) + " is outside [0, vocab_size = " +
+                             std::to_string(V_) + ")");
+    n += s.n;
+  }
+  if (n > chunk_)
+    return Status::error("decoder: a batched pass of " + std::to_string(n) + " tokens exceeds the chunk of " +
+                         std::to_string(chunk_));
+  for (int64_t c = 0, at = 0; c < n_chunks; at += chunks[c++].n)
+    std::copy(chunks[c].ids, chunks[c].ids + chunks[c].n, batch_ids_.begin() + at);
+  const model::RowProvider::Ticket ticket = rows_->submit(batch_ids_.data(), n);
+  Status st = forward_chunk(batch_ids_.data(), n, ticket, nullptr, nullptr, 0, chunks, n_chunks);
+  rows_->release(ticket);
+  return st;
+}
+
 Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all,
-                             const int64_t* branch_len, int64_t n_branches) {
-  STEM_CHECK(n >= 1 && n <= chunk_ && pos_ + n <= cap_);
+                             const int64_t* branch_len, int64_t n_branches, const SlotChunk* slots,
+                             int64_t n_slots) {
+  STEM_CHECK(n >= 1 && n <= chunk_ && (slots || pos_[0] + n <= cap_));
   const int64_t d = d_, f = f_, H = H_, Hkv = Hkv_, hd = hd_, qd = H * hd, kd = Hkv * hd;
-  const int64_t pos0 = pos_;
+  const int64_t pos0 = pos_[0];
   float* h = h_;
   if (embed_.dtype == DType::F32) {
     k_.embedding_forward(h, static_cast<const float*>(embed_.p), ids, n, d);
@@ -274,25 +321,32 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
   for (int l = 0; l < m_.n_layers(); ++l) {
     const model::LayerView& W = m_.layer(l);
     const LayerMats& M = mats_[l];
-    float* kc = static_cast<float*>(k_cache_->data()) + (static_cast<int64_t>(l) * cap_) * kd;
-    float* vc = static_cast<float*>(v_cache_->data()) + (static_cast<int64_t>(l) * cap_) * kd;
+    float* kc = k_cache(l, 0);
+    float* vc = v_cache(l, 0);
     // attention block
     k_.rmsnorm_forward(a_, rstd_, h, W.attn_norm, n, d, eps_);
-    if (n == 1) {  // one fork/join for q, k and v
-      const kernels::MatvecJob jobs[3] = {job(q_, M.wq, qd), job(kc + pos0 * kd, M.wk, kd),
-                                    job(vc + pos0 * kd, M.wv, kd)};
-      k_.matvec_batch(jobs, 3, a_, d);
-    } else {
+    if (slots) {  // k and v of every sequence together, then to their caches
       linear(q_, a_, M.wq, n, d, qd);
-      linear(kc + pos0 * kd, a_, M.wk, n, d, kd);
-      linear(vc + pos0 * kd, a_, M.wv, n, d, kd);
-    }
-    if (!branch_len) {
-      k_.rope_forward(q_, m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
-      k_.rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
-      k_.attention_cached_forward(att_, scores_, q_, kc, vc, n, pos0, H, Hkv, hd);
+      linear(kv_, a_, M.wk, n, d, kd);
+      linear(kv_ + n * kd, a_, M.wv, n, d, kd);
+      slot_attention(att_, l, slots, n_slots);
     } else {
-      branch_attention(att_, kc, vc, branch_len, n_branches, pos0);
+      if (n == 1) {  // one fork/join for q, k and v
+        const kernels::MatvecJob jobs[3] = {job(q_, M.wq, qd), job(kc + pos0 * kd, M.wk, kd),
+                                            job(vc + pos0 * kd, M.wv, kd)};
+        k_.matvec_batch(jobs, 3, a_, d);
+      } else {
+        linear(q_, a_, M.wq, n, d, qd);
+        linear(kc + pos0 * kd, a_, M.wk, n, d, kd);
+        linear(vc + pos0 * kd, a_, M.wv, n, d, kd);
+      }
+      if (!branch_len) {
+        k_.rope_forward(q_, m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
+        k_.rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
+        k_.attention_cached_forward(att_, scores_, q_, kc, vc, n, pos0, H, Hkv, hd);
+      } else {
+        branch_attention(att_, kc, vc, branch_len, n_branches, pos0);
+      }
     }
     linear(h, att_, M.wo, n, qd, d, /*accumulate=*/true);
     // FFN block
@@ -310,6 +364,7 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
         }
         linear(g_, a_, M.gate, n, d, f);
         k_.swiglu_forward(hact_, g_, rows.rows[m_.stem_slot(l)], rows.row_of, n, f);
+        if (slots) override_rows(ids, m_.stem_slot(l), slots, n_slots);
         linear(y_, hact_, M.down, n, f, d);
         break;
       }
@@ -323,6 +378,18 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
     Result<model::StemRows> r = rows_->wait(ticket);
     if (!r.ok()) return r.status().with_context("decoder");
   }
+  if (slots) {  // the last token of each sequence that wants logits, through the head together
+    int64_t m = 0;
+    for (int64_t c = 0, at = 0; c < n_slots; at += slots[c++].n)
+      if (slots[c].logits)
+        k_.rmsnorm_forward(head_in_ + (m++) * d, rstd_, h + (at + slots[c].n - 1) * d, m_.final_norm(), 1, d, eps_);
+    if (m > 0) linear(head_out_, head_in_, head_, m, d, V_);
+    for (int64_t c = 0, j = 0; c < n_slots; ++c) {
+      if (slots[c].logits) std::memcpy(slots[c].logits, head_out_ + (j++) * V_, sizeof(float) * V_);
+      pos_[slots[c].slot] += slots[c].n;
+    }
+    return ok_status();
+  }
   if (all) {  // every position reaches the head
     k_.rmsnorm_forward(a_, rstd_, h, m_.final_norm(), n, d, eps_);
     linear(all, a_, head_, n, d, V_);
@@ -330,8 +397,39 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
     k_.rmsnorm_forward(a_, rstd_, h + (n - 1) * d, m_.final_norm(), 1, d, eps_);
     linear(logits_, a_, head_, 1, d, V_);
   }
-  if (!branch_len) pos_ += n;
+  if (!branch_len) pos_[0] += n;
   return ok_status();
+}
+
+// Each sequence's keys and values (kv_: [n, kd] k, then [n, kd] v) copied to
+// its cache rows, q and k rotated at its positions, its queries attended
+// against its own cache.
+void Decoder::slot_attention(float* att, int l, const SlotChunk* slots, int64_t n_slots) {
+  const int64_t qd = H_ * hd_, kd = Hkv_ * hd_;
+  int64_t n = 0;
+  for (int64_t c = 0; c < n_slots; ++c) n += slots[c].n;
+  for (int64_t c = 0, at = 0; c < n_slots; at += slots[c++].n) {
+    const SlotChunk& s = slots[c];
+    const int64_t p = pos_[s.slot];
+    float* kc = k_cache(l, s.slot);
+    float* vc = v_cache(l, s.slot);
+    be_.stream().copy(kc + p * kd, kv_ + at * kd, sizeof(float) * s.n * kd);
+    be_.stream().copy(vc + p * kd, kv_ + (n + at) * kd, sizeof(float) * s.n * kd);
+    k_.rope_forward(q_ + at * qd, m_.rope_cos(), m_.rope_sin(), 1, s.n, H_, hd_, p);
+    k_.rope_forward(kc + p * kd, m_.rope_cos(), m_.rope_sin(), 1, s.n, Hkv_, hd_, p);
+    k_.attention_cached_forward(att + at * qd, scores_, q_ + at * qd, kc, vc, s.n, p, H_, Hkv_, hd_);
+  }
+}
+
+// Positions of sequences with overrides: their SwiGLU recomputed with the
+// override row where STEM layer j has one for their token.
+void Decoder::override_rows(const int32_t* ids, int64_t j, const SlotChunk* slots, int64_t n_slots) {
+  for (int64_t c = 0, at = 0; c < n_slots; at += slots[c++].n) {
+    if (!slots[c].rows) continue;
+    for (int64_t i = at; i < at + slots[c].n; ++i)
+      if (const float* r = slots[c].rows->find(j, ids[i]))
+        k_.swiglu_forward(hact_ + i * f_, g_ + i * f_, r, nullptr, 1, f_);
+  }
 }
 
 // Each branch's q and k rotated from pos0; its keys and values moved down to

@@ -6,8 +6,13 @@
 // that position to float round-off, however the tokens were fed (one prefill,
 // prefill in pieces, step by step).
 //
-// It does not sample (see sampler.h) and does not batch sequences; it keeps
-// the last position's logits, or hands every position's to a caller's buffer.
+// It does not sample (see sampler.h); it keeps the last position's logits, or
+// hands every position's to a caller's buffer. With `slots` > 1 it holds that
+// many sequences, each with its own cache and position, and forward_slots()
+// feeds pieces of several of them in one pass (continuous batching): the
+// weight matrices are read once for all their tokens, attention runs per
+// sequence, and each sequence may read its own STEM row overrides. The
+// single-sequence calls (prefill, step, rewind, ...) work on slot 0.
 //
 // Weights may be F32 or BF16 (matrices; accumulation in F32). STEM rows come
 // through a model::RowProvider: the weight list's tables in place, or, from
@@ -31,8 +36,9 @@
 // weights only; a shared TableStore serialises its fetches), as long as
 // nothing changes the model meanwhile (tests/test_generate.cpp).
 //
-// Cache layout per layer: k and v [capacity, Hkv, hd], row p holding position
-// p; k stored after RoPE. Invariant: rows [0, position()) are valid.
+// Cache layout per slot and layer: k and v [capacity, Hkv, hd], row p holding
+// position p; k stored after RoPE. Invariant: rows [0, slot_position(s)) of
+// slot s are valid.
 //
 // Failures: feeding past capacity(), an id outside [0, V), or a table read
 // error returns a Status and leaves position() as it was.
@@ -59,6 +65,27 @@ struct DecoderOptions {
   int64_t max_context = 0;      // <= 0: max_position_embeddings
   int64_t prefill_chunk = 256;  // positions a prefill pass takes at once (bounds the scratch)
   bool prefetch = true;         // stage table rows on a background thread
+  int64_t slots = 1;            // sequences held at once, a cache each
+};
+
+// STEM rows that replace the tables' for one sequence (an edit chosen per
+// request): the row [f] of STEM layer j (in layer order) for `token`, or null
+// for the table's own. Must give the values the tables would hold after the
+// edit (see stem::BatchGenerator), and stay valid while a pass reads it.
+class RowOverrides {
+ public:
+  virtual ~RowOverrides() = default;
+  virtual const float* find(int64_t j, int32_t token) const = 0;
+};
+
+// One sequence's piece of a batched pass: n >= 1 tokens appended to slot
+// `slot` at slot_position(slot).
+struct SlotChunk {
+  int32_t slot = 0;
+  const int32_t* ids = nullptr;  // [n]
+  int64_t n = 0;
+  float* logits = nullptr;       // [V] gets the last token's logits; null: not needed
+  const RowOverrides* rows = nullptr;  // null: the tables' rows
 };
 
 class Decoder {
@@ -93,7 +120,18 @@ class Decoder {
   // continuations of one shared context). Errors: a position out of range.
   Status rewind(int64_t position);
 
-  int64_t position() const { return pos_; }
+  // Several sequences at once: each chunk appended to its own slot (a slot at
+  // most once a call), sum of n <= chunk(). Projections and the FFN run on all
+  // the tokens together, attention per slot against its own cache; the STEM
+  // rows of all the tokens are fetched together (distinct ids once). Errors
+  // (a slot out of range or twice, too many tokens, an id outside [0, V), a
+  // slot's context full, a table read error) leave every position as it was.
+  Status forward_slots(const SlotChunk* chunks, int64_t n_chunks);
+  int64_t slots() const { return static_cast<int64_t>(pos_.size()); }
+  int64_t slot_position(int64_t slot) const { return pos_[slot]; }
+  void reset_slot(int64_t slot) { pos_[slot] = 0; }
+
+  int64_t position() const { return pos_[0]; }
   int64_t capacity() const { return cap_; }
   int64_t vocab_size() const { return V_; }
   // Cache and work buffers (staging included), for reporting.
@@ -114,8 +152,15 @@ class Decoder {
   // `all` [n, V]: the logits of every position (null: the last one, into
   // logits_). With `branch_len`, the n tokens are n_branches branches (see
   // prefill_branches) and position() stays.
+  // With `slots`, the n tokens are n_slots chunks of those sequences
+  // (forward_slots) and `all` is unused.
   Status forward_chunk(const int32_t* ids, int64_t n, model::RowProvider::Ticket ticket, float* all,
-                       const int64_t* branch_len = nullptr, int64_t n_branches = 0);
+                       const int64_t* branch_len = nullptr, int64_t n_branches = 0,
+                       const SlotChunk* slots = nullptr, int64_t n_slots = 0);
+  void slot_attention(float* att, int l, const SlotChunk* slots, int64_t n_slots);
+  void override_rows(const int32_t* ids, int64_t j, const SlotChunk* slots, int64_t n_slots);
+  float* k_cache(int l, int64_t slot) const;
+  float* v_cache(int l, int64_t slot) const;
   void branch_attention(float* att, float* kc, float* vc, const int64_t* len, int64_t n_branches, int64_t pos0);
   void linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
               bool accumulate = false);
@@ -129,13 +174,14 @@ class Decoder {
   std::vector<LayerMats> mats_;
   Mat embed_, head_;
   std::unique_ptr<model::RowProvider> rows_;  // STEM rows: in place, or staged by a prefetcher
-  int64_t cap_ = 0, chunk_ = 0, pos_ = 0;
+  int64_t cap_ = 0, chunk_ = 0;
+  std::vector<int64_t> pos_;  // [slots] each sequence's length
   int64_t V_ = 0, d_ = 0, f_ = 0, H_ = 0, Hkv_ = 0, hd_ = 0, E_ = 0;
   float eps_ = 0.0f;
 
   // Backend buffers; large ones are committed as they are first written, so a
   // long context costs memory only as far as it is used.
-  std::shared_ptr<backends::Buffer> k_cache_, v_cache_;  // [L, cap, Hkv*hd] floats each
+  std::shared_ptr<backends::Buffer> k_cache_, v_cache_;  // [slots, L, cap, Hkv*hd] floats each
   std::shared_ptr<backends::Buffer> work_;  // the work buffers below, chunk_ rows each
   float* h_ = nullptr;       // [chunk, d] residual stream
   float* a_ = nullptr;       // [chunk, d] normed input (attention, then FFN)
@@ -151,6 +197,10 @@ class Decoder {
   float* logits_ = nullptr;  // [V]
   float* wide_ = nullptr;    // BF16 weight panels widened for the prefill GEMM (null: none)
   float* scores_ = nullptr;  // [H, chunk, cap]
+  float* kv_ = nullptr;        // [2, chunk, Hkv*hd] k, then v, of a batched pass
+  float* head_in_ = nullptr;   // [slots, d] normed last rows of a batched pass
+  float* head_out_ = nullptr;  // [slots, V] their logits
+  std::vector<int32_t> batch_ids_;  // [chunk] the ids of a batched pass
   // Routing is decided on the host.
   std::vector<int32_t> by_expert_;  // [chunk] positions grouped by expert
   std::vector<int32_t> expert_count_;  // [E + 1]

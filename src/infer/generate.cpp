@@ -91,9 +91,7 @@ std::string TextStream::finish() {
 
 // ---------------------------------------------------------------- generate
 
-namespace {
-
-Status check_options(const GenerateOptions& o) {
+Status check_generate_options(const GenerateOptions& o) {
   if (o.max_new_tokens < 1)
     return Status::error("generate: max_new_tokens = " + std::to_string(o.max_new_tokens) + ": must be at least 1");
   if (!(o.sampler.top_p > 0.0f))
@@ -102,6 +100,8 @@ Status check_options(const GenerateOptions& o) {
     if (s.empty()) return Status::error("generate: a stop string is empty");
   return ok_status();
 }
+
+namespace {
 
 // The loop shared by both entry points; `stream` is null for id prompts.
 Result<GenerateResult> run(Model& model, std::vector<int32_t> prompt, const GenerateOptions& o, int32_t eos,
@@ -174,7 +174,7 @@ Result<GenerateResult> run(Model& model, std::vector<int32_t> prompt, const Gene
 
 Result<GenerateResult> generate(Model& model, const Tokenizer& tok, const std::string& prompt,
                                 const GenerateOptions& opt, const TokenCallback& on_token) {
-  STEM_RETURN_IF_ERROR(check_options(opt));
+  STEM_RETURN_IF_ERROR(check_generate_options(opt));
   if (tok.vocab_size() != model.config().vocab_size)
     return Status::error("generate: the tokenizer has " + std::to_string(tok.vocab_size()) +
                          " pieces but the model's vocab_size is " + std::to_string(model.config().vocab_size));
@@ -188,7 +188,7 @@ Result<GenerateResult> generate(Model& model, const Tokenizer& tok, const std::s
 
 Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt_ids, const GenerateOptions& opt,
                                 const TokenCallback& on_token) {
-  STEM_RETURN_IF_ERROR(check_options(opt));
+  STEM_RETURN_IF_ERROR(check_generate_options(opt));
   if (prompt_ids.empty()) return Status::error("generate: no prompt ids");
   const int64_t V = model.config().vocab_size;
   for (size_t i = 0; i < prompt_ids.size(); ++i)
