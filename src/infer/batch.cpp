@@ -152,6 +152,7 @@ struct BatchGenerator::Impl {
   std::vector<std::unique_ptr<Seq>> active;  // [slots], null: free
   bool stopping = false, cancel_all = false;
   std::thread worker;
+  std::once_flag joined;
 
   std::atomic<int64_t> requests{0}, prompt_tokens{0}, completion_tokens{0}, passes{0}, busy{0};
 
@@ -268,7 +269,7 @@ void BatchGenerator::shutdown(bool cancel_running) {
     I.cancel_all = I.cancel_all || cancel_running;
   }
   I.cv.notify_all();
-  if (I.worker.joinable()) I.worker.join();
+  std::call_once(I.joined, [&I] { I.worker.join(); });  // a second caller waits for the first
 }
 
 BatchStats BatchGenerator::stats() const {

@@ -41,6 +41,7 @@ void register_all(CLI::App& app) {
   register_analyze(app);
   register_tasks(app);
   register_study(app);
+  register_serve(app);
 }
 
 TaskSources task_sources(const std::string& book, const std::string& wordnet, const std::string& countries) {

@@ -84,5 +84,6 @@ void register_edit(CLI::App& app);
 void register_analyze(CLI::App& app);
 void register_tasks(CLI::App& app);
 void register_study(CLI::App& app);
+void register_serve(CLI::App& app);
 
 }  // namespace stem::cli
