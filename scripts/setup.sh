@@ -20,8 +20,11 @@ pkgs=(
   libsentencepiece-dev sentencepiece  # tokenizer
   liburing-dev           # io_uring reads for the disk table tier
   zlib1g-dev
+  libcpp-httplib-dev     # HTTP for stem serve
   python3-dev pybind11-dev python3-numpy  # the Python module and its tests
 )
+# Node.js runs the server's tests with the official OpenAI client (npm).
+command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 corpus="" tasks=""
 while (($#)); do
   case "$1" in
@@ -43,6 +46,11 @@ done
 if ((${#missing[@]})); then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The test clients of stem serve (tests/serve), pinned by package-lock.json.
+serve_tests="$(dirname "$0")/../tests/serve"
+if [[ -f "$serve_tests/package-lock.json" ]]; then
+  npm ci --prefix "$serve_tests" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 if [[ -n "$corpus" ]]; then
   bash "$(dirname "$0")/make_corpus.sh" "$corpus"

@@ -23,12 +23,13 @@ struct CmdResult {
   std::string out, err;
 };
 
-inline CmdResult stem_cmd(const std::string& args) {
+// Any shell command line, as stem_cmd runs the binary.
+inline CmdResult stem_cmd_raw(const std::string& command) {
   static std::atomic<int> calls{0};
   const std::filesystem::path err =
       std::filesystem::temp_directory_path() /
       ("stem_cmd_err_" + std::to_string(::getpid()) + "_" + std::to_string(calls++));
-  const std::string cmd = std::string(STEM_BINARY) + " " + args + " 2>" + err.string();
+  const std::string cmd = command + " 2>" + err.string();
   CmdResult r;
   FILE* p = ::popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
@@ -41,6 +42,8 @@ inline CmdResult stem_cmd(const std::string& args) {
   std::filesystem::remove(err);
   return r;
 }
+
+inline CmdResult stem_cmd(const std::string& args) { return stem_cmd_raw(std::string(STEM_BINARY) + " " + args); }
 
 // A fresh directory per test (named by pid and test), removed afterwards.
 class TempDirTest : public ::testing::Test {

@@ -273,21 +273,34 @@ TEST(BatchGenerator, CancelRefusalsAndShutdown) {
   req.prompt = t.corpus.queries[0].prompt;
   req.gen.max_new_tokens = 40;
   req.gen.stop_at_eos = false;
-  auto first = (*gen)->submit(req);
-  ASSERT_TRUE(first.ok());
-  BatchEvent ev;
-  ASSERT_TRUE((*first)->next(&ev));  // running: the slot is taken
-  auto second = (*gen)->submit(req);  // waits in the queue
-  ASSERT_TRUE(second.ok());
+  // More completions than the slot and the queue hold: refused whole.
   Refusal why;
-  EXPECT_FALSE((*gen)->submit(req, &why).ok());
+  BatchRequest many = req;
+  many.n = 3;
+  EXPECT_FALSE((*gen)->submit(many, &why).ok());
   EXPECT_EQ(why, Refusal::Busy);
-  // Cancelling the first frees its slot for the second.
+  // 16 completions through the one slot; cancelled after the first token,
+  // those not finished end with StopReason::Callback and free the slot.
+  many.n = 16;
+  bo.max_queue = 16;
+  auto gen16 = BatchGenerator::start(*m, *tok, bo);
+  ASSERT_TRUE(gen16.ok());
+  auto first = (*gen16)->submit(many);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  BatchEvent ev;
+  ASSERT_TRUE((*first)->next(&ev));
   (*first)->cancel();
-  StopReason stop = StopReason::Length;
+  int cancelled = 0, done = 0;
   while ((*first)->next(&ev))
-    if (ev.done) stop = ev.stop;
-  EXPECT_EQ(stop, StopReason::Callback);
+    if (ev.done) {
+      ++done;
+      cancelled += ev.stop == StopReason::Callback;
+    }
+  EXPECT_EQ(done, 16);
+  EXPECT_GE(cancelled, 8);  // at most a few ran to the end meanwhile
+  EXPECT_EQ((*gen16)->stats().busy_slots, 0);
+  auto second = (*gen16)->submit(req);
+  ASSERT_TRUE(second.ok());
   const Completion c = collect(**second);
   EXPECT_EQ(c.ids.size(), 40u);
   // Refusals, each with its reason.

@@ -376,7 +376,7 @@ async function main() {
   });
 
   test('errors through the client', { timeout: T }, async (t) => {
-    await t.test('unknown model -> NotFoundError 404 (model_not_found)', async () => {
+    await t.test('unknown model -> NotFoundError 404 (model_not_found)', { timeout: 10_000 }, async () => {
       await assert.rejects(client.completions.create({ model: 'no-such-model', prompt: 'x', max_tokens: 1 }), (e) => {
         assert.ok(e instanceof OpenAI.NotFoundError, `${e.constructor.name}: ${e.message}`);
         assert.equal(e.status, 404);
@@ -388,14 +388,14 @@ async function main() {
         (e) => e instanceof OpenAI.NotFoundError && e.status === 404,
       );
     });
-    await t.test('max_tokens: -1 -> BadRequestError 400', async () => {
+    await t.test('max_tokens: -1 -> BadRequestError 400', { timeout: 10_000 }, async () => {
       await assert.rejects(client.completions.create({ model: MODEL, prompt: 'x', max_tokens: -1 }), (e) => {
         assert.ok(e instanceof OpenAI.BadRequestError, `${e.constructor.name}: ${e.message}`);
         assert.equal(e.status, 400);
         return true;
       });
     });
-    await t.test('prompt longer than the context -> 400 context_length_exceeded', async () => {
+    await t.test('prompt longer than the context -> 400 context_length_exceeded', { timeout: 10_000 }, async () => {
       const prompt = ' the'.repeat(4 * CONTEXT);
       await assert.rejects(client.completions.create({ model: MODEL, prompt, max_tokens: 4 }), (e) => {
         assert.ok(e instanceof OpenAI.BadRequestError, `${e.constructor.name}: ${e.message}`);
@@ -430,7 +430,7 @@ async function main() {
       );
     }
     for (const [name, status, method, path, opts] of cases) {
-      await t.test(`${name}: ${method} ${path} -> ${status}`, async () => {
+      await t.test(`${name}: ${method} ${path} -> ${status}`, { timeout: 10_000 }, async () => {
         const r = await raw(method, path, opts);
         assert.equal(r.status, status, `body: ${r.text.slice(0, 300)}`);
         const j = parseJson(r, name);
@@ -442,7 +442,7 @@ async function main() {
       });
     }
     if (API_KEY) {
-      await t.test('GET /health without a key -> 200', async () => {
+      await t.test('GET /health without a key -> 200', { timeout: 10_000 }, async () => {
         const h = await raw('GET', '/health', { auth: false });
         assert.equal(h.status, 200);
       });

@@ -8,6 +8,7 @@
 // 503 while the model loads; on SIGINT/SIGTERM finish the running requests,
 // cancel them after --grace-s, exit 0).
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdio>
@@ -58,7 +59,7 @@ struct Server {
 
 void reply(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(serve::text_of(body), "application/json");
 }
 
 void reply_error(Server& S, httplib::Response& res, const ApiError& e) {
@@ -104,7 +105,7 @@ ApiError refusal_error(Refusal why, const Status& st) {
   }
 }
 
-std::string sse(const json& j) { return "data: " + j.dump() + "\n\n"; }
+std::string sse(const json& j) { return "data: " + serve::text_of(j) + "\n\n"; }
 
 // A streamed response: chunks as tokens come, each choice's last chunk, the
 // usage with the last of them, then [DONE]. A client that goes away cancels
@@ -281,9 +282,8 @@ void add_routes(Server& S) {
     const std::string what = res.status == 404   ? "no route " + req.method + " " + req.path
                              : res.status == 413 ? "the body is larger than " + std::to_string(S.o.max_body_kb) + " KiB"
                                                  : "bad request (HTTP " + std::to_string(res.status) + ")";
-    res.set_content(serve::error_body(ApiError{res.status, what, res.status == 404 ? "not_found_error"
-                                                                                   : "invalid_request_error"})
-                        .dump(),
+    res.set_content(serve::text_of(serve::error_body(
+                        ApiError{res.status, what, res.status == 404 ? "not_found_error" : "invalid_request_error"})),
                     "application/json");
   });
   h.set_exception_handler([&S](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -337,6 +337,12 @@ int run(const Opts& o) {
   S.http.set_write_timeout(30);
   const int threads = static_cast<int>(o.threads);
   S.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which would let a
+  // second server share a port in use instead of failing.
+  S.http.set_socket_options([](int sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   const int port = o.port == 0 ? S.http.bind_to_any_port(o.host) : (S.http.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0)
     return fail(cmd, Status::error("cannot listen on " + o.host + ":" + std::to_string(o.port) +
@@ -344,6 +350,8 @@ int run(const Opts& o) {
   const std::string url = "http://" + o.host + ":" + std::to_string(port);
   StopRequest stop;  // armed before any request can arrive
   std::thread listener([&S] { S.http.listen_after_bind(); });
+  // stop() only ends a listener that runs: wait for it to start.
+  while (!S.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   auto end_listener = [&] {
     S.http.stop();
     listener.join();

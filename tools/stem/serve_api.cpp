@@ -111,6 +111,7 @@ bool parse_request(Endpoint ep, const json& body, ApiRequest* out, ApiError* err
     if (!F.has("messages")) return F.bad("messages", "required");
     const json& ms = body["messages"];
     if (!ms.is_array() || ms.empty()) return F.bad("messages", "expected a non-empty array of messages");
+    json checked = json::array();
     for (size_t i = 0; i < ms.size(); ++i) {
       const json& m = ms[i];
       const std::string at = "messages[" + std::to_string(i) + "]";
@@ -119,10 +120,23 @@ bool parse_request(Endpoint ep, const json& body, ApiRequest* out, ApiError* err
       const std::string role = m["role"].get<std::string>();
       if (role != "system" && role != "developer" && role != "user" && role != "assistant")
         return F.bad(at + ".role", "'" + role + "' is not system, developer, user or assistant");
-      if (!m.contains("content") || !m["content"].is_string())
-        return F.bad(at + ".content", "expected a string (text content only)");
+      // Content: a string, or an array of text parts.
+      const json c = m.contains("content") ? m["content"] : json(nullptr);
+      std::string text;
+      if (c.is_string()) {
+        text = c.get<std::string>();
+      } else if (c.is_array()) {
+        for (const json& part : c) {
+          if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+            return F.bad(at + ".content", "only text parts ({\"type\": \"text\", \"text\": ...}) are supported");
+          text += part["text"].get<std::string>();
+        }
+      } else {
+        return F.bad(at + ".content", "expected a string or an array of text parts");
+      }
+      checked.push_back({{"role", role}, {"content", text}});
     }
-    b.prompt = chat_prompt(ms);
+    b.prompt = chat_prompt(checked);
     b.gen.stop.push_back(kChatStop);
   }
   // Sampling: OpenAI's defaults (temperature 1, no top-p or top-k cut); 0 is greedy.

@@ -35,6 +35,8 @@ struct ApiError {
         param(std::move(param_)) {}
 };
 json error_body(const ApiError& e);
+// JSON text; invalid UTF-8 (quoted from a bad body) replaced, never thrown.
+inline std::string text_of(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 enum class Endpoint { Completions, Chat };
 
@@ -53,7 +55,8 @@ struct ApiRequest {
 // fills `err` on a bad request.
 bool parse_request(Endpoint ep, const json& body, ApiRequest* out, ApiError* err);
 
-// The chat template above, and its stop string.
+// The chat template above, and its stop string. Messages as checked by
+// parse_request (role and content strings).
 std::string chat_prompt(const json& messages);
 inline constexpr const char* kChatStop = "\nUser:";
 
