@@ -29,7 +29,7 @@ TEST(BackendOpsCoverage, EveryOpOfTheTableHasABackendTest) {
       "dense_ffn_forward", "dense_ffn_backward", "stem_ffn_forward", "stem_ffn_backward", "hash_moe_forward",
       "hash_moe_backward", "cross_entropy_forward", "cross_entropy_backward", "add", "add_inplace",
       "adamw_update", "adamw_update_rows", "adamw_update_rows_lazy", "scale_rows", "sum_squares",
-      "scale_inplace", "attention_cached_forward", "matvec", "matvec_bf16", "matvec_batch",
+      "scale_inplace", "attention_cached_forward", "attention_cached_slots_forward", "matvec", "matvec_bf16", "matvec_batch",
       "linear_forward_bf16", "bf16_to_f32_row", "f32_to_bf16_row"};
   std::set<std::string> all;
   for (int i = 0; i < kern::kOpCount; ++i) all.insert(kern::op_name(static_cast<kern::Op>(i)));
@@ -307,6 +307,35 @@ TEST_P(BackendOps, CachedAttentionEqualsFullAttentionAtItsPositions) {
   k().attention_cached_forward(out, dev.zeros(kern::attention_cached_scratch(n, pos0, H)), dev.put(qn), dev.put(kk),
                                dev.put(v), n, pos0, H, Hkv, hd);
   EXPECT_TRUE(near_rel(dev.get(out, n * H * hd), VecD(full.begin() + pos0 * H * hd, full.end()), kTol));
+}
+
+// The decode step of several sequences, each with its own cache (slots of
+// one buffer, queries at any rows, contexts of different lengths), equals
+// full causal attention over each sequence at its last position.
+TEST_P(BackendOps, SlotAttentionEqualsFullAttentionOfEachSequence) {
+  const int64_t H = 4, Hkv = 2, hd = 8, cap = 12, slots = 3, kd = Hkv * hd, stride = 2 * cap * kd;
+  const std::vector<kern::CachedQuery> queries = {{2, 1, 5}, {0, 2, 12}, {3, 0, 1}};
+  const int64_t rows = 4;
+  const VecF kk = randu(rng, slots * stride), v = randu(rng, slots * stride), q = randu(rng, rows * H * hd);
+  float* out = dev.zeros(rows * H * hd);
+  k().attention_cached_slots_forward(out, dev.zeros(kern::attention_cached_slots_scratch(3, cap, H)), dev.put(q),
+                                     dev.put(kk), dev.put(v), stride, queries.data(), 3, H, Hkv, hd);
+  const VecF got = dev.get(out, rows * H * hd);
+  for (const kern::CachedQuery& c : queries) {
+    // Sequence c.slot: its cached keys and values, with q at its last position.
+    VecD qs(c.ctx * H * hd, 0.0), ks(c.ctx * kd), vs(c.ctx * kd), full(c.ctx * H * hd), lse(H * c.ctx);
+    for (int64_t i = 0; i < c.ctx * kd; ++i) {
+      ks[i] = kk[c.slot * stride + i];
+      vs[i] = v[c.slot * stride + i];
+    }
+    for (int64_t i = 0; i < H * hd; ++i) qs[(c.ctx - 1) * H * hd + i] = q[c.row * H * hd + i];
+    ref::attention_forward(full.data(), lse.data(), qs.data(), ks.data(), vs.data(), 1, c.ctx, H, Hkv, hd);
+    EXPECT_TRUE(near_rel(VecF(got.begin() + c.row * H * hd, got.begin() + (c.row + 1) * H * hd),
+                         VecD(full.end() - H * hd, full.end()), kTol))
+        << "slot " << c.slot;
+  }
+  // Row 1 belongs to no query: untouched.
+  EXPECT_EQ(VecF(got.begin() + H * hd, got.begin() + 2 * H * hd), VecF(H * hd, 0.0f));
 }
 
 TEST_P(BackendOps, Bf16MatvecBatchPrefillLinearAndConversions) {

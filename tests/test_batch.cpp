@@ -18,6 +18,7 @@
 #include "infer/decoder.h"
 #include "model/engine.h"
 #include "stem/batch.h"
+#include "stem/bench.h"
 #include "stem/edit.h"
 #include "stem/generate.h"
 
@@ -337,6 +338,47 @@ TEST(BatchGenerator, CancelRefusalsAndShutdown) {
   auto e = BatchGenerator::start(*m, *tok, bo);
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.status().message().find("/nonexistent.ovl"), std::string::npos);
+}
+
+// stem bench batch's figures: one point per stream count, each round's
+// tokens/s, the speed-up against the first count, and bad options refused
+// before any work. Every OpenMP thread in use, so that the sequences of a
+// pass sample in parallel. Speed itself is not asserted.
+TEST(BatchGenerator, BenchReportsEveryStreamCount) {
+  const auto& t = edit_test::trained();
+  auto m = Model::load(t.model);
+  ASSERT_TRUE(m.ok());
+  auto tok = Tokenizer::load(t.model + "/tokenizer.model");
+  ASSERT_TRUE(tok.ok());
+  BatchBenchOptions o;
+  o.streams = {1, 3};
+  o.tokens = 6;
+  o.prompt = 4;
+  o.reps = 2;
+  auto r = bench_batch(*m, *tok, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->slots, 3);
+  ASSERT_EQ(r->points.size(), 2u);
+  for (size_t k = 0; k < 2; ++k) {
+    const BatchBenchPoint& p = r->points[k];
+    EXPECT_EQ(p.streams, o.streams[k]);
+    EXPECT_EQ(p.tokens_per_second_all.size(), 2u);
+    EXPECT_GT(p.tokens_per_second, 0.0);
+    EXPECT_GT(p.pass_ms, 0.0);
+    EXPECT_LE(p.ttft_p50_ms, p.ttft_p99_ms);
+    EXPECT_LE(p.itl_p50_ms, p.itl_p99_ms);
+  }
+  EXPECT_DOUBLE_EQ(r->points[0].speedup, 1.0);
+  EXPECT_DOUBLE_EQ(r->points[1].speedup, r->points[1].tokens_per_second / r->points[0].tokens_per_second);
+  o.streams = {};
+  EXPECT_FALSE(bench_batch(*m, *tok, o).ok());
+  o.streams = {1, 0};
+  EXPECT_FALSE(bench_batch(*m, *tok, o).ok());
+  o.streams = {2};
+  o.prompt = m->config().max_position_embeddings;
+  auto bad = bench_batch(*m, *tok, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("max_position_embeddings"), std::string::npos);
 }
 
 }  // namespace

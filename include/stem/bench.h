@@ -14,7 +14,9 @@
 
 #include "stem/config.h"
 #include "stem/model.h"
+#include "stem/sampler.h"
 #include "stem/status.h"
+#include "stem/tokenizer.h"
 
 namespace stem {
 
@@ -79,6 +81,42 @@ struct InferBenchResult {
 
 // Errors: tokens < 1, reps < 1, tokens > max_position_embeddings, a table read.
 Result<InferBenchResult> bench_infer(Model& model, const InferBenchOptions& opt,
+                                     const BenchProgress& progress = nullptr);
+
+// Continuous batching (stem::BatchGenerator, no HTTP): each round submits S
+// requests of `prompt` random ids at once, each generating `tokens` tokens,
+// for every S of `streams` in turn; one generator with max(streams) slots.
+struct BatchBenchOptions {
+  std::vector<int64_t> streams = {1, 8};
+  int64_t tokens = 64, prompt = 16;
+  int reps = 3;                 // timed rounds after one warm-up round
+  int64_t step_tokens = 256;    // tokens one pass takes at most
+  SamplerConfig sampler;        // seeded per request with seed + its index
+  bool prefetch = true;
+  uint64_t seed = 0;            // of the prompts and the samplers
+};
+
+struct BatchBenchPoint {
+  int64_t streams = 0;
+  double tokens_per_second = 0;        // generated tokens of all streams / round, median round
+  std::vector<double> tokens_per_second_all;
+  double speedup = 0;                  // tokens_per_second / the first point's
+  double ttft_p50_ms = 0, ttft_p99_ms = 0;  // submit to first token
+  double itl_p50_ms = 0, itl_p99_ms = 0;    // between a stream's tokens
+  double pass_ms = 0;                  // wall time per scheduler pass, timed rounds
+  double seconds = 0;                  // timed rounds in all
+};
+
+struct BatchBenchResult {
+  std::vector<BatchBenchPoint> points;  // as `streams` lists them
+  int64_t slots = 0;
+  int threads = 0;
+};
+
+// Errors: an empty or non-positive stream count, tokens/prompt/reps < 1,
+// prompt + tokens > max_position_embeddings, a tokenizer of another
+// vocabulary, a table read.
+Result<BatchBenchResult> bench_batch(Model& model, const Tokenizer& tok, const BatchBenchOptions& opt,
                                      const BenchProgress& progress = nullptr);
 
 // This process's resident set now and its peak (Linux /proc/self/status).

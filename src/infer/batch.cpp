@@ -1,6 +1,7 @@
 // BatchGenerator (include/stem/batch.h): the request queue, the slots and the
 // scheduler thread that runs one Decoder::forward_slots pass per step. Each
-// sequence samples and streams its text as generate() does; edits are kept
+// sequence samples and streams its text as generate() does (the sequences of
+// a pass sample on all threads, then stream in slot order); edits are kept
 // as the row values the tables would hold after applying the overlay, looked
 // up per sequence during the pass.
 //
@@ -136,6 +137,12 @@ struct Seq {
   std::vector<float> logits;  // [V]
 };
 
+// A sampled token and the event that streams it.
+struct Emitted {
+  int32_t id = -1;
+  BatchEvent ev;
+};
+
 }  // namespace
 
 struct BatchGenerator::Impl {
@@ -160,7 +167,11 @@ struct BatchGenerator::Impl {
   void run();
   bool admit();  // under mu: queued sequences into free slots; true if any slot is busy
   void finish(int64_t s, StopReason why, Status error = {});
-  void emit(Seq& q);  // samples from q.logits, streams the token, ends q when a stop rule says so
+  // A sequence's next token from its logits, with its text and log-probabilities:
+  // touches q alone, so the sequences of a pass sample in parallel.
+  Emitted sample(Seq& q) const;
+  // Streams it and ends q when a stop rule says so (the scheduler, under mu).
+  void deliver(Seq& q, Emitted e);
 };
 
 BatchGenerator::BatchGenerator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -371,32 +382,37 @@ TokenLogprob logprob_of(const Tokenizer& tok, int32_t id, float x, double lse) {
 }
 }  // namespace
 
-void BatchGenerator::Impl::emit(Seq& q) {
-  const int64_t s = q.slot;
-  const int32_t id = q.sampler->sample(q.logits.data());
-  if (id == q.eos) return finish(s, StopReason::Eos);
-  BatchEvent ev;
-  ev.index = q.index;
-  ev.id = id;
-  ev.text = q.text->push(id);
+Emitted BatchGenerator::Impl::sample(Seq& q) const {
+  Emitted e;
+  e.id = q.sampler->sample(q.logits.data());
+  if (e.id == q.eos) return e;
+  e.ev.index = q.index;
+  e.ev.id = e.id;
+  e.ev.text = q.text->push(e.id);
   if (q.top_logprobs >= 0) {
     const float* x = q.logits.data();
     const float mx = *std::max_element(x, x + V);
     double sum = 0;
     for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(x[v] - mx));
     const double lse = mx + std::log(sum);
-    ev.logprob = logprob_of(tok, id, x[id], lse);
+    e.ev.logprob = logprob_of(tok, e.id, x[e.id], lse);
     std::vector<int32_t> order(V);
     for (int64_t v = 0; v < V; ++v) order[v] = static_cast<int32_t>(v);
     const int64_t k = std::min<int64_t>(q.top_logprobs, V);
     std::partial_sort(order.begin(), order.begin() + k, order.end(),
                       [&](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
-    for (int64_t i = 0; i < k; ++i) ev.top.push_back(logprob_of(tok, order[i], x[order[i]], lse));
+    for (int64_t i = 0; i < k; ++i) e.ev.top.push_back(logprob_of(tok, order[i], x[order[i]], lse));
   }
-  q.out->push(std::move(ev));
+  return e;
+}
+
+void BatchGenerator::Impl::deliver(Seq& q, Emitted e) {
+  const int64_t s = q.slot;
+  if (e.id == q.eos) return finish(s, StopReason::Eos);
+  q.out->push(std::move(e.ev));
   ++q.generated;
   ++completion_tokens;
-  q.next_id = id;
+  q.next_id = e.id;
   if (q.text->stopped()) return finish(s, StopReason::StopString);
   if (q.generated == q.gen.max_new_tokens) return finish(s, StopReason::Length);
   if (dec->slot_position(s) == ctx) return finish(s, StopReason::Context);
@@ -405,6 +421,7 @@ void BatchGenerator::Impl::emit(Seq& q) {
 void BatchGenerator::Impl::run() {
   std::vector<infer::SlotChunk> chunks;
   std::vector<int64_t> order;  // slots of the pass, chunk by chunk
+  std::vector<Emitted> emitted;  // tokens sampled from the pass, chunk by chunk
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu);
@@ -446,8 +463,17 @@ void BatchGenerator::Impl::run() {
     }
     Status st = dec->forward_slots(chunks.data(), static_cast<int64_t>(chunks.size()));
     ++passes;
+    // Sampling and detokenizing, per sequence, across threads; then, in
+    // order, the events and the stop rules.
+    const int64_t n_chunks = static_cast<int64_t>(chunks.size());
+    emitted.assign(chunks.size(), Emitted{});
+    if (st.ok()) {
+#pragma omp parallel for schedule(dynamic, 1) if (n_chunks > 1)
+      for (int64_t c = 0; c < n_chunks; ++c)
+        if (chunks[c].logits) emitted[c] = sample(*active[order[c]]);
+    }
     std::lock_guard<std::mutex> lock(mu);
-    for (size_t c = 0; c < chunks.size(); ++c) {
+    for (int64_t c = 0; c < n_chunks; ++c) {
       const int64_t s = order[c];
       Seq& q = *active[s];
       if (!st.ok()) {
@@ -455,7 +481,7 @@ void BatchGenerator::Impl::run() {
         continue;
       }
       if (q.fed < static_cast<int64_t>(q.prompt.size())) q.fed += chunks[c].n;
-      if (chunks[c].logits) emit(q);
+      if (chunks[c].logits) deliver(q, std::move(emitted[c]));
     }
   }
 }

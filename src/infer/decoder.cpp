@@ -403,11 +403,13 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
 
 // Each sequence's keys and values (kv_: [n, kd] k, then [n, kd] v) copied to
 // its cache rows, q and k rotated at its positions, its queries attended
-// against its own cache.
+// against its own cache: the one-row chunks (generating sequences) all in one
+// call, a prompt chunk on its own.
 void Decoder::slot_attention(float* att, int l, const SlotChunk* slots, int64_t n_slots) {
   const int64_t qd = H_ * hd_, kd = Hkv_ * hd_;
   int64_t n = 0;
   for (int64_t c = 0; c < n_slots; ++c) n += slots[c].n;
+  one_row_.clear();
   for (int64_t c = 0, at = 0; c < n_slots; at += slots[c++].n) {
     const SlotChunk& s = slots[c];
     const int64_t p = pos_[s.slot];
@@ -417,8 +419,14 @@ void Decoder::slot_attention(float* att, int l, const SlotChunk* slots, int64_t 
     be_.stream().copy(vc + p * kd, kv_ + (n + at) * kd, sizeof(float) * s.n * kd);
     k_.rope_forward(q_ + at * qd, m_.rope_cos(), m_.rope_sin(), 1, s.n, H_, hd_, p);
     k_.rope_forward(kc + p * kd, m_.rope_cos(), m_.rope_sin(), 1, s.n, Hkv_, hd_, p);
-    k_.attention_cached_forward(att + at * qd, scores_, q_ + at * qd, kc, vc, s.n, p, H_, Hkv_, hd_);
+    if (s.n == 1)
+      one_row_.push_back({at, s.slot, p + 1});
+    else
+      k_.attention_cached_forward(att + at * qd, scores_, q_ + at * qd, kc, vc, s.n, p, H_, Hkv_, hd_);
   }
+  if (!one_row_.empty())
+    k_.attention_cached_slots_forward(att, scores_, q_, k_cache(l, 0), v_cache(l, 0), m_.n_layers() * cap_ * kd,
+                                      one_row_.data(), static_cast<int64_t>(one_row_.size()), H_, Hkv_, hd_);
 }
 
 // Positions of sequences with overrides: their SwiGLU recomputed with the

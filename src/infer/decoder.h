@@ -201,6 +201,7 @@ class Decoder {
   float* head_in_ = nullptr;   // [slots, d] normed last rows of a batched pass
   float* head_out_ = nullptr;  // [slots, V] their logits
   std::vector<int32_t> batch_ids_;  // [chunk] the ids of a batched pass
+  std::vector<kernels::CachedQuery> one_row_;  // [<= slots] one-row sequences of a batched pass
   // Routing is decided on the host.
   std::vector<int32_t> by_expert_;  // [chunk] positions grouped by expert
   std::vector<int32_t> expert_count_;  // [E + 1]

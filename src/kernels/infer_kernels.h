@@ -34,6 +34,27 @@ inline int64_t attention_cached_scratch(int64_t n, int64_t pos0, int64_t H) {
   return H * n * (pos0 + n);
 }
 
+// The decode step of several sequences at once, each with its own cache:
+// query i (one row each) reads row queries[i].row of q, attends to keys
+// 0 .. queries[i].ctx-1 of the cache of slot queries[i].slot (which starts
+// at k_cache + slot * slot_stride, laid out [>= ctx, Hkv, hd], its own key
+// already written) and writes the same row of out. q, out [rows, H, hd];
+// queries a host array; scratch [n_queries, H, max ctx] floats. Each
+// (query, head) pair is the one-row case of attention_cached_forward, with the
+// same arithmetic; the pairs of all queries are split across threads
+// together, so a pass over many short caches is one parallel region, not one
+// serial call per sequence. Rows of different queries must differ.
+struct CachedQuery {
+  int64_t row = 0, slot = 0, ctx = 0;
+};
+void attention_cached_slots_forward(float* out, float* scratch, const float* q, const float* k_cache,
+                                    const float* v_cache, int64_t slot_stride, const CachedQuery* queries,
+                                    int64_t n_queries, int64_t H, int64_t Hkv, int64_t hd);
+// Floats of scratch attention_cached_slots_forward needs.
+inline int64_t attention_cached_slots_scratch(int64_t n_queries, int64_t max_ctx, int64_t H) {
+  return n_queries * H * max_ctx;
+}
+
 // ---------------------------------------------------------------- decode matvecs
 // y[out] = W[out, in] x[in] (+ y when accumulate): one row of linear_forward,
 // rows of W split across threads. Bound by reading W once; F32 accumulation

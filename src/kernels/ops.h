@@ -33,7 +33,7 @@ namespace stem::kernels {
   X(hash_moe_backward) X(cross_entropy_forward) X(cross_entropy_backward) X(add)             \
   X(add_inplace) X(adamw_update) X(adamw_update_rows) X(adamw_update_rows_lazy)              \
   X(scale_rows) X(sum_squares) X(scale_inplace) X(attention_cached_forward) X(matvec)        \
-  X(matvec_bf16) X(matvec_batch) X(linear_forward_bf16) X(bf16_to_f32_row) X(f32_to_bf16_row)
+  X(attention_cached_slots_forward) X(matvec_bf16) X(matvec_batch) X(linear_forward_bf16) X(bf16_to_f32_row) X(f32_to_bf16_row)
 
 struct Ops {
 #define STEM_OP_FIELD(name) decltype(&kernels::name) name = nullptr;

@@ -79,12 +79,12 @@ void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOpts>();
   auto io = std::make_shared<InferBenchOpts>();
   io->load.dtype = "auto";
-  CLI::App* sub = app.add_subcommand("bench", "Measure throughput: train | forward | gemm | decode | prefill");
+  CLI::App* sub = app.add_subcommand("bench", "Measure throughput: train | forward | gemm | decode | prefill | batch");
   sub->add_option("mode", o->mode,
                   "train (fwd+bwd+AdamW), forward, gemm (F32 GEMM peak) on --config; "
-                  "decode or prefill (inference) on --model")
+                  "decode or prefill (inference), batch (continuous batching, --streams) on --model")
       ->required()
-      ->check(CLI::IsMember({"train", "forward", "gemm", "decode", "prefill"}));
+      ->check(CLI::IsMember({"train", "forward", "gemm", "decode", "prefill", "batch"}));
   sub->add_option("--config", o->config, "train/forward: model config.json (random weights and tokens)");
   sub->add_option("--model", io->model_dir, "decode/prefill: model directory");
   sub->add_option("--batch,-b", o->batch, "train/forward: sequences per step")->capture_default_str();
@@ -94,18 +94,26 @@ void register_bench(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Seed of weights and tokens")->capture_default_str();
   sub->add_flag("--no-peak", o->no_peak, "Skip the GEMM peak measurement (no MFU)");
   sub->add_flag("--lazy-tables", o->lazy, "Row-sparse (lazy) AdamW for the STEM tables instead of PyTorch's dense AdamW");
-  sub->add_option("--tokens", io->tokens, "decode: tokens decoded from an empty context")->capture_default_str();
-  sub->add_option("--prompt", io->prompt, "prefill: prompt tokens")->capture_default_str();
-  sub->add_option("--reps", io->reps, "decode/prefill: timed passes (after one warm-up)")->capture_default_str();
+  sub->add_option("--tokens", io->tokens, "decode: tokens decoded from an empty context; batch: tokens per request")
+      ->capture_default_str();
+  sub->add_option("--prompt", io->prompt, "prefill: prompt tokens; batch: random prompt ids per request")
+      ->capture_default_str();
+  sub->add_option("--reps", io->reps, "decode/prefill: timed passes; batch: timed rounds (after one warm-up)")
+      ->capture_default_str();
+  sub->add_option("--streams", io->streams, "batch: concurrent requests, each count measured in turn (e.g. 1,8)")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_flag("--greedy", io->greedy, "batch: greedy decoding (default: temperature 0.8, top-k 40, top-p 0.95)");
   sub->add_flag("--cold", io->cold, "decode/prefill: drop the table file's page cache and the row cache before each pass");
   add_load_flags(sub, &io->load);
   sub->add_flag("--json", o->json, "Machine-readable output");
-  add_command(sub, [o, io] {
-    if (o->mode == "decode" || o->mode == "prefill") {
+  add_command(sub, [o, io, sub] {
+    if (o->mode == "batch" && sub->count("--prompt") == 0) io->prompt = 16;  // a chat turn, not a document
+    if (o->mode == "decode" || o->mode == "prefill" || o->mode == "batch") {
       io->mode = o->mode;
       io->json = o->json;
       io->seed = o->seed;
-      return run_bench_infer(*io);
+      return o->mode == "batch" ? run_bench_batch(*io) : run_bench_infer(*io);
     }
     return run_bench(*o);
   });

@@ -85,4 +85,58 @@ int run_bench_infer(const InferBenchOpts& o) {
   return 0;
 }
 
+int run_bench_batch(const InferBenchOpts& o) {
+  const char* cmd = "bench";
+  if (o.model_dir.empty()) return fail(cmd, Status::error("--model is required for batch"));
+  auto m = Model::load(o.model_dir, o.load.options());
+  if (!m.ok()) return fail(cmd, m.status());
+  auto tok = Tokenizer::for_model(o.model_dir, m->config().vocab_size, "to stream text");
+  if (!tok.ok()) return fail(cmd, tok.status());
+  BatchBenchOptions bo;
+  bo.streams = o.streams;
+  bo.tokens = o.tokens;
+  bo.prompt = o.prompt;
+  bo.reps = o.reps;
+  bo.sampler.greedy = o.greedy;
+  bo.prefetch = !o.load.no_prefetch;
+  bo.seed = o.seed;
+  Progress bar("bench batch", (o.reps + 1) * static_cast<int64_t>(o.streams.size()));
+  auto r = bench_batch(*m, *tok, bo, [&](int64_t done, int64_t, const std::string&) { bar.update(done); });
+  bar.finish();
+  if (!r.ok()) return fail(cmd, r.status());
+  if (o.json) {
+    nlohmann::json points = nlohmann::json::array();
+    for (const BatchBenchPoint& p : r->points)
+      points.push_back({{"streams", p.streams},
+                        {"tokens_per_second", p.tokens_per_second},
+                        {"tokens_per_second_all", p.tokens_per_second_all},
+                        {"speedup", p.speedup},
+                        {"ttft_p50_ms", p.ttft_p50_ms},
+                        {"ttft_p99_ms", p.ttft_p99_ms},
+                        {"itl_p50_ms", p.itl_p50_ms},
+                        {"itl_p99_ms", p.itl_p99_ms},
+                        {"pass_ms", p.pass_ms}});
+    print_json({{"mode", "batch"},
+                {"model", o.model_dir},
+                {"tokens", o.tokens},
+                {"prompt", o.prompt},
+                {"reps", o.reps},
+                {"greedy", o.greedy},
+                {"slots", r->slots},
+                {"threads", r->threads},
+                {"points", points},
+                {"load", load_flags_json(o.load)}});
+    return 0;
+  }
+  std::printf("batch  %s  prompt %ld + %ld tokens per request, %d rounds  tables %s  %ld slots  %d threads\n",
+              o.model_dir.c_str(), static_cast<long>(o.prompt), static_cast<long>(o.tokens), o.reps,
+              o.load.tables.c_str(), static_cast<long>(r->slots), r->threads);
+  std::printf("  %7s  %10s  %7s  %9s  %9s  %9s  %9s  %8s\n", "streams", "tokens/s", "x first", "TTFT p50", "TTFT p99",
+              "ITL p50", "ITL p99", "pass");
+  for (const BatchBenchPoint& p : r->points)
+    std::printf("  %7ld  %10.1f  %6.2fx  %7.1fms  %7.1fms  %7.2fms  %7.2fms  %6.2fms\n", static_cast<long>(p.streams),
+                p.tokens_per_second, p.speedup, p.ttft_p50_ms, p.ttft_p99_ms, p.itl_p50_ms, p.itl_p99_ms, p.pass_ms);
+  return 0;
+}
+
 }  // namespace stem::cli

@@ -6,7 +6,9 @@
 // matvec_path() allows, else portable loops compiled per target (STEM_SIMD);
 // heads split across threads only above kOneRowParallel, with no OpenMP
 // region below it (cpu::parallel_for). Scores live in the caller's scratch,
-// so neither path allocates. No backward: inference only.
+// so neither path allocates. The decode step of several sequences
+// (attention_cached_slots_forward) splits all their (sequence, head) pairs
+// across threads at once. No backward: inference only.
 #if defined(__x86_64__) && defined(__GNUC__)
 #define STEM_ATTN_X86 1
 // GCC 12's AVX-512 intrinsics trip its own -Wmaybe-uninitialized (bug 105593).
@@ -161,6 +163,28 @@ void attention_cached_forward(float* out, float* scratch, const float* q, const 
     gemm(false, false, m, hd, width, 1.0f, S, width, v_cache + g * hd, ldk, 0.0f,
          out + i0 * ldq + h * hd, ldq);
   }
+}
+
+void attention_cached_slots_forward(float* out, float* scratch, const float* q, const float* k_cache,
+                                    const float* v_cache, int64_t slot_stride, const CachedQuery* queries,
+                                    int64_t n_queries, int64_t H, int64_t Hkv, int64_t hd) {
+  const int64_t group = H / Hkv, ld = H * hd, ldk = Hkv * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  int64_t width = 0, work = 0;
+  for (int64_t i = 0; i < n_queries; ++i) {
+    width = std::max(width, queries[i].ctx);
+    work += H * queries[i].ctx * hd;
+  }
+  auto* attend = &attend_one;
+#ifdef STEM_ATTN_X86
+  if (matvec_path() == MatvecPath::kAvx512) attend = &attend_one_avx512;
+#endif
+  cpu::parallel_for(n_queries * H, work > kOneRowParallel, [&](int64_t task) {
+    const CachedQuery& c = queries[task / H];
+    const int64_t h = task % H, g = h / group, at = c.slot * slot_stride + g * hd;
+    attend(out + c.row * ld + h * hd, scratch + task * width, q + c.row * ld + h * hd, k_cache + at, v_cache + at,
+           c.ctx, ldk, hd, scale);
+  });
 }
 
 }  // namespace stem::kernels
