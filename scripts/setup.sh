@@ -21,6 +21,7 @@ pkgs=(
   liburing-dev           # io_uring reads for the disk table tier
   zlib1g-dev
   libcpp-httplib-dev     # HTTP for stem serve
+  libopenmpi-dev openmpi-bin  # training across processes (mpirun -np N stem train)
   python3-dev pybind11-dev python3-numpy  # the Python module and its tests
 )
 # Node.js runs the server's tests with the official OpenAI client (npm).

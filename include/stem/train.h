@@ -5,7 +5,11 @@
 // the tables; with lazy AdamW the tables may live on disk, see table_tier.h),
 // validation loss, metrics.jsonl, atomic checkpoints with optimizer,
 // data-RNG and schedule state, and exact resume: a resumed run computes the
-// same losses as one never interrupted. It does not install signal handlers:
+// same losses as one never interrupted. Started by mpirun, N processes train
+// data parallel: each runs its slice of a global batch N times as large, the
+// gradients are summed, and each keeps 1/N of the STEM tables (rows by token
+// id), exchanging only the rows a step touches (docs/scale-out.md). It does
+// not install signal handlers:
 // the caller sets `stop` (e.g. from SIGINT) and the loop saves and returns.
 #pragma once
 
@@ -64,6 +68,8 @@ struct StepRecord {
   double grad_norm = 0, grad_norm_stem = 0;
   double tokens_per_second = 0, mfu = 0, elapsed = 0;
   double table_wait = 0;    // tables on disk: seconds this step waited for its rows
+  int64_t comm_bytes = 0;   // several ranks: bytes this rank sent to the others this step (all of it)
+  int64_t table_comm_bytes = 0;  // of which STEM table rows and their gradients
   bool saved = false;
 };
 
@@ -87,6 +93,14 @@ class Trainer {
   // fetch time (all zero when the tables are in memory).
   bool tables_on_disk() const;
   TableTierStats table_stats() const;
+  // Training on several processes (started by mpirun): this one's rank and
+  // how many there are (0 of 1 alone); bytes of this rank's share of the
+  // STEM tables with their moments; bytes a dense all-reduce of the table
+  // gradients would send from each rank a step (what the row exchange replaces).
+  int rank() const;
+  int ranks() const;
+  int64_t table_shard_bytes() const;
+  int64_t dense_table_allreduce_bytes() const;
 
  private:
   Trainer();
@@ -100,6 +114,10 @@ class Trainer {
 // evaluated), lr, grad norms, tokens_per_second, mfu, elapsed. A line cut
 // short by a crash is skipped; no file is an error naming the path.
 Result<std::vector<StepRecord>> read_metrics(const std::string& run_dir);
+
+// Ends every rank of a run on several processes at once (after an error on
+// one, so that the others do not wait for it); does nothing alone.
+void abort_all_ranks(int code);
 
 // Learning rate at 1-based step t: linear warm-up, then cosine to lr * min_ratio.
 float lr_at(int64_t t, int64_t steps, int64_t warmup, float lr, float min_ratio);

@@ -8,12 +8,10 @@
 namespace stem::train {
 
 AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt), be_(&weights.backend()) {
-  // Lazy tables' moments get storage of their own, outside the arena, so a
-  // caller that moves them elsewhere (the trainer's disk tier) frees it.
-  const bool lazy_rows = opt_.lazy_rows;
-  auto in_arena = [lazy_rows](const model::TensorSpec& s) {
-    return s.trainable && !(lazy_rows && s.kind == model::ParamKind::StemTable);
-  };
+  // STEM tables' moments get storage of their own, outside the arena, so a
+  // caller that moves them elsewhere (the trainer's disk tier, or a rank that
+  // keeps only its shard) frees it.
+  auto in_arena = [](const model::TensorSpec& s) { return s.trainable && s.kind != model::ParamKind::StemTable; };
   m_ = model::TensorList::allocate(weights.specs(), in_arena, *be_);
   v_ = model::TensorList::allocate(weights.specs(), in_arena, *be_);
   last_.resize(weights.size());
@@ -21,12 +19,13 @@ AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt), be
     auto buf = backends::must_alloc(*be_, static_cast<size_t>(shape_numel(shape)) * sizeof(float));
     return Tensor::view(DType::F32, shape, buf->data(), buf, be_->device());
   };
-  for (size_t i = 0; i < weights.size(); ++i)
-    if (lazy(i)) {
-      m_[i] = own(weights.spec(i).shape);
-      v_[i] = own(weights.spec(i).shape);
-      last_[i] = Tensor::zeros(DType::I32, {weights.spec(i).shape[0]});  // host bookkeeping
-    }
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const model::TensorSpec& s = weights.spec(i);
+    if (!s.trainable || s.kind != model::ParamKind::StemTable) continue;
+    m_[i] = own(s.shape);
+    v_[i] = own(s.shape);
+    if (lazy(i)) last_[i] = Tensor::zeros(DType::I32, {s.shape[0]});  // host bookkeeping
+  }
 }
 
 bool AdamW::lazy(size_t i) const {
@@ -49,10 +48,9 @@ void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
   ++step_;
   for (size_t i = 0; i < w.size(); ++i) {
     const model::TensorSpec& s = w.spec(i);
-    if (!s.trainable) continue;
+    if (!s.trainable || w[i].empty()) continue;  // empty: kept outside (step_rows, step_shard)
     const kernels::AdamWHyper h = hyper(s, lr);
     if (lazy(i)) {
-      if (w[i].empty()) continue;  // kept outside: step_rows()
       const int64_t U = g.index.n_unique();
       std::vector<float> pd(U), md(U), vd(U);
       catch_up(i, g.index.unique.data(), U, pd.data(), md.data(), vd.data());
@@ -94,6 +92,12 @@ void AdamW::step_rows(size_t i, float* p, float* m, float* v, const float* drows
   for (int64_t u = 0; u < U; ++u) here.unique[u] = static_cast<int32_t>(u);
   be_->ops().adamw_update_rows_lazy(p, m, v, drows, here, m_.spec(i).shape[1], pd.data(), md.data(),
                                   vd.data(), hyper(m_.spec(i), lr));
+}
+
+void AdamW::step_shard(size_t i, float* p, float* m, float* v, const float* drows, const kernels::RowIndex& index,
+                       int64_t R, float lr) {
+  STEM_CHECKF(!lazy(i) && step_ >= 1, "AdamW::step_shard: tensor %zu is a lazy table, or no step() yet", i);
+  be_->ops().adamw_update_rows(p, m, v, drows, index, R, m_.spec(i).shape[1], hyper(m_.spec(i), lr));
 }
 
 bool AdamW::pending(size_t i, int64_t r, float* pd, float* md, float* vd) const {

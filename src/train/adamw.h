@@ -43,6 +43,13 @@ class AdamW {
   // their gradients drows [U, C], exactly as step() would have in place.
   void step_rows(size_t i, float* p, float* m, float* v, const float* drows, const int32_t* ids,
                  int64_t U, float lr);
+  // A row-sparse tensor stepped densely but kept outside the weight list (a
+  // rank's shard of a STEM table, R rows [R, C] in p/m/v): after step(), the
+  // dense AdamW step of those rows, with gradients drows for the rows
+  // index.unique (rows of the shard) and zero for the rest, exactly as step()
+  // would have in place.
+  void step_shard(size_t i, float* p, float* m, float* v, const float* drows, const kernels::RowIndex& index,
+                  int64_t R, float lr);
   // Lazy tensor i, row r: the factors of weights, first and second moment that
   // bring it up to date with the steps it skipped (false if it is current),
   // and marks it current. flush() applies them to every row in memory; a

@@ -7,9 +7,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <span>
 #include <sstream>
+#include <tuple>
 
 #include "core/timer.h"
+#include "dist/comm.h"
 #include "io/files.h"
 #include "io/token_shards.h"
 #include "kernels/kernels.h"
@@ -17,6 +20,7 @@
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/sharded_tables.h"
 #include "train/table_tier.h"
 
 namespace stem {
@@ -38,6 +42,9 @@ struct Trainer::Impl {
   std::unique_ptr<model::Transformer> tr;
   std::unique_ptr<AdamW> adam;
   std::unique_ptr<TableTier> tier;  // tables on disk; null when in memory
+  dist::Comm* comm = nullptr;       // the ranks training together (solo: one)
+  int N = 1, rank = 0;
+  std::unique_ptr<ShardedTables> shards;  // N > 1 and STEM layers: this rank's rows of the tables
   Status eval_status;               // a disk tier's error in the last validation
   model::Gradients grads;
   TrainerState st;
@@ -75,6 +82,10 @@ struct Trainer::Impl {
                         {"grad_norm", r.grad_norm}, {"grad_norm_stem", r.grad_norm_stem},
                         {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}, {"elapsed", r.elapsed}};
     if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
+    if (N > 1) {
+      j["comm_bytes"] = r.comm_bytes;
+      j["table_comm_bytes"] = r.table_comm_bytes;
+    }
     std::ofstream out(metrics_path(), std::ios::app);
     out << j.dump() << "\n";
     if (!out) return Status::error(metrics_path() + ": write failed");
@@ -96,7 +107,63 @@ struct Trainer::Impl {
     return {std::sqrt(other), std::sqrt(stem)};
   }
 
+  // Several ranks: every gradient but the sharded tables' summed over the
+  // ranks (all-reduce, tensor by tensor; the row-sparse ones share the global
+  // step's row layout), the tables' rows summed at their owners. Returns the
+  // global norms (everything else, the STEM tables), the same on every rank.
+  Result<std::pair<double, double>> reduce_grads() {
+    const int64_t U = grads.index.n_unique();
+    double other = 0, stem = 0;
+    const kernels::Ops& k = tr->backend().ops();
+    for (size_t i = 0; i < grads.dense.size(); ++i) {
+      const auto& s = grads.dense.spec(i);
+      if (shards && s.kind == model::ParamKind::StemTable) continue;
+      float* g = !grads.dense[i].empty() ? grads.dense[i].f32() : !grads.rows[i].empty() ? grads.rows[i].f32() : nullptr;
+      if (!g) continue;
+      const int64_t n = !grads.dense[i].empty() ? grads.dense[i].numel() : U * s.shape[1];
+      STEM_RETURN_IF_ERROR(comm->all_reduce_sum(g, n).with_context("train: summing gradients"));
+      (s.kind == model::ParamKind::StemTable ? stem : other) += k.sum_squares(g, n);
+    }
+    if (shards) {
+      double ss = 0;
+      STEM_RETURN_IF_ERROR(shards->reduce(grads, &ss));
+      STEM_RETURN_IF_ERROR(comm->all_reduce_sum(&ss, 1).with_context("train: the STEM gradient norm"));
+      stem += ss;
+    }
+    return std::make_pair(std::sqrt(other), std::sqrt(stem));
+  }
+
+  // Validation on several ranks: the batches of windows dealt round-robin,
+  // each round's table rows fetched together, the sums added over ranks.
+  double validation_loss_ranks(int64_t windows) {
+    const int64_t T = opt.seq, B = opt.batch, batches = (windows + B - 1) / B;
+    std::vector<std::vector<int32_t>> tok(N);
+    double acc[2] = {0, 0};  // loss sum, positions
+    for (int64_t round = 0; round * N < batches; ++round) {
+      std::vector<std::span<const int32_t>> of(N);
+      for (int s = 0; s < N; ++s) {
+        const int64_t b = round * N + s, w0 = b * B, nb = b < batches ? std::min(B, windows - w0) : 0;
+        tok[s].resize(static_cast<size_t>(nb * T));
+        for (int64_t w = 0; w < nb; ++w) data.val.read((w0 + w) * T, T, tok[s].data() + w * T);
+        of[s] = tok[s];
+      }
+      if (shards) {
+        eval_status = shards->fetch(of);
+        if (!eval_status.ok()) return NAN;
+      }
+      const int64_t nb = static_cast<int64_t>(tok[rank].size()) / T;
+      if (nb == 0) continue;
+      if (shards) shards->use(tok[rank].data(), 0, nb * T);
+      acc[0] += tr->forward(tok[rank].data(), nb, T) * static_cast<double>(nb * (T - 1));
+      acc[1] += static_cast<double>(nb * (T - 1));
+    }
+    if (shards) shards->release();
+    eval_status = comm->all_reduce_sum(acc, 2).with_context("train: validation");
+    return eval_status.ok() ? acc[0] / acc[1] : NAN;
+  }
+
   void scale_grads(bool stem_group, float factor) {
+    if (stem_group && shards) return shards->scale(factor);
     const int64_t U = grads.index.n_unique();
     const kernels::Ops& k = tr->backend().ops();
     for (size_t i = 0; i < grads.dense.size(); ++i) {
@@ -109,13 +176,22 @@ struct Trainer::Impl {
 
   Status save() {
     // The state is saved as it is (no lazy flush in place): a save never
-    // changes the numbers of the run, wherever it happens.
+    // changes the numbers of the run, wherever it happens. Several ranks:
+    // rank 0 writes, gathering the tables' rows from their owners.
     StateStream from_disk;
     if (tier) from_disk = [this](size_t i, int kind, const io::ByteSink& sink) { return tier->stream(i, kind, sink); };
+    if (shards) {
+      STEM_RETURN_IF_ERROR(shards->merge_last_steps());
+      if (rank != 0) return shards->serve_root();
+      from_disk = [this](size_t i, int kind, const io::ByteSink& sink) { return shards->stream_to_root(i, kind, sink); };
+    } else if (rank != 0) {
+      return ok_status();
+    }
     std::ostringstream r;
     r << rng_at_step;
     st.data_rng = r.str();
     Status s = save_checkpoint(opt.out_dir, cfg, tr->weights(), data.tokenizer_path, *adam, st, opt.keep, from_disk);
+    if (shards) s = shards->end_serving(s);
     if (!s.ok()) return s;
     auto latest = latest_checkpoint(opt.out_dir);
     if (latest.ok()) last_ckpt = *latest;
@@ -157,18 +233,29 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     return Status::error(o.data_dir + ": the training split has " + std::to_string(I.data.train.size()) +
                          " tokens, fewer than --seq " + std::to_string(o.seq));
 
+  STEM_ASSIGN_OR_RETURN(I.comm, dist::world());
+  I.N = I.comm->size();
+  I.rank = I.comm->rank();
+  if (I.N > 1 && o.tables_on_disk)
+    return Status::error("train: --tables disk is for one process; with " + std::to_string(I.N) +
+                         " ranks each keeps 1/" + std::to_string(I.N) + " of the tables in RAM");
+
+  // The run directory is rank 0's to change; the others read it after.
   std::error_code ec;
   STEM_ASSIGN_OR_RETURN(std::string ckpt, latest_checkpoint(o.out_dir));
   if (!ckpt.empty() && !o.resume && !o.force)
     return Status::error(o.out_dir + ": already holds checkpoints (use --resume to continue, --force to start over)");
   if (!ckpt.empty() && o.force && !o.resume) {
-    fs::remove_all(fs::path(o.out_dir) / "checkpoints", ec);
-    fs::remove(fs::path(o.out_dir) / "latest", ec);
-    fs::remove(fs::path(o.out_dir) / "metrics.jsonl", ec);
+    if (I.rank == 0) {
+      fs::remove_all(fs::path(o.out_dir) / "checkpoints", ec);
+      fs::remove(fs::path(o.out_dir) / "latest", ec);
+      fs::remove(fs::path(o.out_dir) / "metrics.jsonl", ec);
+    }
     ckpt.clear();
   }
-  fs::create_directories(o.out_dir, ec);
+  if (I.rank == 0) fs::create_directories(o.out_dir, ec);
   if (ec) return Status::error(o.out_dir + ": cannot create: " + ec.message());
+  STEM_RETURN_IF_ERROR(I.comm->barrier().with_context("train"));
 
   if (o.tables_on_disk && !o.lazy_tables)
     return Status::error("train: --tables disk needs --lazy-tables (only the rows of a step come off disk, "
@@ -191,7 +278,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   ao.weight_decay = o.weight_decay;
   ao.lazy_rows = o.lazy_tables;
   I.adam = std::make_unique<AdamW>(I.tr->weights(), ao);
-  const int64_t step_tokens = o.batch * o.seq * o.accum;
+  const int64_t step_tokens = o.batch * o.seq * o.accum * I.N;  // the global step's
   I.grads = I.tr->make_gradients(std::min(step_tokens, I.cfg.vocab_size));
   I.rng.seed(o.seed ^ 0x5DEECE66Dull);
   if (!ckpt.empty()) {
@@ -207,14 +294,24 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     STEM_ASSIGN_OR_RETURN(I.tier, TableTier::create(*I.tr, *I.adam, dir, std::min(step_tokens, I.cfg.vocab_size),
                                                    o.prefetch));
   }
+  if (I.N > 1 && I.cfg.has(FfnType::Stem)) {
+    STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm));
+  }
   I.rng_at_step = I.rng;
-  STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
+  if (I.rank == 0) STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
   I.peak = o.peak_gflops > 0 ? o.peak_gflops : kernels::gemm_peak_gflops(2048, 3);
   I.flops_per_token = model::account(I.cfg, o.seq, o.seq).train_flops_per_token;
   return t;
 }
 
 bool Trainer::tables_on_disk() const { return impl_->tier != nullptr; }
+int Trainer::rank() const { return impl_->rank; }
+int Trainer::ranks() const { return impl_->N; }
+int64_t Trainer::table_shard_bytes() const { return impl_->shards ? impl_->shards->shard_bytes() : 0; }
+int64_t Trainer::dense_table_allreduce_bytes() const {
+  return impl_->shards ? impl_->shards->dense_allreduce_bytes() : 0;
+}
+void abort_all_ranks(int code) { dist::abort_world(code); }
 TableTierStats Trainer::table_stats() const { return impl_->tier ? impl_->tier->stats() : TableTierStats{}; }
 
 double Trainer::validation_loss() {
@@ -222,6 +319,7 @@ double Trainer::validation_loss() {
   const int64_t T = I.opt.seq, B = I.opt.batch;
   const int64_t windows = std::min(I.data.val.size() / T, std::max<int64_t>(1, I.opt.eval_tokens / T));
   if (windows < 1) return NAN;
+  if (I.N > 1) return I.validation_loss_ranks(windows);
   double sum = 0;
   int64_t count = 0;
   std::vector<int32_t> buf(B * T);
@@ -242,14 +340,17 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
                                 const std::atomic<bool>* stop) {
   Impl& I = *impl_;
   const TrainOptions& o = I.opt;
-  const int64_t mb_tokens = o.batch * o.seq, step_tokens = mb_tokens * o.accum;
+  // Each rank runs `accum` micro-batches of the global step's N * accum, in
+  // rank order, so N ranks see what one process with N * accum does.
+  const int64_t mb_tokens = o.batch * o.seq, rank_tokens = mb_tokens * o.accum, step_tokens = rank_tokens * I.N;
+  const int64_t micro = o.accum * I.N;
   I.batch_tokens.resize(step_tokens);
   std::vector<int32_t> next_tokens(step_tokens);
   // The next step's windows are drawn before this step computes, so that a
   // disk tier can fetch their rows meanwhile; checkpoints keep the RNG as it
   // was after drawing the current step (rng_at_step), so resume is exact.
   auto sample_next = [&] {
-    I.sample_windows(next_tokens.data(), o.batch * o.accum);
+    I.sample_windows(next_tokens.data(), o.batch * micro);
     if (I.tier) I.tier->submit(next_tokens.data(), step_tokens);
   };
   if (I.start_step < o.steps) sample_next();
@@ -262,24 +363,47 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     if (I.tier) STEM_RETURN_IF_ERROR(I.tier->begin_step());
     if (step < o.steps) sample_next();
     I.grads.begin_step(I.batch_tokens.data(), step_tokens, I.cfg.vocab_size);
+    const int32_t* mine = I.batch_tokens.data() + I.rank * rank_tokens;
+    const int64_t comm0 = I.comm->bytes_sent();
+    const ShardTraffic traffic0 = I.shards ? I.shards->traffic() : ShardTraffic{};
+    if (I.shards) {
+      std::vector<std::span<const int32_t>> of(I.N);
+      for (int s = 0; s < I.N; ++s) of[s] = {I.batch_tokens.data() + s * rank_tokens, static_cast<size_t>(rank_tokens)};
+      STEM_RETURN_IF_ERROR(I.shards->fetch(of));
+    }
+    auto not_finite = [&](double l) {
+      return Status::error("train: loss is " + std::string(std::isnan(l) ? "NaN" : "Inf") + " at step " +
+                           std::to_string(step) + "; stopping (last good checkpoint: " +
+                           (I.last_ckpt.empty() ? std::string("none") : I.last_ckpt) +
+                           "). Try a lower --lr or a longer --warmup.");
+    };
     double loss = 0;
     for (int64_t a = 0; a < o.accum; ++a) {
-      if (I.tier) I.tier->use(I.batch_tokens.data() + a * mb_tokens, a * mb_tokens, mb_tokens);
-      const double l = I.tr->forward(I.batch_tokens.data() + a * mb_tokens, o.batch, o.seq);
-      if (!std::isfinite(l))
-        return Status::error("train: loss is " + std::string(std::isnan(l) ? "NaN" : "Inf") + " at step " +
-                             std::to_string(step) + "; stopping (last good checkpoint: " +
-                             (I.last_ckpt.empty() ? std::string("none") : I.last_ckpt) +
-                             "). Try a lower --lr or a longer --warmup.");
-      I.tr->backward(I.grads, 1.0f / static_cast<float>(o.accum));
-      loss += l / static_cast<double>(o.accum);
+      if (I.tier) I.tier->use(mine + a * mb_tokens, a * mb_tokens, mb_tokens);
+      if (I.shards) I.shards->use(mine + a * mb_tokens, a * mb_tokens, mb_tokens);
+      const double l = I.tr->forward(mine + a * mb_tokens, o.batch, o.seq);
+      if (I.N == 1 && !std::isfinite(l)) return not_finite(l);
+      I.tr->backward(I.grads, 1.0f / static_cast<float>(micro));
+      loss += l / static_cast<double>(micro);
     }
-    const auto [norm, norm_stem] = I.grad_norms();
+    double norm = 0, norm_stem = 0;
+    if (I.N > 1) {
+      STEM_RETURN_IF_ERROR(I.comm->all_reduce_sum(&loss, 1).with_context("train: the step's loss"));
+      if (!std::isfinite(loss)) return not_finite(loss);
+      STEM_ASSIGN_OR_RETURN(const auto norms, I.reduce_grads());
+      std::tie(norm, norm_stem) = norms;
+    } else {
+      std::tie(norm, norm_stem) = I.grad_norms();
+    }
     if (o.clip > 0 && norm > o.clip) I.scale_grads(false, static_cast<float>(o.clip / norm));
     if (o.clip_stem > 0 && norm_stem > o.clip_stem) I.scale_grads(true, static_cast<float>(o.clip_stem / norm_stem));
     const float lr = lr_at(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
     I.adam->step(I.tr->weights(), I.grads, lr);
     if (I.tier) STEM_RETURN_IF_ERROR(I.tier->end_step(I.grads, lr));
+    if (I.shards) {
+      I.shards->step(lr);
+      I.shards->release();
+    }
     I.st.step = step;
     I.st.tokens += step_tokens;
     const double secs = timer.seconds();
@@ -295,20 +419,27 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     r.tokens_per_second = static_cast<double>(step_tokens) / secs;
     r.mfu = I.flops_per_token * r.tokens_per_second / (I.peak * 1e9);
     if (I.tier) r.table_wait = I.tier->stats().wait_seconds - wait0;
+    r.comm_bytes = I.comm->bytes_sent() - comm0;
+    if (I.shards) {
+      const ShardTraffic t = I.shards->traffic();
+      r.table_comm_bytes = t.fetch_bytes - traffic0.fetch_bytes + t.grad_bytes - traffic0.grad_bytes;
+    }
     if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) {
       r.val_loss = validation_loss();
       STEM_RETURN_IF_ERROR(I.eval_status);
       if (!std::isnan(r.val_loss)) I.st.last_val_loss = r.val_loss;
     }
     r.elapsed = since_start.seconds();
-    if (o.log_every > 0 && (step % o.log_every == 0 || step == o.steps || !std::isnan(r.val_loss)))
+    if (I.rank == 0 && o.log_every > 0 && (step % o.log_every == 0 || step == o.steps || !std::isnan(r.val_loss)))
       STEM_RETURN_IF_ERROR(I.append_metrics(r));
     if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) {
       STEM_RETURN_IF_ERROR(I.save());
       r.saved = true;
     }
     if (on_step) on_step(r);
-    if (stop && stop->load() && step < o.steps) {  // a signal during this step: save it and stop
+    int32_t stopping = stop && stop->load() ? 1 : 0;  // every rank stops at the same step
+    if (I.N > 1) STEM_RETURN_IF_ERROR(I.comm->all_reduce_max(&stopping, 1).with_context("train"));
+    if (stopping && step < o.steps) {  // a signal during this step: save it and stop
       if (!r.saved) STEM_RETURN_IF_ERROR(I.save());
       return TrainEnd::Interrupted;
     }

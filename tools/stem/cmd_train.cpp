@@ -66,22 +66,37 @@ void register_train(CLI::App& app) {
   add_command(sub, [o, json, tables] {
     o->tables_on_disk = *tables == "disk";
     auto t = Trainer::create(*o);
-    if (!t.ok()) return fail("train", t.status());
+    if (!t.ok()) {  // under mpirun: every rank ends, none waits for this one
+      const int rc = fail("train", t.status());
+      abort_all_ranks(rc);
+      return rc;
+    }
     StopRequest stop;
-    const bool tty = isatty(STDERR_FILENO);
-    if ((*t)->start_step() > 0)
+    // Several ranks (mpirun): rank 0 reports; the others stay quiet.
+    const bool lead = (*t)->rank() == 0, many = (*t)->ranks() > 1;
+    const bool tty = lead && isatty(STDERR_FILENO);
+    if (lead && many)
+      std::fprintf(stderr, "%d ranks: global batch %ld sequences; each rank keeps %.1f MB of the STEM tables\n",
+                   (*t)->ranks(), static_cast<long>(o->batch * o->accum * (*t)->ranks()),
+                   (*t)->table_shard_bytes() / 1e6);
+    if (lead && (*t)->start_step() > 0)
       std::fprintf(stderr, "resuming %s at step %ld\n", o->out_dir.c_str(), static_cast<long>((*t)->start_step()));
     double last_val = NAN, last_loss = 0;
     auto res = (*t)->run(
         [&](const StepRecord& r) {
           last_loss = r.loss;
           if (!std::isnan(r.val_loss)) last_val = r.val_loss;
+          if (!lead) return;
           if (*json) {
             nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr},
                                 {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}};
             if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
             j["rss_bytes"] = process_memory().rss_bytes;
             if (o->tables_on_disk) j["table_wait_seconds"] = r.table_wait;
+            if (many) {
+              j["comm_bytes"] = r.comm_bytes;
+              j["table_comm_bytes"] = r.table_comm_bytes;
+            }
             std::printf("%s\n", j.dump().c_str());
             std::fflush(stdout);
           }
@@ -98,7 +113,12 @@ void register_train(CLI::App& app) {
         },
         &stop.flag());
     if (tty) std::fprintf(stderr, "\n");
-    if (!res.ok()) return fail("train", res.status());
+    if (!res.ok()) {
+      const int rc = fail("train", res.status());
+      abort_all_ranks(rc);
+      return rc;
+    }
+    if (!lead) return *res == TrainEnd::Interrupted ? 128 + stop.signal() : 0;
     const std::string ck = (*t)->last_checkpoint();
     if (*json) {
       nlohmann::json j = {{"done", *res == TrainEnd::Finished}, {"checkpoint", ck}, {"loss", last_loss},
@@ -109,6 +129,10 @@ void register_train(CLI::App& app) {
         j["tables"] = {{"tier", "disk"}, {"prefetch", o->prefetch}, {"file_bytes", tt.file_bytes},
                        {"bytes_read", tt.bytes_read}, {"bytes_written", tt.bytes_written},
                        {"wait_seconds", tt.wait_seconds}, {"fetch_seconds", tt.fetch_seconds}};
+      if (many)
+        j["ranks"] = {{"n", (*t)->ranks()},
+                      {"table_shard_bytes", (*t)->table_shard_bytes()},
+                      {"dense_table_allreduce_bytes_per_step", (*t)->dense_table_allreduce_bytes()}};
       std::printf("%s\n", j.dump().c_str());
     }
     if (*res == TrainEnd::Interrupted) {

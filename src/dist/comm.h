@@ -1,0 +1,74 @@
+// Comm: the collectives that training across processes needs, behind one
+// interface: sums over all ranks (all-reduce), rows sent to the ranks that
+// own them (all-to-all-v), a broadcast and a gather to one rank. MPI (Open
+// MPI) implements it today, in comm_mpi.cpp; a process on its own gets the
+// solo communicator, whose collectives are copies. NCCL belongs behind the
+// same interface with the CUDA backend (device buffers, a stream).
+//
+// Every call is collective: all ranks make the same calls in the same order.
+// A failure (a rank that died, a transport error) is returned as a Status
+// naming the operation; MPI is set to return errors, not abort, so the caller
+// can report it. Counts are in elements of the call's type, per rank.
+// Thread-safety: one thread per process makes the calls (MPI_THREAD_FUNNELED).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "stem/status.h"
+
+namespace stem::dist {
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string name() const = 0;  // "solo", "mpi"
+
+  // In place: data[i] = the sum over ranks of data[i].
+  virtual Status all_reduce_sum(float* data, int64_t n) = 0;
+  virtual Status all_reduce_sum(double* data, int64_t n) = 0;
+  // In place: data[i] = the maximum over ranks.
+  virtual Status all_reduce_max(int32_t* data, int64_t n) = 0;
+  // Bytes: send_counts[p] bytes from send (consecutive by rank) go to rank p;
+  // recv_counts[p] bytes from rank p land in recv, consecutive by rank. Both
+  // sides know the counts (the caller computes them).
+  virtual Status all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                              const std::vector<int64_t>& recv_counts) = 0;
+  virtual Status broadcast(void* data, int64_t bytes, int root) = 0;
+  // Bytes: each rank's `bytes` from send land at root in rank order
+  // (recv_counts[p] bytes from rank p; recv and recv_counts used at root only).
+  virtual Status gather_v(const void* send, int64_t bytes, void* recv, const std::vector<int64_t>& recv_counts,
+                          int root) = 0;
+  virtual Status barrier() = 0;
+
+  // Bytes this rank has sent to other ranks so far, by what the caller said
+  // they were for (see Traffic); a collective's share is counted as the
+  // algorithm-independent volume (all-reduce: 2 (N-1)/N of the buffer).
+  int64_t bytes_sent() const { return bytes_sent_; }
+
+ protected:
+  int64_t bytes_sent_ = 0;
+};
+
+// A process on its own: rank 0 of 1.
+std::unique_ptr<Comm> solo_comm();
+
+// The world of this process: MPI's when it was started by an MPI launcher
+// (mpirun sets OMPI_COMM_WORLD_SIZE or PMI/PMIX variables) and stem was built
+// with MPI, else solo. Launched under mpirun without MPI support is an error
+// that says so. MPI is initialised on the first call and finalised at exit.
+Result<Comm*> world();
+
+// True when the environment says an MPI launcher started this process.
+bool launched_by_mpi();
+
+// Ends every rank at once (MPI_Abort) when this process is one of several,
+// so that ranks waiting in a collective for this one do not hang; returns
+// (does nothing) otherwise.
+void abort_world(int code);
+
+}  // namespace stem::dist

@@ -1,0 +1,149 @@
+// Comm over MPI (see comm.h): MPI_COMM_WORLD, initialised once with
+// MPI_THREAD_FUNNELED (only the training thread communicates), errors
+// returned rather than aborting so that each failure is reported with the
+// operation it hit; finalised at exit. Compiled only when CMake finds MPI.
+#define OMPI_SKIP_MPICXX 1  // the C API only (no deprecated C++ bindings)
+#include <mpi.h>
+
+#include <climits>
+#include <cstdlib>
+#include <mutex>
+
+#include "dist/comm.h"
+
+namespace stem::dist {
+namespace {
+
+Status check(int rc, const char* op) {
+  if (rc == MPI_SUCCESS) return ok_status();
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  int rank = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return Status::error("comm mpi: " + std::string(op) + " failed on rank " + std::to_string(rank) + ": " +
+                       std::string(msg, static_cast<size_t>(len)) + " (did another rank die?)");
+}
+
+// MPI counts are int: every count and displacement must fit.
+Status int_counts(const std::vector<int64_t>& c, std::vector<int>* counts, std::vector<int>* displs,
+                  const char* op) {
+  counts->resize(c.size());
+  displs->resize(c.size());
+  int64_t at = 0;
+  for (size_t p = 0; p < c.size(); ++p) {
+    if (c[p] < 0 || c[p] > INT_MAX || at > INT_MAX)
+      return Status::error(std::string("comm mpi: ") + op + ": a message of " + std::to_string(c[p]) +
+                           " bytes at offset " + std::to_string(at) + " exceeds MPI's int counts");
+    (*counts)[p] = static_cast<int>(c[p]);
+    (*displs)[p] = static_cast<int>(at);
+    at += c[p];
+  }
+  return ok_status();
+}
+
+class MpiComm final : public Comm {
+ public:
+  MpiComm() {
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  Status all_reduce_sum(float* data, int64_t n) override { return all_reduce(data, n, MPI_FLOAT, MPI_SUM, 4); }
+  Status all_reduce_sum(double* data, int64_t n) override { return all_reduce(data, n, MPI_DOUBLE, MPI_SUM, 8); }
+  Status all_reduce_max(int32_t* data, int64_t n) override { return all_reduce(data, n, MPI_INT32_T, MPI_MAX, 4); }
+
+  Status all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                      const std::vector<int64_t>& recv_counts) override {
+    if (static_cast<int>(send_counts.size()) != size_ || static_cast<int>(recv_counts.size()) != size_)
+      return Status::error("comm mpi: all_to_all_v needs a count per rank");
+    std::vector<int> sc, sd, rc, rd;
+    STEM_RETURN_IF_ERROR(int_counts(send_counts, &sc, &sd, "all_to_all_v"));
+    STEM_RETURN_IF_ERROR(int_counts(recv_counts, &rc, &rd, "all_to_all_v"));
+    for (int p = 0; p < size_; ++p)
+      if (p != rank_) bytes_sent_ += send_counts[p];
+    return check(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE,
+                               MPI_COMM_WORLD),
+                 "all_to_all_v");
+  }
+
+  Status broadcast(void* data, int64_t bytes, int root) override {
+    if (bytes > INT_MAX) return Status::error("comm mpi: broadcast of " + std::to_string(bytes) + " bytes");
+    if (rank_ == root) bytes_sent_ += bytes * (size_ - 1);
+    return check(MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
+  }
+
+  Status gather_v(const void* send, int64_t bytes, void* recv, const std::vector<int64_t>& recv_counts,
+                  int root) override {
+    if (bytes > INT_MAX) return Status::error("comm mpi: gather of " + std::to_string(bytes) + " bytes");
+    std::vector<int> rc, rd;
+    if (rank_ == root) {
+      if (static_cast<int>(recv_counts.size()) != size_) return Status::error("comm mpi: gather_v needs a count per rank");
+      STEM_RETURN_IF_ERROR(int_counts(recv_counts, &rc, &rd, "gather_v"));
+    } else {
+      bytes_sent_ += bytes;
+    }
+    return check(MPI_Gatherv(send, static_cast<int>(bytes), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE, root,
+                             MPI_COMM_WORLD),
+                 "gather_v");
+  }
+
+  Status barrier() override { return check(MPI_Barrier(MPI_COMM_WORLD), "barrier"); }
+
+ private:
+  Status all_reduce(void* data, int64_t n, MPI_Datatype type, MPI_Op op, int64_t elem, const char* what = "all_reduce") {
+    // In pieces of at most INT_MAX elements.
+    auto* p = static_cast<char*>(data);
+    for (int64_t at = 0; at < n;) {
+      const int64_t k = std::min<int64_t>(n - at, INT_MAX);
+      STEM_RETURN_IF_ERROR(
+          check(MPI_Allreduce(MPI_IN_PLACE, p + at * elem, static_cast<int>(k), type, op, MPI_COMM_WORLD), what));
+      at += k;
+    }
+    bytes_sent_ += 2 * n * elem * (size_ - 1) / size_;
+    return ok_status();
+  }
+  int rank_ = 0, size_ = 1;
+};
+
+void finalize_at_exit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+}  // namespace
+
+Result<Comm*> world() {
+  static std::once_flag once;
+  static std::unique_ptr<Comm> comm;
+  static Status init;
+  std::call_once(once, [] {
+    if (!launched_by_mpi()) {
+      comm = solo_comm();
+      return;
+    }
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+      init = Status::error("comm mpi: MPI_Init_thread failed");
+      return;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    std::atexit(finalize_at_exit);
+    comm = std::make_unique<MpiComm>();
+  });
+  STEM_RETURN_IF_ERROR(init);
+  return comm.get();
+}
+
+void abort_world(int code) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+}  // namespace stem::dist

@@ -1,0 +1,271 @@
+// ShardedTables (see sharded_tables.h).
+#include "train/sharded_tables.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "backends/backend.h"
+#include "core/check.h"
+
+namespace stem::train {
+namespace {
+
+constexpr int64_t kBlockRows = 256;  // rows a checkpoint gather moves at a time
+
+std::vector<int32_t> distinct(std::span<const int32_t> ids) {
+  std::vector<int32_t> u(ids.begin(), ids.end());
+  std::sort(u.begin(), u.end());
+  u.erase(std::unique(u.begin(), u.end()), u.end());
+  return u;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ShardedTables>> ShardedTables::create(model::Transformer& tr, AdamW& adam, dist::Comm& comm) {
+  std::unique_ptr<ShardedTables> t(new ShardedTables(tr, adam, comm));
+  const ModelConfig& cfg = tr.config();
+  t->N_ = comm.size();
+  t->me_ = comm.rank();
+  t->M_ = tr.n_stem_layers();
+  t->f_ = cfg.intermediate_size;
+  t->V_ = cfg.vocab_size;
+  t->R_ = (t->V_ - t->me_ + t->N_ - 1) / t->N_;
+  for (int l = 0; l < tr.n_layers(); ++l)
+    if (tr.stem_slot(l) >= 0) t->tensor_.push_back(tr.layer(l).i_stem);
+  model::TensorList& w = tr.weights();
+  const int64_t f = t->f_;
+  for (int i : t->tensor_) {
+    if (w[i].empty() || adam.m()[i].empty())
+      return Status::error("train: a STEM table is not in memory to be sharded (" + w.spec(i).name + ")");
+    auto take = [&](const Tensor& whole) {
+      std::vector<float> rows(static_cast<size_t>(t->R_ * f));
+      for (int64_t k = 0; k < t->R_; ++k)
+        std::memcpy(rows.data() + k * f, whole.f32() + (k * t->N_ + t->me_) * f, sizeof(float) * f);
+      return rows;
+    };
+    t->p_.push_back(take(w[i]));
+    t->m_.push_back(take(adam.m()[i]));
+    t->v_.push_back(take(adam.v()[i]));
+    w[i] = Tensor();
+    adam.m()[i] = Tensor();
+    adam.v()[i] = Tensor();
+  }
+  tr.rebind_stem_tables();
+  return t;
+}
+
+Status ShardedTables::fetch(const std::vector<std::span<const int32_t>>& tokens_of) {
+  STEM_CHECK(static_cast<int>(tokens_of.size()) == N_);
+  const int64_t row = M_ * f_, row_bytes = row * static_cast<int64_t>(sizeof(float));
+  ids_of_.assign(N_, {});
+  for (int s = 0; s < N_; ++s) ids_of_[s] = distinct(tokens_of[s]);
+  const std::vector<int32_t>& want = ids_of_[me_];
+  const int64_t U = static_cast<int64_t>(want.size());
+  std::vector<int64_t> send_counts(N_, 0), recv_counts(N_, 0);
+  for (int s = 0; s < N_; ++s)
+    for (int32_t id : ids_of_[s]) send_counts[s] += owner(id) == me_ ? row_bytes : 0;
+  for (int32_t id : want) recv_counts[owner(id)] += row_bytes;
+  // Each rank's rows in its id order, every STEM layer of an id together.
+  std::vector<float> send, recv;
+  for (int s = 0; s < N_; ++s)
+    for (int32_t id : ids_of_[s])
+      if (owner(id) == me_)
+        for (int64_t j = 0; j < M_; ++j) {
+          const float* r = p_[j].data() + (id / N_) * f_;
+          send.insert(send.end(), r, r + f_);
+        }
+  recv.resize(static_cast<size_t>(U * row));
+  STEM_RETURN_IF_ERROR(comm_.all_to_all_v(send.data(), send_counts, recv.data(), recv_counts)
+                           .with_context("train: fetching table rows"));
+  for (int s = 0; s < N_; ++s)
+    if (s != me_) traffic_.fetch_bytes += send_counts[s];
+  // Into [M, U, f], u in this rank's id order.
+  std::vector<int64_t> at(N_, 0);
+  for (int o = 1; o < N_; ++o) at[o] = at[o - 1] + recv_counts[o - 1] / static_cast<int64_t>(sizeof(float));
+  rows_.resize(static_cast<size_t>(M_ * U * f_));
+  for (int64_t u = 0; u < U; ++u) {
+    const int o = owner(want[u]);
+    for (int64_t j = 0; j < M_; ++j)
+      std::memcpy(rows_.data() + (j * U + u) * f_, recv.data() + at[o] + j * f_, sizeof(float) * f_);
+    at[o] += row;
+  }
+  const std::span<const int32_t> mine = tokens_of[me_];
+  mine_ = mine.empty() ? kernels::RowIndex{} : kernels::build_row_index(mine.data(), static_cast<int64_t>(mine.size()), V_);
+  use_ptrs_.assign(static_cast<size_t>(M_), nullptr);
+  for (int64_t j = 0; j < M_; ++j) use_ptrs_[j] = rows_.data() + j * U * f_;
+  return ok_status();
+}
+
+void ShardedTables::use(const int32_t* tokens, int64_t offset, int64_t n) {
+  STEM_CHECK(offset >= 0 && offset + n <= static_cast<int64_t>(mine_.slot.size()));
+  if (!given_) given_ = std::make_shared<model::GivenRows>(M_);
+  given_->set(tokens, n, mine_.slot.data() + offset, use_ptrs_.data());
+  tr_.set_row_provider(given_);
+}
+
+void ShardedTables::release() { tr_.set_row_provider(nullptr); }
+
+Status ShardedTables::reduce(const model::Gradients& g, double* sum_squares) {
+  const int64_t row = M_ * f_, row_bytes = row * static_cast<int64_t>(sizeof(float));
+  const std::vector<int32_t>& mine = ids_of_[me_];
+  std::vector<int64_t> send_counts(N_, 0), recv_counts(N_, 0);
+  for (int32_t id : mine) send_counts[owner(id)] += row_bytes;
+  for (int s = 0; s < N_; ++s)
+    for (int32_t id : ids_of_[s]) recv_counts[s] += owner(id) == me_ ? row_bytes : 0;
+  // This rank's gradient rows grouped by owner, in id order within each.
+  std::vector<float> send(static_cast<size_t>(static_cast<int64_t>(mine.size()) * row)), recv;
+  std::vector<int64_t> at(N_, 0);
+  for (int o = 1; o < N_; ++o) at[o] = at[o - 1] + send_counts[o - 1] / static_cast<int64_t>(sizeof(float));
+  for (int32_t id : mine) {
+    const auto it = std::lower_bound(g.index.unique.begin(), g.index.unique.end(), id);
+    STEM_CHECKF(it != g.index.unique.end() && *it == id, "ShardedTables: token %d has no gradient row", id);
+    const int64_t u = it - g.index.unique.begin();
+    float* dst = send.data() + at[owner(id)];
+    for (int64_t j = 0; j < M_; ++j) std::memcpy(dst + j * f_, g.rows[tensor_[j]].f32() + u * f_, sizeof(float) * f_);
+    at[owner(id)] += row;
+  }
+  int64_t total = 0;
+  for (int64_t c : recv_counts) total += c;
+  recv.resize(static_cast<size_t>(total) / sizeof(float));
+  STEM_RETURN_IF_ERROR(comm_.all_to_all_v(send.data(), send_counts, recv.data(), recv_counts)
+                           .with_context("train: sending table gradients to their owners"));
+  for (int s = 0; s < N_; ++s)
+    if (s != me_) traffic_.grad_bytes += send_counts[s];
+  // Summed at the owner in rank order.
+  touched_.clear();
+  for (int s = 0; s < N_; ++s)
+    for (int32_t id : ids_of_[s])
+      if (owner(id) == me_) touched_.push_back(id);
+  std::sort(touched_.begin(), touched_.end());
+  touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+  const int64_t T = static_cast<int64_t>(touched_.size());
+  sum_.assign(static_cast<size_t>(M_ * T * f_), 0.0f);
+  const float* src = recv.data();
+  for (int s = 0; s < N_; ++s)
+    for (int32_t id : ids_of_[s]) {
+      if (owner(id) != me_) continue;
+      const int64_t t = std::lower_bound(touched_.begin(), touched_.end(), id) - touched_.begin();
+      for (int64_t j = 0; j < M_; ++j) {
+        float* d = sum_.data() + (j * T + t) * f_;
+        for (int64_t c = 0; c < f_; ++c) d[c] += src[j * f_ + c];
+      }
+      src += row;
+    }
+  *sum_squares = 0;
+  const kernels::Ops& k = backends::cpu().ops();
+  for (int64_t j = 0; j < M_; ++j) *sum_squares += k.sum_squares(sum_.data() + j * T * f_, T * f_);
+  return ok_status();
+}
+
+void ShardedTables::scale(float factor) {
+  backends::cpu().ops().scale_inplace(sum_.data(), static_cast<int64_t>(sum_.size()), factor);
+}
+
+void ShardedTables::step(float lr) {
+  const int64_t T = static_cast<int64_t>(touched_.size());
+  for (int64_t j = 0; j < M_; ++j) {
+    const size_t i = static_cast<size_t>(tensor_[j]);
+    const float* g = sum_.data() + j * T * f_;
+    if (adam_.lazy(i)) {  // the touched rows staged together, stepped, put back
+      std::vector<float> p(static_cast<size_t>(T * f_)), m(p.size()), v(p.size());
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t k = touched_[t] / N_;
+        std::memcpy(p.data() + t * f_, p_[j].data() + k * f_, sizeof(float) * f_);
+        std::memcpy(m.data() + t * f_, m_[j].data() + k * f_, sizeof(float) * f_);
+        std::memcpy(v.data() + t * f_, v_[j].data() + k * f_, sizeof(float) * f_);
+      }
+      adam_.step_rows(i, p.data(), m.data(), v.data(), g, touched_.data(), T, lr);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t k = touched_[t] / N_;
+        std::memcpy(p_[j].data() + k * f_, p.data() + t * f_, sizeof(float) * f_);
+        std::memcpy(m_[j].data() + k * f_, m.data() + t * f_, sizeof(float) * f_);
+        std::memcpy(v_[j].data() + k * f_, v.data() + t * f_, sizeof(float) * f_);
+      }
+    } else {  // every owned row steps; the touched ones with their gradient
+      kernels::RowIndex index;
+      for (int32_t id : touched_) index.unique.push_back(id / N_);
+      adam_.step_shard(i, p_[j].data(), m_[j].data(), v_[j].data(), g, index, R_, lr);
+    }
+  }
+}
+
+Status ShardedTables::merge_last_steps() {
+  for (int i : tensor_)
+    if (adam_.lazy(static_cast<size_t>(i)))
+      STEM_RETURN_IF_ERROR(comm_.all_reduce_max(adam_.last_step()[i].i32(), V_).with_context("checkpoint"));
+  return ok_status();
+}
+
+Status ShardedTables::gather_block(int j, int kind, int64_t r0, int64_t n, std::vector<float>* out) {
+  const std::vector<float>& src = kind == 1 ? m_[j] : kind == 2 ? v_[j] : p_[j];
+  auto owned_in = [&](int s) {  // ids of rank s in [r0, r0 + n)
+    const int64_t first = r0 + ((s - r0 % N_) % N_ + N_) % N_;
+    return first >= r0 + n ? int64_t{0} : (r0 + n - 1 - first) / N_ + 1;
+  };
+  const int64_t mine = owned_in(me_), first = r0 + ((me_ - r0 % N_) % N_ + N_) % N_;
+  std::vector<float> send(static_cast<size_t>(mine * f_));
+  if (mine > 0) std::memcpy(send.data(), src.data() + (first / N_) * f_, sizeof(float) * mine * f_);
+  std::vector<int64_t> counts(N_);
+  for (int s = 0; s < N_; ++s) counts[s] = owned_in(s) * f_ * static_cast<int64_t>(sizeof(float));
+  std::vector<float> recv(me_ == 0 ? static_cast<size_t>(n * f_) : 0);
+  STEM_RETURN_IF_ERROR(comm_.gather_v(send.data(), static_cast<int64_t>(send.size() * sizeof(float)), recv.data(),
+                                      counts, 0)
+                           .with_context("checkpoint: gathering table rows"));
+  if (me_ != 0) return ok_status();
+  // Rank s's rows arrive together; row r is the next of rank r % N's.
+  std::vector<int64_t> at(N_, 0);
+  for (int s = 1; s < N_; ++s) at[s] = at[s - 1] + counts[s - 1] / static_cast<int64_t>(sizeof(float));
+  out->resize(static_cast<size_t>(n * f_));
+  for (int64_t r = r0; r < r0 + n; ++r) {
+    const int s = owner(static_cast<int32_t>(r));
+    std::memcpy(out->data() + (r - r0) * f_, recv.data() + at[s], sizeof(float) * f_);
+    at[s] += f_;
+  }
+  return ok_status();
+}
+
+Status ShardedTables::stream_to_root(size_t i, int kind, const io::ByteSink& sink) {
+  STEM_CHECK(me_ == 0);
+  const auto it = std::find(tensor_.begin(), tensor_.end(), static_cast<int>(i));
+  STEM_CHECKF(it != tensor_.end() && kind >= 0 && kind < 4, "ShardedTables: tensor %zu kind %d is not sharded", i, kind);
+  const int j = static_cast<int>(it - tensor_.begin());
+  int32_t cmd[2] = {j, kind};
+  STEM_RETURN_IF_ERROR(comm_.broadcast(cmd, sizeof cmd, 0).with_context("checkpoint"));
+  // Every block is gathered even after the sink fails, so the others finish the request.
+  Status sunk;
+  std::vector<float> block;
+  for (int64_t r0 = 0; r0 < V_; r0 += kBlockRows) {
+    const int64_t n = std::min(kBlockRows, V_ - r0);
+    STEM_RETURN_IF_ERROR(gather_block(j, kind, r0, n, &block));
+    if (!sunk.ok()) continue;
+    if (kind == 0 && adam_.lazy(i)) adam_.apply_pending(i, r0, n, 0, block.data());
+    sunk = sink(block.data(), block.size() * sizeof(float));
+  }
+  return sunk;
+}
+
+Status ShardedTables::end_serving(const Status& save) {
+  STEM_CHECK(me_ == 0);
+  int32_t cmd[2] = {-1, save.ok() ? 1 : 0};
+  STEM_RETURN_IF_ERROR(comm_.broadcast(cmd, sizeof cmd, 0).with_context("checkpoint"));
+  return save;
+}
+
+Status ShardedTables::serve_root() {
+  STEM_CHECK(me_ != 0);
+  for (;;) {
+    int32_t cmd[2] = {0, 0};
+    STEM_RETURN_IF_ERROR(comm_.broadcast(cmd, sizeof cmd, 0).with_context("checkpoint"));
+    if (cmd[0] < 0) return cmd[1] ? ok_status() : Status::error("checkpoint: rank 0 could not write it");
+    for (int64_t r0 = 0; r0 < V_; r0 += kBlockRows)
+      STEM_RETURN_IF_ERROR(gather_block(cmd[0], cmd[1], r0, std::min(kBlockRows, V_ - r0), nullptr));
+  }
+}
+
+int64_t ShardedTables::shard_bytes() const { return 3 * M_ * R_ * f_ * static_cast<int64_t>(sizeof(float)); }
+
+int64_t ShardedTables::dense_allreduce_bytes() const {
+  return 2 * (N_ - 1) * M_ * V_ * f_ * static_cast<int64_t>(sizeof(float)) / N_;
+}
+
+}  // namespace stem::train

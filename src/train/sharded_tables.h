@@ -1,0 +1,101 @@
+// ShardedTables: a rank's share of the STEM tables when training runs on
+// several processes (data parallel). Rank r of N owns the rows id % N == r of
+// every STEM table, with their AdamW moments (and, for lazy AdamW, their
+// last-step bookkeeping, kept in the optimizer). The rest of the model is
+// replicated on every rank. Per step:
+//   - fetch(): every rank knows every rank's tokens (the global batch is drawn
+//     from one seeded RNG), so each owner sends each rank the rows of that
+//     rank's distinct ids it owns, in id order, and no id lists travel; the
+//     rows reach the model as given rows (use(), per micro-batch);
+//   - reduce(): after backward, each rank sends the row gradients of its
+//     distinct ids to their owners, who sum them in rank order and return
+//     their share of the global STEM gradient norm's square;
+//   - step(): each owner applies AdamW to its rows, lazily or densely as the
+//     optimizer says, with the arithmetic of the one-process step.
+// Only touched rows move. For a checkpoint the ranks gather each table to
+// rank 0 a block of rows at a time (stream_to_root / serve_root), so no rank
+// ever holds a whole table after create().
+// It knows the model's tensor list and the communicator, not the loop.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "dist/comm.h"
+#include "io/safetensors.h"
+#include "model/row_provider.h"
+#include "model/transformer.h"
+#include "train/adamw.h"
+
+namespace stem::train {
+
+struct ShardTraffic {
+  int64_t fetch_bytes = 0, grad_bytes = 0;  // rows this rank sent to others, so far
+};
+
+class ShardedTables {
+ public:
+  // Keeps this rank's rows of tr's STEM tables and of adam's moments, then
+  // frees the whole tensors. The tables must be whole (initialised or loaded).
+  static Result<std::unique_ptr<ShardedTables>> create(model::Transformer& tr, AdamW& adam, dist::Comm& comm);
+
+  // Collective. tokens_of[s]: the ids rank s runs next (the same list on every
+  // rank; a rank may have none). Fetches this rank's rows from their owners.
+  Status fetch(const std::vector<std::span<const int32_t>>& tokens_of);
+  // Points tr at the fetched rows for this rank's tokens [offset, offset + n).
+  void use(const int32_t* tokens, int64_t offset, int64_t n);
+  // Collective, after backward. g holds this rank's row gradients at g.index
+  // (the ids of the whole global step). Sums every rank's rows at their
+  // owners; *sum_squares gets this rank's share of the squared STEM norm.
+  Status reduce(const model::Gradients& g, double* sum_squares);
+  void scale(float factor);  // the summed gradients (clipping)
+  // After adam.step(): AdamW on this rank's touched rows (lazy), or on all
+  // its rows (dense).
+  void step(float lr);
+  void release();  // the model reads its tables again (no given rows)
+
+  // Checkpoints (between steps). Lazy AdamW: every rank's last-step records
+  // merged, so that rank 0 holds each row's from its owner. Collective.
+  Status merge_last_steps();
+  // Rank 0: tensor i's rows (kind as in StateStream: 0 weights with pending
+  // decay applied, 1 and 2 moments, 3 weights as the optimizer keeps them)
+  // gathered from the owners into the sink, in row order. The other ranks
+  // meanwhile run serve_root(), which answers every request until rank 0
+  // calls end_serving() (with the save's status, which every rank returns).
+  Status stream_to_root(size_t i, int kind, const io::ByteSink& sink);
+  Status end_serving(const Status& save);
+  Status serve_root();
+
+  ShardTraffic traffic() const { return traffic_; }
+  int64_t shard_bytes() const;  // this rank's rows and moments, all tables
+  // Bytes a dense all-reduce of every table gradient would send from one rank
+  // per step (ring: 2 (N-1)/N of the tables).
+  int64_t dense_allreduce_bytes() const;
+
+ private:
+  ShardedTables(model::Transformer& tr, AdamW& adam, dist::Comm& comm) : tr_(tr), adam_(adam), comm_(comm) {}
+  int owner(int32_t id) const { return id % N_; }
+  // Rows [r0, r0 + n) of the whole table j, kind 0..3, this rank's part, gathered at root.
+  Status gather_block(int j, int kind, int64_t r0, int64_t n, std::vector<float>* out);
+
+  model::Transformer& tr_;
+  AdamW& adam_;
+  dist::Comm& comm_;
+  int N_ = 1, me_ = 0;
+  int64_t M_ = 0, f_ = 0, V_ = 0, R_ = 0;  // STEM layers, d_ff, vocabulary, rows owned
+  std::vector<int> tensor_;                // [M] tensor index of STEM layer j's table
+  std::vector<std::vector<float>> p_, m_, v_;  // [M][R, f] owned rows: local row k = id k * N + me
+  // The current step: every rank's distinct ids, this rank's rows and index.
+  std::vector<std::vector<int32_t>> ids_of_;  // [N] sorted distinct ids of rank s
+  kernels::RowIndex mine_;                    // this rank's tokens: distinct ids and the row of each
+  std::vector<float> rows_;                   // [M, U_mine, f] fetched rows
+  std::vector<const float*> use_ptrs_;        // [M]
+  std::shared_ptr<model::GivenRows> given_;
+  // Summed gradients of the owned rows touched by any rank.
+  std::vector<int32_t> touched_;   // sorted global ids
+  std::vector<float> sum_;         // [M, touched, f]
+  ShardTraffic traffic_;
+};
+
+}  // namespace stem::train

@@ -1,0 +1,172 @@
+// Training on several processes (mpirun -np N stem train): N ranks with a
+// global batch of N x accum micro-batches give the losses, validation losses
+// and final checkpoint of one process with N x accum micro-batches, within
+// 1e-5 relative (sums over ranks round differently), for a model with a
+// dense, a STEM and a hash-MoE layer (lazy and dense table AdamW) and for a
+// dense model; a run resumed with another number of ranks goes on as if never
+// stopped; refusals are clean. Skipped, saying so, without mpirun.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+
+#include "cli_test_util.h"
+#include "io/safetensors.h"
+#include "stem/train.h"
+#include "train_test_util.h"
+
+namespace stem {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool have_mpirun() { return test::sh("command -v mpirun > /dev/null 2>&1") == 0; }
+
+// `stem train` on one process (ranks == 0) or under mpirun with `ranks`.
+test::CmdResult train(int ranks, const std::string& args) {
+  const std::string env = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 ";
+  const std::string launcher = ranks > 0 ? "mpirun -np " + std::to_string(ranks) + " --oversubscribe " : "";
+  return test::stem_cmd_raw(env + launcher + STEM_BINARY + " train " + args);
+}
+
+std::string common(const std::string& config, const std::string& out, int64_t accum) {
+  return "--config " + config + " --data " + test::tiny().data + " --out " + out + " --accum " +
+         std::to_string(accum) + " --steps 12 --batch 2 --seq 32 --warmup 3 --eval-every 6 --save-every 6 " +
+         "--keep 0 --eval-tokens 512 --seed 5 --peak-gflops 100 --force";
+}
+
+// Every step's loss and validation loss, within 1e-5 relative.
+void expect_same_metrics(const fs::path& want, const fs::path& got, int64_t from_step = 1) {
+  auto a = read_metrics(want.string()), b = read_metrics(got.string());
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::map<int64_t, StepRecord> by_step;
+  for (const StepRecord& r : *b) by_step[r.step] = r;
+  int compared = 0;
+  for (const StepRecord& r : *a) {
+    if (r.step < from_step) continue;
+    ASSERT_TRUE(by_step.count(r.step)) << got << " lacks step " << r.step;
+    EXPECT_NEAR(by_step[r.step].loss, r.loss, 1e-5 * std::fabs(r.loss)) << got << " step " << r.step;
+    if (!std::isnan(r.val_loss))
+      EXPECT_NEAR(by_step[r.step].val_loss, r.val_loss, 1e-5 * std::fabs(r.val_loss)) << got << " step " << r.step;
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+}
+
+// Every tensor of model.safetensors and optimizer.safetensors within 1e-5 of
+// its largest magnitude; the lazy rows' last steps equal.
+void expect_same_checkpoint(const fs::path& want, const fs::path& got) {
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    auto a = io::SafetensorsFile::open((want / file).string());
+    auto b = io::SafetensorsFile::open((got / file).string());
+    ASSERT_TRUE(a.ok() && b.ok()) << want / file;
+    ASSERT_EQ(a->entries().size(), b->entries().size());
+    for (const io::SafetensorsEntry& e : a->entries()) {
+      const io::SafetensorsEntry* f = b->find(e.name);
+      ASSERT_TRUE(f) << e.name;
+      ASSERT_EQ(f->nbytes, e.nbytes) << e.name;
+      if (e.dtype == DType::I32) {
+        EXPECT_EQ(std::memcmp(a->data(e), b->data(*f), e.nbytes), 0) << e.name;
+        continue;
+      }
+      const auto* x = reinterpret_cast<const float*>(a->data(e));
+      const auto* y = reinterpret_cast<const float*>(b->data(*f));
+      double scale = 0, diff = 0;
+      for (size_t k = 0; k < e.nbytes / 4; ++k) {
+        scale = std::max(scale, std::fabs(static_cast<double>(x[k])));
+        diff = std::max(diff, std::fabs(static_cast<double>(x[k]) - y[k]));
+      }
+      EXPECT_LE(diff, 1e-5 * scale) << file << " " << e.name;
+    }
+  }
+}
+
+fs::path last_checkpoint(const fs::path& run) { return run / "checkpoints" / "step-00000012"; }
+
+class Dist : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_mpirun()) GTEST_SKIP() << "mpirun not found: install openmpi-bin (scripts/setup.sh does)";
+  }
+};
+
+TEST_F(Dist, RanksTrainAsOneProcessWithTheSameGlobalBatch) {
+  const fs::path dir = test::scratch() / "dist";
+  const std::string stem_cfg = test::tiny().config, dense_cfg = (dir / "dense.json").string();
+  fs::create_directories(dir);
+  {
+    auto c = ModelConfig::load(stem_cfg);
+    ASSERT_TRUE(c.ok());
+    c->ffn_types.assign(c->num_hidden_layers, FfnType::Dense);
+    c->num_hash_experts = 0;
+    ASSERT_TRUE(c->save(dense_cfg).ok());
+  }
+  struct Case {
+    std::string name, config, flags;
+    int ranks;
+  };
+  const std::vector<Case> cases = {{"stem-lazy", stem_cfg, "--lazy-tables", 2},
+                                   {"stem-dense-adamw", stem_cfg, "", 2},
+                                   {"dense", dense_cfg, "", 2},
+                                   {"stem-lazy-4", stem_cfg, "--lazy-tables", 4}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const fs::path one = dir / (c.name + "-one"), many = dir / (c.name + "-ranks");
+    auto r1 = train(0, common(c.config, one.string(), c.ranks) + " " + c.flags);
+    ASSERT_EQ(r1.code, 0) << r1.err;
+    auto rn = train(c.ranks, common(c.config, many.string(), 1) + " " + c.flags);
+    ASSERT_EQ(rn.code, 0) << rn.err;
+    expect_same_metrics(one, many);
+    expect_same_checkpoint(last_checkpoint(one), last_checkpoint(many));
+    if (c.config == stem_cfg) {  // rows moved, and far fewer bytes than a dense all-reduce
+      auto m = read_metrics(many.string());
+      ASSERT_TRUE(m.ok());
+      std::ifstream in(many / "metrics.jsonl");
+      std::string line;
+      std::getline(in, line);
+      const auto j = nlohmann::json::parse(line);
+      EXPECT_GT(j.at("table_comm_bytes").get<int64_t>(), 0);
+      EXPECT_GT(j.at("comm_bytes").get<int64_t>(), j.at("table_comm_bytes").get<int64_t>());
+    }
+  }
+
+  // The 2-rank lazy run resumed at step 6 by one process with accum 2 (its
+  // checkpoint is the one-process format) ends where both runs ended.
+  const fs::path resumed = dir / "stem-lazy-resumed";
+  fs::copy(dir / "stem-lazy-ranks", resumed, fs::copy_options::recursive);
+  fs::remove_all(resumed / "checkpoints" / "step-00000012");
+  std::ofstream(resumed / "latest") << "step-00000006\n";
+  std::string args = common(stem_cfg, resumed.string(), 2) + " --lazy-tables";
+  args.replace(args.find(" --force"), 8, " --resume");
+  auto rr = train(0, args);
+  ASSERT_EQ(rr.code, 0) << rr.err;
+  expect_same_metrics(dir / "stem-lazy-one", resumed, 7);
+  expect_same_checkpoint(last_checkpoint(dir / "stem-lazy-one"), last_checkpoint(resumed));
+  // And the other way: a one-process checkpoint resumed by 2 ranks.
+  const fs::path resumed2 = dir / "stem-lazy-resumed-2";
+  fs::copy(dir / "stem-lazy-one", resumed2, fs::copy_options::recursive);
+  fs::remove_all(resumed2 / "checkpoints" / "step-00000012");
+  std::ofstream(resumed2 / "latest") << "step-00000006\n";
+  args = common(stem_cfg, resumed2.string(), 1) + " --lazy-tables";
+  args.replace(args.find(" --force"), 8, " --resume");
+  auto rr2 = train(2, args);
+  ASSERT_EQ(rr2.code, 0) << rr2.err;
+  expect_same_metrics(dir / "stem-lazy-one", resumed2, 7);
+  expect_same_checkpoint(last_checkpoint(dir / "stem-lazy-one"), last_checkpoint(resumed2));
+}
+
+TEST_F(Dist, RefusalsEndEveryRank) {
+  const fs::path dir = test::scratch() / "dist-refusals";
+  // The disk tier is for one process.
+  auto r = train(2, common(test::tiny().config, (dir / "disk").string(), 1) + " --lazy-tables --tables disk");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--tables disk is for one process"), std::string::npos) << r.err;
+  // A config that does not exist: an error naming it, every rank gone.
+  r = train(2, common((dir / "nope.json").string(), (dir / "nope").string(), 1));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("nope.json"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace stem
