@@ -90,7 +90,7 @@ int run_bench_batch(const InferBenchOpts& o) {
   if (o.model_dir.empty()) return fail(cmd, Status::error("--model is required for batch"));
   auto m = Model::load(o.model_dir, o.load.options());
   if (!m.ok()) return fail(cmd, m.status());
-  auto tok = Tokenizer::for_model(o.model_dir, m->config().vocab_size, "to stream text");
+  auto tok = Tokenizer::for_model(m->dir(), m->config().vocab_size, "to stream text");  // a run directory: its checkpoint
   if (!tok.ok()) return fail(cmd, tok.status());
   BatchBenchOptions bo;
   bo.streams = o.streams;
