@@ -2,7 +2,8 @@
 // SIGINT/SIGTERM/SIGHUP ask the loop to save a checkpoint and stop (exit 128 +
 // the signal: 130, 143, 129); a second signal ends the process at once (the
 // last checkpoint stays whole). Signals arrive through stem/signals.h, never
-// through a handler.
+// through a handler. Started by mpirun, each rank runs this; rank 0 alone
+// reports, and an error on any rank ends them all.
 #include <cstdio>
 #include <unistd.h>
 
@@ -26,7 +27,10 @@ std::string fmt_eta(double s) {
 void register_train(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
   auto json = std::make_shared<bool>(false);
-  CLI::App* sub = app.add_subcommand("train", "Train a model on a prepared data directory");
+  CLI::App* sub = app.add_subcommand(
+      "train",
+      "Train a model on a prepared data directory. Under `mpirun -np N`, N processes train data parallel: "
+      "a global batch of N x accum micro-batches, the STEM tables sharded by token id (docs/scale-out.md)");
   sub->add_option("--config", o->config_path, "Model config.json")->required();
   sub->add_option("--data", o->data_dir, "Data directory from `stem prepare`")->required();
   sub->add_option("--out", o->out_dir, "Run directory (checkpoints, metrics.jsonl)")->required();
