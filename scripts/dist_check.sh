@@ -15,6 +15,7 @@ STEM=${STEM:-build/stem}
 WORK=${1:-$(mktemp -d)}
 STEPS=${STEPS:-50} RANKS=${RANKS:-"2 4"} PARTS=${PARTS:-"1 2 3"} PYTHON=${PYTHON:-/usr/bin/python3}  # with numpy (Debian's python3-numpy)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}  # containers often forbid CMA
 command -v mpirun > /dev/null || { echo "dist_check: mpirun not found (scripts/setup.sh installs Open MPI)" >&2; exit 2; }
 mkdir -p "$WORK"
 for v in 4096 8192; do

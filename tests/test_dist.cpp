@@ -25,7 +25,11 @@ bool have_mpirun() { return test::sh("command -v mpirun > /dev/null 2>&1") == 0;
 
 // `stem train` on one process (ranks == 0) or under mpirun with `ranks`.
 test::CmdResult train(int ranks, const std::string& args) {
-  const std::string env = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 ";
+  // Root allowed (CI runs as root); no cross-process memory copies, which
+  // containers often forbid (ptrace rules): shared memory with two copies.
+  const std::string env =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+      "OMP_NUM_THREADS=1 ";
   const std::string launcher = ranks > 0 ? "mpirun -np " + std::to_string(ranks) + " --oversubscribe " : "";
   return test::stem_cmd_raw(env + launcher + STEM_BINARY + " train " + args);
 }
