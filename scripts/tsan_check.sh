@@ -5,11 +5,11 @@
 # (libgomp is not instrumented, so its own synchronisation would be reported);
 # the threads under test are stem's (callers, prefetchers, the batch
 # generator's scheduler and the readers of its streams, the signal
-# receiver). Not part of CI for time (a full TSan build is ~10 min on 2 cores).
+# receiver, and the server's HTTP threads under the load test). Not part of CI for time (a full TSan build is ~10 min on 2 cores).
 # Usage: scripts/tsan_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --preset tsan > /dev/null
 cmake --build build-tsan -j "$(nproc)" --target stem_tests
 export OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
-build-tsan/tests/stem_tests --gtest_filter='Generate.*:BatchDecoder.*:BatchGenerate.*:BatchGenerator.Cancel*:TierErrors.*:TierLogits.*:TrainTablesOnDisk.SameLosses*:Signals.NoHandler*:Signals.Second*'
+build-tsan/tests/stem_tests --gtest_filter='Generate.*:BatchDecoder.*:*BatchGenerate.*:BatchGenerator.Cancel*:TierErrors.*:TierLogits.*:TrainTablesOnDisk.SameLosses*:Signals.NoHandler*:Signals.Second*:Serve.*'
