@@ -5,7 +5,8 @@
 # (libgomp is not instrumented, so its own synchronisation would be reported);
 # the threads under test are stem's (callers, prefetchers, the batch
 # generator's scheduler and the readers of its streams, the signal
-# receiver, and the server's HTTP threads under the load test). Not part of CI for time (a full TSan build is ~10 min on 2 cores).
+# receiver, and the server's HTTP threads under the load test). Not part of
+# CI for time (a full TSan build is ~15 min on 2 cores).
 # Usage: scripts/tsan_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
