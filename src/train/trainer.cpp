@@ -240,9 +240,16 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     return Status::error("train: --tables disk is for one process; with " + std::to_string(I.N) +
                          " ranks each keeps 1/" + std::to_string(I.N) + " of the tables in RAM");
 
-  // The run directory is rank 0's to change; the others read it after.
+  // The run directory is rank 0's to change (latest_checkpoint also clears
+  // stray temporaries); the others read it after.
   std::error_code ec;
-  STEM_ASSIGN_OR_RETURN(std::string ckpt, latest_checkpoint(o.out_dir));
+  std::string ckpt;
+  for (int turn = 0; turn < 2; ++turn) {  // rank 0 first, then the others
+    if ((turn == 0) == (I.rank == 0)) {
+      STEM_ASSIGN_OR_RETURN(ckpt, latest_checkpoint(o.out_dir));
+    }
+    if (turn == 0) STEM_RETURN_IF_ERROR(I.comm->barrier().with_context("train"));
+  }
   if (!ckpt.empty() && !o.resume && !o.force)
     return Status::error(o.out_dir + ": already holds checkpoints (use --resume to continue, --force to start over)");
   if (!ckpt.empty() && o.force && !o.resume) {
