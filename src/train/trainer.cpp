@@ -108,20 +108,40 @@ struct Trainer::Impl {
   }
 
   // Several ranks: every gradient but the sharded tables' summed over the
-  // ranks (all-reduce, tensor by tensor; the row-sparse ones share the global
-  // step's row layout), the tables' rows summed at their owners. Returns the
-  // global norms (everything else, the STEM tables), the same on every rank.
+  // ranks, the tables' rows summed at their owners. The dense gradients lie
+  // in one arena in list order, so consecutive ones go in buckets of up to
+  // kBucketBytes (one all-reduce each, alignment padding included: zeros);
+  // the row-sparse ones share the global step's row layout and go one by
+  // one. Returns the global norms (everything else, the STEM tables), the
+  // same on every rank.
   Result<std::pair<double, double>> reduce_grads() {
+    constexpr int64_t kBucketBytes = 8 << 20;
     const int64_t U = grads.index.n_unique();
+    float *bucket = nullptr, *bucket_end = nullptr;
+    auto flush = [&]() -> Status {
+      if (bucket) STEM_RETURN_IF_ERROR(comm->all_reduce_sum(bucket, bucket_end - bucket).with_context("train: summing gradients"));
+      bucket = bucket_end = nullptr;
+      return ok_status();
+    };
+    for (size_t i = 0; i < grads.dense.size(); ++i) {
+      if (grads.dense[i].empty()) continue;
+      float* g = grads.dense[i].f32();
+      if (bucket && (g < bucket_end || (g + grads.dense[i].numel() - bucket) * 4 > kBucketBytes))
+        STEM_RETURN_IF_ERROR(flush());
+      if (!bucket) bucket = g;
+      bucket_end = g + grads.dense[i].numel();
+    }
+    STEM_RETURN_IF_ERROR(flush());
     double other = 0, stem = 0;
     const kernels::Ops& k = tr->backend().ops();
     for (size_t i = 0; i < grads.dense.size(); ++i) {
       const auto& s = grads.dense.spec(i);
       if (shards && s.kind == model::ParamKind::StemTable) continue;
-      float* g = !grads.dense[i].empty() ? grads.dense[i].f32() : !grads.rows[i].empty() ? grads.rows[i].f32() : nullptr;
+      const bool dense = !grads.dense[i].empty();
+      float* g = dense ? grads.dense[i].f32() : !grads.rows[i].empty() ? grads.rows[i].f32() : nullptr;
       if (!g) continue;
-      const int64_t n = !grads.dense[i].empty() ? grads.dense[i].numel() : U * s.shape[1];
-      STEM_RETURN_IF_ERROR(comm->all_reduce_sum(g, n).with_context("train: summing gradients"));
+      const int64_t n = dense ? grads.dense[i].numel() : U * s.shape[1];
+      if (!dense) STEM_RETURN_IF_ERROR(comm->all_reduce_sum(g, n).with_context("train: summing gradients"));
       (s.kind == model::ParamKind::StemTable ? stem : other) += k.sum_squares(g, n);
     }
     if (shards) {
