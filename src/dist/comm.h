@@ -45,9 +45,9 @@ class Comm {
                           int root) = 0;
   virtual Status barrier() = 0;
 
-  // Bytes this rank has sent to other ranks so far, by what the caller said
-  // they were for (see Traffic); a collective's share is counted as the
-  // algorithm-independent volume (all-reduce: 2 (N-1)/N of the buffer).
+  // Bytes this rank has sent to other ranks so far; a collective's share is
+  // counted as its algorithm-independent volume (all-reduce: 2 (N-1)/N of
+  // the buffer).
   int64_t bytes_sent() const { return bytes_sent_; }
 
  protected:

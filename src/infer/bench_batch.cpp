@@ -92,16 +92,16 @@ Result<BatchBenchResult> bench_batch(Model& model, const Tokenizer& tok, const B
       std::vector<std::thread> readers;
       for (int64_t s = 0; s < S; ++s) readers.emplace_back(drain, std::ref(*streams[s]), &times[s]);
       for (auto& t : readers) t.join();
-      const Clock::time_point t1 = Clock::now();
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       int64_t generated = 0;
       for (const StreamTimes& t : times) {
         STEM_RETURN_IF_ERROR(t.error.with_context(where));
         generated += static_cast<int64_t>(t.tokens.size());
       }
       if (rep > 0) {
-        r.points[k].tokens_per_second_all.push_back(static_cast<double>(generated) / std::chrono::duration<double>(t1 - t0).count());
+        r.points[k].tokens_per_second_all.push_back(static_cast<double>(generated) / seconds);
         passes[k] += gen->stats().passes - passes_before;
-        r.points[k].seconds += std::chrono::duration<double>(t1 - t0).count();
+        r.points[k].seconds += seconds;
         for (const StreamTimes& t : times) {
           if (t.tokens.empty()) continue;
           ttft[k].push_back(ms(t.tokens.front() - t0));

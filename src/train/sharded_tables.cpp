@@ -57,8 +57,10 @@ Result<std::unique_ptr<ShardedTables>> ShardedTables::create(model::Transformer&
 Status ShardedTables::fetch(const std::vector<std::span<const int32_t>>& tokens_of) {
   STEM_CHECK(static_cast<int>(tokens_of.size()) == N_);
   const int64_t row = M_ * f_, row_bytes = row * static_cast<int64_t>(sizeof(float));
+  const std::span<const int32_t> mine = tokens_of[me_];
+  mine_ = mine.empty() ? kernels::RowIndex{} : kernels::build_row_index(mine.data(), static_cast<int64_t>(mine.size()), V_);
   ids_of_.assign(N_, {});
-  for (int s = 0; s < N_; ++s) ids_of_[s] = distinct(tokens_of[s]);
+  for (int s = 0; s < N_; ++s) ids_of_[s] = s == me_ ? mine_.unique : distinct(tokens_of[s]);
   const std::vector<int32_t>& want = ids_of_[me_];
   const int64_t U = static_cast<int64_t>(want.size());
   std::vector<int64_t> send_counts(N_, 0), recv_counts(N_, 0);
@@ -89,8 +91,6 @@ Status ShardedTables::fetch(const std::vector<std::span<const int32_t>>& tokens_
       std::memcpy(rows_.data() + (j * U + u) * f_, recv.data() + at[o] + j * f_, sizeof(float) * f_);
     at[o] += row;
   }
-  const std::span<const int32_t> mine = tokens_of[me_];
-  mine_ = mine.empty() ? kernels::RowIndex{} : kernels::build_row_index(mine.data(), static_cast<int64_t>(mine.size()), V_);
   use_ptrs_.assign(static_cast<size_t>(M_), nullptr);
   for (int64_t j = 0; j < M_; ++j) use_ptrs_[j] = rows_.data() + j * U * f_;
   return ok_status();
@@ -166,21 +166,18 @@ void ShardedTables::step(float lr) {
   for (int64_t j = 0; j < M_; ++j) {
     const size_t i = static_cast<size_t>(tensor_[j]);
     const float* g = sum_.data() + j * T * f_;
-    if (adam_.lazy(i)) {  // the touched rows staged together, stepped, put back
-      std::vector<float> p(static_cast<size_t>(T * f_)), m(p.size()), v(p.size());
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t k = touched_[t] / N_;
-        std::memcpy(p.data() + t * f_, p_[j].data() + k * f_, sizeof(float) * f_);
-        std::memcpy(m.data() + t * f_, m_[j].data() + k * f_, sizeof(float) * f_);
-        std::memcpy(v.data() + t * f_, v_[j].data() + k * f_, sizeof(float) * f_);
+    if (adam_.lazy(i)) {  // the touched rows of p, m, v staged together, stepped, put back
+      std::vector<float>* shard[3] = {&p_[j], &m_[j], &v_[j]};
+      std::vector<float> staged[3];
+      for (int a = 0; a < 3; ++a) {
+        staged[a].resize(static_cast<size_t>(T * f_));
+        for (int64_t t = 0; t < T; ++t)
+          std::memcpy(staged[a].data() + t * f_, shard[a]->data() + (touched_[t] / N_) * f_, sizeof(float) * f_);
       }
-      adam_.step_rows(i, p.data(), m.data(), v.data(), g, touched_.data(), T, lr);
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t k = touched_[t] / N_;
-        std::memcpy(p_[j].data() + k * f_, p.data() + t * f_, sizeof(float) * f_);
-        std::memcpy(m_[j].data() + k * f_, m.data() + t * f_, sizeof(float) * f_);
-        std::memcpy(v_[j].data() + k * f_, v.data() + t * f_, sizeof(float) * f_);
-      }
+      adam_.step_rows(i, staged[0].data(), staged[1].data(), staged[2].data(), g, touched_.data(), T, lr);
+      for (int a = 0; a < 3; ++a)
+        for (int64_t t = 0; t < T; ++t)
+          std::memcpy(shard[a]->data() + (touched_[t] / N_) * f_, staged[a].data() + t * f_, sizeof(float) * f_);
     } else {  // every owned row steps; the touched ones with their gradient
       kernels::RowIndex index;
       for (int32_t id : touched_) index.unique.push_back(id / N_);

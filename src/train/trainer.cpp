@@ -93,12 +93,14 @@ struct Trainer::Impl {
   }
 
   // Global gradient norms: (everything but the STEM tables, the STEM tables).
-  std::pair<double, double> grad_norms() const {
-    double other = 0, stem = 0;
+  // Sharded tables count as `sharded_ss`, their owners' share all-reduced.
+  std::pair<double, double> grad_norms(double sharded_ss = 0) const {
+    double other = 0, stem = sharded_ss;
     const int64_t U = grads.index.n_unique();
     const kernels::Ops& k = tr->backend().ops();
     for (size_t i = 0; i < grads.dense.size(); ++i) {
       const auto& s = grads.dense.spec(i);
+      if (shards && s.kind == model::ParamKind::StemTable) continue;
       double ss = 0;
       if (!grads.dense[i].empty()) ss = k.sum_squares(grads.dense[i].f32(), grads.dense[i].numel());
       else if (!grads.rows[i].empty()) ss = k.sum_squares(grads.rows[i].f32(), U * s.shape[1]);
@@ -112,9 +114,9 @@ struct Trainer::Impl {
   // in one arena in list order, so consecutive ones go in buckets of up to
   // kBucketBytes (one all-reduce each, alignment padding included: zeros);
   // the row-sparse ones share the global step's row layout and go one by
-  // one. Returns the global norms (everything else, the STEM tables), the
-  // same on every rank.
-  Result<std::pair<double, double>> reduce_grads() {
+  // one. Returns the sharded tables' squared norm (0 without them), the same
+  // on every rank.
+  Result<double> reduce_grads() {
     constexpr int64_t kBucketBytes = 8 << 20;
     const int64_t U = grads.index.n_unique();
     float *bucket = nullptr, *bucket_end = nullptr;
@@ -132,30 +134,25 @@ struct Trainer::Impl {
       bucket_end = g + grads.dense[i].numel();
     }
     STEM_RETURN_IF_ERROR(flush());
-    double other = 0, stem = 0;
-    const kernels::Ops& k = tr->backend().ops();
-    for (size_t i = 0; i < grads.dense.size(); ++i) {
+    for (size_t i = 0; i < grads.rows.size(); ++i) {
       const auto& s = grads.dense.spec(i);
-      if (shards && s.kind == model::ParamKind::StemTable) continue;
-      const bool dense = !grads.dense[i].empty();
-      float* g = dense ? grads.dense[i].f32() : !grads.rows[i].empty() ? grads.rows[i].f32() : nullptr;
-      if (!g) continue;
-      const int64_t n = dense ? grads.dense[i].numel() : U * s.shape[1];
-      if (!dense) STEM_RETURN_IF_ERROR(comm->all_reduce_sum(g, n).with_context("train: summing gradients"));
-      (s.kind == model::ParamKind::StemTable ? stem : other) += k.sum_squares(g, n);
+      if (grads.rows[i].empty() || (shards && s.kind == model::ParamKind::StemTable)) continue;
+      STEM_RETURN_IF_ERROR(
+          comm->all_reduce_sum(grads.rows[i].f32(), U * s.shape[1]).with_context("train: summing gradients"));
     }
+    double ss = 0;
     if (shards) {
-      double ss = 0;
       STEM_RETURN_IF_ERROR(shards->reduce(grads, &ss));
       STEM_RETURN_IF_ERROR(comm->all_reduce_sum(&ss, 1).with_context("train: the STEM gradient norm"));
-      stem += ss;
     }
-    return std::make_pair(std::sqrt(other), std::sqrt(stem));
+    return ss;
   }
 
-  // Validation on several ranks: the batches of windows dealt round-robin,
-  // each round's table rows fetched together, the sums added over ranks.
-  double validation_loss_ranks(int64_t windows) {
+  // Validation: the batches of windows dealt round-robin to the ranks (all
+  // of them to a process alone), each round's table rows fetched together
+  // when the tables are sharded (every rank reads the round's windows then),
+  // the sums added over ranks.
+  double validation_loss(int64_t windows) {
     const int64_t T = opt.seq, B = opt.batch, batches = (windows + B - 1) / B;
     std::vector<std::vector<int32_t>> tok(N);
     double acc[2] = {0, 0};  // loss sum, positions
@@ -164,14 +161,14 @@ struct Trainer::Impl {
       for (int s = 0; s < N; ++s) {
         const int64_t b = round * N + s, w0 = b * B, nb = b < batches ? std::min(B, windows - w0) : 0;
         tok[s].resize(static_cast<size_t>(nb * T));
-        for (int64_t w = 0; w < nb; ++w) data.val.read((w0 + w) * T, T, tok[s].data() + w * T);
+        if (s == rank || shards)
+          for (int64_t w = 0; w < nb; ++w) data.val.read((w0 + w) * T, T, tok[s].data() + w * T);
         of[s] = tok[s];
       }
-      if (shards) {
-        eval_status = shards->fetch(of);
-        if (!eval_status.ok()) return NAN;
-      }
+      if (shards) eval_status = shards->fetch(of);
       const int64_t nb = static_cast<int64_t>(tok[rank].size()) / T;
+      if (tier && nb > 0) eval_status = tier->use_for_eval(tok[rank].data(), nb * T);
+      if (!eval_status.ok()) return NAN;
       if (nb == 0) continue;
       if (shards) shards->use(tok[rank].data(), 0, nb * T);
       acc[0] += tr->forward(tok[rank].data(), nb, T) * static_cast<double>(nb * (T - 1));
@@ -264,11 +261,12 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   // stray temporaries); the others read it after.
   std::error_code ec;
   std::string ckpt;
-  for (int turn = 0; turn < 2; ++turn) {  // rank 0 first, then the others
-    if ((turn == 0) == (I.rank == 0)) {
-      STEM_ASSIGN_OR_RETURN(ckpt, latest_checkpoint(o.out_dir));
-    }
-    if (turn == 0) STEM_RETURN_IF_ERROR(I.comm->barrier().with_context("train"));
+  if (I.rank == 0) {
+    STEM_ASSIGN_OR_RETURN(ckpt, latest_checkpoint(o.out_dir));
+  }
+  STEM_RETURN_IF_ERROR(I.comm->barrier().with_context("train"));
+  if (I.rank != 0) {
+    STEM_ASSIGN_OR_RETURN(ckpt, latest_checkpoint(o.out_dir));
   }
   if (!ckpt.empty() && !o.resume && !o.force)
     return Status::error(o.out_dir + ": already holds checkpoints (use --resume to continue, --force to start over)");
@@ -343,24 +341,10 @@ TableTierStats Trainer::table_stats() const { return impl_->tier ? impl_->tier->
 
 double Trainer::validation_loss() {
   Impl& I = *impl_;
-  const int64_t T = I.opt.seq, B = I.opt.batch;
+  const int64_t T = I.opt.seq;
   const int64_t windows = std::min(I.data.val.size() / T, std::max<int64_t>(1, I.opt.eval_tokens / T));
   if (windows < 1) return NAN;
-  if (I.N > 1) return I.validation_loss_ranks(windows);
-  double sum = 0;
-  int64_t count = 0;
-  std::vector<int32_t> buf(B * T);
-  for (int64_t w0 = 0; w0 < windows; w0 += B) {
-    const int64_t nb = std::min(B, windows - w0);
-    for (int64_t b = 0; b < nb; ++b) I.data.val.read((w0 + b) * T, T, buf.data() + b * T);
-    if (I.tier) {
-      I.eval_status = I.tier->use_for_eval(buf.data(), nb * T);
-      if (!I.eval_status.ok()) return NAN;
-    }
-    sum += I.tr->forward(buf.data(), nb, T) * static_cast<double>(nb * (T - 1));
-    count += nb * (T - 1);
-  }
-  return sum / static_cast<double>(count);
+  return I.validation_loss(windows);
 }
 
 Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_step,
@@ -417,8 +401,8 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     if (I.N > 1) {
       STEM_RETURN_IF_ERROR(I.comm->all_reduce_sum(&loss, 1).with_context("train: the step's loss"));
       if (!std::isfinite(loss)) return not_finite(loss);
-      STEM_ASSIGN_OR_RETURN(const auto norms, I.reduce_grads());
-      std::tie(norm, norm_stem) = norms;
+      STEM_ASSIGN_OR_RETURN(const double sharded_ss, I.reduce_grads());
+      std::tie(norm, norm_stem) = I.grad_norms(sharded_ss);
     } else {
       std::tie(norm, norm_stem) = I.grad_norms();
     }
