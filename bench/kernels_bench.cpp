@@ -11,6 +11,8 @@
 // "cold" (third arg 1) cycles through copies of W totalling >= 256 MiB, so W
 // comes from DRAM as in a decode step, where every weight is read once per
 // token; "hot" (0) reads the same W, from cache where it fits.
+// BM_decode_pass_products runs every product of one M-shape decode pass for
+// 1 and for 8 sequences (the ceiling of continuous batching on this CPU).
 // Deliberately not here: correctness (tests/test_kernels*.cpp) and
 // whole-model step times (`stem bench`). Inputs are random, made once per
 // benchmark outside the timed loop.
@@ -197,6 +199,47 @@ void BM_prefill_linear_f32(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * N);
 }
 BENCHMARK(BM_prefill_linear_f32)->Apply(prefill_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// All the matrix products of one decode pass of the M-shape STEM model
+// (configs/M-stem.json: 8 layers of q, k, v, o [512, 512], gate [1376, 512]
+// and down [512, 1376], the dense layer's up, the head [8192, 512]; 98 MB of
+// F32 weights, so they come from DRAM) for N sequences at once: matvec for
+// one, linear_forward (oneDNN) for several. What continuous batching can
+// gain: N x the time of N = 1 over the time of N is its ceiling. Arg: N.
+void BM_decode_pass_products(benchmark::State& state) {
+  const int64_t N = state.range(0);
+  struct Mat {
+    int64_t in, out;
+    std::vector<float> W;
+  };
+  std::vector<Mat> mats;
+  for (int l = 0; l < 8; ++l) {
+    for (int a = 0; a < 4; ++a) mats.push_back({512, 512, {}});
+    mats.push_back({512, 1376, {}});
+    if (l == 0) mats.push_back({512, 1376, {}});
+    mats.push_back({1376, 512, {}});
+  }
+  mats.push_back({512, 8192, {}});
+  double flops = 0;
+  for (Mat& m : mats) {
+    m.W = rand_vec(m.in * m.out, 0.05f);
+    flops += 2.0 * N * m.in * m.out;
+  }
+  const auto x = rand_vec(N * 1376);
+  std::vector<float> y(N * 8192);
+  for (auto _ : state) {
+    for (const Mat& m : mats) {
+      if (N == 1)
+        k::matvec(y.data(), m.W.data(), x.data(), m.out, m.in);
+      else
+        k::linear_forward(y.data(), x.data(), m.W.data(), N, m.in, m.out);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(state, flops);
+  state.SetItemsProcessed(state.iterations() * N);
+}
+BENCHMARK(BM_decode_pass_products)->Arg(1)->Arg(8)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_prefill_linear_bf16(benchmark::State& state) {
   const int64_t N = state.range(0), in = state.range(1), out = state.range(2);
