@@ -51,8 +51,9 @@ void expect_same_metrics(const fs::path& want, const fs::path& got, int64_t from
     if (r.step < from_step) continue;
     ASSERT_TRUE(by_step.count(r.step)) << got << " lacks step " << r.step;
     EXPECT_NEAR(by_step[r.step].loss, r.loss, 1e-5 * std::fabs(r.loss)) << got << " step " << r.step;
-    if (!std::isnan(r.val_loss))
+    if (!std::isnan(r.val_loss)) {
       EXPECT_NEAR(by_step[r.step].val_loss, r.val_loss, 1e-5 * std::fabs(r.val_loss)) << got << " step " << r.step;
+    }
     ++compared;
   }
   EXPECT_GT(compared, 0);

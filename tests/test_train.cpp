@@ -248,6 +248,51 @@ TEST(TrainAccumulation, TwoMicroBatchesEqualOneBatchOfTwo) {
   }
 }
 
+TEST(TrainOverlap, EachBackwardStageIsFinalWhenAnnounced) {
+  // The trainer starts summing a stage's gradients over the ranks when
+  // backward() announces it: every tensor of that stage must hold its final
+  // value then, and the stages come once each, head first, embedding last.
+  for (const bool tied : {false, true}) {
+    ModelConfig c;
+    c.vocab_size = 40; c.hidden_size = 16; c.intermediate_size = 24; c.num_hidden_layers = 3;
+    c.num_attention_heads = 2; c.num_key_value_heads = 1; c.max_position_embeddings = 16;
+    c.ffn_types = {FfnType::Dense, FfnType::Stem, FfnType::HashMoe};
+    c.num_hash_experts = 2;
+    c.tie_word_embeddings = tied;
+    auto m = Model::init(c, 5);
+    ASSERT_TRUE(m.ok());
+    auto& tr = engine(*m);
+    std::vector<int32_t> toks(2 * 8);
+    std::mt19937 rng(4);
+    for (auto& t : toks) t = static_cast<int32_t>(rng() % 40);
+    model::Gradients g = tr.make_gradients(16);
+    g.begin_step(toks.data(), 16, 40);
+    tr.forward(toks.data(), 1, 8);
+    tr.backward(g, 0.5f);  // an earlier micro-batch: its sums are in g already
+    tr.forward(toks.data() + 8, 1, 8);
+    std::vector<int> order;
+    std::map<size_t, std::vector<float>> at_announce;
+    tr.backward(g, 0.5f, [&](int stage) {
+      order.push_back(stage);
+      for (size_t i = 0; i < tr.weights().size(); ++i)
+        if (tr.weights().spec(i).trainable && model::Transformer::grad_stage(tr.weights().spec(i), 3) == stage)
+          at_announce[i] = g.dense_copy(i);
+    });
+    EXPECT_EQ(order, (std::vector<int>{3, 2, 1, 0, -1})) << "tied " << tied;
+    size_t seen = 0;
+    for (size_t i = 0; i < tr.weights().size(); ++i) {
+      if (!tr.weights().spec(i).trainable) continue;
+      ASSERT_TRUE(at_announce.count(i)) << tr.weights().spec(i).name << " never announced";
+      const auto final_value = g.dense_copy(i);
+      ASSERT_EQ(at_announce[i].size(), final_value.size());
+      for (size_t k = 0; k < final_value.size(); ++k)
+        ASSERT_EQ(at_announce[i][k], final_value[k]) << tr.weights().spec(i).name << " changed after its stage, tied " << tied;
+      ++seen;
+    }
+    EXPECT_GT(seen, 10u);
+  }
+}
+
 TEST(TrainLazyAdamW, CatchUpMatchesHandComputation) {
   // One table [R=3, C=2]; row 1 touched at steps 1 and 4, skipped at 2 and 3.
   model::TensorSpec s;

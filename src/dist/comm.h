@@ -45,6 +45,16 @@ class Comm {
                           int root) = 0;
   virtual Status barrier() = 0;
 
+  // Non-blocking sums, for communication that overlaps computation: starts
+  // data[i] = the sum over ranks of data[i] and returns at once; data must
+  // not be touched until wait_all() has returned. Started sums count as
+  // collectives in the order they are started. progress() lets started sums
+  // advance (MPI moves them only inside its calls); wait_all() finishes every
+  // started one.
+  virtual Status start_all_reduce_sum(float* data, int64_t n) = 0;
+  virtual void progress() {}
+  virtual Status wait_all() = 0;
+
   // Bytes this rank has sent to other ranks so far; a collective's share is
   // counted as its algorithm-independent volume (all-reduce: 2 (N-1)/N of
   // the buffer).

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstdlib>
 #include <mutex>
+#include <vector>
 
 #include "dist/comm.h"
 
@@ -93,6 +94,33 @@ class MpiComm final : public Comm {
 
   Status barrier() override { return check(MPI_Barrier(MPI_COMM_WORLD), "barrier"); }
 
+  Status start_all_reduce_sum(float* data, int64_t n) override {
+    for (int64_t at = 0; at < n;) {
+      const int64_t k = std::min<int64_t>(n - at, INT_MAX);
+      MPI_Request req;
+      STEM_RETURN_IF_ERROR(check(MPI_Iallreduce(MPI_IN_PLACE, data + at, static_cast<int>(k), MPI_FLOAT, MPI_SUM,
+                                                MPI_COMM_WORLD, &req),
+                                 "start_all_reduce"));
+      pending_.push_back(req);
+      at += k;
+    }
+    bytes_sent_ += 2 * n * 4 * (size_ - 1) / size_;
+    return ok_status();
+  }
+
+  void progress() override {
+    if (pending_.empty()) return;
+    int done = 0;
+    MPI_Testall(static_cast<int>(pending_.size()), pending_.data(), &done, MPI_STATUSES_IGNORE);
+  }
+
+  Status wait_all() override {
+    if (pending_.empty()) return ok_status();
+    const int rc = MPI_Waitall(static_cast<int>(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE);
+    pending_.clear();
+    return check(rc, "wait_all");
+  }
+
  private:
   Status all_reduce(void* data, int64_t n, MPI_Datatype type, MPI_Op op, int64_t elem, const char* what = "all_reduce") {
     // In pieces of at most INT_MAX elements.
@@ -107,6 +135,7 @@ class MpiComm final : public Comm {
     return ok_status();
   }
   int rank_ = 0, size_ = 1;
+  std::vector<MPI_Request> pending_;  // started non-blocking sums
 };
 
 void finalize_at_exit() {

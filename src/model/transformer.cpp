@@ -360,7 +360,7 @@ Gradients Transformer::make_gradients(int64_t max_tokens) const {
   return g;
 }
 
-void Transformer::backward(Gradients& G, float loss_scale) {
+void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& ready) {
   const kernels::Ops& k = be_->ops();
   STEM_CHECK(have_forward_ && T_ >= 2);
   have_forward_ = false;
@@ -399,6 +399,7 @@ void Transformer::backward(Gradients& G, float loss_scale) {
   }
   be_->stream().fill_zero(A.dh, sizeof(float) * N * d);
   k.rmsnorm_backward(A.dh, dense(i_norm_), A.dx, A.h_out, w_[i_norm_].f32(), A.rstdf, N, d);
+  if (ready) ready(n_layers());
 
   for (int l = static_cast<int>(layers_.size()) - 1; l >= 0; --l) {
     const LayerView& W = layers_[l];
@@ -439,6 +440,7 @@ void Transformer::backward(Gradients& G, float loss_scale) {
     k.linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
     k.linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);
     k.rmsnorm_backward(A.dh, dense(W.i_attn_norm), A.dx, L.resid_in, W.attn_norm, L.rstd1, N, d);
+    if (ready) ready(l);
   }
   // embedding: row-sparse when untied; added into the dense head gradient when tied.
   if (cfg_.tie_word_embeddings) {
@@ -446,6 +448,12 @@ void Transformer::backward(Gradients& G, float loss_scale) {
   } else {
     k.embedding_backward(rows(i_embed_), A.dh, local, d);
   }
+  if (ready) ready(-1);
+}
+
+int Transformer::grad_stage(const TensorSpec& spec, int n_layers) {
+  if (spec.layer >= 0) return spec.layer;
+  return spec.kind == ParamKind::Embedding ? -1 : n_layers;  // embed_tokens; norm and lm_head
 }
 
 }  // namespace stem::model

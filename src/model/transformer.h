@@ -98,7 +98,15 @@ class Transformer {
   // micro-batches are accumulated). Accumulates into g. Without begin_step, g's
   // rows become this batch's distinct tokens; after it, the batch's rows are
   // added into the step's. Overwrites logits().
-  void backward(Gradients& g, float loss_scale = 1.0f);
+  // `ready`, when given, is called as parts of g become final for this
+  // backward: with grad_stage() of the tensors done, in the order L (the head
+  // and final norm), L-1, ..., 0 (each layer's block), -1 (the embedding, and
+  // nothing after it). The trainer starts summing a stage's gradients over
+  // the ranks there, while the layers below it run.
+  using GradsReady = std::function<void(int stage)>;
+  void backward(Gradients& g, float loss_scale = 1.0f, const GradsReady& ready = nullptr);
+  // The stage at which backward() finishes a tensor's gradient (see above).
+  static int grad_stage(const TensorSpec& spec, int n_layers);
 
   // STEM rows reach forward() and backward() through one RowProvider
   // (row_provider.h): by default the weight list's tables read in place, or,

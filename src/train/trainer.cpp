@@ -109,31 +109,56 @@ struct Trainer::Impl {
     return {std::sqrt(other), std::sqrt(stem)};
   }
 
-  // Several ranks: every gradient but the sharded tables' summed over the
-  // ranks, the tables' rows summed at their owners. The dense gradients lie
-  // in one arena in list order, so consecutive ones go in buckets of up to
-  // kBucketBytes (one all-reduce each, alignment padding included: zeros);
-  // the row-sparse ones share the global step's row layout and go one by
-  // one. Returns the sharded tables' squared norm (0 without them), the same
-  // on every rank.
-  Result<double> reduce_grads() {
+  // Several ranks: the dense gradients lie in one arena in list order
+  // (embedding, layer 0, ..., layer L-1, norm and head), so consecutive ones
+  // of one backward stage (Transformer::grad_stage) go in buckets of up to
+  // kBucketBytes, alignment padding included (zeros). The last micro-batch's
+  // backward starts a stage's buckets summing as soon as the stage is done
+  // (start_buckets), so that the sums overlap the layers below it.
+  struct Bucket {
+    float* data;  // [n] a range of the gradient arena
+    int64_t n;
+    int stage;
+  };
+  std::vector<Bucket> buckets;
+  Status overlap_status;  // the first failure to start a sum in a backward
+
+  void plan_buckets() {
     constexpr int64_t kBucketBytes = 8 << 20;
-    const int64_t U = grads.index.n_unique();
-    float *bucket = nullptr, *bucket_end = nullptr;
-    auto flush = [&]() -> Status {
-      if (bucket) STEM_RETURN_IF_ERROR(comm->all_reduce_sum(bucket, bucket_end - bucket).with_context("train: summing gradients"));
-      bucket = bucket_end = nullptr;
-      return ok_status();
-    };
     for (size_t i = 0; i < grads.dense.size(); ++i) {
       if (grads.dense[i].empty()) continue;
       float* g = grads.dense[i].f32();
-      if (bucket && (g < bucket_end || (g + grads.dense[i].numel() - bucket) * 4 > kBucketBytes))
-        STEM_RETURN_IF_ERROR(flush());
-      if (!bucket) bucket = g;
-      bucket_end = g + grads.dense[i].numel();
+      const int64_t n = grads.dense[i].numel();
+      const int stage = model::Transformer::grad_stage(grads.dense.spec(i), tr->n_layers());
+      Bucket* b = buckets.empty() ? nullptr : &buckets.back();
+      if (b && b->stage == stage && g >= b->data + b->n && (g + n - b->data) * 4 <= kBucketBytes) {
+        b->n = g + n - b->data;
+      } else {
+        buckets.push_back({g, n, stage});
+      }
     }
-    STEM_RETURN_IF_ERROR(flush());
+  }
+
+  // The hook of the last micro-batch's backward: starts the sums of `stage`'s
+  // buckets and lets those already started advance.
+  void start_buckets(int stage) {
+    if (!overlap_status.ok()) return;
+    overlap_status = tr->backend().stream().synchronize();  // the gradients are written
+    for (const Bucket& b : buckets) {
+      if (b.stage != stage || !overlap_status.ok()) continue;
+      overlap_status = comm->start_all_reduce_sum(b.data, b.n).with_context("train: summing gradients");
+    }
+    comm->progress();
+  }
+
+  // After the last backward: waits for the buckets' sums, sums the row-sparse
+  // gradients (they share the global step's row layout) one by one, and the
+  // sharded tables' rows at their owners. Returns the sharded tables' squared
+  // norm (0 without them), the same on every rank.
+  Result<double> reduce_grads() {
+    const int64_t U = grads.index.n_unique();
+    STEM_RETURN_IF_ERROR(overlap_status);
+    STEM_RETURN_IF_ERROR(comm->wait_all().with_context("train: summing gradients"));
     for (size_t i = 0; i < grads.rows.size(); ++i) {
       const auto& s = grads.dense.spec(i);
       if (grads.rows[i].empty() || (shards && s.kind == model::ParamKind::StemTable)) continue;
@@ -305,6 +330,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   I.adam = std::make_unique<AdamW>(I.tr->weights(), ao);
   const int64_t step_tokens = o.batch * o.seq * o.accum * I.N;  // the global step's
   I.grads = I.tr->make_gradients(std::min(step_tokens, I.cfg.vocab_size));
+  if (I.N > 1) I.plan_buckets();
   I.rng.seed(o.seed ^ 0x5DEECE66Dull);
   if (!ckpt.empty()) {
     STEM_RETURN_IF_ERROR(load_checkpoint(ckpt, I.cfg, I.tr->weights(), *I.adam, I.st).with_context("resume"));
@@ -394,7 +420,9 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
       if (I.shards) I.shards->use(mine + a * mb_tokens, a * mb_tokens, mb_tokens);
       const double l = I.tr->forward(mine + a * mb_tokens, o.batch, o.seq);
       if (I.N == 1 && !std::isfinite(l)) return not_finite(l);
-      I.tr->backward(I.grads, 1.0f / static_cast<float>(micro));
+      const bool last = a + 1 == o.accum;
+      I.tr->backward(I.grads, 1.0f / static_cast<float>(micro),
+                     I.N > 1 && last ? model::Transformer::GradsReady([&I](int s) { I.start_buckets(s); }) : nullptr);
       loss += l / static_cast<double>(micro);
     }
     double norm = 0, norm_stem = 0;
