@@ -1,8 +1,10 @@
 // The training loop (see trainer.h).
 #include "train/trainer.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -88,7 +90,7 @@ struct Trainer::Impl {
     }
     std::ofstream out(metrics_path(), std::ios::app);
     out << j.dump() << "\n";
-    if (!out) return Status::error(metrics_path() + ": write failed");
+    if (!out) return Status::error(metrics_path() + ": write failed: " + std::strerror(errno));
     return ok_status();
   }
 
