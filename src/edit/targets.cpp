@@ -109,7 +109,9 @@ Result<std::vector<TokenForm>> token_forms(const Tokenizer& tok, const std::stri
   if (set != FormSet::AsGiven) raw.push_back({"mid", after_context(tok, "a", " " + s)});
   if (set == FormSet::All) raw.push_back({"line", after_context(tok, "a\n", s)});
   std::vector<TokenForm> out;
-  for (auto& [kind, ids] : raw) {
+  for (auto& form : raw) {
+    const std::string& kind = form.first;
+    std::vector<int32_t>& ids = form.second;  // not a structured binding: lambdas capture it
     std::erase_if(ids, [&](int32_t id) { return space_piece(tok, id); });
     if (ids.empty()) continue;  // the context merged with the string: no clean form
     if (std::all_of(ids.begin(), ids.end(), [&](int32_t id) { return id == tok.unk_id(); }))

@@ -410,6 +410,7 @@ async function main() {
   test('bad raw requests get the right status and an OpenAI error body; the server lives on', { timeout: 30_000 }, async (t) => {
     const cases = [
       ['bad JSON', 400, 'POST', '/v1/completions', { body: '{"model":' }],
+      ['a number too large for a double', 400, 'POST', '/v1/completions', { body: '{"model": "x", "max_tokens": 1e999}' }],
       ['prompt is a number', 400, 'POST', '/v1/completions', { body: { model: MODEL, prompt: 42 } }],
       ['max_tokens is a string', 400, 'POST', '/v1/completions', { body: { model: MODEL, prompt: 'x', max_tokens: 'ten' } }],
       ['temperature -1', 400, 'POST', '/v1/completions', { body: { model: MODEL, prompt: 'x', temperature: -1 } }],

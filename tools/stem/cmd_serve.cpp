@@ -68,16 +68,6 @@ void reply_error(Server& S, httplib::Response& res, const ApiError& e) {
   reply(res, e.status, serve::error_body(e));
 }
 
-bool parse_body(const httplib::Request& req, json* body, ApiError* err) {
-  try {
-    *body = json::parse(req.body);
-    return true;
-  } catch (const json::parse_error& e) {
-    *err = ApiError{400, std::string("the body is not valid JSON: ") + e.what()};
-    return false;
-  }
-}
-
 // The model id of a request: the model as loaded, or one of its edits.
 bool resolve_model(Server& S, serve::ApiRequest* r, ApiError* err) {
   if (r->model.empty()) r->model = S.o.name;
@@ -157,7 +147,7 @@ void handle_generate(Server& S, serve::Endpoint ep, const httplib::Request& req,
   json body;
   serve::ApiRequest r;
   if (!S.ready) return reply_error(S, res, ApiError{503, "the model is loading", "server_error"});
-  if (!parse_body(req, &body, &err) || !serve::parse_request(ep, body, &r, &err) || !resolve_model(S, &r, &err))
+  if (!serve::parse_body(req.body, &body, &err) || !serve::parse_request(ep, body, &r, &err) || !resolve_model(S, &r, &err))
     return reply_error(S, res, err);
   if (ep == serve::Endpoint::Chat && !r.max_tokens_given) r.batch.gen.max_new_tokens = S.gen->context();
   Refusal why = Refusal::None;
@@ -190,7 +180,7 @@ void handle_tokenize(Server& S, bool detokenize, const httplib::Request& req, ht
   ApiError err;
   json body;
   if (!S.ready) return reply_error(S, res, ApiError{503, "the model is loading", "server_error"});
-  if (!parse_body(req, &body, &err)) return reply_error(S, res, err);
+  if (!serve::parse_body(req.body, &body, &err)) return reply_error(S, res, err);
   if (!detokenize) {
     if (!body.is_object() || !body.contains("content") || !body["content"].is_string())
       return reply_error(S, res, ApiError{400, "'content': expected a string", "invalid_request_error", "", "content"});

@@ -89,6 +89,16 @@ std::string chat_prompt(const json& messages) {
   return out + "Assistant:";
 }
 
+bool parse_body(const std::string& text, json* body, ApiError* err) {
+  try {
+    *body = json::parse(text);
+    return true;
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers too large
+    *err = ApiError{400, std::string("the body is not valid JSON: ") + e.what()};
+    return false;
+  }
+}
+
 bool parse_request(Endpoint ep, const json& body, ApiRequest* out, ApiError* err) {
   if (!body.is_object()) {
     *err = ApiError{400, "the request body must be a JSON object"};

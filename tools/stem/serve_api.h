@@ -50,6 +50,9 @@ struct ApiRequest {
   bool max_tokens_given = false;
 };
 
+// Parses a body as JSON: a syntax error or a number out of range is a 400.
+bool parse_body(const std::string& text, json* body, ApiError* err);
+
 // Parses and checks a body: every known field's type and range; unknown
 // fields are ignored, as OpenAI's clients send extras. Returns false and
 // fills `err` on a bad request.
