@@ -23,6 +23,7 @@ pkgs=(
   libcpp-httplib-dev     # HTTP for stem serve
   libopenmpi-dev openmpi-bin  # training across processes (mpirun -np N stem train)
   python3-dev pybind11-dev python3-numpy  # the Python module and its tests
+  clang-14 libclang-rt-14-dev libomp-14-dev  # fuzzing (libFuzzer; scripts/fuzz.sh)
 )
 # Node.js runs the server's tests with the official OpenAI client (npm).
 command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)

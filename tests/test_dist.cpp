@@ -27,9 +27,15 @@ bool have_mpirun() { return test::sh("command -v mpirun > /dev/null 2>&1") == 0;
 test::CmdResult train(int ranks, const std::string& args) {
   // Root allowed (CI runs as root); no cross-process memory copies, which
   // containers often forbid (ptrace rules): shared memory with two copies.
-  const std::string env =
+  std::string env =
       "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
       "OMP_NUM_THREADS=1 ";
+#ifdef __SANITIZE_ADDRESS__
+  // Open MPI is built without frame pointers: only the slow unwinder sees
+  // the frames of its own allocations, which tests/sanitizers/lsan.supp
+  // names as kept until exit.
+  if (ranks > 0) env += "ASAN_OPTIONS=\"${ASAN_OPTIONS}:fast_unwind_on_malloc=0\" ";
+#endif
   const std::string launcher = ranks > 0 ? "mpirun -np " + std::to_string(ranks) + " --oversubscribe " : "";
   return test::stem_cmd_raw(env + launcher + STEM_BINARY + " train " + args);
 }
