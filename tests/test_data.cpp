@@ -353,6 +353,11 @@ TEST_F(TokenizerTest, Errors) {
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("junk.model: not a SentencePiece model"), std::string::npos)
       << t.status().message();
+  // a model that SentencePiece throws on (an empty piece; found by fuzzing)
+  t = Tokenizer::load(std::string(STEM_SOURCE_DIR) + "/tests/fuzz/tokenizer/empty_piece.model");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("empty_piece.model: not a valid SentencePiece model"), std::string::npos)
+      << t.status().message();
 }
 
 // ---------------------------------------------------------------- stem prepare

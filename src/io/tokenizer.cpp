@@ -93,7 +93,12 @@ Result<Tokenizer> Tokenizer::load(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return Status::error(path + ": no such file (expected a tokenizer.model)");
   if (S_ISDIR(st.st_mode)) return Status::error(path + ": is a directory, expected a tokenizer.model file");
   auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
-  const auto s = sp->Load(path);
+  sentencepiece::util::Status s;
+  try {  // SentencePiece throws on some malformed models (an empty piece in its trie)
+    s = sp->Load(path);
+  } catch (const std::exception& e) {
+    return Status::error(path + ": not a valid SentencePiece model: " + e.what());
+  }
   if (!s.ok()) return Status::error(path + ": not a SentencePiece model: " + s.ToString());
   if (sp->GetPieceSize() <= 0) return Status::error(path + ": SentencePiece model has no pieces");
   Tokenizer t;
