@@ -50,6 +50,10 @@ struct ApiRequest {
   bool max_tokens_given = false;
 };
 
+// The error a refusal of the generator is answered with (context too long:
+// 400; unknown edit: 404; busy or shutting down: 503).
+ApiError refusal_error(Refusal why, const Status& st);
+
 // Parses a body as JSON: a syntax error or a number out of range is a 400.
 bool parse_body(const std::string& text, json* body, ApiError* err);
 
