@@ -361,7 +361,7 @@ Result<DataDir> DataDir::open(const std::string& dir) {
       return Status::error(meta_path + ": field \"" + key + "\" is missing or not an integer");
     return j[key].get<int64_t>();
   };
-  if (j.value("format", std::string()) != kDataFormat)
+  if (!j.contains("format") || !j["format"].is_string() || j["format"].get<std::string>() != kDataFormat)
     return Status::error(meta_path + ": field \"format\" is " + (j.contains("format") ? j["format"].dump() : "missing") +
                          ", expected \"" + kDataFormat + "\"");
   STEM_ASSIGN_OR_RETURN(int64_t version, field("version"));

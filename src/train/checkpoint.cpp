@@ -180,10 +180,14 @@ Status load_checkpoint(const std::string& ckpt_dir, const ModelConfig& cfg,
   } catch (const std::exception& e) {
     return Status::error(where + "/trainer_state.json: not valid JSON: " + e.what());
   }
-  if (j.value("format", "") != kStateFormat || j.value("version", 0) != kStateVersion)
-    return Status::error(where + "/trainer_state.json: format '" + j.value("format", "?") + "' version " +
-                         std::to_string(j.value("version", 0)) + " is not " + kStateFormat + " version " +
-                         std::to_string(kStateVersion));
+  if (!j.is_object()) return Status::error(where + "/trainer_state.json: not a JSON object");
+  // Read without json::value(), which throws when a field has another type.
+  const auto format = j.find("format"), version = j.find("version");
+  const std::string f = format != j.end() && format->is_string() ? format->get<std::string>() : "?";
+  const int64_t v = version != j.end() && version->is_number_integer() ? version->get<int64_t>() : 0;
+  if (f != kStateFormat || v != kStateVersion)
+    return Status::error(where + "/trainer_state.json: format '" + f + "' version " + std::to_string(v) +
+                         " is not " + kStateFormat + " version " + std::to_string(kStateVersion));
   try {
     st.step = j.at("step").get<int64_t>();
     st.tokens = j.at("tokens").get<int64_t>();

@@ -498,16 +498,20 @@ Result<std::vector<StepRecord>> read_metrics(const std::string& run_dir) {
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (!j.is_object() || !j.contains("step") || !j.contains("loss")) continue;  // cut short by a crash
     StepRecord r;
-    r.step = j["step"].get<int64_t>();
-    r.tokens = j.value("tokens", int64_t{0});
-    r.loss = j["loss"].get<double>();
-    r.val_loss = j.value("val_loss", static_cast<double>(NAN));
-    r.lr = j.value("lr", 0.0);
-    r.grad_norm = j.value("grad_norm", 0.0);
-    r.grad_norm_stem = j.value("grad_norm_stem", 0.0);
-    r.tokens_per_second = j.value("tokens_per_second", 0.0);
-    r.mfu = j.value("mfu", 0.0);
-    r.elapsed = j.value("elapsed", 0.0);
+    try {  // a field of another type (get() and value() throw): not a line of ours
+      r.step = j["step"].get<int64_t>();
+      r.tokens = j.value("tokens", int64_t{0});
+      r.loss = j["loss"].get<double>();
+      r.val_loss = j.value("val_loss", static_cast<double>(NAN));
+      r.lr = j.value("lr", 0.0);
+      r.grad_norm = j.value("grad_norm", 0.0);
+      r.grad_norm_stem = j.value("grad_norm_stem", 0.0);
+      r.tokens_per_second = j.value("tokens_per_second", 0.0);
+      r.mfu = j.value("mfu", 0.0);
+      r.elapsed = j.value("elapsed", 0.0);
+    } catch (const nlohmann::json::exception&) {
+      continue;
+    }
     out.push_back(r);
   }
   return out;
