@@ -27,7 +27,8 @@ TEST(BackendOpsCoverage, EveryOpOfTheTableHasABackendTest) {
       "embedding_backward", "embedding_backward_dense", "rmsnorm_forward", "rmsnorm_backward", "rope_forward",
       "rope_backward", "attention_forward", "attention_backward", "swiglu_forward", "swiglu_backward",
       "dense_ffn_forward", "dense_ffn_backward", "stem_ffn_forward", "stem_ffn_backward", "hash_moe_forward",
-      "hash_moe_backward", "cross_entropy_forward", "cross_entropy_backward", "add", "add_inplace",
+      "hash_moe_backward", "cross_entropy_forward", "cross_entropy_backward", "distill_forward",
+      "distill_backward", "add", "add_inplace",
       "adamw_update", "adamw_update_rows", "adamw_update_rows_lazy", "scale_rows", "sum_squares",
       "scale_inplace", "attention_cached_forward", "attention_cached_slots_forward", "matvec", "matvec_bf16", "matvec_batch",
       "linear_forward_bf16", "bf16_to_f32_row", "f32_to_bf16_row"};
@@ -253,6 +254,24 @@ TEST_P(BackendOps, CrossEntropyBackwardInPlace) {
   k().cross_entropy_backward(z, z, targets.data(), 0.25f, N, V);
   VecD want = to_d(logits);
   ref::cross_entropy_backward(want.data(), want.data(), targets.data(), 0.25f, N, V);
+  EXPECT_TRUE(near_rel(dev.get(z, N * V), want, kTol));
+}
+
+TEST_P(BackendOps, DistillForwardAndBackwardInPlace) {
+  const int64_t N = 5, V = 30;
+  const VecF logits = randu(rng, N * V, 3.0f), teacher = randu(rng, N * V, 3.0f);
+  VecI targets = rand_ids(rng, N, V);
+  targets[2] = -1;
+  float* z = dev.put(logits);
+  const float* y = dev.put(teacher);
+  float* losses = dev.zeros(N);
+  const double sum = k().distill_forward(losses, z, y, targets.data(), 0.4f, 2.0f, N, V);
+  VecD lw(N), want = to_d(logits);
+  const double sw = ref::distill_forward(lw.data(), want.data(), to_d(teacher).data(), targets.data(), 0.4f, 2.0f, N, V);
+  EXPECT_NEAR(sum, sw, 1e-5 * std::abs(sw));
+  EXPECT_TRUE(near_rel(dev.get(losses, N), lw, kTol));
+  k().distill_backward(z, z, y, targets.data(), 0.4f, 2.0f, 0.25f, N, V);
+  ref::distill_backward(want.data(), want.data(), to_d(teacher).data(), targets.data(), 0.4f, 2.0f, 0.25f, N, V);
   EXPECT_TRUE(near_rel(dev.get(z, N * V), want, kTol));
 }
 

@@ -468,6 +468,53 @@ TEST(KernelCrossEntropy, BackwardMatchesFiniteDifferencesAndAliases) {
   }
 }
 
+// ---------------------------------------------------------------- distillation
+
+TEST(KernelDistill, ForwardMatchesRefAndBackwardFiniteDifferences) {
+  std::mt19937 rng(41);
+  for (const auto& [N, V] : std::vector<std::array<int64_t, 2>>{{1, 3}, {5, 50}, {2, 97}})
+    for (const auto& [alpha, tau] : std::vector<std::array<float, 2>>{{0.5f, 2.0f}, {1.0f, 1.0f}, {0.0f, 3.0f}}) {
+      SCOPED_TRACE(testing::Message() << "N=" << N << " V=" << V << " alpha=" << alpha << " tau=" << tau);
+      const VecF z = randu(rng, N * V, 3.0f), y = randu(rng, N * V, 3.0f);
+      VecI targets = rand_ids(rng, N, V);
+      if (N > 1) targets[N - 2] = -1;  // an ignored row
+      VecF losses(N, -7.0f);
+      VecD lw(N), zd = to_d(z), yd = to_d(y);
+      const double sum = k::distill_forward(losses.data(), z.data(), y.data(), targets.data(), alpha, tau, N, V);
+      const double sw = ref::distill_forward(lw.data(), zd.data(), yd.data(), targets.data(), alpha, tau, N, V);
+      EXPECT_TRUE(near_rel(losses, lw, kFwdTol));
+      EXPECT_NEAR(sum, sw, kFwdTol * std::max(1.0, std::abs(sw)));
+
+      const float scale = 0.5f;
+      VecF dl = randu(rng, N * V);  // garbage: overwritten
+      k::distill_backward(dl.data(), z.data(), y.data(), targets.data(), alpha, tau, scale, N, V);
+      VecD scratch(N);
+      auto L = [&] {
+        return scale * ref::distill_forward(scratch.data(), zd.data(), yd.data(), targets.data(), alpha, tau, N, V);
+      };
+      EXPECT_TRUE(near_rel(dl, finite_diff(zd, L), kFdTol));
+      VecD dref(N * V);
+      ref::distill_backward(dref.data(), to_d(z).data(), yd.data(), targets.data(), alpha, tau, scale, N, V);
+      EXPECT_TRUE(near_rel(dl, dref, kFwdTol));
+      VecF inplace = z;  // dlogits aliasing logits
+      k::distill_backward(inplace.data(), inplace.data(), y.data(), targets.data(), alpha, tau, scale, N, V);
+      EXPECT_TRUE(near_rel(inplace, dl, 1e-6)) << "in place";
+    }
+}
+
+TEST(KernelDistill, AlphaZeroIsCrossEntropyAndTeacherEqualsStudentHasNoKl) {
+  std::mt19937 rng(42);
+  const int64_t N = 6, V = 40;
+  const VecF z = randu(rng, N * V, 3.0f), y = randu(rng, N * V, 3.0f);
+  const VecI targets = rand_ids(rng, N, V);
+  VecF a(N), b(N), c(N);
+  const double ce = k::cross_entropy_forward(a.data(), z.data(), targets.data(), N, V);
+  EXPECT_NEAR(k::distill_forward(b.data(), z.data(), y.data(), targets.data(), 0.0f, 2.0f, N, V), ce, 1e-5 * ce);
+  // The student's own logits as teacher: KL is 0, the loss (1 - alpha) CE.
+  EXPECT_NEAR(k::distill_forward(c.data(), z.data(), z.data(), targets.data(), 0.25f, 2.0f, N, V), 0.75 * ce,
+              1e-5 * ce);
+}
+
 // ---------------------------------------------------------------- AdamW
 
 TEST(KernelAdamW, MatchesPyTorchRefOverStepsWithNullGradient) {

@@ -178,6 +178,16 @@ double cross_entropy_forward(float* losses, const float* logits, const int32_t* 
 void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* targets,
                             float scale, int64_t N, int64_t V);
 
+// Distillation: losses[n] = (1-alpha) CE(logits[n], targets[n]) + alpha tau^2
+// KL(softmax(teacher[n]/tau) || softmax(logits[n]/tau)); 0 where targets[n] < 0.
+// teacher [N,V] is another model's logits for the same tokens. Returns the sum.
+double distill_forward(float* losses, const float* logits, const float* teacher, const int32_t* targets,
+                       float alpha, float tau, int64_t N, int64_t V);
+// dlogits[n] = ((1-alpha)(softmax(z) - onehot(t)) + alpha tau (softmax(z/tau) -
+// softmax(teacher/tau))) * scale; zero rows where ignored. May alias logits.
+void distill_backward(float* dlogits, const float* logits, const float* teacher, const int32_t* targets,
+                      float alpha, float tau, float scale, int64_t N, int64_t V);
+
 // ---------------------------------------------------------------- optimizer
 // Decoupled-weight-decay Adam (PyTorch AdamW): m = b1 m + (1-b1) g;
 // v = b2 v + (1-b2) g^2; p -= lr * (wd p + (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)).

@@ -30,7 +30,8 @@ namespace stem::kernels {
   X(rmsnorm_backward) X(rope_forward) X(rope_backward) X(attention_forward)                  \
   X(attention_backward) X(swiglu_forward) X(swiglu_backward) X(dense_ffn_forward)            \
   X(dense_ffn_backward) X(stem_ffn_forward) X(stem_ffn_backward) X(hash_moe_forward)         \
-  X(hash_moe_backward) X(cross_entropy_forward) X(cross_entropy_backward) X(add)             \
+  X(hash_moe_backward) X(cross_entropy_forward) X(cross_entropy_backward) X(distill_forward)   \
+  X(distill_backward) X(add)                                                                 \
   X(add_inplace) X(adamw_update) X(adamw_update_rows) X(adamw_update_rows_lazy)              \
   X(scale_rows) X(sum_squares) X(scale_inplace) X(attention_cached_forward) X(matvec)        \
   X(attention_cached_slots_forward) X(matvec_bf16) X(matvec_batch) X(linear_forward_bf16) X(bf16_to_f32_row) X(f32_to_bf16_row)

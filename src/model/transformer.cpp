@@ -272,9 +272,19 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
   k.rmsnorm_forward(A.hf, A.rstdf, A.h_out, w_[i_norm_].f32(), N, d, eps);
   k.linear_forward(A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
   have_forward_ = true;
-  if (T < 2) return 0.0;
-  const double total = k.cross_entropy_forward(A.losses, A.logits, targets_.data(), N, V);
-  return total / static_cast<double>(B * (T - 1));
+  teacher_ = next_teacher_;
+  next_teacher_ = Teacher{};
+  if (T < 2) return last_ce_ = 0.0;
+  const double positions = static_cast<double>(B * (T - 1));
+  last_ce_ = k.cross_entropy_forward(A.losses, A.logits, targets_.data(), N, V) / positions;
+  if (!teacher_.logits) return last_ce_;
+  return k.distill_forward(A.losses, A.logits, teacher_.logits, targets_.data(), teacher_.alpha, teacher_.tau, N, V) /
+         positions;
+}
+
+void Transformer::set_teacher(const float* teacher_logits, float alpha, float tau) {
+  STEM_CHECKF(alpha >= 0 && alpha <= 1 && tau > 0, "distillation alpha %g, temperature %g", alpha, tau);
+  next_teacher_ = Teacher{teacher_logits, alpha, tau};
 }
 
 void Transformer::set_table_store(std::shared_ptr<memory::TableStore> store) {
@@ -391,7 +401,11 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
 
   // loss -> logits -> final norm
   const float scale = loss_scale / static_cast<float>(B * (T - 1));
-  k.cross_entropy_backward(A.logits, A.logits, targets_.data(), scale, N, V);
+  if (teacher_.logits) {
+    k.distill_backward(A.logits, A.logits, teacher_.logits, targets_.data(), teacher_.alpha, teacher_.tau, scale, N, V);
+  } else {
+    k.cross_entropy_backward(A.logits, A.logits, targets_.data(), scale, N, V);
+  }
   if (cfg_.tie_word_embeddings) {
     k.linear_backward(A.dx, dense(i_embed_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
   } else {

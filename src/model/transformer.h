@@ -81,6 +81,15 @@ class Transformer {
   // activations for backward. Returns the mean next-token loss over B*(T-1)
   // positions (0 when T == 1). logits() is valid until backward().
   double forward(const int32_t* tokens, int64_t B, int64_t T);
+  // Distillation: the next forward() and its backward() use the loss
+  // (1-alpha) CE + alpha tau^2 KL(softmax(teacher/tau) || softmax(logits/tau))
+  // per position, with teacher [B*T, V] another model's logits for the same
+  // tokens, on this backend, valid through that backward(). One forward
+  // only: the one after it is plain CE again unless this is called again.
+  void set_teacher(const float* teacher_logits, float alpha, float tau);
+  // The mean plain cross-entropy of the last forward (its return value
+  // unless it was distilled).
+  double last_ce() const { return last_ce_; }
   const float* logits() const;  // [B*T, V]
   const float* losses() const;  // [B*T] per-position loss of the last forward (0 at the last position)
 
@@ -163,6 +172,12 @@ class Transformer {
   struct Acts;
   std::unique_ptr<Acts> acts_;
   std::vector<kernels::RowIndex> routes_;  // per hash_moe layer, this step
+  struct Teacher {
+    const float* logits = nullptr;  // [B*T, V]
+    float alpha = 0, tau = 1;
+  };
+  Teacher next_teacher_, teacher_;  // set for the next forward; the last forward's
+  double last_ce_ = 0;
   bool have_forward_ = false;
   std::string tokenizer_path_;
   std::vector<int> stem_slot_;  // [L] index among STEM layers, -1 elsewhere

@@ -1,4 +1,5 @@
-// Cross-entropy over the vocabulary and the AdamW update on the CPU, plus the
+// Cross-entropy (plain, and blended with a teacher's distribution for
+// distillation) over the vocabulary and the AdamW update on the CPU, plus the
 // reductions the optimizer needs (sum of squares for gradient norms).
 // AdamW follows PyTorch's single-tensor AdamW operation by operation.
 #include <omp.h>
@@ -28,6 +29,12 @@ STEM_SIMD float row_sum_exp(const float* STEM_RESTRICT x, float mx, int64_t n) {
 
 STEM_SIMD void row_softmax_scaled(float* dst, const float* src, float lse, float scale, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = cpu::exp_approx(src[i] - lse) * scale;
+}
+
+// dx += a (softmax(zs) - softmax(ys)), with lq, lp their log-sum-exps.
+STEM_SIMD void kl_grad_add(float* STEM_RESTRICT dx, const float* STEM_RESTRICT zs, const float* STEM_RESTRICT ys,
+                           float lq, float lp, float a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] += a * (cpu::exp_approx(zs[i] - lq) - cpu::exp_approx(ys[i] - lp));
 }
 
 float row_lse(const float* x, int64_t V) {
@@ -112,6 +119,66 @@ void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* 
     const float lse = row_lse(x, V);
     row_softmax_scaled(dx, x, lse, scale, V);  // may overwrite x when aliased
     dx[targets[n]] = cpu::exp_approx(target_logit - lse) * scale - scale;
+  }
+}
+
+// Distillation, row by row: the student's log-sum-exp at temperature 1 and
+// tau, the teacher's at tau; the KL term sums p (log p - log q) in double.
+double distill_forward(float* losses, const float* logits, const float* teacher, const int32_t* targets,
+                       float alpha, float tau, int64_t N, int64_t V) {
+  const float inv = 1.0f / tau;
+#pragma omp parallel
+  {
+    std::vector<float> zs(V), ys(V);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      if (targets[n] < 0) {
+        losses[n] = 0.0f;
+        continue;
+      }
+      const float* z = logits + n * V;
+      const float* y = teacher + n * V;
+      for (int64_t i = 0; i < V; ++i) zs[i] = z[i] * inv, ys[i] = y[i] * inv;
+      const float ce = row_lse(z, V) - z[targets[n]];
+      const float lq = row_lse(zs.data(), V), lp = row_lse(ys.data(), V);
+      double kl = 0.0;
+      for (int64_t i = 0; i < V; ++i) {
+        const float log_p = ys[i] - lp;
+        kl += static_cast<double>(cpu::exp_approx(log_p)) * static_cast<double>(log_p - (zs[i] - lq));
+      }
+      losses[n] = (1.0f - alpha) * ce + static_cast<float>(static_cast<double>(alpha) * tau * tau * kl);
+    }
+  }
+  double total = 0.0;  // serial: the same sum whatever the thread count
+  for (int64_t n = 0; n < N; ++n) total += losses[n];
+  return total;
+}
+
+void distill_backward(float* dlogits, const float* logits, const float* teacher, const int32_t* targets,
+                      float alpha, float tau, float scale, int64_t N, int64_t V) {
+  const float inv = 1.0f / tau, a_ce = (1.0f - alpha) * scale, a_kl = alpha * tau * scale;
+#pragma omp parallel
+  {
+    std::vector<float> zs(V), ys(V);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      float* dx = dlogits + n * V;
+      if (targets[n] < 0) {
+        std::fill(dx, dx + V, 0.0f);
+        continue;
+      }
+      const float* z = logits + n * V;
+      const float* y = teacher + n * V;
+      for (int64_t i = 0; i < V; ++i) zs[i] = z[i] * inv, ys[i] = y[i] * inv;
+      const float lq = row_lse(zs.data(), V), lp = row_lse(ys.data(), V);
+      // The cross-entropy part as cross_entropy_backward computes it (so that
+      // alpha 0 is plain training bit for bit), then the KL part from the
+      // copies (dx may be z).
+      const float target_logit = z[targets[n]], lse = row_lse(z, V);
+      row_softmax_scaled(dx, z, lse, a_ce, V);
+      dx[targets[n]] = cpu::exp_approx(target_logit - lse) * a_ce - a_ce;
+      kl_grad_add(dx, zs.data(), ys.data(), lq, lp, a_kl, V);
+    }
   }
 }
 

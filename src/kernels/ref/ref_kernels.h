@@ -465,6 +465,62 @@ void cross_entropy_backward(Real* dlogits, const Real* logits, const int32_t* ta
   }
 }
 
+// Distillation: (1-alpha) CE + alpha tau^2 KL(softmax(y/tau) || softmax(z/tau)).
+template <typename Real>
+Real ref_log_softmax_at(const Real* z, Real inv_tau, int64_t V, int64_t i) {
+  Real mx = z[0] * inv_tau;
+  for (int64_t j = 1; j < V; ++j) mx = std::max(mx, z[j] * inv_tau);
+  Real sum = 0;
+  for (int64_t j = 0; j < V; ++j) sum += std::exp(z[j] * inv_tau - mx);
+  return z[i] * inv_tau - mx - std::log(sum);
+}
+
+template <typename Real>
+double distill_forward(Real* losses, const Real* logits, const Real* teacher, const int32_t* targets,
+                       float alpha, float tau, int64_t N, int64_t V) {
+  double total = 0;
+  const Real inv = Real(1) / Real(tau);
+  for (int64_t n = 0; n < N; ++n) {
+    if (targets[n] < 0) {
+      losses[n] = 0;
+      continue;
+    }
+    const Real* z = logits + n * V;
+    const Real* y = teacher + n * V;
+    Real kl = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      const Real log_p = ref_log_softmax_at(y, inv, V, i);
+      kl += std::exp(log_p) * (log_p - ref_log_softmax_at(z, inv, V, i));
+    }
+    const Real ce = -ref_log_softmax_at(z, Real(1), V, targets[n]);
+    losses[n] = (Real(1) - Real(alpha)) * ce + Real(alpha) * Real(tau) * Real(tau) * kl;
+    total += double(losses[n]);
+  }
+  return total;
+}
+
+// Alias-safe (dlogits may be logits).
+template <typename Real>
+void distill_backward(Real* dlogits, const Real* logits, const Real* teacher, const int32_t* targets,
+                      float alpha, float tau, float scale, int64_t N, int64_t V) {
+  std::vector<Real> g(V);
+  const Real inv = Real(1) / Real(tau);
+  for (int64_t n = 0; n < N; ++n) {
+    const Real* z = logits + n * V;
+    const Real* y = teacher + n * V;
+    for (int64_t i = 0; i < V; ++i) {
+      if (targets[n] < 0) {
+        g[i] = 0;
+        continue;
+      }
+      const Real ce = std::exp(ref_log_softmax_at(z, Real(1), V, i)) - (i == targets[n] ? Real(1) : Real(0));
+      const Real kl = std::exp(ref_log_softmax_at(z, inv, V, i)) - std::exp(ref_log_softmax_at(y, inv, V, i));
+      g[i] = ((Real(1) - Real(alpha)) * ce + Real(alpha) * Real(tau) * kl) * Real(scale);
+    }
+    for (int64_t i = 0; i < V; ++i) dlogits[n * V + i] = g[i];
+  }
+}
+
 // ---------------------------------------------------------------- optimizer
 // torch.optim.AdamW (single-tensor, foreach=False), step by step: decay the
 // weights, lerp the first moment, update the second, bias-correct in double.
