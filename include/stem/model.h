@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -61,6 +62,41 @@ Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& ou
 // Writes DIR/tables.stem, the STEM tables row-major ([V][stem layers][f]):
 // one read per token for the disk and mmap tiers. Returns its path.
 Result<std::string> pack_checkpoint_tables(const std::string& dir);
+
+// Changing FFN layers between dense and STEM (convert_to_stem, convert_to_dense).
+// How a new STEM table starts: U[t] = W_up E[t] from the raw embedding
+// ("embed"), W_up applied to the mean FFN input of token t over a data
+// sample ("mean", the best constant per token in the least-squares sense;
+// "embed" for tokens the sample lacks), or zeros ("zero").
+enum class TableInit { Embed, Mean, Zero };
+Result<TableInit> parse_table_init(const std::string& s);
+struct ArchConvertOptions {
+  // Layers: "1,3,5", "every2" (odd), "every3" (2, 5, ...), "all-but-first",
+  // "full"; "" is all-but-first to STEM and every STEM layer to dense.
+  std::string layers;
+  TableInit init = TableInit::Embed;
+  std::string data_dir;          // from `stem prepare`: the sample of FFN inputs (mean; to dense)
+  int64_t sample_tokens = 1 << 18;  // tokens of that sample, windows spread over the training split
+  int64_t seq = 256;             // window length (at most the model's positions)
+  double ridge = 1e-4;           // to dense: ridge as a fraction of the mean eigenvalue of X^T X
+  std::function<void(int64_t done, int64_t total)> progress;  // windows of the sample
+};
+struct ArchConvertReport {
+  std::vector<int> layers;       // the layers changed
+  int64_t sample_tokens = 0;     // tokens run through the model (0 without a sample)
+  int64_t tokens_seen = 0;       // distinct ids among them
+  double fit_rel_error = 0;      // to dense: |X W_up^T - U[t]| / |U[t]| over the sample
+  int64_t weight_bytes = 0;
+};
+// A dense checkpoint (DIR, or a run directory's latest) written into OUT with
+// the chosen dense layers made STEM: up_proj dropped, the table initialised
+// as `init` says, config.json's ffn_types updated; everything else copied.
+Result<ArchConvertReport> convert_to_stem(const std::string& dir, const std::string& out, const ArchConvertOptions& o);
+// The reverse where it is defined: a table is not a linear map of the FFN
+// input, so each chosen STEM layer gets the up-projection that fits its table
+// best over the data sample's FFN inputs (ridge least squares), reported as
+// fit_rel_error. Needs data_dir.
+Result<ArchConvertReport> convert_to_dense(const std::string& dir, const std::string& out, const ArchConvertOptions& o);
 
 // A model directory as given by a user: itself, or, for a training run
 // directory (checkpoints/ and latest), its latest checkpoint.

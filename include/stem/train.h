@@ -39,6 +39,25 @@ struct TrainOptions {
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
   float clip = 1.0f;        // global norm of all but the STEM tables (0: off)
   float clip_stem = 1.0f;   // global norm of the STEM tables (0: off)
+  // The STEM tables' parameter group: their own peak learning rate, warm-up
+  // and weight decay (NaN / -1: the backbone's), the same cosine decay.
+  float lr_tables = NAN;
+  int64_t warmup_tables = -1;
+  float weight_decay_tables = NAN;
+  // The backbone (everything but the STEM tables) has learning rate 0 for the
+  // first K steps, bit-identical; its warm-up and cosine run over the steps after.
+  int64_t freeze_backbone_steps = 0;
+  std::string init_from;    // a checkpoint (or run directory) whose weights start this run; fresh optimizer
+  // RoPE base for this run (> 0; recorded in config.json). With it, --seq may
+  // exceed the config's max_position_embeddings, which becomes --seq.
+  float rope_theta = 0;
+  // Distillation: loss = (1-alpha) CE + alpha tau^2 KL(teacher || model) on
+  // the same tokens, the teacher (a model directory, same vocabulary) run
+  // forward only, its STEM tables where teacher_tables says.
+  std::string teacher;
+  float distill_alpha = 0.5f, distill_temperature = 1.0f;
+  std::string teacher_tables = "ram";  // ram | mmap | disk
+  bool doc_mask = false;    // attention stays inside documents (BOS/EOS of the data); positions restart
   bool lazy_tables = false; // row-sparse (lazy) AdamW for the STEM tables
   bool tables_on_disk = false;  // STEM tables + moments in a row file (needs lazy_tables)
   std::string tables_dir;   // where that file goes ("" : out_dir); unlinked at once
@@ -64,7 +83,8 @@ struct TableTierStats {
 
 struct StepRecord {
   int64_t step = 0, steps = 0, tokens = 0;
-  double loss = 0, val_loss = NAN, lr = 0;
+  double loss = 0, val_loss = NAN, lr = 0, lr_tables = 0;
+  double ce = 0;            // the training cross-entropy (the loss unless distilling)
   double grad_norm = 0, grad_norm_stem = 0;
   double tokens_per_second = 0, mfu = 0, elapsed = 0;
   double table_wait = 0;    // tables on disk: seconds this step waited for its rows

@@ -1,6 +1,7 @@
 // convert_checkpoint and pack_checkpoint_tables (include/stem/model.h): a
 // checkpoint rewritten in another dtype into a new directory, and the
-// row-major pack of its STEM tables. The source checkpoint is never changed,
+// row-major pack of its STEM tables; write_model_dir, which every converter
+// writes its output with. The source checkpoint is never changed,
 // except that the pack is added beside it.
 #include <filesystem>
 
@@ -11,6 +12,18 @@
 
 namespace stem {
 namespace fs = std::filesystem;
+
+Status write_model_dir(const std::string& out, const ModelConfig& cfg, const model::TensorList& w,
+                       const std::string& tokenizer_path) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) return Status::error(out + ": cannot create directory: " + ec.message());
+  STEM_RETURN_IF_ERROR(cfg.save((fs::path(out) / "config.json").string()));
+  STEM_RETURN_IF_ERROR(model::save_weights(w, (fs::path(out) / "model.safetensors").string()));
+  if (tokenizer_path.empty()) return ok_status();
+  STEM_ASSIGN_OR_RETURN(std::string bytes, io::read_text(tokenizer_path));
+  return io::write_text_atomic((fs::path(out) / "tokenizer.model").string(), bytes);
+}
 
 Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& out, WeightDType dtype, bool tables_only) {
   STEM_ASSIGN_OR_RETURN(std::string src, resolve_model_dir(dir));
@@ -23,15 +36,8 @@ Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& ou
   lo.tables = dtype;
   lo.matrices = tables_only ? WeightDType::Auto : dtype;
   STEM_ASSIGN_OR_RETURN(model::TensorList w, model::load_weights(cfg, (fs::path(src) / "model.safetensors").string(), lo));
-  fs::create_directories(out, ec);
-  if (ec) return Status::error(out + ": cannot create directory: " + ec.message());
-  STEM_RETURN_IF_ERROR(cfg.save((fs::path(out) / "config.json").string()));
-  STEM_RETURN_IF_ERROR(model::save_weights(w, (fs::path(out) / "model.safetensors").string()));
   const fs::path tok = fs::path(src) / "tokenizer.model";
-  if (fs::exists(tok, ec)) {
-    STEM_ASSIGN_OR_RETURN(std::string bytes, io::read_text(tok.string()));
-    STEM_RETURN_IF_ERROR(io::write_text_atomic((fs::path(out) / "tokenizer.model").string(), bytes));
-  }
+  STEM_RETURN_IF_ERROR(write_model_dir(out, cfg, w, fs::exists(tok, ec) ? tok.string() : ""));
   int64_t bytes = 0;
   for (size_t i = 0; i < w.size(); ++i) bytes += static_cast<int64_t>(w[i].nbytes());
   return bytes;

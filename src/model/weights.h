@@ -70,3 +70,11 @@ Status save_weights(const TensorList& w, const std::string& safetensors_path, co
                     const std::function<bool(size_t i)>& streamed = nullptr);
 
 }  // namespace stem::model
+
+namespace stem {
+// A model directory: OUT/config.json and OUT/model.safetensors (each written
+// atomically; OUT created if needed), and a copy of tokenizer_path as
+// OUT/tokenizer.model unless it is "".
+Status write_model_dir(const std::string& out, const ModelConfig& cfg, const model::TensorList& w,
+                       const std::string& tokenizer_path);
+}  // namespace stem

@@ -38,18 +38,19 @@ kernels::AdamWHyper AdamW::hyper(const model::TensorSpec& s, float lr) const {
   h.beta1 = opt_.beta1;
   h.beta2 = opt_.beta2;
   h.eps = opt_.eps;
-  h.weight_decay = (s.decay || opt_.decay_all) ? opt_.weight_decay : 0.0f;
+  const float wd = s.kind == model::ParamKind::StemTable ? table_decay() : opt_.weight_decay;
+  h.weight_decay = (s.decay || opt_.decay_all) ? wd : 0.0f;
   h.step = step_;
   return h;
 }
 
-void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
+void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr, float lr_tables) {
   const kernels::Ops& k = be_->ops();
   ++step_;
   for (size_t i = 0; i < w.size(); ++i) {
     const model::TensorSpec& s = w.spec(i);
     if (!s.trainable || w[i].empty()) continue;  // empty: kept outside (step_rows, step_shard)
-    const kernels::AdamWHyper h = hyper(s, lr);
+    const kernels::AdamWHyper h = hyper(s, s.kind == model::ParamKind::StemTable ? lr_tables : lr);
     if (lazy(i)) {
       const int64_t U = g.index.n_unique();
       std::vector<float> pd(U), md(U), vd(U);
@@ -65,8 +66,8 @@ void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr) {
   }
   // Lazy tables decay at the rate of their own tensor: every lazy tensor is a
   // STEM table (decayed), so one product serves them all.
-  const float wd = opt_.weight_decay;
-  decay_prod_.push_back(decay_prod_.back() * (1.0 - static_cast<double>(lr) * static_cast<double>(wd)));
+  const float wd = table_decay();
+  decay_prod_.push_back(decay_prod_.back() * (1.0 - static_cast<double>(lr_tables) * static_cast<double>(wd)));
 }
 
 void AdamW::catch_up(size_t i, const int32_t* ids, int64_t U, float* pd, float* md, float* vd) {

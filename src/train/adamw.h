@@ -16,6 +16,7 @@
 // Weight decay follows TensorSpec::decay unless `decay_all` is set.
 #pragma once
 
+#include <cmath>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -28,6 +29,7 @@ struct AdamWOptions {
   float beta2 = 0.95f;
   float eps = 1e-8f;
   float weight_decay = 0.1f;
+  float weight_decay_tables = NAN;  // the STEM tables' (their parameter group); NaN: weight_decay
   bool decay_all = false;  // decay norms too (PyTorch's default param group)
   bool lazy_rows = false;  // lazy updates for STEM tables
 };
@@ -35,12 +37,16 @@ struct AdamWOptions {
 class AdamW {
  public:
   AdamW(const model::TensorList& weights, AdamWOptions opt);
-  // One step at learning rate `lr` over every trainable tensor.
-  void step(model::TensorList& weights, const model::Gradients& g, float lr);
+  // One step over every trainable tensor: the STEM tables at `lr_tables`,
+  // everything else at `lr` (two parameter groups; a rate of 0 leaves a
+  // tensor bit-identical, its moments still updated).
+  void step(model::TensorList& weights, const model::Gradients& g, float lr, float lr_tables);
+  void step(model::TensorList& weights, const model::Gradients& g, float lr) { step(weights, g, lr, lr); }
   // Lazy tables kept outside the weight list (the trainer's disk tier): step()
   // skips a lazy tensor whose weights are empty; after step(), the caller
   // updates that tensor's rows ids[0..U) itself, held in p/m/v [U, C] with
-  // their gradients drows [U, C], exactly as step() would have in place.
+  // their gradients drows [U, C], exactly as step() would have in place
+  // (`lr` is the tables' rate of that step).
   void step_rows(size_t i, float* p, float* m, float* v, const float* drows, const int32_t* ids,
                  int64_t U, float lr);
   // A row-sparse tensor stepped densely but kept outside the weight list (a
@@ -82,6 +88,7 @@ class AdamW {
 
  private:
   kernels::AdamWHyper hyper(const model::TensorSpec& s, float lr) const;
+  float table_decay() const { return std::isnan(opt_.weight_decay_tables) ? opt_.weight_decay : opt_.weight_decay_tables; }
   // Lazy tensor i, rows ids[0..U) at the current step: catch-up factors for
   // the steps each row skipped; marks the rows current.
   void catch_up(size_t i, const int32_t* ids, int64_t U, float* pd, float* md, float* vd);

@@ -126,6 +126,7 @@ Status save_checkpoint(const std::string& run_dir, const ModelConfig& cfg,
                       {"step", st.step},             {"tokens", st.tokens},
                       {"data_rng", st.data_rng},     {"optimizer_step", opt.steps()},
                       {"decay_products", opt.decay_products()}, {"last_val_loss", st.last_val_loss}};
+  if (!st.options.is_null()) j["options"] = st.options;
   if (Status s = io::write_text_atomic((tmp / "trainer_state.json").string(), j.dump(1)); !s.ok()) return cleanup(s);
   if (Status s = fsync_dir(tmp); !s.ok()) return cleanup(s);
 
@@ -195,6 +196,8 @@ Status load_checkpoint(const std::string& ckpt_dir, const ModelConfig& cfg,
     st.last_val_loss = j.value("last_val_loss", 0.0);
     opt.set_steps(j.at("optimizer_step").get<int64_t>());
     opt.decay_products() = j.at("decay_products").get<std::vector<double>>();
+    const auto options = j.find("options");
+    st.options = options != j.end() && options->is_object() ? *options : nlohmann::json();
   } catch (const std::exception& e) {
     return Status::error(where + "/trainer_state.json: " + e.what());
   }

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@ struct TrainerState {
   int64_t tokens = 0;         // tokens trained on
   std::string data_rng;       // std::mt19937_64 state, as text
   double last_val_loss = 0;   // NaN-free; 0 if none yet
+  nlohmann::json options;     // the options a resume must repeat (null in older checkpoints)
 };
 
 // Tensors kept outside memory (the trainer's disk tier): tensor i, empty in

@@ -19,9 +19,11 @@
 #include "io/token_shards.h"
 #include "kernels/kernels.h"
 #include "model/accounting.h"
+#include "model/engine.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/run_options.h"
 #include "train/sharded_tables.h"
 #include "train/table_tier.h"
 
@@ -44,6 +46,8 @@ struct Trainer::Impl {
   std::unique_ptr<model::Transformer> tr;
   std::unique_ptr<AdamW> adam;
   std::unique_ptr<TableTier> tier;  // tables on disk; null when in memory
+  Model teacher;                    // distillation: the teacher, forward only (empty without)
+  bool distill = false;
   dist::Comm* comm = nullptr;       // the ranks training together (solo: one)
   int N = 1, rank = 0;
   std::unique_ptr<ShardedTables> shards;  // N > 1 and STEM layers: this rank's rows of the tables
@@ -80,10 +84,11 @@ struct Trainer::Impl {
   }
 
   Status append_metrics(const StepRecord& r) {
-    nlohmann::json j = {{"step", r.step}, {"tokens", r.tokens}, {"loss", r.loss}, {"lr", r.lr},
+    nlohmann::json j = {{"step", r.step}, {"tokens", r.tokens}, {"loss", r.loss}, {"lr", r.lr}, {"lr_tables", r.lr_tables},
                         {"grad_norm", r.grad_norm}, {"grad_norm_stem", r.grad_norm_stem},
                         {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}, {"elapsed", r.elapsed}};
     if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
+    if (distill) j["ce"] = r.ce;
     if (N > 1) {
       j["comm_bytes"] = r.comm_bytes;
       j["table_comm_bytes"] = r.table_comm_bytes;
@@ -218,6 +223,33 @@ struct Trainer::Impl {
     }
   }
 
+  // The teacher of distillation, its tables where the options say; its
+  // vocabulary must be this model's and its positions cover --seq.
+  Status load_teacher() {
+    LoadOptions lo;
+    STEM_ASSIGN_OR_RETURN(lo.tables, parse_tables_in(opt.teacher_tables));
+    STEM_ASSIGN_OR_RETURN(teacher, Model::load(opt.teacher, lo));
+    const ModelConfig& tc = teacher.config();
+    const std::string where = "--teacher " + teacher.dir() + ": ";
+    if (tc.vocab_size != cfg.vocab_size)
+      return Status::error(where + "vocab_size = " + std::to_string(tc.vocab_size) + ", the student's is " +
+                           std::to_string(cfg.vocab_size) + " (distillation compares distributions over one vocabulary)");
+    if (tc.max_position_embeddings < opt.seq)
+      return Status::error(where + "max_position_embeddings = " + std::to_string(tc.max_position_embeddings) +
+                           " is shorter than --seq " + std::to_string(opt.seq));
+    distill = true;
+    return ok_status();
+  }
+
+  // Runs the teacher on one micro-batch and hands its logits to the student's next forward.
+  Status teacher_forward(const int32_t* tokens) {
+    model::Transformer& t = engine(teacher);
+    STEM_RETURN_IF_ERROR(t.prepare_rows(tokens, opt.batch * opt.seq).with_context("--teacher"));
+    t.forward(tokens, opt.batch, opt.seq);
+    tr->set_teacher(t.logits(), opt.distill_alpha, opt.distill_temperature);
+    return ok_status();
+  }
+
   Status save() {
     // The state is saved as it is (no lazy flush in place): a save never
     // changes the numbers of the run, wherever it happens. Several ranks:
@@ -253,13 +285,28 @@ std::string Trainer::last_checkpoint() const { return impl_->last_ckpt; }
 Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   std::unique_ptr<Trainer> t(new Trainer());
   Impl& I = *t->impl_;
-  I.opt = o;
+  I.opt = resolve_groups(o);
   if (o.steps < 1 || o.batch < 1 || o.seq < 2 || o.accum < 1)
     return Status::error("train: need --steps >= 1, --batch >= 1, --seq >= 2, --accum >= 1");
   if (!(o.lr > 0) || o.warmup < 0 || o.min_lr_ratio < 0 || o.min_lr_ratio > 1)
     return Status::error("train: need --lr > 0, --warmup >= 0 and --min-lr-ratio in [0, 1]");
-  const std::string cfg_name = o.config_path.empty() ? std::string("train: config") : o.config_path;
-  if (o.config_path.empty()) {
+  if (!(I.opt.lr_tables > 0) || !(I.opt.weight_decay_tables >= 0) || o.freeze_backbone_steps < 0 ||
+      o.freeze_backbone_steps >= o.steps)
+    return Status::error("train: need --lr-tables > 0, --wd-tables >= 0 and --freeze-backbone-steps in [0, --steps)");
+  if (!o.teacher.empty() && (!(o.distill_alpha >= 0 && o.distill_alpha <= 1) || !(o.distill_temperature > 0)))
+    return Status::error("train: need --distill-alpha in [0, 1] and --distill-temperature > 0, got " +
+                         std::to_string(o.distill_alpha) + " and " + std::to_string(o.distill_temperature));
+  if (o.doc_mask) return Status::error("train: --doc-mask is not available yet");
+  if (!(o.rope_theta >= 0)) return Status::error("train: --rope-theta must be > 0, got " + std::to_string(o.rope_theta));
+  std::string init_dir;
+  if (!o.init_from.empty()) {
+    STEM_ASSIGN_OR_RETURN(init_dir, resolve_model_dir(o.init_from));
+  }
+  std::string cfg_name = o.config_path.empty() ? std::string("train: config") : o.config_path;
+  if (o.config_path.empty() && !init_dir.empty()) {
+    cfg_name = (fs::path(init_dir) / "config.json").string();
+    STEM_ASSIGN_OR_RETURN(I.cfg, ModelConfig::load(cfg_name));
+  } else if (o.config_path.empty()) {
     STEM_RETURN_IF_ERROR(o.config.validate().with_context("train: config"));
     I.cfg = o.config;
   } else {
@@ -270,9 +317,14 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     return Status::error(cfg_name + ": vocab_size = " + std::to_string(I.cfg.vocab_size) +
                          " does not match the data's vocabulary of " + std::to_string(I.data.vocab_size) +
                          " (" + o.data_dir + ")");
+  if (o.rope_theta > 0) {
+    I.cfg.rope_theta = o.rope_theta;
+    I.cfg.max_position_embeddings = std::max(I.cfg.max_position_embeddings, o.seq);
+  }
   if (o.seq > I.cfg.max_position_embeddings)
     return Status::error("train: --seq " + std::to_string(o.seq) + " exceeds max_position_embeddings = " +
-                         std::to_string(I.cfg.max_position_embeddings) + " of " + cfg_name);
+                         std::to_string(I.cfg.max_position_embeddings) + " of " + cfg_name +
+                         " (to train longer, give a RoPE base for the new length with --rope-theta)");
   if (I.data.train.size() < o.seq)
     return Status::error(o.data_dir + ": the training split has " + std::to_string(I.data.train.size()) +
                          " tokens, fewer than --seq " + std::to_string(o.seq));
@@ -321,13 +373,16 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   for (size_t i = 0; i < w.size(); ++i)
     if (!not_table(w.spec(i))) w[i] = Tensor::zeros(DType::F32, w.spec(i).shape);
   model::init_weights(w, o.seed);
+  if (!init_dir.empty() && ckpt.empty()) STEM_RETURN_IF_ERROR(load_initial_weights(init_dir, w));
   I.tr = std::make_unique<model::Transformer>(I.cfg, std::move(w));
   I.tr->set_tokenizer_path(I.data.tokenizer_path);
+  if (!o.teacher.empty()) STEM_RETURN_IF_ERROR(I.load_teacher());
   AdamWOptions ao;
   ao.beta1 = o.beta1;
   ao.beta2 = o.beta2;
   ao.eps = o.eps;
   ao.weight_decay = o.weight_decay;
+  ao.weight_decay_tables = I.opt.weight_decay_tables;
   ao.lazy_rows = o.lazy_tables;
   I.adam = std::make_unique<AdamW>(I.tr->weights(), ao);
   const int64_t step_tokens = o.batch * o.seq * o.accum * I.N;  // the global step's
@@ -336,6 +391,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   I.rng.seed(o.seed ^ 0x5DEECE66Dull);
   if (!ckpt.empty()) {
     STEM_RETURN_IF_ERROR(load_checkpoint(ckpt, I.cfg, I.tr->weights(), *I.adam, I.st).with_context("resume"));
+    STEM_RETURN_IF_ERROR(check_resume_options(I.st.options, run_options_json(I.opt), ckpt));
     std::istringstream r(I.st.data_rng);
     r >> I.rng;
     if (r.fail()) return Status::error(ckpt + "/trainer_state.json: unreadable data_rng state");
@@ -350,6 +406,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   if (I.N > 1 && I.cfg.has(FfnType::Stem)) {
     STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm));
   }
+  I.st.options = run_options_json(I.opt);
   I.rng_at_step = I.rng;
   if (I.rank == 0) STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
   I.peak = o.peak_gflops > 0 ? o.peak_gflops : kernels::gemm_peak_gflops(2048, 3);
@@ -378,7 +435,7 @@ double Trainer::validation_loss() {
 Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_step,
                                 const std::atomic<bool>* stop) {
   Impl& I = *impl_;
-  const TrainOptions& o = I.opt;
+  const TrainOptions& o = I.opt;  // groups resolved
   // Each rank runs `accum` micro-batches of the global step's N * accum, in
   // rank order, so N ranks see what one process with N * accum does.
   const int64_t mb_tokens = o.batch * o.seq, rank_tokens = mb_tokens * o.accum, step_tokens = rank_tokens * I.N;
@@ -416,12 +473,14 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
                            (I.last_ckpt.empty() ? std::string("none") : I.last_ckpt) +
                            "). Try a lower --lr or a longer --warmup.");
     };
-    double loss = 0;
+    double loss = 0, ce = 0;
     for (int64_t a = 0; a < o.accum; ++a) {
       if (I.tier) I.tier->use(mine + a * mb_tokens, a * mb_tokens, mb_tokens);
       if (I.shards) I.shards->use(mine + a * mb_tokens, a * mb_tokens, mb_tokens);
+      if (I.distill) STEM_RETURN_IF_ERROR(I.teacher_forward(mine + a * mb_tokens));
       const double l = I.tr->forward(mine + a * mb_tokens, o.batch, o.seq);
       if (I.N == 1 && !std::isfinite(l)) return not_finite(l);
+      ce += I.tr->last_ce() / static_cast<double>(micro);
       const bool last = a + 1 == o.accum;
       I.tr->backward(I.grads, 1.0f / static_cast<float>(micro),
                      I.N > 1 && last ? model::Transformer::GradsReady([&I](int s) { I.start_buckets(s); }) : nullptr);
@@ -429,7 +488,9 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     }
     double norm = 0, norm_stem = 0;
     if (I.N > 1) {
-      STEM_RETURN_IF_ERROR(I.comm->all_reduce_sum(&loss, 1).with_context("train: the step's loss"));
+      double sums[2] = {loss, ce};
+      STEM_RETURN_IF_ERROR(I.comm->all_reduce_sum(sums, 2).with_context("train: the step's loss"));
+      loss = sums[0], ce = sums[1];
       if (!std::isfinite(loss)) return not_finite(loss);
       STEM_ASSIGN_OR_RETURN(const double sharded_ss, I.reduce_grads());
       std::tie(norm, norm_stem) = I.grad_norms(sharded_ss);
@@ -438,11 +499,11 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     }
     if (o.clip > 0 && norm > o.clip) I.scale_grads(false, static_cast<float>(o.clip / norm));
     if (o.clip_stem > 0 && norm_stem > o.clip_stem) I.scale_grads(true, static_cast<float>(o.clip_stem / norm_stem));
-    const float lr = lr_at(step, o.steps, o.warmup, o.lr, o.min_lr_ratio);
-    I.adam->step(I.tr->weights(), I.grads, lr);
-    if (I.tier) STEM_RETURN_IF_ERROR(I.tier->end_step(I.grads, lr));
+    const GroupRates lr = group_rates(o, step);
+    I.adam->step(I.tr->weights(), I.grads, lr.backbone, lr.tables);
+    if (I.tier) STEM_RETURN_IF_ERROR(I.tier->end_step(I.grads, lr.tables));
     if (I.shards) {
-      I.shards->step(lr);
+      I.shards->step(lr.tables);
       I.shards->release();
     }
     I.st.step = step;
@@ -454,7 +515,9 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     r.steps = o.steps;
     r.tokens = I.st.tokens;
     r.loss = loss;
-    r.lr = lr;
+    r.ce = ce;
+    r.lr = lr.backbone;
+    r.lr_tables = lr.tables;
     r.grad_norm = norm;
     r.grad_norm_stem = norm_stem;
     r.tokens_per_second = static_cast<double>(step_tokens) / secs;

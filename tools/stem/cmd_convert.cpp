@@ -1,8 +1,9 @@
 // stem convert: a checkpoint's weights stored in another dtype (F32 <-> BF16,
 // all weight matrices or the STEM tables only), and/or the row-major pack of
 // its STEM tables (tables.stem) that lets the disk tier read one token's rows
-// of every layer at once. The source checkpoint is never changed, except that
-// --pack-tables without --out adds tables.stem beside it.
+// of every layer at once; or its FFN layers changed between dense and STEM
+// (--to-stem, --to-dense; docs/convert.md). The source checkpoint is never
+// changed, except that --pack-tables without --out adds tables.stem beside it.
 #include <chrono>
 #include <cstdio>
 
@@ -13,12 +14,56 @@ namespace stem::cli {
 namespace {
 
 struct ConvertOpts {
-  std::string model_dir, out_dir, dtype;
-  bool tables_only = false, pack = false, json = false;
+  std::string model_dir, out_dir, dtype, init = "embed";
+  bool tables_only = false, pack = false, json = false, to_stem = false, to_dense = false;
+  ArchConvertOptions arch;
 };
+
+int run_arch(const ConvertOpts& o) {
+  const char* cmd = "convert";
+  ArchConvertOptions a = o.arch;
+  auto init = parse_table_init(o.init);
+  if (!init.ok()) return fail(cmd, init.status());
+  a.init = *init;
+  const bool sample = !a.data_dir.empty() && (o.to_dense || a.init == TableInit::Mean);
+  Progress bar("sample", std::max<int64_t>(1, a.sample_tokens / std::max<int64_t>(1, a.seq)));
+  if (sample && !o.json) a.progress = [&bar](int64_t done, int64_t) { bar.update(done); };
+  const auto t0 = std::chrono::steady_clock::now();
+  auto rep = o.to_stem ? convert_to_stem(o.model_dir, o.out_dir, a) : convert_to_dense(o.model_dir, o.out_dir, a);
+  if (sample && !o.json) bar.finish();
+  if (!rep.ok()) return fail(cmd, rep.status());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json j = {{"model", o.model_dir},         {"out", o.out_dir},
+                      {"to", o.to_stem ? "stem" : "dense"}, {"layers", rep->layers},
+                      {"sample_tokens", rep->sample_tokens}, {"tokens_seen", rep->tokens_seen},
+                      {"weight_bytes", rep->weight_bytes},   {"seconds", secs}};
+  if (o.to_stem) j["init"] = o.init;
+  else j["fit_rel_error"] = rep->fit_rel_error;
+  if (o.json) {
+    print_json(j);
+    return 0;
+  }
+  std::string layers;
+  for (int l : rep->layers) layers += (layers.empty() ? "" : ",") + std::to_string(l);
+  std::printf("wrote %s: layers %s made %s", o.out_dir.c_str(), layers.c_str(), o.to_stem ? "STEM" : "dense");
+  if (o.to_stem) std::printf(" (tables: %s)", o.init.c_str());
+  else std::printf(" (up-projection fitted, relative error %.3f)", rep->fit_rel_error);
+  if (rep->sample_tokens > 0)
+    std::printf("; sample of %ld tokens, %ld distinct", static_cast<long>(rep->sample_tokens),
+                static_cast<long>(rep->tokens_seen));
+  std::printf("\n%.1fs\n", secs);
+  return 0;
+}
 
 int run_convert(const ConvertOpts& o) {
   const char* cmd = "convert";
+  if (o.to_stem || o.to_dense) {
+    if (o.to_stem && o.to_dense) return fail(cmd, Status::error("give --to-stem or --to-dense, not both"));
+    if (!o.dtype.empty() || o.pack || o.tables_only)
+      return fail(cmd, Status::error("--to-stem / --to-dense write F32; change the dtype or pack tables in a second "
+                                     "`stem convert` of the result"));
+    return run_arch(o);
+  }
   if (o.dtype.empty() && !o.pack)
     return fail(cmd, Status::error("nothing to do: give --dtype (with --out) and/or --pack-tables"));
   if (!o.dtype.empty() && o.out_dir.empty())
@@ -61,15 +106,31 @@ int run_convert(const ConvertOpts& o) {
 
 void register_convert(CLI::App& app) {
   auto o = std::make_shared<ConvertOpts>();
-  CLI::App* sub = app.add_subcommand("convert", "Store weights as BF16 or F32; pack STEM tables row-major");
+  CLI::App* sub = app.add_subcommand(
+      "convert", "Store weights as BF16 or F32; pack STEM tables row-major; make dense layers STEM or back");
   sub->add_option("--model", o->model_dir, "Source model directory")->required();
-  sub->add_option("--out", o->out_dir, "New model directory (with --dtype)");
+  sub->add_option("--out", o->out_dir, "New model directory (with --dtype, --to-stem, --to-dense)");
   sub->add_option("--dtype", o->dtype, "Storage dtype of the weight matrices (norms stay F32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   sub->add_flag("--tables-only", o->tables_only, "Convert only the STEM tables; other weights keep their dtype");
   sub->add_flag("--pack-tables", o->pack,
                 "Write tables.stem: the STEM tables row-major ([V][stem layers][f]), one read per token "
                 "for --tables disk/mmap (into --out, or beside --model)");
+  sub->add_flag("--to-stem", o->to_stem, "Make dense FFN layers STEM: up_proj replaced by a table (see --layers, --init)");
+  sub->add_flag("--to-dense", o->to_dense,
+                "Make STEM layers dense: up_proj fitted to each table by least squares over --data's FFN inputs");
+  sub->add_option("--layers", o->arch.layers,
+                  "Layers to change: 1,3,5 | every2 | every3 | all-but-first | full (default: all-but-first to "
+                  "STEM, every STEM layer to dense)");
+  sub->add_option("--init", o->init,
+                  "New tables: embed (W_up E[t]), mean (W_up of token t's mean FFN input over --data), zero")
+      ->check(CLI::IsMember({"embed", "mean", "zero"}))
+      ->capture_default_str();
+  sub->add_option("--data", o->arch.data_dir, "Prepared data directory whose training split is sampled (mean, --to-dense)");
+  sub->add_option("--sample-tokens", o->arch.sample_tokens, "Tokens of that sample")->capture_default_str();
+  sub->add_option("--seq", o->arch.seq, "Window length of the sample")->capture_default_str();
+  sub->add_option("--ridge", o->arch.ridge, "--to-dense: ridge, a fraction of X^T X's mean eigenvalue")
+      ->capture_default_str();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] { return run_convert(*o); });
 }

@@ -31,7 +31,7 @@ void register_train(CLI::App& app) {
       "train",
       "Train a model on a prepared data directory. Under `mpirun -np N`, N processes train data parallel: "
       "a global batch of N x accum micro-batches, the STEM tables sharded by token id (docs/scale-out.md)");
-  sub->add_option("--config", o->config_path, "Model config.json")->required();
+  sub->add_option("--config", o->config_path, "Model config.json (default with --init-from: that checkpoint's)");
   sub->add_option("--data", o->data_dir, "Data directory from `stem prepare`")->required();
   sub->add_option("--out", o->out_dir, "Run directory (checkpoints, metrics.jsonl)")->required();
   sub->add_option("--steps", o->steps, "Optimizer steps")->capture_default_str();
@@ -47,6 +47,27 @@ void register_train(CLI::App& app) {
   sub->add_option("--weight-decay", o->weight_decay, "AdamW weight decay (not on norms)")->capture_default_str();
   sub->add_option("--clip", o->clip, "Clip the global grad norm of all but the STEM tables (0: off)")->capture_default_str();
   sub->add_option("--clip-stem", o->clip_stem, "Clip the global grad norm of the STEM tables (0: off)")->capture_default_str();
+  sub->add_option("--lr-tables", o->lr_tables, "Peak learning rate of the STEM tables (default: --lr)");
+  sub->add_option("--warmup-tables", o->warmup_tables, "Warm-up steps of the STEM tables (default: --warmup)");
+  sub->add_option("--wd-tables", o->weight_decay_tables, "Weight decay of the STEM tables (default: --weight-decay)");
+  sub->add_option("--freeze-backbone-steps", o->freeze_backbone_steps,
+                  "Train only the STEM tables for the first K steps (the backbone's schedule starts after)")
+      ->capture_default_str();
+  sub->add_option("--init-from", o->init_from,
+                  "Start from this checkpoint's weights (model or run directory), fresh optimizer and schedule");
+  sub->add_option("--rope-theta", o->rope_theta,
+                  "RoPE base for this run, recorded in config.json; lets --seq exceed max_position_embeddings");
+  sub->add_option("--teacher", o->teacher, "Distil from this model (same vocabulary), run forward only");
+  sub->add_option("--distill-alpha", o->distill_alpha, "Weight of the distillation term: (1-A) CE + A T^2 KL")
+      ->capture_default_str();
+  sub->add_option("--distill-temperature", o->distill_temperature, "Softmax temperature T of the distillation term")
+      ->capture_default_str();
+  sub->add_option("--teacher-tables", o->teacher_tables, "Where the teacher's STEM tables live: ram, mmap or disk")
+      ->check(CLI::IsMember({"ram", "mmap", "disk"}))
+      ->capture_default_str();
+  sub->add_flag("--doc-mask", o->doc_mask,
+                "Attention stays inside each document of a window (boundaries at the data's BOS/EOS); "
+                "positions restart at each document");
   sub->add_flag("--lazy-tables", o->lazy_tables, "Row-sparse (lazy) AdamW for the STEM tables");
   auto tables = std::make_shared<std::string>("ram");
   sub->add_option("--tables", *tables,
@@ -69,6 +90,8 @@ void register_train(CLI::App& app) {
   sub->add_flag("--json", *json, "One JSON line per step on stdout, and a final summary");
   add_command(sub, [o, json, tables] {
     o->tables_on_disk = *tables == "disk";
+    if (o->config_path.empty() && o->init_from.empty())
+      return fail("train", Status::error("give --config (a model config.json), or --init-from a checkpoint"));
     auto t = Trainer::create(*o);
     if (!t.ok()) {  // under mpirun: every rank ends, none waits for this one
       const int rc = fail("train", t.status());
@@ -92,8 +115,9 @@ void register_train(CLI::App& app) {
           if (!std::isnan(r.val_loss)) last_val = r.val_loss;
           if (!lead) return;
           if (*json) {
-            nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr},
+            nlohmann::json j = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"lr_tables", r.lr_tables},
                                 {"tokens_per_second", r.tokens_per_second}, {"mfu", r.mfu}};
+            if (!o->teacher.empty()) j["ce"] = r.ce;
             if (!std::isnan(r.val_loss)) j["val_loss"] = r.val_loss;
             j["rss_bytes"] = process_memory().rss_bytes;
             if (o->tables_on_disk) j["table_wait_seconds"] = r.table_wait;
