@@ -241,9 +241,9 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
     k.linear_forward(L.q, L.a, W.wq, N, d, H * hd, false);
     k.linear_forward(L.k, L.a, W.wk, N, d, Hkv * hd, false);
     k.linear_forward(L.v, L.a, W.wv, N, d, Hkv * hd, false);
-    k.rope_forward(L.q, rope_cos(), rope_sin(), B, T, H, hd, 0);
-    k.rope_forward(L.k, rope_cos(), rope_sin(), B, T, Hkv, hd, 0);
-    k.attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
+    k.rope_forward(L.q, rope_cos(), rope_sin(), B, T, H, hd, 0, nullptr);
+    k.rope_forward(L.k, rope_cos(), rope_sin(), B, T, Hkv, hd, 0, nullptr);
+    k.attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd, nullptr);
     be_->stream().copy(L.h_mid, L.resid_in, sizeof(float) * N * d);
     k.linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
     // FFN block
@@ -433,9 +433,9 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
     k.rmsnorm_backward(A.dh, dense(W.i_ffn_norm), A.dx, L.h_mid, W.ffn_norm, L.rstd2, N, d);
     // attention block: dh is now the gradient of h_mid.
     k.linear_backward(A.datt, dense(W.i_wo), A.dh, L.att, W.wo, N, H * hd, d, false);
-    k.attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
-    k.rope_backward(A.dq, rope_cos(), rope_sin(), B, T, H, hd, 0);
-    k.rope_backward(A.dk, rope_cos(), rope_sin(), B, T, Hkv, hd, 0);
+    k.attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd, nullptr);
+    k.rope_backward(A.dq, rope_cos(), rope_sin(), B, T, H, hd, 0, nullptr);
+    k.rope_backward(A.dk, rope_cos(), rope_sin(), B, T, Hkv, hd, 0, nullptr);
     k.linear_backward(A.dx, dense(W.i_wq), A.dq, L.a, W.wq, N, d, H * hd, false);
     k.linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
     k.linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);
