@@ -266,7 +266,7 @@ void BM_attention_forward(benchmark::State& state) {
   std::vector<float> out(q.size()), lse(kB * kH * T);
   for (auto _ : state) {
     k::attention_forward(out.data(), lse.data(), q.data(), kk.data(), v.data(), kB, T, kH, kHkv,
-                         kHd);
+                         kHd, nullptr);
     benchmark::DoNotOptimize(out.data());
   }
   set_flops(state, 2.0 * kB * kH * T * T * kHd);
@@ -279,10 +279,11 @@ void BM_attention_backward(benchmark::State& state) {
   const auto q = rand_vec(kB * T * kH * kHd), kk = rand_vec(kB * T * kHkv * kHd),
              v = rand_vec(kB * T * kHkv * kHd), dout = rand_vec(q.size());
   std::vector<float> out(q.size()), lse(kB * kH * T), dq(q.size()), dk(kk.size()), dv(v.size());
-  k::attention_forward(out.data(), lse.data(), q.data(), kk.data(), v.data(), kB, T, kH, kHkv, kHd);
+  k::attention_forward(out.data(), lse.data(), q.data(), kk.data(), v.data(), kB, T, kH, kHkv, kHd,
+                       nullptr);
   for (auto _ : state) {
     k::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), out.data(), lse.data(),
-                          q.data(), kk.data(), v.data(), kB, T, kH, kHkv, kHd);
+                          q.data(), kk.data(), v.data(), kB, T, kH, kHkv, kHd, nullptr);
     benchmark::DoNotOptimize(dq.data());
   }
   set_flops(state, 5.0 * kB * kH * T * T * kHd);
@@ -321,7 +322,7 @@ void BM_rope_forward(benchmark::State& state) {
   k::rope_tables(cs.data(), sn.data(), kT, kHd, 10000.0);
   auto x = rand_vec(kN * kH * kHd);
   for (auto _ : state) {
-    k::rope_forward(x.data(), cs.data(), sn.data(), kB, kT, kH, kHd, 0);
+    k::rope_forward(x.data(), cs.data(), sn.data(), kB, kT, kH, kHd, 0, nullptr);
     benchmark::DoNotOptimize(x.data());
   }
   state.SetItemsProcessed(state.iterations() * kN);

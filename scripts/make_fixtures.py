@@ -11,16 +11,19 @@ on the stored float32 weights; and writes
     tokens.txt           B lines of T whitespace-separated ids
     expected.safetensors logits [B*T, V], loss [1] (also in __metadata__ as a
                          full-precision string), grad.<name> for every trainable
-                         tensor (not hash tables), all F32 cast from float64.
+                         tensor (not hash tables), all F32 cast from float64;
+                         for a document-masked fixture (DOC_MASKS) also
+                         bos_id and eos_id in __metadata__.
 With --self-check it writes nothing and instead checks the reference: autograd
 against central finite differences in float64, tied embeddings against untied
 with lm_head = a copy of embed_tokens, the torch forward against a naive
-per-position NumPy loop, the float32 forward against float64, and (when they
+per-position NumPy loop, the float32 forward against float64, the
+document-masked forward against each document run alone, and (when they
 exist) that the committed fixture files reproduce.
 
 What it does not do: test the C++ engine (tests/test_model_fixtures.cpp does).
 
-Usage: /usr/bin/python3 scripts/make_fixtures.py [--self-check] [--out DIR]
+Usage: /usr/bin/python3 scripts/make_fixtures.py [--self-check] [--out DIR] [--only NAME]
 """
 
 import argparse
@@ -58,7 +61,22 @@ FIXTURES = {
     "dense_mha": (1003, make_config(40, 16, 2, 2, 2, 24, ["dense", "dense"], max_pos=7), 3, 7),
     "moe_only": (1004, make_config(37, 16, 2, 4, 4, 12, ["hash_moe", "hash_moe"], E=4,
                                    max_pos=32), 2, 9),
+    "doc_mask": (1005, make_config(29, 16, 3, 4, 2, 20, ["dense", "stem", "hash_moe"], E=3,
+                                   max_pos=32), 2, 16),
 }
+
+# name -> (bos, eos, layout): fixtures run with document masking. The layout
+# has one string per sequence: B for bos, E for eos, x for another id. Window
+# 0 opens inside a document and holds three more; window 1 has a document of
+# one BOS and one that starts after an EOS with no BOS.
+DOC_MASKS = {
+    "doc_mask": (1, 2, ["xxEBxxxEBxEBxxxx", "BxxEBBxxExxxxxxx"]),
+}
+
+
+def doc_mask_of(name):
+    """(bos, eos) of a document-masked fixture, else None."""
+    return DOC_MASKS[name][:2] if name in DOC_MASKS else None
 
 
 # ----------------------------------------------------------------------------
@@ -95,6 +113,17 @@ def sample_tokens(V, B, T, gen):
     return tokens
 
 
+def sample_doc_tokens(V, layout, bos, eos, gen):
+    """[B, T] ids following a DOC_MASKS layout, the x positions drawn from the
+    ids other than bos and eos."""
+    others = torch.tensor([i for i in range(V) if i not in (bos, eos)])
+    rows = []
+    for line in layout:
+        draw = others[torch.randint(len(others), (len(line),), generator=gen)].tolist()
+        rows.append([bos if c == "B" else eos if c == "E" else draw[i] for i, c in enumerate(line)])
+    return torch.tensor(rows, dtype=torch.int64)
+
+
 def sample_hash_table(V, E, tokens, gen):
     """Random token -> expert map in [0, E), resampled until every expert gets
     at least one position that feeds the loss (p < T-1), so no expert's
@@ -112,7 +141,12 @@ def sample_fixture(name):
     seed, cfg, B, T = FIXTURES[name]
     gen = torch.Generator().manual_seed(seed)
     V, E = cfg["vocab_size"], cfg["num_hash_experts"]
-    tokens = sample_tokens(V, B, T, gen)
+    if name in DOC_MASKS:
+        bos, eos, layout = DOC_MASKS[name]
+        tokens = sample_doc_tokens(V, layout, bos, eos, gen)
+        assert tuple(tokens.shape) == (B, T)
+    else:
+        tokens = sample_tokens(V, B, T, gen)
     tensors = {}
     for pname, (shape, dtype) in ref.param_shapes(cfg).items():
         if dtype == "I32":
@@ -130,11 +164,11 @@ def is_trainable(name):
     return not name.endswith("hash_table")
 
 
-def loss_and_grads(cfg, tensors, tokens):
+def loss_and_grads(cfg, tensors, tokens, doc_mask=None):
     """Float64 forward and backward: (logits [B, T, V], loss, name -> grad)."""
     leaves = {n: (t.clone().requires_grad_(True) if is_trainable(n) else t)
               for n, t in tensors.items()}
-    logits, loss = ref.forward(cfg, leaves, tokens)
+    logits, loss = ref.forward(cfg, leaves, tokens, doc_mask)
     loss.backward()
     grads = {n: t.grad for n, t in leaves.items() if is_trainable(n)}
     return logits.detach(), loss.detach(), grads
@@ -146,7 +180,7 @@ def loss_and_grads(cfg, tensors, tokens):
 def write_fixture(name, out_root):
     cfg, tensors, tokens = sample_fixture(name)
     B, T = tokens.shape
-    logits, loss, grads = loss_and_grads(cfg, tensors, tokens)
+    logits, loss, grads = loss_and_grads(cfg, tensors, tokens, doc_mask_of(name))
     d = os.path.join(out_root, name)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
@@ -164,6 +198,8 @@ def write_fixture(name, out_root):
         expected["grad." + n] = g.numpy().astype(np.float32)
     meta = {"loss": repr(loss.item()), "B": str(B), "T": str(T),
             "generator": "scripts/make_fixtures.py (float64 PyTorch reference)"}
+    if doc_mask_of(name):
+        meta["bos_id"], meta["eos_id"] = (str(i) for i in doc_mask_of(name))
     ref.write_safetensors(os.path.join(d, "expected.safetensors"), expected, meta)
     sizes = {f: os.path.getsize(os.path.join(d, f)) for f in sorted(os.listdir(d))}
     print(f"{name}: B={B} T={T} loss={loss.item():.9f} files {sizes} "
@@ -174,10 +210,11 @@ def write_fixture(name, out_root):
 # ----------------------------------------------------------------------------
 # Self-check
 
-def naive_forward(cfg, tensors, tokens):
+def naive_forward(cfg, tensors, tokens, doc_mask=None):
     """The contract's forward written as plain per-position NumPy loops in
-    float64, independent of reference.forward's batched tensor code. Returns
-    (logits [B, T, V], loss)."""
+    float64, independent of reference.forward's batched tensor code; with
+    doc_mask (bos, eos), position p reads positions s0..p of its document and
+    is rotated as p - s0. Returns (logits [B, T, V], loss; nan when T == 1)."""
     W = {n: t.numpy().astype(np.float64) if is_trainable(n) else t.numpy() for n, t in tensors.items()}
     tokens = tokens.numpy()
     B, T = tokens.shape
@@ -204,6 +241,11 @@ def naive_forward(cfg, tensors, tokens):
     nll = []
     for b in range(B):
         t = tokens[b]
+        first = [0] * T  # the first position of each position's document
+        for p in range(1, T):
+            new = doc_mask is not None and ((doc_mask[0] >= 0 and t[p] == doc_mask[0]) or
+                                            (doc_mask[1] >= 0 and t[p - 1] == doc_mask[1]))
+            first[p] = p if new else first[p - 1]
         h = [W["model.embed_tokens.weight"][t[p]].copy() for p in range(T)]
         for li, kind in enumerate(cfg["ffn_types"]):
             pre = f"model.layers.{li}."
@@ -215,13 +257,14 @@ def naive_forward(cfg, tensors, tokens):
                 o = np.zeros(H * hd)
                 for j in range(H):
                     g = j // (H // Hkv)
-                    qj = rope(q[p][j * hd:(j + 1) * hd], p)
-                    sc = np.array([qj @ rope(k[s][g * hd:(g + 1) * hd], s) / math.sqrt(hd)
-                                   for s in range(p + 1)])
+                    s0 = first[p]
+                    qj = rope(q[p][j * hd:(j + 1) * hd], p - s0)
+                    sc = np.array([qj @ rope(k[s][g * hd:(g + 1) * hd], s - s0) / math.sqrt(hd)
+                                   for s in range(s0, p + 1)])
                     pr = np.exp(sc - sc.max())
                     pr /= pr.sum()
-                    o[j * hd:(j + 1) * hd] = sum(pr[s] * v[s][g * hd:(g + 1) * hd]
-                                                 for s in range(p + 1))
+                    o[j * hd:(j + 1) * hd] = sum(pr[s - s0] * v[s][g * hd:(g + 1) * hd]
+                                                 for s in range(s0, p + 1))
                 h[p] = h[p] + W[pre + "self_attn.o_proj.weight"] @ o
             for p in range(T):
                 x = rms(h[p], W[pre + "post_attention_layernorm.weight"])
@@ -243,7 +286,7 @@ def naive_forward(cfg, tensors, tokens):
             if p < T - 1:
                 z = logits[b, p]
                 nll.append(z.max() + math.log(np.exp(z - z.max()).sum()) - z[t[p + 1]])
-    return logits, float(np.mean(nll))
+    return logits, float(np.mean(nll)) if nll else math.nan
 
 
 def check_finite_differences(name, n_random=2, h=1e-6):
@@ -252,7 +295,8 @@ def check_finite_differences(name, n_random=2, h=1e-6):
     `n_random` random ones. Returns the worst error relative to the tensor's
     largest gradient."""
     cfg, tensors, tokens = sample_fixture(name)
-    _, _, grads = loss_and_grads(cfg, tensors, tokens)
+    mask = doc_mask_of(name)
+    _, _, grads = loss_and_grads(cfg, tensors, tokens, mask)
     gen = torch.Generator().manual_seed(7)
     worst, count = 0.0, 0
     for pname, g in grads.items():
@@ -264,9 +308,9 @@ def check_finite_differences(name, n_random=2, h=1e-6):
             w = tensors[pname].reshape(-1)  # a view: edits change tensors[pname]
             old = float(w[idx])
             w[idx] = old + h
-            lp = ref.forward(cfg, tensors, tokens)[1].item()
+            lp = ref.forward(cfg, tensors, tokens, mask)[1].item()
             w[idx] = old - h
-            lm = ref.forward(cfg, tensors, tokens)[1].item()
+            lm = ref.forward(cfg, tensors, tokens, mask)[1].item()
             w[idx] = old
             fd = (lp - lm) / (2 * h)
             worst = max(worst, abs(fd - float(flat_g[idx])) / scale)
@@ -295,8 +339,8 @@ def check_naive(name):
     max |logit|, absolute loss diff)."""
     cfg, tensors, tokens = sample_fixture(name)
     with torch.no_grad():
-        logits, loss = ref.forward(cfg, tensors, tokens)
-    nl, nloss = naive_forward(cfg, tensors, tokens)
+        logits, loss = ref.forward(cfg, tensors, tokens, doc_mask_of(name))
+    nl, nloss = naive_forward(cfg, tensors, tokens, doc_mask_of(name))
     return (float(np.abs(logits.numpy() - nl).max() / np.abs(nl).max()),
             abs(loss.item() - nloss))
 
@@ -306,9 +350,10 @@ def check_float32(name):
     tolerances have. Returns (logits diff / max |logit|, loss diff, worst
     gradient diff / max |grad| of its tensor)."""
     cfg, tensors, tokens = sample_fixture(name)
-    l64, loss64, g64 = loss_and_grads(cfg, tensors, tokens)
+    mask = doc_mask_of(name)
+    l64, loss64, g64 = loss_and_grads(cfg, tensors, tokens, mask)
     t32 = {n: (t.to(torch.float32) if is_trainable(n) else t) for n, t in tensors.items()}
-    l32, loss32, g32 = loss_and_grads(cfg, t32, tokens)
+    l32, loss32, g32 = loss_and_grads(cfg, t32, tokens, mask)
     gworst = max(float((g32[n].double() - g).abs().max() / g.abs().max()) for n, g in g64.items())
     return (float((l32.double() - l64).abs().max() / l64.abs().max()),
             abs(loss32.item() - loss64.item()), gworst)
@@ -323,17 +368,39 @@ def check_committed(name, root):
     cfg, tensors = ref.load_checkpoint(d, torch.float64)
     tokens = ref.read_tokens(os.path.join(d, "tokens.txt"))
     expected, meta = ref.read_safetensors(os.path.join(d, "expected.safetensors"))
-    logits, loss, grads = loss_and_grads(cfg, tensors, tokens)
+    mask = doc_mask_of(name)
+    logits, loss, grads = loss_and_grads(cfg, tensors, tokens, mask)
     B, T = tokens.shape
     ok = np.array_equal(logits.reshape(B * T, -1).numpy().astype(np.float32), expected["logits"])
     ok &= float(meta["loss"]) == loss.item()
     ok &= set(expected) == {"logits", "loss"} | {"grad." + n for n in grads}
+    ok &= (meta.get("bos_id"), meta.get("eos_id")) == (
+        tuple(str(i) for i in mask) if mask else (None, None))
     ok &= all(np.array_equal(g.numpy().astype(np.float32), expected["grad." + n])
               for n, g in grads.items())
     cfg2, tensors2, tokens2 = sample_fixture(name)
     ok &= cfg2 == cfg and torch.equal(tokens2, tokens)
     ok &= all(torch.equal(tensors2[n], tensors[n]) for n in tensors)
     return bool(ok)
+
+
+def check_documents_alone(name):
+    """Each document of a masked fixture's windows gives, alone (naive loops,
+    no mask), the logits the masked torch forward gives it in its window.
+    Returns (max |logit diff| / max |logit|, number of documents)."""
+    cfg, tensors, tokens = sample_fixture(name)
+    with torch.no_grad():
+        logits, _ = ref.forward(cfg, tensors, tokens, doc_mask_of(name))
+    starts = ref.doc_starts(tokens, *doc_mask_of(name))
+    B, T = tokens.shape
+    worst, count = 0.0, 0
+    for b in range(B):
+        bounds = sorted(set(starts[b].tolist())) + [T]
+        for s0, s1 in zip(bounds[:-1], bounds[1:]):
+            alone, _ = naive_forward(cfg, tensors, tokens[b:b + 1, s0:s1])
+            worst = max(worst, float(np.abs(logits[b, s0:s1].numpy() - alone[0]).max()))
+            count += 1
+    return worst / float(logits.abs().max()), count
 
 
 def self_check(root):
@@ -356,6 +423,10 @@ def self_check(root):
     for name in FIXTURES:
         dlog, dloss = check_naive(name)
         verdict(dlog < 1e-12 and dloss < 1e-12, f"{name}: logits {dlog:.2e}, loss {dloss:.2e}")
+    print("document-masked forward vs each document alone (naive loops, float64):")
+    for name in DOC_MASKS:
+        dlog, n = check_documents_alone(name)
+        verdict(dlog < 1e-12, f"{name}: {n} documents, logits {dlog:.2e}")
     print("float32 vs float64 (headroom for the C++ tolerances 1e-4 / 1e-5 / 1e-3):")
     for name in FIXTURES:
         dlog, dloss, dgrad = check_float32(name)
@@ -376,10 +447,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--self-check", action="store_true", help="check the reference; write nothing")
     ap.add_argument("--out", default=DEFAULT_OUT, help="fixture root (default tests/fixtures)")
+    ap.add_argument("--only", choices=sorted(FIXTURES), action="append",
+                    help="write only this fixture (repeatable; default all)")
     args = ap.parse_args()
     if args.self_check:
         return self_check(args.out)
-    total = sum(write_fixture(name, args.out) for name in FIXTURES)
+    total = sum(write_fixture(name, args.out) for name in (args.only or FIXTURES))
     print(f"total {total} bytes")
     return 0
 

@@ -9,13 +9,20 @@ SwiGLU / STEM / hash-MoE feed-forward layers, final norm, lm_head or tied
 embeddings -- and the mean next-token cross-entropy over all B*(T-1) positions.
 It computes in float32 by default, or float64 (`--double`), and is autograd
 friendly: scripts/make_fixtures.py differentiates it to write test fixtures.
+With a document mask (`--doc-mask BOS,EOS`, forward(doc_mask=...)) each
+sequence is split into the documents its tokens delimit -- one starts at
+position 0, at every BOS and after every EOS (a negative id turns its rule
+off) -- attention stays inside a document and RoPE positions restart at 0 in
+each, so every position sees what it would see with its document alone; the
+loss still counts all B*(T-1) positions. This is a training option of the
+engine, not part of the checkpoint contract.
 
 What it does not do: tokenization, training, sampling, speed. It is written to
 be read next to the contract, one function per formula, not to be fast.
 
 Usage (run with the Debian interpreter that has torch):
     /usr/bin/python3 scripts/reference.py logits --model DIR --tokens-file F \
-        [--out logits.npy] [--compare engine_logits.npy] [--double]
+        [--out logits.npy] [--compare engine_logits.npy] [--double] [--doc-mask BOS,EOS]
 The tokens file holds whitespace-separated ids, one sequence per line, all
 lines of the same length T (B lines). Logits are written as [B*T, V] float32.
 """
@@ -211,13 +218,31 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
-    """x [B, heads, T, hd]; cos, sin [T, hd]."""
+    """x [B, heads, T, hd]; cos, sin [T, hd], or [B, 1, T, hd] (a position per
+    row of each sequence)."""
     return x * cos + rotate_half(x) * sin
 
 
-def attention(a, w_q, w_k, w_v, w_o, H, Hkv, cos, sin):
+def doc_starts(tokens, bos, eos):
+    """[B, T] int64: the first position of the document that holds each
+    position. 0 at t = 0; for t > 0, t where tokens[t] == bos or
+    tokens[t-1] == eos, else that of t-1. A negative id turns its rule off."""
+    B, T = tokens.shape
+    starts = torch.zeros(B, T, dtype=torch.int64)
+    for t in range(1, T):
+        new = torch.zeros(B, dtype=torch.bool)
+        if bos >= 0:
+            new |= tokens[:, t] == bos
+        if eos >= 0:
+            new |= tokens[:, t - 1] == eos
+        starts[:, t] = torch.where(new, torch.full((B,), t, dtype=torch.int64), starts[:, t - 1])
+    return starts
+
+
+def attention(a, w_q, w_k, w_v, w_o, H, Hkv, cos, sin, blocked=None):
     """Causal grouped-query attention of a [B, T, d]; query head j reads kv head
-    j // (H / Hkv)."""
+    j // (H / Hkv). `blocked` [B, 1, T, T] (True: query i may not read key j)
+    replaces the causal mask, for document masking."""
     B, T, d = a.shape
     hd = d // H
     q = (a @ w_q.T).view(B, T, H, hd).transpose(1, 2)    # [B, H, T, hd]
@@ -227,8 +252,9 @@ def attention(a, w_q, w_k, w_v, w_o, H, Hkv, cos, sin):
     k = k.repeat_interleave(H // Hkv, dim=1)              # [B, H, T, hd]
     v = v.repeat_interleave(H // Hkv, dim=1)
     scores = q @ k.transpose(-1, -2) / math.sqrt(hd)      # [B, H, T, T]
-    future = torch.ones(T, T, dtype=torch.bool).triu(1)
-    scores = scores.masked_fill(future, float("-inf"))
+    if blocked is None:
+        blocked = torch.ones(T, T, dtype=torch.bool).triu(1)
+    scores = scores.masked_fill(blocked, float("-inf"))
     o = torch.softmax(scores, dim=-1) @ v                 # [B, H, T, hd]
     return o.transpose(1, 2).reshape(B, T, H * hd) @ w_o.T
 
@@ -256,10 +282,12 @@ def hash_moe_ffn(x, tokens, hash_table, experts):
     return y
 
 
-def forward(cfg, tensors, tokens):
+def forward(cfg, tensors, tokens, doc_mask=None):
     """tokens: int tensor [B, T]. Returns (logits [B, T, V], loss scalar): the
     loss is the mean cross-entropy of logits[:, p] against tokens[:, p+1] over
-    all B*(T-1) positions. Computes in the dtype of the embedding table."""
+    all B*(T-1) positions. Computes in the dtype of the embedding table.
+    doc_mask (bos, eos): attention within documents only, and RoPE positions
+    t - doc_starts(tokens, bos, eos)[t]; None: the whole sequence is one."""
     tokens = torch.as_tensor(tokens, dtype=torch.int64)
     B, T = tokens.shape
     V, d = cfg["vocab_size"], cfg["hidden_size"]
@@ -274,6 +302,14 @@ def forward(cfg, tensors, tokens):
         raise ValueError(f"token ids must lie in [0, {V})")
     embed = tensors["model.embed_tokens.weight"]
     cos, sin = rope_cos_sin(T, d // H, cfg["rope_theta"], embed.dtype)
+    blocked = None
+    if doc_mask is not None:
+        starts = doc_starts(tokens, *doc_mask)                     # [B, T]
+        pos = torch.arange(T)[None, :] - starts                    # [B, T]
+        cos, sin = cos[pos][:, None], sin[pos][:, None]            # [B, 1, T, hd]
+        j = torch.arange(T)
+        blocked = (j[None, None, :] > j[None, :, None]) | (j[None, None, :] < starts[:, :, None])
+        blocked = blocked[:, None]                                 # [B, 1, T, T]
 
     h = embed[tokens]                                     # [B, T, d]
     for i, kind in enumerate(cfg["ffn_types"]):
@@ -282,7 +318,7 @@ def forward(cfg, tensors, tokens):
         h = h + attention(a, tensors[p + "self_attn.q_proj.weight"],
                           tensors[p + "self_attn.k_proj.weight"],
                           tensors[p + "self_attn.v_proj.weight"],
-                          tensors[p + "self_attn.o_proj.weight"], H, Hkv, cos, sin)
+                          tensors[p + "self_attn.o_proj.weight"], H, Hkv, cos, sin, blocked)
         x = rms_norm(h, tensors[p + "post_attention_layernorm.weight"], eps)
         if kind == "dense":
             y = swiglu(x, tensors[p + "mlp.gate_proj.weight"], tensors[p + "mlp.up_proj.weight"],
@@ -329,13 +365,23 @@ def main(argv=None):
     lg.add_argument("--out", help="write logits [B*T, V] float32 to this .npy")
     lg.add_argument("--compare", help=".npy of logits [B*T, V] (e.g. from the engine) to diff against")
     lg.add_argument("--double", action="store_true", help="compute in float64")
+    lg.add_argument("--doc-mask", metavar="BOS,EOS",
+                    help="attend within documents only, positions from 0 in each "
+                         "(a negative id turns its rule off)")
     args = ap.parse_args(argv)
+    doc_mask = None
+    if args.doc_mask is not None:
+        try:
+            bos, eos = (int(x) for x in args.doc_mask.split(","))
+        except ValueError:
+            ap.error(f"--doc-mask: want BOS,EOS (two integers), got '{args.doc_mask}'")
+        doc_mask = (bos, eos)
 
     dtype = torch.float64 if args.double else torch.float32
     cfg, tensors = load_checkpoint(args.model, dtype)
     tokens = read_tokens(args.tokens_file)
     with torch.no_grad():
-        logits, loss = forward(cfg, tensors, tokens)
+        logits, loss = forward(cfg, tensors, tokens, doc_mask)
     B, T = tokens.shape
     flat = logits.reshape(B * T, -1).to(torch.float32).numpy()
     print(f"B={B} T={T} loss={loss.item():.9f}")

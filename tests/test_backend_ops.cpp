@@ -122,9 +122,9 @@ TEST_P(BackendOps, AttentionForward) {
   const VecF q = randu(rng, B * T * H * hd), kk = randu(rng, B * T * Hkv * hd), v = randu(rng, B * T * Hkv * hd);
   float* out = dev.zeros(B * T * H * hd);
   float* lse = dev.zeros(B * H * T);
-  k().attention_forward(out, lse, dev.put(q), dev.put(kk), dev.put(v), B, T, H, Hkv, hd);
+  k().attention_forward(out, lse, dev.put(q), dev.put(kk), dev.put(v), B, T, H, Hkv, hd, nullptr);
   VecD od(B * T * H * hd), ld(B * H * T);
-  ref::attention_forward(od.data(), ld.data(), to_d(q).data(), to_d(kk).data(), to_d(v).data(), B, T, H, Hkv, hd);
+  ref::attention_forward(od.data(), ld.data(), to_d(q).data(), to_d(kk).data(), to_d(v).data(), B, T, H, Hkv, hd, nullptr);
   EXPECT_TRUE(near_rel(dev.get(out, B * T * H * hd), od, kTol));
   EXPECT_TRUE(near_rel(dev.get(lse, B * H * T), ld, kTol));
 }

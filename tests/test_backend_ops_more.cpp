@@ -99,11 +99,11 @@ TEST_P(BackendOps, RopeForwardAndBackward) {
   float* c = dev.put(to_f(cos));
   float* s = dev.put(to_f(sin));
   float* y = dev.put(x);
-  k().rope_forward(y, c, s, B, T, nh, hd, pos0);
+  k().rope_forward(y, c, s, B, T, nh, hd, pos0, nullptr);
   VecD want = to_d(x);
-  ref::rope_forward(want.data(), cos.data(), sin.data(), B, T, nh, hd, pos0);
+  ref::rope_forward(want.data(), cos.data(), sin.data(), B, T, nh, hd, pos0, nullptr);
   EXPECT_TRUE(near_rel(dev.get(y, B * T * nh * hd), want, kTol));
-  k().rope_backward(y, c, s, B, T, nh, hd, pos0);  // the inverse rotation: back to x
+  k().rope_backward(y, c, s, B, T, nh, hd, pos0, nullptr);  // the inverse rotation: back to x
   EXPECT_TRUE(near_rel(dev.get(y, B * T * nh * hd), to_d(x), kTol));
 }
 
@@ -112,12 +112,12 @@ TEST_P(BackendOps, AttentionBackward) {
   const VecF q = randu(rng, nq), kk = randu(rng, nk), v = randu(rng, nk), dout = randu(rng, nq);
   float *qd = dev.put(q), *kd = dev.put(kk), *vd = dev.put(v);
   float *out = dev.zeros(nq), *lse = dev.zeros(B * H * T);
-  k().attention_forward(out, lse, qd, kd, vd, B, T, H, Hkv, hd);
+  k().attention_forward(out, lse, qd, kd, vd, B, T, H, Hkv, hd, nullptr);
   float *dq = dev.zeros(nq), *dk = dev.zeros(nk), *dv = dev.zeros(nk);
-  k().attention_backward(dq, dk, dv, dev.put(dout), out, lse, qd, kd, vd, B, T, H, Hkv, hd);
+  k().attention_backward(dq, dk, dv, dev.put(dout), out, lse, qd, kd, vd, B, T, H, Hkv, hd, nullptr);
   VecD dqd(nq), dkd(nk), dvd(nk);
   ref::attention_backward<double>(dqd.data(), dkd.data(), dvd.data(), to_d(dout).data(), nullptr, nullptr,
-                                  to_d(q).data(), to_d(kk).data(), to_d(v).data(), B, T, H, Hkv, hd);
+                                  to_d(q).data(), to_d(kk).data(), to_d(v).data(), B, T, H, Hkv, hd, nullptr);
   EXPECT_TRUE(near_rel(dev.get(dq, nq), dqd, kTol));
   EXPECT_TRUE(near_rel(dev.get(dk, nk), dkd, kTol));
   EXPECT_TRUE(near_rel(dev.get(dv, nk), dvd, kTol));
@@ -320,7 +320,7 @@ TEST_P(BackendOps, CachedAttentionEqualsFullAttentionAtItsPositions) {
   const int64_t ctx = 11, pos0 = 7, n = ctx - pos0, H = 4, Hkv = 2, hd = 8;
   const VecF q = randu(rng, ctx * H * hd), kk = randu(rng, ctx * Hkv * hd), v = randu(rng, ctx * Hkv * hd);
   VecD full(ctx * H * hd), lse(H * ctx);
-  ref::attention_forward(full.data(), lse.data(), to_d(q).data(), to_d(kk).data(), to_d(v).data(), 1, ctx, H, Hkv, hd);
+  ref::attention_forward(full.data(), lse.data(), to_d(q).data(), to_d(kk).data(), to_d(v).data(), 1, ctx, H, Hkv, hd, nullptr);
   const VecF qn(q.begin() + pos0 * H * hd, q.end());
   float* out = dev.zeros(n * H * hd);
   k().attention_cached_forward(out, dev.zeros(kern::attention_cached_scratch(n, pos0, H)), dev.put(qn), dev.put(kk),
@@ -348,7 +348,7 @@ TEST_P(BackendOps, SlotAttentionEqualsFullAttentionOfEachSequence) {
       vs[i] = v[c.slot * stride + i];
     }
     for (int64_t i = 0; i < H * hd; ++i) qs[(c.ctx - 1) * H * hd + i] = q[c.row * H * hd + i];
-    ref::attention_forward(full.data(), lse.data(), qs.data(), ks.data(), vs.data(), 1, c.ctx, H, Hkv, hd);
+    ref::attention_forward(full.data(), lse.data(), qs.data(), ks.data(), vs.data(), 1, c.ctx, H, Hkv, hd, nullptr);
     EXPECT_TRUE(near_rel(VecF(got.begin() + c.row * H * hd, got.begin() + (c.row + 1) * H * hd),
                          VecD(full.end() - H * hd, full.end()), kTol))
         << "slot " << c.slot;

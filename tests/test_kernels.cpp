@@ -338,8 +338,9 @@ TEST(KernelRope, ForwardMatchesRef) {
     k::rope_tables(cs.data(), sn.data(), P, c.hd, 10000.0);
     VecF x = randu(rng, n);
     VecD xd = to_d(x);
-    k::rope_forward(x.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0);
-    ref::rope_forward(xd.data(), to_d(cs).data(), to_d(sn).data(), c.B, c.T, c.nh, c.hd, c.pos0);
+    k::rope_forward(x.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0, nullptr);
+    ref::rope_forward(xd.data(), to_d(cs).data(), to_d(sn).data(), c.B, c.T, c.nh, c.hd, c.pos0,
+                      nullptr);
     EXPECT_TRUE(near_rel(x, xd, 1e-6));
   }
 }
@@ -354,18 +355,18 @@ TEST(KernelRope, BackwardIsInverseAndMatchesFiniteDifferences) {
     k::rope_tables(cs.data(), sn.data(), P, c.hd, 10000.0);
     const VecF x0 = randu(rng, n);
     VecF x = x0;
-    k::rope_forward(x.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0);
-    k::rope_backward(x.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0);
+    k::rope_forward(x.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0, nullptr);
+    k::rope_backward(x.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0, nullptr);
     EXPECT_TRUE(near_rel(x, x0, 1e-6)) << "backward(forward(x)) != x";
 
     const VecF dy = randu(rng, n);
     VecF dx = dy;
-    k::rope_backward(dx.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0);
+    k::rope_backward(dx.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0, nullptr);
     VecD xd = to_d(x0), yd(n);
     const VecD dyd = to_d(dy), csd = to_d(cs), snd = to_d(sn);
     auto L = [&] {
       yd = xd;
-      ref::rope_forward(yd.data(), csd.data(), snd.data(), c.B, c.T, c.nh, c.hd, c.pos0);
+      ref::rope_forward(yd.data(), csd.data(), snd.data(), c.B, c.T, c.nh, c.hd, c.pos0, nullptr);
       return dot(dyd, yd);
     };
     EXPECT_TRUE(near_rel(dx, finite_diff(xd, L), kFdTol)) << "dx";
@@ -383,11 +384,69 @@ TEST(KernelRope, Pos0OffsetEqualsLongerSequence) {
   const int64_t row = nh * hd;
   for (int64_t b = 0; b < B; ++b)
     std::memcpy(&xs[b * T * row], &xl[(b * T_long + pos0) * row], sizeof(float) * T * row);
-  k::rope_forward(xl.data(), cs.data(), sn.data(), B, T_long, nh, hd, 0);
-  k::rope_forward(xs.data(), cs.data(), sn.data(), B, T, nh, hd, pos0);
+  k::rope_forward(xl.data(), cs.data(), sn.data(), B, T_long, nh, hd, 0, nullptr);
+  k::rope_forward(xs.data(), cs.data(), sn.data(), B, T, nh, hd, pos0, nullptr);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < T * row; ++i)
       ASSERT_FLOAT_EQ(xs[b * T * row + i], xl[(b * T_long + pos0) * row + i]) << "b=" << b;
+}
+
+// Explicit positions per row (pos, offset by pos0): forward and backward
+// against the oracle.
+TEST(KernelRope, PositionsMatchRef) {
+  std::mt19937 rng(16);
+  for (const auto& c : kRopeCases) {
+    SCOPED_TRACE(testing::Message() << "B=" << c.B << " T=" << c.T << " nh=" << c.nh
+                                    << " hd=" << c.hd << " pos0=" << c.pos0);
+    const int64_t P = c.pos0 + 2 * c.T, n = c.B * c.T * c.nh * c.hd;
+    VecF cs(P * c.hd / 2), sn(P * c.hd / 2);
+    k::rope_tables(cs.data(), sn.data(), P, c.hd, 10000.0);
+    const VecI pos = rand_ids(rng, c.B * c.T, 2 * c.T);
+    const VecD csd = to_d(cs), snd = to_d(sn);
+    VecF x = randu(rng, n);
+    VecD xd = to_d(x);
+    k::rope_forward(x.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0, pos.data());
+    ref::rope_forward(xd.data(), csd.data(), snd.data(), c.B, c.T, c.nh, c.hd, c.pos0, pos.data());
+    EXPECT_TRUE(near_rel(x, xd, 1e-6)) << "forward";
+    VecF dy = randu(rng, n);
+    VecD dyd = to_d(dy);
+    k::rope_backward(dy.data(), cs.data(), sn.data(), c.B, c.T, c.nh, c.hd, c.pos0, pos.data());
+    ref::rope_backward(dyd.data(), csd.data(), snd.data(), c.B, c.T, c.nh, c.hd, c.pos0,
+                       pos.data());
+    EXPECT_TRUE(near_rel(dy, dyd, 1e-6)) << "backward";
+  }
+}
+
+// Positions that restart at each document (doc_positions) rotate each
+// document's rows exactly as the document alone from position 0.
+TEST(KernelRope, DocumentPositionsEqualDocumentsAlone) {
+  std::mt19937 rng(17);
+  const int64_t B = 2, T = 11, nh = 3, hd = 8, row = nh * hd;
+  const std::vector<std::vector<int64_t>> lens = {{4, 1, 6}, {11}};
+  VecF cs(T * hd / 2), sn(T * hd / 2);
+  k::rope_tables(cs.data(), sn.data(), T, hd, 10000.0);
+  VecI ds;
+  for (const auto& r : lens)
+    for (int64_t at = 0, i = 0; i < static_cast<int64_t>(r.size()); at += r[i++])
+      for (int64_t j = 0; j < r[i]; ++j) ds.push_back(static_cast<int32_t>(at));
+  VecI pos(B * T);
+  k::doc_positions(pos.data(), ds.data(), B, T);
+  const VecF x0 = randu(rng, B * T * row);
+  for (float sign : {1.0f, -1.0f}) {  // forward, backward
+    VecF x = x0;
+    if (sign > 0) k::rope_forward(x.data(), cs.data(), sn.data(), B, T, nh, hd, 0, pos.data());
+    else k::rope_backward(x.data(), cs.data(), sn.data(), B, T, nh, hd, 0, pos.data());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t at = 0, i = 0; i < static_cast<int64_t>(lens[b].size()); at += lens[b][i++]) {
+        const int64_t len = lens[b][i], r0 = (b * T + at) * row;
+        VecF alone(x0.begin() + r0, x0.begin() + r0 + len * row);
+        const int32_t* from0 = nullptr;  // positions 0..len-1
+        if (sign > 0) k::rope_forward(alone.data(), cs.data(), sn.data(), 1, len, nh, hd, 0, from0);
+        else k::rope_backward(alone.data(), cs.data(), sn.data(), 1, len, nh, hd, 0, from0);
+        EXPECT_EQ(0, std::memcmp(alone.data(), x.data() + r0, sizeof(float) * len * row))
+            << "sign=" << sign << " b=" << b << " document at " << at;
+      }
+  }
 }
 
 // ---------------------------------------------------------------- cross-entropy

@@ -60,7 +60,7 @@ TEST(KernelInfer, AttentionCachedEqualsRowsOfFullAttention) {
 
       VecD full(T * c.H * c.hd), lse(c.H * T);
       ref::attention_forward(full.data(), lse.data(), to_d(q).data(), to_d(kc).data(),
-                             to_d(vc).data(), 1, T, c.H, c.Hkv, c.hd);
+                             to_d(vc).data(), 1, T, c.H, c.Hkv, c.hd, nullptr);
       const VecD want(full.begin() + c.pos0 * c.H * c.hd, full.end());
 
       VecF out(c.n * c.H * c.hd, -1.0f);
@@ -72,7 +72,7 @@ TEST(KernelInfer, AttentionCachedEqualsRowsOfFullAttention) {
       // And the training kernel on the same sequence: agreement to round-off.
       VecF fast_full(T * c.H * c.hd), fast_lse(c.H * T);
       k::attention_forward(fast_full.data(), fast_lse.data(), q.data(), kc.data(), vc.data(), 1, T,
-                           c.H, c.Hkv, c.hd);
+                           c.H, c.Hkv, c.hd, nullptr);
       const VecF fast_rows(fast_full.begin() + c.pos0 * c.H * c.hd, fast_full.end());
       EXPECT_TRUE(near_rel(out, fast_rows, 1e-5)) << "vs attention_forward";
     }

@@ -83,11 +83,11 @@ TEST(KernelLarge, RopeForwardBackward) {
   const VecD csd = to_d(cs), snd = to_d(sn);
   VecF x = randu(rng, n), dy = randu(rng, n);
   VecD xw = to_d(x), dyw = to_d(dy);
-  k::rope_forward(x.data(), cs.data(), sn.data(), B, T, nh, hd, pos0);
-  ref::rope_forward(xw.data(), csd.data(), snd.data(), B, T, nh, hd, pos0);
+  k::rope_forward(x.data(), cs.data(), sn.data(), B, T, nh, hd, pos0, nullptr);
+  ref::rope_forward(xw.data(), csd.data(), snd.data(), B, T, nh, hd, pos0, nullptr);
   EXPECT_TRUE(near_rel(x, xw, 1e-6)) << "forward";
-  k::rope_backward(dy.data(), cs.data(), sn.data(), B, T, nh, hd, pos0);
-  ref::rope_backward(dyw.data(), csd.data(), snd.data(), B, T, nh, hd, pos0);
+  k::rope_backward(dy.data(), cs.data(), sn.data(), B, T, nh, hd, pos0, nullptr);
+  ref::rope_backward(dyw.data(), csd.data(), snd.data(), B, T, nh, hd, pos0, nullptr);
   EXPECT_TRUE(near_rel(dy, dyw, 1e-6)) << "backward";
 }
 

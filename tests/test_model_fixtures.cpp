@@ -1,7 +1,9 @@
 // Whole-model test: stem::Model's logits, loss and every gradient against the
 // fixtures that the PyTorch reference of the contract wrote
 // (scripts/make_fixtures.py, tests/fixtures/README.md). Each fixture is loaded
-// through the public API exactly as a user's checkpoint would be.
+// through the public API exactly as a user's checkpoint would be; a fixture
+// whose metadata names bos_id and eos_id runs with the engine's document mask
+// (Transformer::set_doc_mask), as training does.
 // It does not test speed, optimizer steps or the CLI.
 // Tolerances: logits 1e-4 relative (max abs diff / max |expected logit|),
 // loss 1e-5 absolute, each gradient 1e-3 relative to the largest |entry| of
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "model/engine.h"
 #include "stem/model.h"
 
 namespace {
@@ -126,6 +129,10 @@ class ModelFixtureTest : public ::testing::TestWithParam<std::string> {
     auto model = stem::Model::load(dir_);
     ASSERT_TRUE(model.ok()) << model.status().message();
     model_ = std::move(model).value();
+    auto bos = meta.find("bos_id"), eos = meta.find("eos_id");
+    ASSERT_EQ(bos == meta.end(), eos == meta.end()) << dir_ << ": bos_id and eos_id go together";
+    if (bos != meta.end())
+      stem::engine(model_).set_doc_mask(std::stoi(bos->second), std::stoi(eos->second));
   }
 
   std::string dir_;
@@ -190,7 +197,8 @@ TEST_P(ModelFixtureTest, GradientsMatchPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelFixtureTest,
-                         ::testing::Values("mixed_gqa", "stem_tied", "dense_mha", "moe_only"),
+                         ::testing::Values("mixed_gqa", "stem_tied", "dense_mha", "moe_only",
+                                           "doc_mask"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

@@ -341,8 +341,8 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
         linear(vc + pos0 * kd, a_, M.wv, n, d, kd);
       }
       if (!branch_len) {
-        k_.rope_forward(q_, m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0);
-        k_.rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0);
+        k_.rope_forward(q_, m_.rope_cos(), m_.rope_sin(), 1, n, H, hd, pos0, nullptr);
+        k_.rope_forward(kc + pos0 * kd, m_.rope_cos(), m_.rope_sin(), 1, n, Hkv, hd, pos0, nullptr);
         k_.attention_cached_forward(att_, scores_, q_, kc, vc, n, pos0, H, Hkv, hd);
       } else {
         branch_attention(att_, kc, vc, branch_len, n_branches, pos0);
@@ -417,8 +417,8 @@ void Decoder::slot_attention(float* att, int l, const SlotChunk* slots, int64_t 
     float* vc = v_cache(l, s.slot);
     be_.stream().copy(kc + p * kd, kv_ + at * kd, sizeof(float) * s.n * kd);
     be_.stream().copy(vc + p * kd, kv_ + (n + at) * kd, sizeof(float) * s.n * kd);
-    k_.rope_forward(q_ + at * qd, m_.rope_cos(), m_.rope_sin(), 1, s.n, H_, hd_, p);
-    k_.rope_forward(kc + p * kd, m_.rope_cos(), m_.rope_sin(), 1, s.n, Hkv_, hd_, p);
+    k_.rope_forward(q_ + at * qd, m_.rope_cos(), m_.rope_sin(), 1, s.n, H_, hd_, p, nullptr);
+    k_.rope_forward(kc + p * kd, m_.rope_cos(), m_.rope_sin(), 1, s.n, Hkv_, hd_, p, nullptr);
     if (s.n == 1)
       one_row_.push_back({at, s.slot, p + 1});
     else
@@ -448,8 +448,8 @@ void Decoder::branch_attention(float* att, float* kc, float* vc, const int64_t* 
                                int64_t pos0) {
   const int64_t qd = H_ * hd_, kd = Hkv_ * hd_;
   for (int64_t b = 0, off = 0; b < n_branches; off += len[b++]) {
-    k_.rope_forward(q_ + off * qd, m_.rope_cos(), m_.rope_sin(), 1, len[b], H_, hd_, pos0);
-    k_.rope_forward(kc + (pos0 + off) * kd, m_.rope_cos(), m_.rope_sin(), 1, len[b], Hkv_, hd_, pos0);
+    k_.rope_forward(q_ + off * qd, m_.rope_cos(), m_.rope_sin(), 1, len[b], H_, hd_, pos0, nullptr);
+    k_.rope_forward(kc + (pos0 + off) * kd, m_.rope_cos(), m_.rope_sin(), 1, len[b], Hkv_, hd_, pos0, nullptr);
   }
   for (int64_t b = 0, off = 0; b < n_branches; off += len[b++]) {
     for (int64_t j = 0; off > 0 && j < len[b]; j += off) {

@@ -90,25 +90,43 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
 // ---------------------------------------------------------------- RoPE
 // Hugging Face "rotate_half" convention. cos/sin are [P, hd/2] tables (angles in
 // double, stored as float); row p holds position p. x is [B, T, nh, hd]; the
-// sequence position of row (b, t) is pos0 + t. In place.
+// sequence position of row (b, t) is pos0 + t, or pos0 + pos[b*T + t] when pos
+// ([B*T], host memory) is given: positions that restart at each document
+// (doc_positions below). Every position must lie in [0, P). In place.
 void rope_tables(float* cos, float* sin, int64_t P, int64_t hd, double theta);
 void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T,
-                  int64_t nh, int64_t hd, int64_t pos0);
+                  int64_t nh, int64_t hd, int64_t pos0, const int32_t* pos);
 // In place: dx = R^T dy (the inverse rotation).
 void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T,
-                   int64_t nh, int64_t hd, int64_t pos0);
+                   int64_t nh, int64_t hd, int64_t pos0, const int32_t* pos);
+
+// ---------------------------------------------------------------- documents
+// Host helpers (not ops) for windows that hold several documents, each stored
+// as BOS ids... EOS. out[b*T + t] = the first position (within sequence b) of
+// the document holding position t: 0 at t = 0; for t > 0, t when tokens[t] is
+// bos or tokens[t-1] is eos, else out[b*T + t-1]. A negative bos or eos turns
+// its rule off (both negative: one document per sequence). tokens, out [B*T].
+void doc_starts(int32_t* out, const int32_t* tokens, int64_t B, int64_t T, int32_t bos,
+                int32_t eos);
+// pos[b*T + t] = t - doc_start[b*T + t]: each document's positions from 0.
+void doc_positions(int32_t* pos, const int32_t* doc_start, int64_t B, int64_t T);
 
 // ---------------------------------------------------------------- attention
 // Causal grouped-query attention, softmax(q k^T / sqrt(hd)) v, query head j
 // reading kv head j / (H/Hkv). q, out [B,T,H,hd]; k, v [B,T,Hkv,hd];
 // lse [B,H,T] the log-sum-exp of each score row, saved so that backward
 // recomputes the probabilities instead of storing [T,T] per head.
+// doc_start [B*T] (host memory, from doc_starts) masks attention across
+// documents: query t of sequence b reads keys j with doc_start[b*T+t] <= j <= t
+// (0 <= doc_start[b*T+t] <= t). Null: plain causal attention, j <= t.
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
-// dq [B,T,H,hd], dk, dv [B,T,Hkv,hd] overwritten.
+                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                       const int32_t* doc_start);
+// dq [B,T,H,hd], dk, dv [B,T,Hkv,hd] overwritten. doc_start as in forward.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* lse, const float* q, const float* k, const float* v,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd);
+                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                        const int32_t* doc_start);
 
 // ---------------------------------------------------------------- SwiGLU
 // hact[N,f] = silu(g) * u, with u[n] = u_rows[u_row_of[n]] when u_row_of is

@@ -7,11 +7,13 @@
 // `k.linear_forward(...)`: no call site names a backend. Tensors (activations,
 // weights, gradients, moments, float arrays) are in the backend's memory;
 // what the host computes from token ids for each call (int32 ids, slots and
-// targets, a RowIndex, per-row decay factors, the MoE weight-pointer arrays,
-// AdamWHyper) is host memory, which a device backend uploads with the call.
+// targets, document starts and positions, a RowIndex, per-row decay factors,
+// the MoE weight-pointer arrays, AdamWHyper) is host memory, which a device
+// backend uploads with the call.
 //
 // Not ops (host helpers, kept as free functions): build_row_index (routing
-// and row grouping are decided on the host from token ids), rope_tables (one
+// and row grouping are decided on the host from token ids), doc_starts and
+// doc_positions (document boundaries, likewise), rope_tables (one
 // table at construction), gemm_peak_gflops (a CPU measurement), the matvec
 // path switches (CPU dispatch), the scratch-size helpers.
 #pragma once

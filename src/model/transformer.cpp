@@ -222,6 +222,16 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t + 1 < T; ++t) targets_[b * T + t] = tokens_[b * T + t + 1];
   for (int64_t n = 0; n < N; ++n) STEM_CHECKF(tokens_[n] >= 0 && tokens_[n] < V, "token %d", tokens_[n]);
+  doc_start_.clear();
+  doc_pos_.clear();
+  if (doc_mask()) {
+    doc_start_.resize(N);
+    doc_pos_.resize(N);
+    kernels::doc_starts(doc_start_.data(), tokens_.data(), B, T, doc_bos_, doc_eos_);
+    kernels::doc_positions(doc_pos_.data(), doc_start_.data(), B, T);
+  }
+  const int32_t* doc_start = doc_start_.empty() ? nullptr : doc_start_.data();
+  const int32_t* pos = doc_pos_.empty() ? nullptr : doc_pos_.data();
   Acts& A = *acts_;
   routes_.assign(layers_.size(), kernels::RowIndex{});
   STEM_CHECKF(f32_weights_, "Transformer::forward needs F32 weights (load with F32 matrices)");
@@ -241,9 +251,9 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
     k.linear_forward(L.q, L.a, W.wq, N, d, H * hd, false);
     k.linear_forward(L.k, L.a, W.wk, N, d, Hkv * hd, false);
     k.linear_forward(L.v, L.a, W.wv, N, d, Hkv * hd, false);
-    k.rope_forward(L.q, rope_cos(), rope_sin(), B, T, H, hd, 0);
-    k.rope_forward(L.k, rope_cos(), rope_sin(), B, T, Hkv, hd, 0);
-    k.attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
+    k.rope_forward(L.q, rope_cos(), rope_sin(), B, T, H, hd, 0, pos);
+    k.rope_forward(L.k, rope_cos(), rope_sin(), B, T, Hkv, hd, 0, pos);
+    k.attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd, doc_start);
     be_->stream().copy(L.h_mid, L.resid_in, sizeof(float) * N * d);
     k.linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
     // FFN block
@@ -285,6 +295,11 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
 void Transformer::set_teacher(const float* teacher_logits, float alpha, float tau) {
   STEM_CHECKF(alpha >= 0 && alpha <= 1 && tau > 0, "distillation alpha %g, temperature %g", alpha, tau);
   next_teacher_ = Teacher{teacher_logits, alpha, tau};
+}
+
+void Transformer::set_doc_mask(int32_t bos_id, int32_t eos_id) {
+  doc_bos_ = bos_id < 0 ? -1 : bos_id;
+  doc_eos_ = eos_id < 0 ? -1 : eos_id;
 }
 
 void Transformer::set_table_store(std::shared_ptr<memory::TableStore> store) {
@@ -377,6 +392,8 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
   const int64_t B = B_, T = T_, N = B * T, d = cfg_.hidden_size, f = cfg_.intermediate_size;
   const int64_t V = cfg_.vocab_size, H = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads;
   const int64_t hd = cfg_.head_dim();
+  const int32_t* doc_start = doc_start_.empty() ? nullptr : doc_start_.data();  // the forward's
+  const int32_t* pos = doc_pos_.empty() ? nullptr : doc_pos_.data();
   Acts& A = *acts_;
   // Rows of this batch's distinct tokens, and where each lands in G's rows.
   kernels::RowIndex local = kernels::build_row_index(tokens_.data(), N, V);
@@ -447,9 +464,10 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
     k.rmsnorm_backward(A.dh, dense(W.i_ffn_norm), A.dx, L.h_mid, W.ffn_norm, L.rstd2, N, d);
     // attention block: dh is now the gradient of h_mid.
     k.linear_backward(A.datt, dense(W.i_wo), A.dh, L.att, W.wo, N, H * hd, d, false);
-    k.attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd);
-    k.rope_backward(A.dq, rope_cos(), rope_sin(), B, T, H, hd, 0);
-    k.rope_backward(A.dk, rope_cos(), rope_sin(), B, T, Hkv, hd, 0);
+    k.attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd,
+                         doc_start);
+    k.rope_backward(A.dq, rope_cos(), rope_sin(), B, T, H, hd, 0, pos);
+    k.rope_backward(A.dk, rope_cos(), rope_sin(), B, T, Hkv, hd, 0, pos);
     k.linear_backward(A.dx, dense(W.i_wq), A.dq, L.a, W.wq, N, d, H * hd, false);
     k.linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
     k.linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);

@@ -77,6 +77,16 @@ class Transformer {
   using LayerObserver = std::function<void(int layer, const float* x, int64_t N, int64_t d)>;
   void set_observer(LayerObserver obs) { observer_ = std::move(obs); }
 
+  // Document masking: with it on, forward() splits each sequence into the
+  // documents its tokens delimit (one starts at position 0, at every bos_id
+  // and after every eos_id; kernels::doc_starts), attends only within a
+  // document and restarts RoPE positions at 0 in each, so that every
+  // position's logits are those of its document run alone; backward() follows.
+  // The loss still counts all B*(T-1) positions. A negative id turns its rule
+  // off; both negative (the default): plain causal attention over the window.
+  void set_doc_mask(int32_t bos_id, int32_t eos_id);
+  bool doc_mask() const { return doc_bos_ >= 0 || doc_eos_ >= 0; }
+
   // Runs the model on tokens [B, T] (ids in [0, V), T <= max positions), saving
   // activations for backward. Returns the mean next-token loss over B*(T-1)
   // positions (0 when T == 1). logits() is valid until backward().
@@ -169,6 +179,8 @@ class Transformer {
   int64_t cap_tokens_ = 0, cap_T_ = 0;
   int64_t B_ = 0, T_ = 0;
   std::vector<int32_t> tokens_, targets_;
+  int32_t doc_bos_ = -1, doc_eos_ = -1;      // set_doc_mask()
+  std::vector<int32_t> doc_start_, doc_pos_;  // [B*T] of the last forward; empty: mask off
   struct Acts;
   std::unique_ptr<Acts> acts_;
   std::vector<kernels::RowIndex> routes_;  // per hash_moe layer, this step

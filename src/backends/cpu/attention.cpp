@@ -1,9 +1,13 @@
 // Causal grouped-query attention on the CPU. Work is split into tasks of (batch,
 // query head, block of kQBlock query rows); a block attends only to keys up to
-// its last row, so the causal half of the scores is never computed. Scores go
-// through oneDNN GEMMs (single-threaded inside the parallel region) on a
-// per-thread [kQBlock, T] scratch, never a stored [T, T] matrix: forward saves
-// the log-sum-exp of each row and backward recomputes the probabilities.
+// its last row, so the causal half of the scores is never computed. With a
+// document mask, a block also starts at the smallest document start of its
+// rows, and each row's entries before its own document start get probability
+// 0 (dS 0 in backward): keys of documents that ended before the block are
+// never computed either. Scores go through oneDNN GEMMs (single-threaded
+// inside the parallel region) on a per-thread [kQBlock, T] scratch, never a
+// stored [T, T] matrix: forward saves the log-sum-exp of each row and
+// backward recomputes the probabilities.
 // Backward gives each query head its own dk/dv partials, then sums each kv
 // group, so no two threads write the same row.
 #include <omp.h>
@@ -22,17 +26,23 @@ namespace {
 
 constexpr int64_t kQBlock = 128;
 
-// Row i of a score block: s[0..n) are scaled scores of keys 0..n-1 (n = i+1);
-// turns them into probabilities in place and zeroes s[n..width). Returns lse.
-STEM_SIMD float softmax_row(float* STEM_RESTRICT s, int64_t n, int64_t width) {
-  return cpu::softmax_prefix(s, n, width);
+// Row i of a score block: s[lo..n) are the scaled scores of the keys the row
+// reads; turns them into probabilities in place and zeroes s[0..lo) and
+// s[n..width). Returns lse.
+STEM_SIMD float softmax_row(float* STEM_RESTRICT s, int64_t lo, int64_t n, int64_t width) {
+  for (int64_t j = 0; j < lo; ++j) s[j] = 0.0f;
+  return cpu::softmax_prefix(s + lo, n - lo, width - lo);
 }
 
-// Backward of one row: p[0..n) = exp(s - lse) (recomputed), dp holds dO V^T on
-// entry and dS = p * (dp - D) on exit; p's entries past n are zeroed.
+// Backward of one row: p[lo..n) = exp(s - lse) (recomputed), dp holds dO V^T on
+// entry and dS = p * (dp - D) on exit; both are zeroed outside [lo, n).
 STEM_SIMD void softmax_row_backward(float* STEM_RESTRICT p, float* STEM_RESTRICT dp, float lse,
-                                    float D, int64_t n, int64_t width) {
-  for (int64_t j = 0; j < n; ++j) {
+                                    float D, int64_t lo, int64_t n, int64_t width) {
+  for (int64_t j = 0; j < lo; ++j) {
+    p[j] = 0.0f;
+    dp[j] = 0.0f;
+  }
+  for (int64_t j = lo; j < n; ++j) {
     const float pj = cpu::exp_approx(p[j] - lse);
     p[j] = pj;
     dp[j] = pj * (dp[j] - D);
@@ -53,6 +63,15 @@ STEM_SIMD void add_into(float* STEM_RESTRICT dst, const float* STEM_RESTRICT src
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
+// The first key that query rows [i0, i1) of sequence b read: the smallest
+// document start among them, or 0 without a mask.
+int64_t first_key(const int32_t* doc_start, int64_t b, int64_t T, int64_t i0, int64_t i1) {
+  if (!doc_start) return 0;
+  int64_t k0 = i0;
+  for (int64_t i = i0; i < i1; ++i) k0 = std::min<int64_t>(k0, doc_start[b * T + i]);
+  return k0;
+}
+
 // Scratch of the calling thread (an OpenMP worker), kept across calls.
 // Thread-local, so that two threads may run these kernels at once, each with
 // its own OpenMP team (two models, or two decoders' prefills).
@@ -64,7 +83,8 @@ std::vector<float>& thread_scratch() {
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                       const int32_t* doc_start) {
   const int64_t group = H / Hkv, nblk = (T + kQBlock - 1) / kQBlock;
   const int64_t ldq = H * hd, ldk = Hkv * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -78,13 +98,18 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       const int64_t blk = nblk - 1 - task % nblk;  // big blocks first
       const int64_t bh = task / nblk, b = bh / H, h = bh % H, g = h / group;
       const int64_t i0 = blk * kQBlock, i1 = std::min(T, i0 + kQBlock), m = i1 - i0;
+      // Scores of keys [k0, i1): w columns.
+      const int64_t k0 = first_key(doc_start, b, T, i0, i1), w = i1 - k0;
       const float* qb = q + (b * T + i0) * ldq + h * hd;
-      const float* kb = k + b * T * ldk + g * hd;
-      const float* vb = v + b * T * ldk + g * hd;
-      gemm(false, true, m, i1, hd, scale, qb, ldq, kb, ldk, 0.0f, S.data(), i1);
+      const float* kb = k + (b * T + k0) * ldk + g * hd;
+      const float* vb = v + (b * T + k0) * ldk + g * hd;
+      gemm(false, true, m, w, hd, scale, qb, ldq, kb, ldk, 0.0f, S.data(), w);
       float* lrow = lse + (b * H + h) * T + i0;
-      for (int64_t i = 0; i < m; ++i) lrow[i] = softmax_row(S.data() + i * i1, i0 + i + 1, i1);
-      gemm(false, false, m, hd, i1, 1.0f, S.data(), i1, vb, ldk, 0.0f,
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t lo = doc_start ? doc_start[b * T + i0 + i] - k0 : 0;
+        lrow[i] = softmax_row(S.data() + i * w, lo, i0 + i + 1 - k0, w);
+      }
+      gemm(false, false, m, hd, w, 1.0f, S.data(), w, vb, ldk, 0.0f,
            out + (b * T + i0) * ldq + h * hd, ldq);
     }
   }
@@ -92,7 +117,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* lse, const float* q, const float* k, const float* v,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
+                        const int32_t* doc_start) {
   const int64_t group = H / Hkv, nblk = (T + kQBlock - 1) / kQBlock;
   const int64_t ldq = H * hd, ldk = Hkv * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -111,14 +137,17 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < tasks; ++bh) {
       const int64_t b = bh / H, h = bh % H, g = h / group;
-      const float* kb = k + b * T * ldk + g * hd;
-      const float* vb = v + b * T * ldk + g * hd;
+      const float* kseq = k + b * T * ldk + g * hd;
+      const float* vseq = v + b * T * ldk + g * hd;
       float* dkh = dk_part + bh * T * hd;
       float* dvh = dv_part + bh * T * hd;
       std::memset(dkh, 0, sizeof(float) * T * hd);
       std::memset(dvh, 0, sizeof(float) * T * hd);
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t i0 = blk * kQBlock, i1 = std::min(T, i0 + kQBlock), m = i1 - i0;
+        const int64_t k0 = first_key(doc_start, b, T, i0, i1), w = i1 - k0;  // keys [k0, i1)
+        const float* kb = kseq + k0 * ldk;
+        const float* vb = vseq + k0 * ldk;
         float* P = S.data();
         float* dP = S.data() + kQBlock * T;
         float* D = dP + kQBlock * T;
@@ -126,16 +155,18 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         const float* dob = dout + (b * T + i0) * ldq + h * hd;
         const float* ob = out + (b * T + i0) * ldq + h * hd;
         const float* lrow = lse + (b * H + h) * T + i0;
-        gemm(false, true, m, i1, hd, scale, qb, ldq, kb, ldk, 0.0f, P, i1);
-        gemm(false, true, m, i1, hd, 1.0f, dob, ldq, vb, ldk, 0.0f, dP, i1);
+        gemm(false, true, m, w, hd, scale, qb, ldq, kb, ldk, 0.0f, P, w);
+        gemm(false, true, m, w, hd, 1.0f, dob, ldq, vb, ldk, 0.0f, dP, w);
         for (int64_t i = 0; i < m; ++i) D[i] = dot(dob + i * ldq, ob + i * ldq, hd);
-        for (int64_t i = 0; i < m; ++i)
-          softmax_row_backward(P + i * i1, dP + i * i1, lrow[i], D[i], i0 + i + 1, i1);
-        // dQ = scale * dS K;  dK += scale * dS^T Q;  dV += P^T dO
-        gemm(false, false, m, hd, i1, scale, dP, i1, kb, ldk, 0.0f,
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t lo = doc_start ? doc_start[b * T + i0 + i] - k0 : 0;
+          softmax_row_backward(P + i * w, dP + i * w, lrow[i], D[i], lo, i0 + i + 1 - k0, w);
+        }
+        // dQ = scale * dS K;  dK += scale * dS^T Q;  dV += P^T dO  (rows k0.. of dK, dV)
+        gemm(false, false, m, hd, w, scale, dP, w, kb, ldk, 0.0f,
              dq + (b * T + i0) * ldq + h * hd, ldq);
-        gemm(true, false, i1, hd, m, scale, dP, i1, qb, ldq, 1.0f, dkh, hd);
-        gemm(true, false, i1, hd, m, 1.0f, P, i1, dob, ldq, 1.0f, dvh, hd);
+        gemm(true, false, w, hd, m, scale, dP, w, qb, ldq, 1.0f, dkh + k0 * hd, hd);
+        gemm(true, false, w, hd, m, 1.0f, P, w, dob, ldq, 1.0f, dvh + k0 * hd, hd);
       }
     }
     // Sum the partials of each kv group into dk/dv [B, T, Hkv, hd].

@@ -48,10 +48,10 @@ STEM_SIMD void rope_row(float* STEM_RESTRICT x, const float* STEM_RESTRICT c,
 }
 
 void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t nh,
-                int64_t hd, int64_t pos0, float sign) {
+                int64_t hd, int64_t pos0, const int32_t* pos, float sign) {
   const int64_t half = hd / 2;
   cpu::parallel_for(B * T, B * T * nh * hd > 32768, [&](int64_t bt) {
-    const int64_t p = pos0 + bt % T;
+    const int64_t p = pos0 + (pos ? static_cast<int64_t>(pos[bt]) : bt % T);
     for (int64_t h = 0; h < nh; ++h)
       rope_row(x + (bt * nh + h) * hd, cos + p * half, sin + p * half, half, sign);
   });
@@ -92,13 +92,13 @@ void rope_tables(float* cos, float* sin, int64_t P, int64_t hd, double theta) {
 }
 
 void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t nh,
-                  int64_t hd, int64_t pos0) {
-  rope_apply(x, cos, sin, B, T, nh, hd, pos0, 1.0f);
+                  int64_t hd, int64_t pos0, const int32_t* pos) {
+  rope_apply(x, cos, sin, B, T, nh, hd, pos0, pos, 1.0f);
 }
 
 void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T,
-                   int64_t nh, int64_t hd, int64_t pos0) {
-  rope_apply(dx, cos, sin, B, T, nh, hd, pos0, -1.0f);
+                   int64_t nh, int64_t hd, int64_t pos0, const int32_t* pos) {
+  rope_apply(dx, cos, sin, B, T, nh, hd, pos0, pos, -1.0f);
 }
 
 }  // namespace stem::kernels

@@ -12,7 +12,8 @@
 // only to keep the signatures aligned, and are not touched.
 //
 // Not mirrored: build_row_index (the real one is used; it is tested on its
-// own against a naive grouping), gemm_peak_gflops (a measurement, not an op)
+// own against a naive grouping), doc_starts and doc_positions (likewise, host
+// helpers tested on their own), gemm_peak_gflops (a measurement, not an op)
 // and the float-only MoeWeights/MoeGrads, which get templated twins here.
 // The inference ops of infer_kernels.h are checked against attention_forward
 // and linear_forward below, which define them.
@@ -164,14 +165,14 @@ std::vector<Real> rotate_half(const std::vector<Real>& x) {
 // or x <- x*C - rotate_half(x*S) (the transpose of that linear map).
 template <typename Real>
 void rope_apply(Real* x, const Real* cos, const Real* sin, int64_t B, int64_t T, int64_t nh,
-                int64_t hd, int64_t pos0, bool transpose) {
+                int64_t hd, int64_t pos0, const int32_t* pos, bool transpose) {
   const int64_t half = hd / 2;
   std::vector<Real> v(hd), c(hd), s(hd);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < nh; ++h) {
         Real* row = x + ((b * T + t) * nh + h) * hd;
-        const int64_t p = pos0 + t;
+        const int64_t p = pos0 + (pos ? int64_t(pos[b * T + t]) : t);
         for (int64_t j = 0; j < hd; ++j) {  // angles repeated twice to length hd
           v[j] = row[j];
           c[j] = cos[p * half + j % half];
@@ -192,29 +193,37 @@ void rope_apply(Real* x, const Real* cos, const Real* sin, int64_t B, int64_t T,
 
 template <typename Real>
 void rope_forward(Real* x, const Real* cos, const Real* sin, int64_t B, int64_t T, int64_t nh,
-                  int64_t hd, int64_t pos0) {
-  detail::rope_apply(x, cos, sin, B, T, nh, hd, pos0, /*transpose=*/false);
+                  int64_t hd, int64_t pos0, const int32_t* pos) {
+  detail::rope_apply(x, cos, sin, B, T, nh, hd, pos0, pos, /*transpose=*/false);
 }
 
 template <typename Real>
 void rope_backward(Real* dx, const Real* cos, const Real* sin, int64_t B, int64_t T, int64_t nh,
-                   int64_t hd, int64_t pos0) {
-  detail::rope_apply(dx, cos, sin, B, T, nh, hd, pos0, /*transpose=*/true);
+                   int64_t hd, int64_t pos0, const int32_t* pos) {
+  detail::rope_apply(dx, cos, sin, B, T, nh, hd, pos0, pos, /*transpose=*/true);
 }
 
 // ---------------------------------------------------------------- attention
 namespace detail {
-// P[i][j] (j <= i) of one (batch, query head), the full causal softmax matrix.
+// The first key query i of sequence b reads: its document start, or 0.
+inline int64_t first_key(const int32_t* doc_start, int64_t b, int64_t T, int64_t i) {
+  return doc_start ? int64_t(doc_start[b * T + i]) : 0;
+}
+
+// P[i][j] (first_key(i) <= j <= i) of one (batch, query head), the full
+// softmax matrix; 0 elsewhere.
 template <typename Real>
 std::vector<Real> attention_probs(const Real* q, const Real* k, int64_t b, int64_t h, int64_t T,
-                                  int64_t H, int64_t Hkv, int64_t hd, std::vector<Real>* lse) {
+                                  int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start,
+                                  std::vector<Real>* lse) {
   const int64_t kvh = h / (H / Hkv);
   const Real scale = Real(1) / std::sqrt(Real(hd));
   std::vector<Real> P(T * T, Real(0));
   for (int64_t i = 0; i < T; ++i) {
     const Real* qi = q + ((b * T + i) * H + h) * hd;
+    const int64_t j0 = first_key(doc_start, b, T, i);
     Real mx = -INFINITY;
-    for (int64_t j = 0; j <= i; ++j) {
+    for (int64_t j = j0; j <= i; ++j) {
       const Real* kj = k + ((b * T + j) * Hkv + kvh) * hd;
       Real s = 0;
       for (int64_t e = 0; e < hd; ++e) s += qi[e] * kj[e];
@@ -222,8 +231,8 @@ std::vector<Real> attention_probs(const Real* q, const Real* k, int64_t b, int64
       mx = std::max(mx, P[i * T + j]);
     }
     Real sum = 0;
-    for (int64_t j = 0; j <= i; ++j) sum += std::exp(P[i * T + j] - mx);
-    for (int64_t j = 0; j <= i; ++j) P[i * T + j] = std::exp(P[i * T + j] - mx) / sum;
+    for (int64_t j = j0; j <= i; ++j) sum += std::exp(P[i * T + j] - mx);
+    for (int64_t j = j0; j <= i; ++j) P[i * T + j] = std::exp(P[i * T + j] - mx) / sum;
     if (lse) (*lse)[i] = mx + std::log(sum);
   }
   return P;
@@ -232,18 +241,19 @@ std::vector<Real> attention_probs(const Real* q, const Real* k, int64_t b, int64
 
 template <typename Real>
 void attention_forward(Real* out, Real* lse, const Real* q, const Real* k, const Real* v, int64_t B,
-                       int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                       int64_t T, int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start) {
   std::vector<Real> row_lse(T);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t kvh = h / (H / Hkv);
-      const std::vector<Real> P = detail::attention_probs(q, k, b, h, T, H, Hkv, hd, &row_lse);
+      const std::vector<Real> P =
+          detail::attention_probs(q, k, b, h, T, H, Hkv, hd, doc_start, &row_lse);
       for (int64_t i = 0; i < T; ++i) {
         lse[(b * H + h) * T + i] = row_lse[i];
         Real* oi = out + ((b * T + i) * H + h) * hd;
         for (int64_t e = 0; e < hd; ++e) {
           Real acc = 0;
-          for (int64_t j = 0; j <= i; ++j)
+          for (int64_t j = detail::first_key(doc_start, b, T, i); j <= i; ++j)
             acc += P[i * T + j] * v[((b * T + j) * Hkv + kvh) * hd + e];
           oi[e] = acc;
         }
@@ -255,7 +265,7 @@ void attention_forward(Real* out, Real* lse, const Real* q, const Real* k, const
 template <typename Real>
 void attention_backward(Real* dq, Real* dk, Real* dv, const Real* dout, const Real* /*out*/,
                         const Real* /*lse*/, const Real* q, const Real* k, const Real* v, int64_t B,
-                        int64_t T, int64_t H, int64_t Hkv, int64_t hd) {
+                        int64_t T, int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start) {
   for (int64_t i = 0; i < B * T * H * hd; ++i) dq[i] = 0;
   for (int64_t i = 0; i < B * T * Hkv * hd; ++i) dk[i] = dv[i] = 0;
   const Real scale = Real(1) / std::sqrt(Real(hd));
@@ -264,18 +274,20 @@ void attention_backward(Real* dq, Real* dk, Real* dv, const Real* dout, const Re
       const int64_t kvh = h / (H / Hkv);
       auto Q = [&](int64_t t) { return q + ((b * T + t) * H + h) * hd; };
       auto KV = [&](int64_t t) { return ((b * T + t) * Hkv + kvh) * hd; };
-      const std::vector<Real> P = detail::attention_probs<Real>(q, k, b, h, T, H, Hkv, hd, nullptr);
+      const std::vector<Real> P =
+          detail::attention_probs<Real>(q, k, b, h, T, H, Hkv, hd, doc_start, nullptr);
       for (int64_t i = 0; i < T; ++i) {
         const Real* doi = dout + ((b * T + i) * H + h) * hd;
+        const int64_t j0 = detail::first_key(doc_start, b, T, i);
         std::vector<Real> dP(i + 1);
         Real pdp = 0;  // sum_j P_ij dP_ij
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = j0; j <= i; ++j) {
           Real s = 0;
           for (int64_t e = 0; e < hd; ++e) s += doi[e] * v[KV(j) + e];
           dP[j] = s;
           pdp += P[i * T + j] * s;
         }
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = j0; j <= i; ++j) {
           const Real pij = P[i * T + j];
           const Real dS = pij * (dP[j] - pdp);  // gradient wrt the scaled score
           for (int64_t e = 0; e < hd; ++e) {
