@@ -295,6 +295,7 @@ TEST(TrainGroups, ResumeIsExactWithEveryNewOption) {
   o.distill_temperature = 1.5f;
   o.rope_theta = 20000.0f;
   o.seq = 48;
+  o.doc_mask = true;
   for (bool lazy : {false, true}) {
     o.lazy_tables = lazy;
     o.out_dir = (scratch() / (lazy ? "groups_full_lazy" : "groups_full")).string();
@@ -320,6 +321,34 @@ TEST(TrainGroups, ResumeIsExactWithEveryNewOption) {
   ASSERT_TRUE(cfg.ok());
   EXPECT_EQ(cfg->rope_theta, 20000.0);
   EXPECT_EQ(cfg->max_position_embeddings, 64);  // 48 fits the 64 it had
+}
+
+TEST(TrainGroups, DocumentMaskingChangesTrainingAndIsSaved) {
+  // The tiny corpus again, each sentence a paragraph and a document: every
+  // window crosses some.
+  const std::string data = (scratch() / "short_docs").string();
+  tiny();  // writes scratch()/text/a.txt
+  std::ifstream in(scratch() / "text" / "a.txt");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (size_t at = text.find(". "); at != std::string::npos; at = text.find(". ", at)) text.replace(at, 2, ".\n\n");
+  fs::create_directories(scratch() / "sentences");
+  std::ofstream(scratch() / "sentences" / "a.txt") << text;
+  ASSERT_EQ(sh(std::string(STEM_BINARY) + " prepare --input " + (scratch() / "sentences").string() + " --out " + data +
+               " --vocab-size 400 --val-fraction 0.1 --doc-bytes 100 > /dev/null 2>&1"),
+            0);
+  train::TrainOptions o = continued(converted(), (scratch() / "nomask").string());
+  o.data_dir = data;
+  o.seq = 64;
+  o.steps = 3;
+  train::TrainOptions m = o;
+  m.out_dir = (scratch() / "mask").string();
+  m.doc_mask = true;
+  const auto a = train_losses(o), b = train_losses(m);
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  EXPECT_NE(a, b) << "every window crosses documents";
+  std::ifstream state(checkpoint(m.out_dir, 3) + "/trainer_state.json");
+  EXPECT_EQ(nlohmann::json::parse(state)["options"]["doc_mask"], true);
 }
 
 TEST(TrainGroups, LongerSequencesNeedARopeBaseAndBadOptionsAreErrors) {

@@ -237,6 +237,7 @@ struct Trainer::Impl {
     if (tc.max_position_embeddings < opt.seq)
       return Status::error(where + "max_position_embeddings = " + std::to_string(tc.max_position_embeddings) +
                            " is shorter than --seq " + std::to_string(opt.seq));
+    if (opt.doc_mask) engine(teacher).set_doc_mask(data.bos_id, data.eos_id);  // it sees what the student sees
     distill = true;
     return ok_status();
   }
@@ -296,7 +297,6 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   if (!o.teacher.empty() && (!(o.distill_alpha >= 0 && o.distill_alpha <= 1) || !(o.distill_temperature > 0)))
     return Status::error("train: need --distill-alpha in [0, 1] and --distill-temperature > 0, got " +
                          std::to_string(o.distill_alpha) + " and " + std::to_string(o.distill_temperature));
-  if (o.doc_mask) return Status::error("train: --doc-mask is not available yet");
   if (!(o.rope_theta >= 0)) return Status::error("train: --rope-theta must be > 0, got " + std::to_string(o.rope_theta));
   std::string init_dir;
   if (!o.init_from.empty()) {
@@ -376,6 +376,11 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   if (!init_dir.empty() && ckpt.empty()) STEM_RETURN_IF_ERROR(load_initial_weights(init_dir, w));
   I.tr = std::make_unique<model::Transformer>(I.cfg, std::move(w));
   I.tr->set_tokenizer_path(I.data.tokenizer_path);
+  if (o.doc_mask) {
+    if (I.data.bos_id < 0 && I.data.eos_id < 0)
+      return Status::error(o.data_dir + "/data.json: no bos_id or eos_id, so --doc-mask finds no document boundaries");
+    I.tr->set_doc_mask(I.data.bos_id, I.data.eos_id);
+  }
   if (!o.teacher.empty()) STEM_RETURN_IF_ERROR(I.load_teacher());
   AdamWOptions ao;
   ao.beta1 = o.beta1;
