@@ -23,6 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::scratch;
 using test::sh;
+using test::run_losses;
 using test::tiny;
 
 // A dense model of the tiny corpus's vocabulary, saved to DIR. With
@@ -201,22 +202,6 @@ train::TrainOptions continued(const std::string& init, const std::string& out) {
   return o;
 }
 
-std::map<int64_t, double> train_losses(const train::TrainOptions& o, int64_t stop_after = 0) {
-  auto t = train::Trainer::create(o);
-  EXPECT_TRUE(t.ok()) << t.status().message();
-  if (!t.ok()) return {};
-  std::map<int64_t, double> losses;
-  std::atomic<bool> stop{false};
-  auto r = (*t)->run(
-      [&](const train::StepRecord& rec) {
-        losses[rec.step] = rec.loss;
-        if (stop_after && rec.step == stop_after) stop = true;
-      },
-      &stop);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  return losses;
-}
-
 std::string checkpoint(const std::string& run, int step) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%08d", step);
@@ -237,7 +222,7 @@ TEST(TrainGroups, FrozenBackboneStaysBitIdenticalThenMoves) {
   train::TrainOptions o = continued(converted(), (scratch() / "frozen").string());
   o.freeze_backbone_steps = 3;
   o.lr_tables = 1e-2f;
-  ASSERT_EQ(train_losses(o).size(), 6u);
+  ASSERT_EQ(run_losses(o).size(), 6u);
   auto init = Model::load(converted());
   ASSERT_TRUE(init.ok());
   const model::TensorList& w0 = engine(*init).weights();
@@ -276,7 +261,7 @@ TEST(TrainGroups, DistillationWithAlphaZeroIsPlainTraining) {
   half.out_dir = (scratch() / "alpha_half").string();
   half.distill_alpha = 0.5f;
   half.distill_temperature = 2.0f;
-  const auto a = train_losses(plain), b = train_losses(zero), c = train_losses(half);
+  const auto a = run_losses(plain), b = run_losses(zero), c = run_losses(half);
   ASSERT_EQ(a.size(), 6u);
   for (const auto& [step, loss] : a) {
     EXPECT_EQ(b.at(step), loss) << "step " << step;
@@ -299,14 +284,14 @@ TEST(TrainGroups, ResumeIsExactWithEveryNewOption) {
   for (bool lazy : {false, true}) {
     o.lazy_tables = lazy;
     o.out_dir = (scratch() / (lazy ? "groups_full_lazy" : "groups_full")).string();
-    const auto full = train_losses(o);
+    const auto full = run_losses(o);
     ASSERT_EQ(full.size(), 6u);
     train::TrainOptions b = o;
     b.out_dir += "_split";
-    const auto first = train_losses(b, 4);
+    const auto first = run_losses(b, 4);
     b.resume = true;
     b.force = false;
-    const auto rest = train_losses(b);
+    const auto rest = run_losses(b);
     ASSERT_EQ(rest.size(), 2u);
     for (const auto& [step, loss] : first) EXPECT_EQ(loss, full.at(step)) << "step " << step;
     for (const auto& [step, loss] : rest) EXPECT_EQ(loss, full.at(step)) << "lazy " << lazy << " step " << step;
@@ -343,7 +328,7 @@ TEST(TrainGroups, DocumentMaskingChangesTrainingAndIsSaved) {
   train::TrainOptions m = o;
   m.out_dir = (scratch() / "mask").string();
   m.doc_mask = true;
-  const auto a = train_losses(o), b = train_losses(m);
+  const auto a = run_losses(o), b = run_losses(m);
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u);
   EXPECT_NE(a, b) << "every window crosses documents";
@@ -359,7 +344,7 @@ TEST(TrainGroups, LongerSequencesNeedARopeBaseAndBadOptionsAreErrors) {
   EXPECT_NE(t.status().message().find("--rope-theta"), std::string::npos) << t.status().message();
   o.rope_theta = 40000.0f;
   o.steps = 2;
-  ASSERT_EQ(train_losses(o).size(), 2u);
+  ASSERT_EQ(run_losses(o).size(), 2u);
   auto cfg = ModelConfig::load(checkpoint(o.out_dir, 2) + "/config.json");
   ASSERT_TRUE(cfg.ok());
   EXPECT_EQ(cfg->max_position_embeddings, 96);

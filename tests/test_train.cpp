@@ -30,6 +30,7 @@ namespace stem {
 namespace {
 namespace fs = std::filesystem;
 using test::metrics_losses;
+using test::run_losses;
 using test::scratch;
 using test::sh;
 using test::tiny;
@@ -52,28 +53,6 @@ train::TrainOptions base_options(const std::string& out) {
   o.peak_gflops = 100;
   o.force = true;
   return o;
-}
-
-std::map<int64_t, double> run_losses(const train::TrainOptions& o, int64_t stop_after = 0) {
-  auto t = train::Trainer::create(o);
-  EXPECT_TRUE(t.ok()) << t.status().message();
-  std::map<int64_t, double> losses;
-  std::atomic<bool> stop{false};
-  auto r = (*t)->run(
-      [&](const train::StepRecord& rec) {
-        losses[rec.step] = rec.loss;
-        if (stop_after && rec.step == stop_after) stop = true;
-      },
-      &stop);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  // The run's metrics.jsonl holds every step up to now, as reported.
-  auto records = read_metrics(o.out_dir);
-  EXPECT_TRUE(records.ok()) << records.status().message();
-  if (records.ok() && !losses.empty()) {
-    EXPECT_EQ(records->back().step, losses.rbegin()->first);
-    EXPECT_EQ(records->back().loss, losses.rbegin()->second);
-  }
-  return losses;
 }
 
 TEST(TrainSchedule, WarmupThenCosineToFloor) {

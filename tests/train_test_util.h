@@ -1,7 +1,7 @@
 // Shared by the training tests: a scratch directory per test process, a
 // shell runner, a tiny prepared corpus (vocab 400) with a model config that
 // mixes dense, STEM and hash-MoE layers, and the losses of a run's
-// metrics.jsonl.
+// metrics.jsonl, and the losses a run reports.
 #pragma once
 
 #include <sys/wait.h>
@@ -16,7 +16,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include "stem/config.h"
+#include "stem/train.h"
 
 namespace stem::test {
 namespace fs = std::filesystem;
@@ -90,6 +93,31 @@ inline std::map<int64_t, double> metrics_losses(const fs::path& run) {
     if (j.is_object()) m[j["step"].get<int64_t>()] = j["loss"].get<double>();
   }
   return m;
+}
+
+// The loss of every step a run of `o` reports, stopping it after step
+// `stop_after` when that is not 0; the run's metrics.jsonl must end with the
+// last of them.
+inline std::map<int64_t, double> run_losses(const TrainOptions& o, int64_t stop_after = 0) {
+  auto t = Trainer::create(o);
+  EXPECT_TRUE(t.ok()) << t.status().message();
+  if (!t.ok()) return {};
+  std::map<int64_t, double> losses;
+  std::atomic<bool> stop{false};
+  auto r = (*t)->run(
+      [&](const StepRecord& rec) {
+        losses[rec.step] = rec.loss;
+        if (stop_after && rec.step == stop_after) stop = true;
+      },
+      &stop);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  auto records = read_metrics(o.out_dir);
+  EXPECT_TRUE(records.ok()) << records.status().message();
+  if (records.ok() && !losses.empty()) {
+    EXPECT_EQ(records->back().step, losses.rbegin()->first);
+    EXPECT_EQ(records->back().loss, losses.rbegin()->second);
+  }
+  return losses;
 }
 
 }  // namespace stem::test

@@ -179,19 +179,39 @@ model::TensorList copy_common(const model::TensorList& from, const ModelConfig& 
   return w;
 }
 
+// The layers `spec` names (default: all-but-first to STEM, every STEM layer
+// to dense), each of which must be of type `from`.
+Result<std::vector<int>> chosen_layers(const Model& src, const std::string& spec, FfnType from) {
+  const ModelConfig& cfg = src.config();
+  const bool to_stem = from == FfnType::Dense;
+  std::vector<int> layers;
+  if (spec.empty() && !to_stem) {
+    for (int l = 0; l < cfg.num_hidden_layers; ++l)
+      if (cfg.ffn_types[l] == FfnType::Stem) layers.push_back(l);
+    if (layers.empty()) return Status::error(src.dir() + "/config.json: no STEM layer to make dense");
+  } else {
+    STEM_ASSIGN_OR_RETURN(layers, parse_layers(spec.empty() ? "all-but-first" : spec, static_cast<int>(cfg.num_hidden_layers)));
+    if (layers.empty()) return Status::error("--layers " + spec + ": no layer chosen");
+  }
+  for (int l : layers)
+    if (cfg.ffn_types[l] != from)
+      return Status::error(src.dir() + "/config.json: layer " + std::to_string(l) + " is " + ffn_type_name(cfg.ffn_types[l]) +
+                           ", not " + ffn_type_name(from) + "; only " + (to_stem ? "dense layers become STEM" : "STEM layers become dense"));
+  return layers;
+}
+
+void report_sample(const InputStats& st, ArchConvertReport* rep) {
+  rep->sample_tokens = st.tokens;
+  for (int64_t c : st.count) rep->tokens_seen += c > 0;
+}
+
 }  // namespace
 
 Result<ArchConvertReport> convert_to_stem(const std::string& dir, const std::string& out, const ArchConvertOptions& o) {
   STEM_ASSIGN_OR_RETURN(Model src, open_source(dir, out));
   model::Transformer& tr = engine(src);
   const ModelConfig& cfg = src.config();
-  STEM_ASSIGN_OR_RETURN(std::vector<int> layers,
-                        parse_layers(o.layers.empty() ? "all-but-first" : o.layers, static_cast<int>(cfg.num_hidden_layers)));
-  if (layers.empty()) return Status::error("--layers " + o.layers + ": no layer chosen");
-  for (int l : layers)
-    if (cfg.ffn_types[l] != FfnType::Dense)
-      return Status::error(src.dir() + "/config.json: layer " + std::to_string(l) + " is " + ffn_type_name(cfg.ffn_types[l]) +
-                           ", not dense; only dense layers become STEM");
+  STEM_ASSIGN_OR_RETURN(std::vector<int> layers, chosen_layers(src, o.layers, FfnType::Dense));
   if (o.init == TableInit::Mean && o.data_dir.empty())
     return Status::error("--init mean: give --data DIR (a prepared data directory) for the FFN inputs");
   ArchConvertReport rep;
@@ -199,8 +219,7 @@ Result<ArchConvertReport> convert_to_stem(const std::string& dir, const std::str
   InputStats st;
   if (o.init == TableInit::Mean) {
     STEM_ASSIGN_OR_RETURN(st, gather_inputs(tr, layers, false, o));
-    rep.sample_tokens = st.tokens;
-    for (int64_t c : st.count) rep.tokens_seen += c > 0;
+    report_sample(st, &rep);
   }
   ModelConfig nc = cfg;
   for (int l : layers) nc.ffn_types[l] = FfnType::Stem;
@@ -232,25 +251,13 @@ Result<ArchConvertReport> convert_to_dense(const std::string& dir, const std::st
   STEM_ASSIGN_OR_RETURN(Model src, open_source(dir, out));
   model::Transformer& tr = engine(src);
   const ModelConfig& cfg = src.config();
-  std::vector<int> layers;
-  if (o.layers.empty()) {
-    for (int l = 0; l < cfg.num_hidden_layers; ++l)
-      if (cfg.ffn_types[l] == FfnType::Stem) layers.push_back(l);
-  } else {
-    STEM_ASSIGN_OR_RETURN(layers, parse_layers(o.layers, static_cast<int>(cfg.num_hidden_layers)));
-  }
-  if (layers.empty()) return Status::error(src.dir() + "/config.json: no STEM layer to make dense");
-  for (int l : layers)
-    if (cfg.ffn_types[l] != FfnType::Stem)
-      return Status::error(src.dir() + "/config.json: layer " + std::to_string(l) + " is " + ffn_type_name(cfg.ffn_types[l]) +
-                           ", not stem; only STEM layers become dense");
+  STEM_ASSIGN_OR_RETURN(std::vector<int> layers, chosen_layers(src, o.layers, FfnType::Stem));
   if (o.data_dir.empty())
     return Status::error("--to-dense: give --data DIR; the up-projection is fitted to the FFN inputs of its sample");
   ArchConvertReport rep;
   rep.layers = layers;
   STEM_ASSIGN_OR_RETURN(InputStats st, gather_inputs(tr, layers, true, o));
-  rep.sample_tokens = st.tokens;
-  for (int64_t c : st.count) rep.tokens_seen += c > 0;
+  report_sample(st, &rep);
   ModelConfig nc = cfg;
   for (int l : layers) nc.ffn_types[l] = FfnType::Dense;
   model::TensorList w = copy_common(tr.weights(), nc);
