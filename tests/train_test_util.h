@@ -38,11 +38,19 @@ inline ModelConfig two_layer_config(int64_t V) {
   return c;
 }
 
+// The test process's scratch directory, removed at exit when every test
+// passed (kept for a look otherwise; never by a forked child).
 inline fs::path scratch() {
   static fs::path p = [] {
     fs::path d = fs::temp_directory_path() / ("stem_train_test_" + std::to_string(::getpid()));
     fs::remove_all(d);
     fs::create_directories(d);
+    static const pid_t owner = ::getpid();
+    std::atexit([] {
+      if (::getpid() != owner || !::testing::UnitTest::GetInstance()->Passed()) return;
+      std::error_code ec;
+      fs::remove_all(fs::temp_directory_path() / ("stem_train_test_" + std::to_string(owner)), ec);
+    });
     return d;
   }();
   return p;

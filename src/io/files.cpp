@@ -111,11 +111,16 @@ Status write_file_atomic(const std::string& path, const std::function<Status(int
     ::unlink(tmp.c_str());
     return Status::error(path + ": cannot rename '" + tmp + "' into place: " + errno_str(err));
   }
-  // Make the rename itself durable. Some file systems refuse fsync on a
-  // directory (EINVAL); the file is in place either way.
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dfd.get() >= 0 && ::fsync(dfd.get()) != 0 && errno != EINVAL && errno != ENOTSUP)
-    return Status::error(path + ": written, but fsync of directory '" + dir + "' failed: " + errno_str(errno));
+  // Make the rename itself durable.
+  if (Status s = fsync_dir(dir); !s.ok()) return Status::error(path + ": written, but " + s.message());
+  return ok_status();
+}
+
+Status fsync_dir(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return Status::error(dir + ": cannot open the directory to sync it: " + errno_str(errno));
+  if (::fsync(fd.get()) != 0 && errno != EINVAL && errno != ENOTSUP)
+    return Status::error(dir + ": fsync of the directory failed: " + errno_str(errno));
   return ok_status();
 }
 

@@ -18,6 +18,10 @@ namespace stem::io {
 // as it was.
 Status write_file_atomic(const std::string& path, const std::function<Status(int fd)>& write);
 Status write_text_atomic(const std::string& path, const std::string& text);
+// Makes a directory's entries (a rename into it) durable. File systems that
+// refuse fsync on a directory (EINVAL, ENOTSUP) count as success; any other
+// failure means the disk did not take them.
+Status fsync_dir(const std::string& dir);
 // write(2) until done, retrying on EINTR; `what` names the file in errors.
 Status write_all(int fd, const void* data, size_t n, const std::string& what);
 

@@ -212,11 +212,7 @@ Status TokenShardWriter::finish() {
     return fail(Status::error(path_ + ": cannot rename '" + tmp_ + "' into place: " + std::strerror(errno)));
   finished_ = true;
   const std::string dir = std::filesystem::path(path_).parent_path().string();
-  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);  // durability of the rename; some file systems refuse, the file is in place
-    ::close(dfd);
-  }
+  if (Status s = fsync_dir(dir.empty() ? "." : dir); !s.ok()) return Status::error(path_ + ": written, but " + s.message());
   return ok_status();
 }
 

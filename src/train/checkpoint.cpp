@@ -39,18 +39,9 @@ std::string step_name(int64_t step) {
   return buf;
 }
 
-// Makes a folder's entries durable. Some file systems refuse fsync on a
-// directory (EINVAL, ENOTSUP); any other failure means the disk did not take
-// them, and the checkpoint must not be reported saved.
-Status fsync_dir(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::error(dir.string() + ": cannot open directory to sync: " + std::strerror(errno));
-  const int rc = ::fsync(fd), err = errno;
-  ::close(fd);
-  if (rc != 0 && err != EINVAL && err != ENOTSUP)
-    return Status::error(dir.string() + ": fsync of the directory failed: " + std::strerror(err));
-  return ok_status();
-}
+// A folder's entries made durable (io::fsync_dir): a checkpoint whose
+// entries the disk did not take must not be reported saved.
+Status fsync_dir(const fs::path& dir) { return io::fsync_dir(dir.string()); }
 
 }  // namespace
 
