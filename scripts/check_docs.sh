@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the commands of README.md, docs/evaluation.md, docs/memory-tiers.md,
-# docs/editing.md, docs/reliability.md and docs/performance.md in the order the pages give
+# docs/editing.md, docs/reliability.md, docs/convert.md and docs/performance.md in the order the pages give
 # them, as a user would: from a scratch directory that looks like the
 # repository's root (build/, configs/, corpus/, scripts/ linked in), each
 # command's exit code checked. Long runs are shortened by the substitutions
@@ -22,7 +22,8 @@
 # no commands.
 #
 # Usage: scripts/check_docs.sh [WORK_DIR]     (default: a new temporary directory)
-# Environment: BUILD_DIR (default build/) is linked in as build/; CORPUS=DIR reuses an assembled corpus instead of running
+# Environment: BUILD_DIR (default build/) is linked in as build/; PAGES="docs/convert.md ..."
+# runs only those pages; CORPUS=DIR reuses an assembled corpus instead of running
 # `scripts/setup.sh --corpus` (which installs Debian packages). Exit 1 on the
 # first failing command, with its output.
 set -euo pipefail
@@ -39,11 +40,12 @@ have_torch=0
 /usr/bin/python3 -c "import torch, numpy" 2> /dev/null && have_torch=1
 
 # The commands, in page order, one per line (continuations joined).
-mapfile -t cmds < <(python3 - "$root" <<'EOF'
+mapfile -t cmds < <(python3 - "$root" "${PAGES:-}" <<'EOF'
 import re, sys
 root = sys.argv[1]
-for page in ("README.md", "docs/evaluation.md", "docs/memory-tiers.md", "docs/editing.md", "docs/reliability.md",
-             "docs/performance.md"):
+pages = ("README.md", "docs/evaluation.md", "docs/memory-tiers.md", "docs/editing.md", "docs/reliability.md",
+         "docs/convert.md", "docs/performance.md")
+for page in sys.argv[2].split() or pages:
     lines = open(f"{root}/{page}").read().split("\n")
     i = 0
     while i < len(lines):
@@ -63,7 +65,7 @@ EOF
 shorten() {
   sed -E -e 's/--steps 5000/--steps 30/g' -e 's/step-00005000/step-00000030/g' \
       -e 's/interrupt_stress.sh 50$/interrupt_stress.sh 1/' \
-      -e 's/--steps (200|400)( |$)/--steps 6\2/g' \
+      -e 's/--steps (200|300|400)( |$)/--steps 6\2/g' \
       -e 's/--steps [0-9]+ --warmup [0-9]+/--steps 2 --warmup 1/' \
       -e 's/^build\/stem demo/build\/stem demo --steps 20/' -e 's/step-00000600/step-00000020/g' \
       -e 's/^STEPS=20 (bash scripts\/bench_train_tables.sh)/STEPS=3 \1/' \
@@ -74,7 +76,8 @@ shorten() {
       -e 's/^(bash scripts\/world_edit.sh)$/STEPS=20 \1/' \
       -e 's/^(\/usr\/bin\/python3 scripts\/edit_study.py)$/\1 --seeds 1 --depths 4 --layouts all-stem --pairs 2/' \
       -e 's/--benchmark_min_time=[0-9.]+ --benchmark_repetitions=[0-9]+/--benchmark_min_time=0.01 --benchmark_repetitions=1/' \
-      -e 's/(bash scripts\/bench_compare.sh)$/\1 --quick/'
+      -e 's/(bash scripts\/bench_compare.sh)$/\1 --quick/' \
+      -e 's/^((LONG=1 )?bash scripts\/convert_study.sh)/STEPS=4 \1/'
 }
 
 cd "$work"
