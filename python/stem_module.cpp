@@ -15,6 +15,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <optional>
 
 #include "stem/edit.h"
 #include "stem/eval.h"
@@ -269,9 +270,19 @@ PYBIND11_MODULE(stem, mod) {
   mod.def(
       "train",
       [](const std::string& config, const std::string& data, const std::string& out, int64_t steps, int64_t batch,
-         int64_t seq, float lr, uint64_t seed, bool resume, const py::object& on_step) {
+         int64_t seq, float lr, uint64_t seed, bool resume, const py::object& on_step, const std::string& init_from,
+         std::optional<float> lr_tables, int64_t freeze_backbone_steps, const std::string& teacher, float distill_alpha,
+         float distill_temperature, float rope_theta, bool doc_mask) {
         stem::TrainOptions o;
         o.config_path = config;
+        o.init_from = init_from;
+        if (lr_tables) o.lr_tables = *lr_tables;
+        o.freeze_backbone_steps = freeze_backbone_steps;
+        o.teacher = teacher;
+        o.distill_alpha = distill_alpha;
+        o.distill_temperature = distill_temperature;
+        o.rope_theta = rope_theta;
+        o.doc_mask = doc_mask;
         o.data_dir = data;
         o.out_dir = out;
         o.steps = steps;
@@ -320,6 +331,44 @@ PYBIND11_MODULE(stem, mod) {
       },
       py::arg("config"), py::arg("data"), py::arg("out"), py::arg("steps") = 20, py::arg("batch") = 4,
       py::arg("seq") = 128, py::arg("lr") = 2e-3f, py::arg("seed") = 0, py::arg("resume") = false,
-      py::arg("on_step") = py::none(),
-      "Trains a model (config.json path) on a data directory from `stem prepare`; returns losses and the checkpoint");
+      py::arg("on_step") = py::none(), py::kw_only(), py::arg("init_from") = "", py::arg("lr_tables") = py::none(),
+      py::arg("freeze_backbone_steps") = 0, py::arg("teacher") = "", py::arg("distill_alpha") = 0.5f,
+      py::arg("distill_temperature") = 1.0f, py::arg("rope_theta") = 0.0f, py::arg("doc_mask") = false,
+      "Trains a model (config.json path, or \"\" with init_from) on a data directory from `stem prepare`; returns "
+      "losses and the checkpoint. The keyword options are those of `stem train` (docs/convert.md)");
+
+  // From dense to STEM and back (docs/convert.md).
+  auto convert = [](bool to_stem) {
+    return [to_stem](const std::string& model, const std::string& out, const std::string& layers,
+                     const std::string& init, const std::string& data, int64_t sample_tokens, double ridge) {
+      stem::ArchConvertOptions o;
+      o.layers = layers;
+      o.init = unwrap(stem::parse_table_init(init));
+      o.data_dir = data;
+      o.sample_tokens = sample_tokens;
+      o.ridge = ridge;
+      stem::Result<stem::ArchConvertReport> r = stem::Status::error("convert: not run");
+      {
+        NativeCall nc;
+        r = to_stem ? stem::convert_to_stem(model, out, o) : stem::convert_to_dense(model, out, o);
+      }
+      const stem::ArchConvertReport rep = unwrap(std::move(r));
+      py::dict d;
+      d["layers"] = rep.layers;
+      d["sample_tokens"] = rep.sample_tokens;
+      d["tokens_seen"] = rep.tokens_seen;
+      d["fit_rel_error"] = rep.fit_rel_error;
+      d["weight_bytes"] = rep.weight_bytes;
+      return d;
+    };
+  };
+  const stem::ArchConvertOptions defaults;
+  mod.def("convert_to_stem", convert(true), py::arg("model"), py::arg("out"), py::kw_only(), py::arg("layers") = "",
+          py::arg("init") = "embed", py::arg("data") = "", py::arg("sample_tokens") = defaults.sample_tokens,
+          py::arg("ridge") = defaults.ridge,
+          "A dense checkpoint written into OUT with the chosen layers made STEM (init embed, mean over DATA, or zero)");
+  mod.def("convert_to_dense", convert(false), py::arg("model"), py::arg("out"), py::kw_only(), py::arg("layers") = "",
+          py::arg("init") = "embed", py::arg("data") = "", py::arg("sample_tokens") = defaults.sample_tokens,
+          py::arg("ridge") = defaults.ridge,
+          "STEM layers made dense: up_proj fitted to each table by ridge least squares over DATA's FFN inputs");
 }

@@ -1,7 +1,7 @@
 """The stem Python module against the CLI: the same greedy tokens as
 `stem generate --greedy`, the same loss as `stem score` and `stem eval`, table rows as NumPy
 views without a copy, overlays applied and reverted bit for bit, a short
-training run, errors as RuntimeError. Run by ctest (PYTHONPATH=build/python,
+training run, conversion to STEM and continued training, errors as RuntimeError. Run by ctest (PYTHONPATH=build/python,
 STEM_BINARY=build/stem, STEM_SOURCE_DIR=the repository)."""
 import json
 import os
@@ -130,6 +130,30 @@ class StemModule(unittest.TestCase):
         self.assertNotEqual(m.score(ids), base)
         edited.revert()
         self.assertEqual(m.score(ids), base)
+
+    def test_convert_and_continued_training(self):
+        d = self.tmp.name
+        conv = os.path.join(d, "conv")
+        rep = stem.convert_to_stem(self.run_dir, conv, layers="0", init="mean", data=self.data, sample_tokens=4096)
+        self.assertEqual(rep["layers"], [0])
+        self.assertEqual(rep["sample_tokens"], 4096)
+        with open(os.path.join(conv, "config.json")) as f:
+            self.assertEqual(json.load(f)["ffn_types"], ["stem", "stem", "stem"])
+        # A teacher with weight 0 is plain training, bit for bit; the options are saved.
+        kw = dict(steps=3, batch=2, seq=64, init_from=conv, lr_tables=2e-2, freeze_backbone_steps=1)
+        plain = stem.train("", self.data, os.path.join(d, "ct"), **kw)
+        kd = stem.train("", self.data, os.path.join(d, "ct_kd"), teacher=self.run_dir, distill_alpha=0.0, **kw)
+        self.assertEqual(plain["losses"], kd["losses"])
+        with open(os.path.join(plain["checkpoint"], "trainer_state.json")) as f:
+            options = json.load(f)["options"]
+        self.assertAlmostEqual(options["lr_tables"], 2e-2)
+        self.assertEqual(options["freeze_backbone_steps"], 1)
+        back = stem.convert_to_dense(conv, os.path.join(d, "back"), layers="0", data=self.data, sample_tokens=4096)
+        self.assertLess(back["fit_rel_error"], 1.0)
+        with self.assertRaisesRegex(RuntimeError, "not one of embed, mean, zero"):
+            stem.convert_to_stem(self.run_dir, os.path.join(d, "bad"), layers="0", init="avg")
+        with self.assertRaisesRegex(RuntimeError, "not dense"):
+            stem.convert_to_stem(self.run_dir, os.path.join(d, "bad"), layers="1")
 
     def test_errors(self):
         with self.assertRaisesRegex(RuntimeError, "no_such_dir"):
