@@ -361,8 +361,20 @@ TEST(TrainGroups, LongerSequencesNeedARopeBaseAndBadOptionsAreErrors) {
   EXPECT_NE(t.status().message().find("max_position_embeddings"), std::string::npos) << t.status().message();
   o = continued(converted(), (scratch() / "bad2").string());
   o.freeze_backbone_steps = 6;
-  EXPECT_FALSE(train::Trainer::create(o).ok());
+  t = train::Trainer::create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().message(), "train: --freeze-backbone-steps = 6 (need in [0, --steps))");
   o.freeze_backbone_steps = 0;
+  o.lr_tables = -1;
+  t = train::Trainer::create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().message(), "train: --lr-tables = -1 (need > 0)");
+  o.lr_tables = NAN;  // unset: the backbone's
+  o.lr = NAN;
+  t = train::Trainer::create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().message(), "train: --lr = nan (need > 0)");
+  o.lr = 1e-3f;
   o.init_from = dense_model("dense_mismatch", false);
   o.config_path = (converted() + "/config.json");
   t = train::Trainer::create(o);

@@ -2,6 +2,7 @@
 #include "train/run_options.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -13,6 +14,40 @@ TrainOptions resolve_groups(TrainOptions o) {
   if (o.warmup_tables < 0) o.warmup_tables = o.warmup;
   if (std::isnan(o.weight_decay_tables)) o.weight_decay_tables = o.weight_decay;
   return o;
+}
+
+Status check_option_ranges(const TrainOptions& o) {
+  struct Range {
+    bool ok;
+    const char* flag;
+    double value;
+    const char* need;
+  };
+  const bool kd = !o.teacher.empty();
+  const Range ranges[] = {
+      {o.steps >= 1, "--steps", static_cast<double>(o.steps), ">= 1"},
+      {o.batch >= 1, "--batch", static_cast<double>(o.batch), ">= 1"},
+      {o.seq >= 2, "--seq", static_cast<double>(o.seq), ">= 2"},
+      {o.accum >= 1, "--accum", static_cast<double>(o.accum), ">= 1"},
+      {o.lr > 0, "--lr", o.lr, "> 0"},
+      {o.warmup >= 0, "--warmup", static_cast<double>(o.warmup), ">= 0"},
+      {o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "--min-lr-ratio", o.min_lr_ratio, "in [0, 1]"},
+      {o.lr_tables > 0, "--lr-tables", o.lr_tables, "> 0"},
+      {o.warmup_tables >= 0, "--warmup-tables", static_cast<double>(o.warmup_tables), ">= 0"},
+      {o.weight_decay_tables >= 0, "--wd-tables", o.weight_decay_tables, ">= 0"},
+      {o.freeze_backbone_steps >= 0 && o.freeze_backbone_steps < o.steps, "--freeze-backbone-steps",
+       static_cast<double>(o.freeze_backbone_steps), "in [0, --steps)"},
+      {!kd || (o.distill_alpha >= 0 && o.distill_alpha <= 1), "--distill-alpha", o.distill_alpha, "in [0, 1]"},
+      {!kd || o.distill_temperature > 0, "--distill-temperature", o.distill_temperature, "> 0"},
+      {o.rope_theta >= 0, "--rope-theta", o.rope_theta, "> 0"},
+  };
+  for (const Range& r : ranges) {
+    if (r.ok) continue;  // NaN fails every comparison, so it lands here too
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", r.value);
+    return Status::error(std::string("train: ") + r.flag + " = " + value + " (need " + r.need + ")");
+  }
+  return ok_status();
 }
 
 GroupRates group_rates(const TrainOptions& o, int64_t t) {

@@ -17,6 +17,10 @@ namespace stem::train {
 // The STEM tables' group with its unset fields (NaN, -1) filled from the backbone's.
 TrainOptions resolve_groups(TrainOptions o);
 
+// The first option (o resolved) outside its range, named with its value and
+// the range: "train: --lr-tables = -1 (need > 0)".
+Status check_option_ranges(const TrainOptions& o);
+
 struct GroupRates {
   float backbone = 0, tables = 0;
 };

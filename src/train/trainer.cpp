@@ -287,17 +287,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   std::unique_ptr<Trainer> t(new Trainer());
   Impl& I = *t->impl_;
   I.opt = resolve_groups(o);
-  if (o.steps < 1 || o.batch < 1 || o.seq < 2 || o.accum < 1)
-    return Status::error("train: need --steps >= 1, --batch >= 1, --seq >= 2, --accum >= 1");
-  if (!(o.lr > 0) || o.warmup < 0 || o.min_lr_ratio < 0 || o.min_lr_ratio > 1)
-    return Status::error("train: need --lr > 0, --warmup >= 0 and --min-lr-ratio in [0, 1]");
-  if (!(I.opt.lr_tables > 0) || !(I.opt.weight_decay_tables >= 0) || o.freeze_backbone_steps < 0 ||
-      o.freeze_backbone_steps >= o.steps)
-    return Status::error("train: need --lr-tables > 0, --wd-tables >= 0 and --freeze-backbone-steps in [0, --steps)");
-  if (!o.teacher.empty() && (!(o.distill_alpha >= 0 && o.distill_alpha <= 1) || !(o.distill_temperature > 0)))
-    return Status::error("train: need --distill-alpha in [0, 1] and --distill-temperature > 0, got " +
-                         std::to_string(o.distill_alpha) + " and " + std::to_string(o.distill_temperature));
-  if (!(o.rope_theta >= 0)) return Status::error("train: --rope-theta must be > 0, got " + std::to_string(o.rope_theta));
+  STEM_RETURN_IF_ERROR(check_option_ranges(I.opt));
   std::string init_dir;
   if (!o.init_from.empty()) {
     STEM_ASSIGN_OR_RETURN(init_dir, resolve_model_dir(o.init_from));
