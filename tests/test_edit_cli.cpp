@@ -109,6 +109,24 @@ TEST_F(EditCli, SwapGenerateEvalApplyScore) {
   EXPECT_NE(slurp("l0.npy"), slurp("l1.npy"));
   r = stem_cmd("eval --model " + model() + " --data " + p("ids.txt") + " --seq 4 --json --edit " + p("a.ovl"));
   EXPECT_EQ(r.code, 0) << r.err;
+  // --compare: the edit's effect on the same windows (the compared model loads without it);
+  // two windows, each the whole prompt.
+  write("ids2.txt", ids + "\n" + ids);
+  const std::string whole = std::to_string(std::count(ids.begin(), ids.end(), ' ') + 1);
+  r = stem_cmd("eval --model " + model() + " --data " + p("ids2.txt") + " --seq " + whole + " --json --edit " +
+               p("a.ovl") + " --compare " + model());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto cmp = nlohmann::json::parse(r.out);
+  EXPECT_NE(cmp["compare"]["difference"].get<double>(), 0.0);
+  EXPECT_NEAR(cmp["compare"]["difference"].get<double>(),
+              cmp["loss"].get<double>() - cmp["compare"]["loss"].get<double>(), 1e-12);
+  r = stem_cmd("eval --model " + model() + " --data " + p("ids2.txt") + " --seq 4 --json --compare " + model());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["compare"]["difference"].get<double>(), 0.0);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["compare"]["difference_se"].get<double>(), 0.0);
+  r = stem_cmd("eval --model " + model() + " --compare " + model() + " --task x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("give --data"), std::string::npos) << r.err;
   // The base checkpoint is never the output, and an existing model needs --force.
   r = stem_cmd("edit apply --model " + model() + " --edit " + p("a.ovl") + " --out " + model());
   EXPECT_EQ(r.code, 1);

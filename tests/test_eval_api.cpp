@@ -92,6 +92,36 @@ TEST(EvalApi, PerplexityOfADataDirectoryAndOfIdsAgreeWithScore) {
   auto want = m->score(std::vector<int32_t>(ids.begin(), ids.begin() + 96), 3, 32);
   ASSERT_TRUE(want.ok());
   EXPECT_NEAR(r->mean_loss, *want, 1e-6 * *want);
+  // Each window's loss, and two models compared window by window.
+  ASSERT_EQ(r->window_loss.size(), 3u);
+  for (int w = 0; w < 3; ++w) {
+    auto one = m->score(std::vector<int32_t>(ids.begin() + 32 * w, ids.begin() + 32 * (w + 1)), 1, 32);
+    ASSERT_TRUE(one.ok());
+    EXPECT_NEAR(r->window_loss[w], *one, 1e-6 * *one) << "window " << w;
+  }
+  auto m_other = Model::init(c, 10);
+  ASSERT_TRUE(m_other.ok());
+  auto r_other = evaluate_perplexity(*m_other, ids_path, po);
+  ASSERT_TRUE(r_other.ok());
+  auto diff = paired_difference(*r, *r_other);
+  ASSERT_TRUE(diff.ok()) << diff.status().message();
+  double dsum = 0, dsq = 0;
+  for (int w = 0; w < 3; ++w) dsum += r->window_loss[w] - r_other->window_loss[w];
+  for (int w = 0; w < 3; ++w) dsq += std::pow(r->window_loss[w] - r_other->window_loss[w] - dsum / 3, 2);
+  EXPECT_EQ(diff->windows, 3);
+  EXPECT_NEAR(diff->mean, r->mean_loss - r_other->mean_loss, 1e-12);
+  EXPECT_NEAR(diff->se, std::sqrt(dsq / 2 / 3), 1e-12);
+  auto self = paired_difference(*r, *r);
+  ASSERT_TRUE(self.ok());
+  EXPECT_EQ(self->mean, 0.0);
+  EXPECT_EQ(self->se, 0.0);
+  PerplexityOptions shorter = po;
+  shorter.seq = 16;
+  auto r_short = evaluate_perplexity(*m, ids_path, shorter);
+  ASSERT_TRUE(r_short.ok());
+  auto mismatch_windows = paired_difference(*r, *r_short);
+  ASSERT_FALSE(mismatch_windows.ok());
+  EXPECT_NE(mismatch_windows.status().message().find("not the same windows"), std::string::npos);
   auto batch = read_token_batch(ids_path, 400, /*lines=*/true);
   ASSERT_TRUE(batch.ok());
   EXPECT_EQ(batch->B, 10);

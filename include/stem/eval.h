@@ -51,7 +51,19 @@ struct PerplexityResult {
   double perplexity = 0.0;     // exp(mean_loss)
   double ppl_low = 0.0, ppl_high = 0.0;  // exp(mean_loss -+ 1.96 se); NaN with one window
   double seconds = 0.0;
+  std::vector<double> window_loss;  // [windows] the mean loss of each window, in order
 };
+
+// Two models' losses over the same windows, compared window by window: the
+// mean of loss(a) - loss(b) and its standard error from the per-window
+// differences (NaN with one window), far smaller than either loss's own
+// standard error when the windows' difficulty dominates their spread. An
+// error unless both results are over the same data, windows and length.
+struct PairedDifference {
+  double mean = 0.0, se = 0.0;
+  int64_t windows = 0;
+};
+Result<PairedDifference> paired_difference(const PerplexityResult& a, const PerplexityResult& b);
 
 // Called after each batch with (windows done, windows total, running mean loss).
 using PerplexityProgress = std::function<void(int64_t done, int64_t total, double mean_loss)>;

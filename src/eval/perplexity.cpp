@@ -1,7 +1,8 @@
 // Windowed perplexity (see perplexity.h). Per-window mean losses are summed in
 // double from Transformer::losses(); forward's own mean is not used because the
 // standard error needs the windows separately. Also the public
-// evaluate_perplexity (stem/eval.h), which opens the data it is given.
+// evaluate_perplexity (stem/eval.h), which opens the data it is given, and
+// paired_difference, two results compared window by window.
 #include "eval/perplexity.h"
 
 #include <algorithm>
@@ -89,6 +90,7 @@ Result<PerplexityResult> perplexity(model::Transformer& model, const TokenReader
     if (progress) progress(w0 + B, windows, running / static_cast<double>(means.size()));
   }
   summarize(means, r);
+  r.window_loss = std::move(means);
   r.seconds = timer.seconds();
   return r;
 }
@@ -143,6 +145,17 @@ Result<PerplexityResult> evaluate_perplexity(Model& model, const std::string& da
   if (!r.ok()) return r.status().with_context(d.name);
   r->data = d.name;
   return r;
+}
+
+Result<PairedDifference> paired_difference(const PerplexityResult& a, const PerplexityResult& b) {
+  if (a.data != b.data || a.seq != b.seq || a.window_loss.size() != b.window_loss.size() || a.window_loss.empty())
+    return Status::error("eval: compare: not the same windows (" + a.data + ", " + std::to_string(a.window_loss.size()) +
+                         " of " + std::to_string(a.seq) + " against " + b.data + ", " +
+                         std::to_string(b.window_loss.size()) + " of " + std::to_string(b.seq) + ")");
+  std::vector<double> d(a.window_loss.size());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = a.window_loss[i] - b.window_loss[i];
+  const eval::MeanSe m = eval::mean_and_se(d);
+  return PairedDifference{m.mean, m.se, static_cast<int64_t>(d.size())};
 }
 
 }  // namespace stem
