@@ -184,6 +184,7 @@ PYBIND11_MODULE(stem, mod) {
             d["perplexity_high"] = p.ppl_high;
             d["windows"] = p.windows;
             d["predicted_tokens"] = p.predicted;
+            d["window_loss"] = p.window_loss;  // per window, in order: paired comparisons of two models
             return d;
           },
           py::arg("data"), py::arg("seq") = 512, py::arg("batch") = 4, py::arg("max_tokens") = 0,

@@ -89,6 +89,8 @@ class StemModule(unittest.TestCase):
         self.assertEqual(got["loss"], want["loss"])
         self.assertEqual(got["windows"], want["windows"])
         self.assertEqual(got["data"], want["data"])
+        self.assertEqual(len(got["window_loss"]), got["windows"])
+        self.assertAlmostEqual(float(np.mean(got["window_loss"])), got["loss"], places=12)
         with self.assertRaises(RuntimeError):
             m.perplexity(os.path.join(self.tmp.name, "missing"))
 
