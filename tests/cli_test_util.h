@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
@@ -45,17 +46,25 @@ inline CmdResult stem_cmd_raw(const std::string& command) {
 
 inline CmdResult stem_cmd(const std::string& args) { return stem_cmd_raw(std::string(STEM_BINARY) + " " + args); }
 
-// A fresh directory per test (named by pid and test), removed afterwards.
+// A fresh directory per test (named by pid and test), removed afterwards. A
+// death test's child process (which runs SetUp, then dies before TearDown)
+// gets its own folder named after its parent's, which the parent removes.
 class TempDirTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(name.begin(), name.end(), '/', '_');  // parameterised: "Name/0"
+    const bool death_child = !GTEST_FLAG_GET(internal_run_death_test).empty();
     dir_ = std::filesystem::temp_directory_path() /
-           ("stem_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+           ("stem_test_" + std::to_string(death_child ? ::getppid() : ::getpid()) + "_" + name +
+            (death_child ? "_death" : ""));
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override {
+    std::filesystem::remove_all(dir_);
+    std::filesystem::remove_all(dir_.string() + "_death");
+  }
   std::string p(const std::string& name) const { return (dir_ / name).string(); }
   void write(const std::string& name, const std::string& text) const { std::ofstream(p(name)) << text; }
   std::filesystem::path dir_;
