@@ -348,12 +348,8 @@ PYBIND11_MODULE(stem, mod) {
       o.data_dir = data;
       o.sample_tokens = sample_tokens;
       o.ridge = ridge;
-      stem::Result<stem::ArchConvertReport> r = stem::Status::error("convert: not run");
-      {
-        NativeCall nc;
-        r = to_stem ? stem::convert_to_stem(model, out, o) : stem::convert_to_dense(model, out, o);
-      }
-      const stem::ArchConvertReport rep = unwrap(std::move(r));
+      const stem::ArchConvertReport rep = native(
+          [&] { return to_stem ? stem::convert_to_stem(model, out, o) : stem::convert_to_dense(model, out, o); });
       py::dict d;
       d["layers"] = rep.layers;
       d["sample_tokens"] = rep.sample_tokens;
