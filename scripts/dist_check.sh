@@ -2,17 +2,21 @@
 # Training on several processes, checked and measured on one machine:
 #   1. equivalence: N ranks (mpirun -np N, accum 1) against one process with
 #      accum N, 50 steps, on S-shape STEM (lazy and dense table AdamW) and
-#      dense models, N = 2 and 4: the largest relative difference of the
-#      per-step losses and of every checkpoint tensor;
+#      dense models, with the backbone's moments whole or sharded (--zero 1),
+#      N = 2 and 4: the largest relative difference of the per-step losses
+#      and of every checkpoint tensor;
 #   2. traffic: bytes each rank sends a step (all of it, and the table rows)
-#      against a dense all-reduce of the table gradients, at S and M;
+#      against a dense all-reduce of the table gradients, at S and M, and
+#      what --zero 1 changes: the same bytes, 1/N of the backbone's moments;
 #   3. kill -9 of one rank: how long the others take to end, what mpirun
 #      says, and a resume from the last checkpoint against an unbroken run.
-# Usage: scripts/dist_check.sh [WORK_DIR]   (STEPS=50 RANKS="2 4" PARTS="1 2 3" PYTHON=/usr/bin/python3)
+# Usage: scripts/dist_check.sh [WORK_DIR]   (STEPS=50 RANKS="2 4" PARTS="1 2 3" PYTHON=/usr/bin/python3
+#        MODELS="stem-lazy stem-dense-adamw dense stem-lazy-zero1 dense-zero1")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEM=${STEM:-build/stem}
 WORK=${1:-$(mktemp -d)}
+MODELS=${MODELS:-"stem-lazy stem-dense-adamw dense stem-lazy-zero1 dense-zero1"}
 STEPS=${STEPS:-50} RANKS=${RANKS:-"2 4"} PARTS=${PARTS:-"1 2 3"} PYTHON=${PYTHON:-/usr/bin/python3}  # with numpy (Debian's python3-numpy)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}  # containers often forbid CMA
@@ -73,11 +77,12 @@ train() {  # RANKS(0: one process) OUT CONFIG DATA ACCUM EXTRA...
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 part 1 && echo "== 1. equivalence, $STEPS steps, S shape (batch 4 x 128 per micro-batch)"
-for model in stem-lazy stem-dense-adamw dense; do
+for model in $MODELS; do
   part 1 || break
   cfg=configs/S-stem.json extra=()
-  [[ $model == dense ]] && cfg=configs/S-dense.json
-  [[ $model == stem-lazy ]] && extra=(--lazy-tables)
+  [[ $model == dense* ]] && cfg=configs/S-dense.json
+  [[ $model == stem-lazy* ]] && extra=(--lazy-tables)
+  [[ $model == *-zero1 ]] && extra+=(--zero 1)
   for n in $RANKS; do
     train 0 "$WORK/$model-one-$n" "$cfg" "$WORK/data-4096" "$n" "${extra[@]}"
     train "$n" "$WORK/$model-ranks-$n" "$cfg" "$WORK/data-4096" 1 "${extra[@]}"
@@ -90,20 +95,24 @@ for shape in S M; do
   part 2 || break
   v=4096; [[ $shape == M ]] && v=8192
   for n in $RANKS; do
-    out="$WORK/traffic-$shape-$n"
-    STEPS=10 train "$n" "$out" "configs/$shape-stem.json" "$WORK/data-$v" 1 --lazy-tables
-    python3 - "$out" "$shape" "$n" <<'EOF'
+    for zero in 0 1; do
+      out="$WORK/traffic-$shape-$n-zero$zero"
+      STEPS=10 train "$n" "$out" "configs/$shape-stem.json" "$WORK/data-$v" 1 --lazy-tables --zero $zero
+      python3 - "$out" "$shape" "$n" "$zero" <<'EOF'
 import json, sys
-run, shape, n = sys.argv[1:]
+run, shape, n, zero = sys.argv[1:]
 m = [json.loads(l) for l in open(run + "/metrics.jsonl")]
-summary = [json.loads(l) for l in open(run + ".log") if l.startswith("{") and '"ranks"' in l][-1]["ranks"]
+last = [json.loads(l) for l in open(run + ".log") if l.startswith("{") and '"ranks"' in l][-1]
+summary = last["ranks"]
 t = sum(r["table_comm_bytes"] for r in m) / len(m)
 c = sum(r["comm_bytes"] for r in m) / len(m)
 d = summary["dense_table_allreduce_bytes_per_step"]
-print("%s, %s ranks: %.2f MB sent a step (%.2f MB table rows and their gradients); a dense all-reduce of "
-      "the tables: %.1f MB (%.0fx the rows); shard %.1f MB a rank" % (shape, n, c / 1e6, t / 1e6, d / 1e6, d / t,
-      summary["table_shard_bytes"] / 1e6))
+print("%s, %s ranks, --zero %s: %.2f MB sent a step (%.2f MB table rows and their gradients); a dense all-reduce "
+      "of the tables: %.1f MB (%.0fx the rows); tables %.1f MB and backbone moments %.1f MB a rank" % (
+      shape, n, zero, c / 1e6, t / 1e6, d / 1e6, d / t, summary["table_shard_bytes"] / 1e6,
+      last["backbone_moment_bytes"] / 1e6))
 EOF
+    done
   done
 done
 

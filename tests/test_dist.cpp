@@ -3,7 +3,8 @@
 // and final checkpoint of one process with N x accum micro-batches, within
 // 1e-5 relative (sums over ranks round differently), for a model with a
 // dense, a STEM and a hash-MoE layer (lazy and dense table AdamW) and for a
-// dense model; a run resumed with another number of ranks goes on as if never
+// dense model, with the backbone's moments whole on each rank or sharded
+// (ZeRO-1); a run resumed with another number of ranks goes on as if never
 // stopped; refusals are clean. Skipped, saying so, without mpirun.
 #include <gtest/gtest.h>
 
@@ -122,7 +123,9 @@ TEST_F(Dist, RanksTrainAsOneProcessWithTheSameGlobalBatch) {
   const std::vector<Case> cases = {{"stem-lazy", stem_cfg, "--lazy-tables", 2},
                                    {"stem-dense-adamw", stem_cfg, "", 2},
                                    {"dense", dense_cfg, "", 2},
-                                   {"stem-lazy-4", stem_cfg, "--lazy-tables", 4}};
+                                   {"stem-lazy-4", stem_cfg, "--lazy-tables", 4},
+                                   {"dense-zero1", dense_cfg, "--zero 1 --json", 2},
+                                   {"stem-zero1-4", stem_cfg, "--zero 1 --json", 4}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const fs::path one = dir / (c.name + "-one"), many = dir / (c.name + "-ranks");
@@ -132,6 +135,17 @@ TEST_F(Dist, RanksTrainAsOneProcessWithTheSameGlobalBatch) {
     ASSERT_EQ(rn.code, 0) << rn.err;
     expect_same_metrics(one, many);
     expect_same_checkpoint(last_checkpoint(one), last_checkpoint(many));
+    if (c.flags.find("--zero 1") != std::string::npos) {  // rank 0 keeps about 1/N of the backbone's moments
+      auto summary = [](std::string out) {  // the last line
+        while (!out.empty() && out.back() == '\n') out.pop_back();
+        return nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
+      };
+      const auto sharded = summary(rn.out);
+      const auto whole = summary(r1.out);  // one process: all of them
+      const double mine = sharded.at("backbone_moment_bytes").get<double>();
+      const double all = whole.at("backbone_moment_bytes").get<double>();
+      EXPECT_NEAR(mine * c.ranks, all, 0.05 * all) << rn.out;
+    }
     if (c.config == stem_cfg) {  // rows moved, and far fewer bytes than a dense all-reduce
       auto m = read_metrics(many.string());
       ASSERT_TRUE(m.ok());
@@ -156,12 +170,13 @@ TEST_F(Dist, RanksTrainAsOneProcessWithTheSameGlobalBatch) {
   ASSERT_EQ(rr.code, 0) << rr.err;
   expect_same_metrics(dir / "stem-lazy-one", resumed, 7);
   expect_same_checkpoint(last_checkpoint(dir / "stem-lazy-one"), last_checkpoint(resumed));
-  // And the other way: a one-process checkpoint resumed by 2 ranks.
+  // And the other way: a one-process checkpoint resumed by 2 ranks, which
+  // shard the backbone's moments (a checkpoint holds them whole either way).
   const fs::path resumed2 = dir / "stem-lazy-resumed-2";
   fs::copy(dir / "stem-lazy-one", resumed2, fs::copy_options::recursive);
   fs::remove_all(resumed2 / "checkpoints" / "step-00000012");
   std::ofstream(resumed2 / "latest") << "step-00000006\n";
-  args = common(stem_cfg, resumed2.string(), 1) + " --lazy-tables";
+  args = common(stem_cfg, resumed2.string(), 1) + " --lazy-tables --zero 1";
   args.replace(args.find(" --force"), 8, " --resume");
   auto rr2 = train(2, args);
   ASSERT_EQ(rr2.code, 0) << rr2.err;

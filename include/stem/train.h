@@ -62,6 +62,11 @@ struct TrainOptions {
   bool tables_on_disk = false;  // STEM tables + moments in a row file (needs lazy_tables)
   std::string tables_dir;   // where that file goes ("" : out_dir); unlinked at once
   bool prefetch = true;     // stage the next step's rows in the background
+  // Several ranks: 1 shards the backbone's AdamW moments over the ranks
+  // (ZeRO stage 1: reduce-scatter, update the owned part, all-gather); 0 keeps
+  // them whole on every rank. The numbers are the same; a run may resume
+  // with either.
+  int zero_stage = 0;
   int64_t eval_every = 100;
   int64_t eval_tokens = 32768;
   int64_t save_every = 200;
@@ -121,6 +126,9 @@ class Trainer {
   int ranks() const;
   int64_t table_shard_bytes() const;
   int64_t dense_table_allreduce_bytes() const;
+  // Bytes of the AdamW moments of the backbone (all but the STEM tables)
+  // this rank keeps: all of them, or about 1/N with zero_stage 1.
+  int64_t backbone_moment_bytes() const;
 
  private:
   Trainer();

@@ -28,8 +28,17 @@ class SoloComm final : public Comm {
     if (bytes > 0) std::memcpy(recv, send, static_cast<size_t>(bytes));
     return ok_status();
   }
+  Status all_gather_v(const void* send, int64_t bytes, void* recv, const std::vector<int64_t>&) override {
+    if (send && bytes > 0) std::memcpy(recv, send, static_cast<size_t>(bytes));
+    return ok_status();
+  }
   Status barrier() override { return ok_status(); }
   Status start_all_reduce_sum(float*, int64_t) override { return ok_status(); }
+  Status start_reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts) override {
+    if (counts.size() != 1) return Status::error("comm solo: reduce_scatter needs one count");
+    if (counts[0] > 0 && send != recv) std::memcpy(recv, send, static_cast<size_t>(counts[0]) * sizeof(float));
+    return ok_status();
+  }
   Status wait_all() override { return ok_status(); }
 };
 

@@ -1,6 +1,7 @@
 // Comm: the collectives that training across processes needs, behind one
-// interface: sums over all ranks (all-reduce), rows sent to the ranks that
-// own them (all-to-all-v), a broadcast and a gather to one rank. MPI (Open
+// interface: sums over all ranks (all-reduce, reduce-scatter), rows sent to
+// the ranks that own them (all-to-all-v), a broadcast, a gather to one rank
+// and to all. MPI (Open
 // MPI) implements it today, in comm_mpi.cpp; a process on its own gets the
 // solo communicator, whose collectives are copies. NCCL belongs behind the
 // same interface with the CUDA backend (device buffers, a stream).
@@ -43,6 +44,10 @@ class Comm {
   // (recv_counts[p] bytes from rank p; recv and recv_counts used at root only).
   virtual Status gather_v(const void* send, int64_t bytes, void* recv, const std::vector<int64_t>& recv_counts,
                           int root) = 0;
+  // Bytes: each rank's `bytes` land in every rank's recv, in rank order
+  // (counts[p] bytes from rank p). send == nullptr: in place, this rank's
+  // part already at its offset in recv.
+  virtual Status all_gather_v(const void* send, int64_t bytes, void* recv, const std::vector<int64_t>& counts) = 0;
   virtual Status barrier() = 0;
 
   // Non-blocking sums, for communication that overlaps computation: starts
@@ -52,12 +57,17 @@ class Comm {
   // advance (MPI moves them only inside its calls); wait_all() finishes every
   // started one.
   virtual Status start_all_reduce_sum(float* data, int64_t n) = 0;
+  // Non-blocking, like the sum above: send holds sum(counts) elements; recv
+  // gets this rank's part of their sum over ranks, counts[rank] elements at
+  // send offset counts[0] + ... + counts[rank - 1]. Neither buffer may be
+  // touched until wait_all() has returned.
+  virtual Status start_reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts) = 0;
   virtual void progress() {}
   virtual Status wait_all() = 0;
 
   // Bytes this rank has sent to other ranks so far; a collective's share is
   // counted as its algorithm-independent volume (all-reduce: 2 (N-1)/N of
-  // the buffer).
+  // the buffer; reduce-scatter and all-gather: (N-1)/N of the whole buffer).
   int64_t bytes_sent() const { return bytes_sent_; }
 
  protected:

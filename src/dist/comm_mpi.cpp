@@ -92,6 +92,20 @@ class MpiComm final : public Comm {
                  "gather_v");
   }
 
+  Status all_gather_v(const void* send, int64_t bytes, void* recv, const std::vector<int64_t>& counts) override {
+    if (static_cast<int>(counts.size()) != size_) return Status::error("comm mpi: all_gather_v needs a count per rank");
+    if (bytes > INT_MAX || bytes != counts[rank_])
+      return Status::error("comm mpi: all_gather_v of " + std::to_string(bytes) + " bytes");
+    std::vector<int> rc, rd;
+    STEM_RETURN_IF_ERROR(int_counts(counts, &rc, &rd, "all_gather_v"));
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    bytes_sent_ += total * (size_ - 1) / size_;
+    return check(MPI_Allgatherv(send ? send : MPI_IN_PLACE, static_cast<int>(bytes), MPI_BYTE, recv, rc.data(),
+                                rd.data(), MPI_BYTE, MPI_COMM_WORLD),
+                 "all_gather_v");
+  }
+
   Status barrier() override { return check(MPI_Barrier(MPI_COMM_WORLD), "barrier"); }
 
   Status start_all_reduce_sum(float* data, int64_t n) override {
@@ -105,6 +119,20 @@ class MpiComm final : public Comm {
       at += k;
     }
     bytes_sent_ += 2 * n * 4 * (size_ - 1) / size_;
+    return ok_status();
+  }
+
+  Status start_reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts) override {
+    if (static_cast<int>(counts.size()) != size_) return Status::error("comm mpi: reduce_scatter needs a count per rank");
+    std::vector<int> rc, rd;
+    STEM_RETURN_IF_ERROR(int_counts(counts, &rc, &rd, "start_reduce_scatter"));  // displacements: the total fits
+    MPI_Request req;
+    STEM_RETURN_IF_ERROR(check(MPI_Ireduce_scatter(send, recv, rc.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req),
+                               "start_reduce_scatter"));
+    pending_.push_back(req);
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    bytes_sent_ += total * 4 * (size_ - 1) / size_;
     return ok_status();
   }
 

@@ -49,7 +49,7 @@ void AdamW::step(model::TensorList& w, const model::Gradients& g, float lr, floa
   ++step_;
   for (size_t i = 0; i < w.size(); ++i) {
     const model::TensorSpec& s = w.spec(i);
-    if (!s.trainable || w[i].empty()) continue;  // empty: kept outside (step_rows, step_shard)
+    if (!s.trainable || w[i].empty() || m_[i].empty()) continue;  // kept outside (step_rows, step_shard, step_slice)
     const kernels::AdamWHyper h = hyper(s, s.kind == model::ParamKind::StemTable ? lr_tables : lr);
     if (lazy(i)) {
       const int64_t U = g.index.n_unique();
@@ -99,6 +99,27 @@ void AdamW::step_shard(size_t i, float* p, float* m, float* v, const float* drow
                        int64_t R, float lr) {
   STEM_CHECKF(!lazy(i) && step_ >= 1, "AdamW::step_shard: tensor %zu is a lazy table, or no step() yet", i);
   be_->ops().adamw_update_rows(p, m, v, drows, index, R, m_.spec(i).shape[1], hyper(m_.spec(i), lr));
+}
+
+void AdamW::step_slice(size_t i, float* p, float* m, float* v, const float* g, int64_t n, float lr) {
+  STEM_CHECKF(!lazy(i) && step_ >= 1, "AdamW::step_slice: tensor %zu is a lazy table, or no step() yet", i);
+  be_->ops().adamw_update(p, m, v, g, n, hyper(m_.spec(i), lr));
+}
+
+void AdamW::drop_moments(const std::function<bool(const model::TensorSpec&)>& outside) {
+  // Rebuilt lists keep the tensors with storage of their own (STEM tables)
+  // and whatever of the arena is still used; an arena no view uses is freed.
+  for (model::TensorList* list : {&m_, &v_}) {
+    bool arena_used = false;
+    for (size_t i = 0; i < list->size(); ++i) {
+      if (outside(list->spec(i))) (*list)[i] = Tensor();
+      else if (!(*list)[i].empty() && list->spec(i).kind != model::ParamKind::StemTable) arena_used = true;
+    }
+    if (arena_used) continue;
+    model::TensorList fresh = model::TensorList::allocate(list->specs(), [](const model::TensorSpec&) { return false; }, *be_);
+    for (size_t i = 0; i < list->size(); ++i) fresh[i] = (*list)[i];
+    *list = std::move(fresh);
+  }
 }
 
 bool AdamW::pending(size_t i, int64_t r, float* pd, float* md, float* vd) const {

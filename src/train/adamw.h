@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -56,6 +57,12 @@ class AdamW {
   // would have in place.
   void step_shard(size_t i, float* p, float* m, float* v, const float* drows, const kernels::RowIndex& index,
                   int64_t R, float lr);
+  // A dense tensor whose moments are kept outside (a rank's ZeRO-1 slice):
+  // after step(), the AdamW step of its n elements p/m/v with gradient g.
+  void step_slice(size_t i, float* p, float* m, float* v, const float* g, int64_t n, float lr);
+  // Frees the moments of the tensors `outside` selects (their m()/v() become
+  // empty; step() skips them): a caller keeps its own slices of them.
+  void drop_moments(const std::function<bool(const model::TensorSpec&)>& outside);
   // Lazy tensor i, row r: the factors of weights, first and second moment that
   // bring it up to date with the steps it skipped (false if it is current),
   // and marks it current. flush() applies them to every row in memory; a

@@ -40,6 +40,7 @@ Status check_option_ranges(const TrainOptions& o) {
       {!kd || (o.distill_alpha >= 0 && o.distill_alpha <= 1), "--distill-alpha", o.distill_alpha, "in [0, 1]"},
       {!kd || o.distill_temperature > 0, "--distill-temperature", o.distill_temperature, "> 0"},
       {o.rope_theta >= 0, "--rope-theta", o.rope_theta, "> 0"},
+      {o.zero_stage == 0 || o.zero_stage == 1, "--zero", static_cast<double>(o.zero_stage), "0 or 1"},
   };
   for (const Range& r : ranges) {
     if (r.ok) continue;  // NaN fails every comparison, so it lands here too

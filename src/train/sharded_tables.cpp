@@ -221,42 +221,25 @@ Status ShardedTables::gather_block(int j, int kind, int64_t r0, int64_t n, std::
   return ok_status();
 }
 
-Status ShardedTables::stream_to_root(size_t i, int kind, const io::ByteSink& sink) {
-  STEM_CHECK(me_ == 0);
+bool ShardedTables::holds(size_t i) const {
+  return std::find(tensor_.begin(), tensor_.end(), static_cast<int>(i)) != tensor_.end();
+}
+
+Status ShardedTables::gather(size_t i, int kind, const io::ByteSink* sink) {
   const auto it = std::find(tensor_.begin(), tensor_.end(), static_cast<int>(i));
   STEM_CHECKF(it != tensor_.end() && kind >= 0 && kind < 4, "ShardedTables: tensor %zu kind %d is not sharded", i, kind);
   const int j = static_cast<int>(it - tensor_.begin());
-  int32_t cmd[2] = {j, kind};
-  STEM_RETURN_IF_ERROR(comm_.broadcast(cmd, sizeof cmd, 0).with_context("checkpoint"));
   // Every block is gathered even after the sink fails, so the others finish the request.
   Status sunk;
   std::vector<float> block;
   for (int64_t r0 = 0; r0 < V_; r0 += kBlockRows) {
     const int64_t n = std::min(kBlockRows, V_ - r0);
-    STEM_RETURN_IF_ERROR(gather_block(j, kind, r0, n, &block));
-    if (!sunk.ok()) continue;
+    STEM_RETURN_IF_ERROR(gather_block(j, kind, r0, n, me_ == 0 ? &block : nullptr));
+    if (me_ != 0 || !sunk.ok()) continue;
     if (kind == 0 && adam_.lazy(i)) adam_.apply_pending(i, r0, n, 0, block.data());
-    sunk = sink(block.data(), block.size() * sizeof(float));
+    sunk = (*sink)(block.data(), block.size() * sizeof(float));
   }
   return sunk;
-}
-
-Status ShardedTables::end_serving(const Status& save) {
-  STEM_CHECK(me_ == 0);
-  int32_t cmd[2] = {-1, save.ok() ? 1 : 0};
-  STEM_RETURN_IF_ERROR(comm_.broadcast(cmd, sizeof cmd, 0).with_context("checkpoint"));
-  return save;
-}
-
-Status ShardedTables::serve_root() {
-  STEM_CHECK(me_ != 0);
-  for (;;) {
-    int32_t cmd[2] = {0, 0};
-    STEM_RETURN_IF_ERROR(comm_.broadcast(cmd, sizeof cmd, 0).with_context("checkpoint"));
-    if (cmd[0] < 0) return cmd[1] ? ok_status() : Status::error("checkpoint: rank 0 could not write it");
-    for (int64_t r0 = 0; r0 < V_; r0 += kBlockRows)
-      STEM_RETURN_IF_ERROR(gather_block(cmd[0], cmd[1], r0, std::min(kBlockRows, V_ - r0), nullptr));
-  }
 }
 
 int64_t ShardedTables::shard_bytes() const { return 3 * M_ * R_ * f_ * static_cast<int64_t>(sizeof(float)); }

@@ -13,8 +13,8 @@
 //   - step(): each owner applies AdamW to its rows, lazily or densely as the
 //     optimizer says, with the arithmetic of the one-process step.
 // Only touched rows move. For a checkpoint the ranks gather each table to
-// rank 0 a block of rows at a time (stream_to_root / serve_root), so no rank
-// ever holds a whole table after create().
+// rank 0 a block of rows at a time (gather()), so no rank ever holds a whole
+// table after create().
 // It knows the model's tensor list and the communicator, not the loop.
 #pragma once
 
@@ -58,14 +58,12 @@ class ShardedTables {
   // Checkpoints (between steps). Lazy AdamW: every rank's last-step records
   // merged, so that rank 0 holds each row's from its owner. Collective.
   Status merge_last_steps();
-  // Rank 0: tensor i's rows (kind as in StateStream: 0 weights with pending
-  // decay applied, 1 and 2 moments, 3 weights as the optimizer keeps them)
-  // gathered from the owners into the sink, in row order. The other ranks
-  // meanwhile run serve_root(), which answers every request until rank 0
-  // calls end_serving() (with the save's status, which every rank returns).
-  Status stream_to_root(size_t i, int kind, const io::ByteSink& sink);
-  Status end_serving(const Status& save);
-  Status serve_root();
+  bool holds(size_t i) const;  // tensor i is a table sharded here
+  // Collective: tensor i's rows (kind as in StateStream: 0 weights with
+  // pending decay applied, 1 and 2 moments, 3 weights as the optimizer keeps
+  // them) gathered from the owners a block at a time, in row order, into
+  // `sink` at rank 0 (null on the other ranks).
+  Status gather(size_t i, int kind, const io::ByteSink* sink);
 
   ShardTraffic traffic() const { return traffic_; }
   int64_t shard_bytes() const;  // this rank's rows and moments, all tables

@@ -23,7 +23,9 @@
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/root_gather.h"
 #include "train/run_options.h"
+#include "train/sharded_moments.h"
 #include "train/sharded_tables.h"
 #include "train/table_tier.h"
 
@@ -51,6 +53,7 @@ struct Trainer::Impl {
   dist::Comm* comm = nullptr;       // the ranks training together (solo: one)
   int N = 1, rank = 0;
   std::unique_ptr<ShardedTables> shards;  // N > 1 and STEM layers: this rank's rows of the tables
+  std::unique_ptr<ShardedMoments> zero;   // N > 1 and --zero 1: this rank's part of the backbone's moments
   Status eval_status;               // a disk tier's error in the last validation
   model::Gradients grads;
   TrainerState st;
@@ -100,14 +103,15 @@ struct Trainer::Impl {
   }
 
   // Global gradient norms: (everything but the STEM tables, the STEM tables).
-  // Sharded tables count as `sharded_ss`, their owners' share all-reduced.
-  std::pair<double, double> grad_norms(double sharded_ss = 0) const {
-    double other = 0, stem = sharded_ss;
+  // Sharded tables count as `sharded_ss`, sharded moments' backbone as
+  // `backbone_ss`, the owners' shares all-reduced.
+  std::pair<double, double> grad_norms(double sharded_ss = 0, double backbone_ss = 0) const {
+    double other = backbone_ss, stem = sharded_ss;
     const int64_t U = grads.index.n_unique();
     const kernels::Ops& k = tr->backend().ops();
     for (size_t i = 0; i < grads.dense.size(); ++i) {
       const auto& s = grads.dense.spec(i);
-      if (shards && s.kind == model::ParamKind::StemTable) continue;
+      if (s.kind == model::ParamKind::StemTable ? shards != nullptr : zero != nullptr) continue;
       double ss = 0;
       if (!grads.dense[i].empty()) ss = k.sum_squares(grads.dense[i].f32(), grads.dense[i].numel());
       else if (!grads.rows[i].empty()) ss = k.sum_squares(grads.rows[i].f32(), U * s.shape[1]);
@@ -153,16 +157,19 @@ struct Trainer::Impl {
     overlap_status = tr->backend().stream().synchronize();  // the gradients are written
     for (const Bucket& b : buckets) {
       if (b.stage != stage || !overlap_status.ok()) continue;
-      overlap_status = comm->start_all_reduce_sum(b.data, b.n).with_context("train: summing gradients");
+      const Status started =
+          zero ? zero->start(static_cast<size_t>(&b - buckets.data())) : comm->start_all_reduce_sum(b.data, b.n);
+      overlap_status = started.with_context("train: summing gradients");
     }
     comm->progress();
   }
 
   // After the last backward: waits for the buckets' sums, sums the row-sparse
   // gradients (they share the global step's row layout) one by one, and the
-  // sharded tables' rows at their owners. Returns the sharded tables' squared
-  // norm (0 without them), the same on every rank.
-  Result<double> reduce_grads() {
+  // sharded tables' rows at their owners. Returns the squared norms of the
+  // sharded tables and of the sharded moments' backbone (0 without them),
+  // the same on every rank.
+  Result<std::pair<double, double>> reduce_grads() {
     const int64_t U = grads.index.n_unique();
     STEM_RETURN_IF_ERROR(overlap_status);
     STEM_RETURN_IF_ERROR(comm->wait_all().with_context("train: summing gradients"));
@@ -172,12 +179,10 @@ struct Trainer::Impl {
       STEM_RETURN_IF_ERROR(
           comm->all_reduce_sum(grads.rows[i].f32(), U * s.shape[1]).with_context("train: summing gradients"));
     }
-    double ss = 0;
-    if (shards) {
-      STEM_RETURN_IF_ERROR(shards->reduce(grads, &ss));
-      STEM_RETURN_IF_ERROR(comm->all_reduce_sum(&ss, 1).with_context("train: the STEM gradient norm"));
-    }
-    return ss;
+    double ss[2] = {0, zero ? zero->sum_squares() : 0.0};
+    if (shards) STEM_RETURN_IF_ERROR(shards->reduce(grads, &ss[0]));
+    if (shards || zero) STEM_RETURN_IF_ERROR(comm->all_reduce_sum(ss, 2).with_context("train: the gradient norms"));
+    return std::make_pair(ss[0], ss[1]);
   }
 
   // Validation: the batches of windows dealt round-robin to the ranks (all
@@ -213,6 +218,7 @@ struct Trainer::Impl {
 
   void scale_grads(bool stem_group, float factor) {
     if (stem_group && shards) return shards->scale(factor);
+    if (!stem_group && zero) return zero->scale(factor);
     const int64_t U = grads.index.n_unique();
     const kernels::Ops& k = tr->backend().ops();
     for (size_t i = 0; i < grads.dense.size(); ++i) {
@@ -257,18 +263,18 @@ struct Trainer::Impl {
     // rank 0 writes, gathering the tables' rows from their owners.
     StateStream from_disk;
     if (tier) from_disk = [this](size_t i, int kind, const io::ByteSink& sink) { return tier->stream(i, kind, sink); };
-    if (shards) {
-      STEM_RETURN_IF_ERROR(shards->merge_last_steps());
-      if (rank != 0) return shards->serve_root();
-      from_disk = [this](size_t i, int kind, const io::ByteSink& sink) { return shards->stream_to_root(i, kind, sink); };
-    } else if (rank != 0) {
-      return ok_status();
-    }
+    const bool spread = shards || zero;
+    if (shards) STEM_RETURN_IF_ERROR(shards->merge_last_steps());
+    const GatherPart part = [this](size_t i, int kind, const io::ByteSink* sink) {
+      return shards && shards->holds(i) ? shards->gather(i, kind, sink) : zero->gather(i, kind, sink);
+    };
+    if (rank != 0) return spread ? serve_gathers(*comm, part) : ok_status();
+    if (spread) from_disk = root_stream(*comm, part);
     std::ostringstream r;
     r << rng_at_step;
     st.data_rng = r.str();
     Status s = save_checkpoint(opt.out_dir, cfg, tr->weights(), data.tokenizer_path, *adam, st, opt.keep, from_disk);
-    if (shards) s = shards->end_serving(s);
+    if (spread) s = end_gathers(*comm, s);
     if (!s.ok()) return s;
     auto latest = latest_checkpoint(opt.out_dir);
     if (latest.ok()) last_ckpt = *latest;
@@ -401,6 +407,11 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   if (I.N > 1 && I.cfg.has(FfnType::Stem)) {
     STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm));
   }
+  if (I.N > 1 && o.zero_stage == 1) {
+    std::vector<ShardedMoments::Range> ranges;
+    for (const Impl::Bucket& b : I.buckets) ranges.push_back({b.data, b.n});
+    STEM_ASSIGN_OR_RETURN(I.zero, ShardedMoments::create(I.tr->weights(), I.grads, *I.adam, *I.comm, ranges));
+  }
   I.st.options = run_options_json(I.opt);
   I.rng_at_step = I.rng;
   if (I.rank == 0) STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
@@ -413,6 +424,14 @@ bool Trainer::tables_on_disk() const { return impl_->tier != nullptr; }
 int Trainer::rank() const { return impl_->rank; }
 int Trainer::ranks() const { return impl_->N; }
 int64_t Trainer::table_shard_bytes() const { return impl_->shards ? impl_->shards->shard_bytes() : 0; }
+int64_t Trainer::backbone_moment_bytes() const {
+  if (impl_->zero) return impl_->zero->moment_bytes();
+  int64_t n = 0;
+  const model::TensorList& w = impl_->tr->weights();
+  for (size_t i = 0; i < w.size(); ++i)
+    if (w.spec(i).trainable && w.spec(i).kind != model::ParamKind::StemTable) n += 2 * shape_numel(w.spec(i).shape);
+  return n * static_cast<int64_t>(sizeof(float));
+}
 int64_t Trainer::dense_table_allreduce_bytes() const {
   return impl_->shards ? impl_->shards->dense_allreduce_bytes() : 0;
 }
@@ -487,8 +506,8 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
       STEM_RETURN_IF_ERROR(I.comm->all_reduce_sum(sums, 2).with_context("train: the step's loss"));
       loss = sums[0], ce = sums[1];
       if (!std::isfinite(loss)) return not_finite(loss);
-      STEM_ASSIGN_OR_RETURN(const double sharded_ss, I.reduce_grads());
-      std::tie(norm, norm_stem) = I.grad_norms(sharded_ss);
+      STEM_ASSIGN_OR_RETURN(const auto sharded_ss, I.reduce_grads());
+      std::tie(norm, norm_stem) = I.grad_norms(sharded_ss.first, sharded_ss.second);
     } else {
       std::tie(norm, norm_stem) = I.grad_norms();
     }
@@ -496,6 +515,7 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     if (o.clip_stem > 0 && norm_stem > o.clip_stem) I.scale_grads(true, static_cast<float>(o.clip_stem / norm_stem));
     const GroupRates lr = group_rates(o, step);
     I.adam->step(I.tr->weights(), I.grads, lr.backbone, lr.tables);
+    if (I.zero) STEM_RETURN_IF_ERROR(I.zero->step(lr.backbone));
     if (I.tier) STEM_RETURN_IF_ERROR(I.tier->end_step(I.grads, lr.tables));
     if (I.shards) {
       I.shards->step(lr.tables);

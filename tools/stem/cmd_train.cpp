@@ -78,6 +78,10 @@ void register_train(CLI::App& app) {
   sub->add_option("--tables-dir", o->tables_dir, "Directory of the disk tier's row file (default: --out)");
   sub->add_flag("--no-prefetch", [o](int64_t) { o->prefetch = false; },
                 "Disk tier: fetch each step's rows when the step starts, not during the previous one");
+  sub->add_option("--zero", o->zero_stage,
+                  "Several ranks: 1 shards the backbone's AdamW moments over them (ZeRO stage 1), 0 keeps "
+                  "them whole on each")
+      ->capture_default_str();
   sub->add_option("--eval-every", o->eval_every, "Validation loss every N steps (0: only at the end)")->capture_default_str();
   sub->add_option("--eval-tokens", o->eval_tokens, "Held-out tokens per validation")->capture_default_str();
   sub->add_option("--save-every", o->save_every, "Checkpoint every N steps (and at the end)")->capture_default_str();
@@ -103,9 +107,11 @@ void register_train(CLI::App& app) {
     const bool lead = (*t)->rank() == 0, many = (*t)->ranks() > 1;
     const bool tty = lead && isatty(STDERR_FILENO);
     if (lead && many)
-      std::fprintf(stderr, "%d ranks: global batch %ld sequences; each rank keeps %.1f MB of the STEM tables\n",
+      std::fprintf(stderr,
+                   "%d ranks: global batch %ld sequences; each rank keeps %.1f MB of the STEM tables and %.1f MB "
+                   "of the backbone's moments\n",
                    (*t)->ranks(), static_cast<long>(o->batch * o->accum * (*t)->ranks()),
-                   (*t)->table_shard_bytes() / 1e6);
+                   (*t)->table_shard_bytes() / 1e6, (*t)->backbone_moment_bytes() / 1e6);
     if (lead && (*t)->start_step() > 0)
       std::fprintf(stderr, "resuming %s at step %ld\n", o->out_dir.c_str(), static_cast<long>((*t)->start_step()));
     double last_val = NAN, last_loss = 0;
@@ -150,7 +156,8 @@ void register_train(CLI::App& app) {
     const std::string ck = (*t)->last_checkpoint();
     if (*json) {
       nlohmann::json j = {{"done", *res == TrainEnd::Finished}, {"checkpoint", ck}, {"loss", last_loss},
-                          {"peak_rss_bytes", process_memory().peak_rss_bytes}};
+                          {"peak_rss_bytes", process_memory().peak_rss_bytes},
+                          {"backbone_moment_bytes", (*t)->backbone_moment_bytes()}};
       if (!std::isnan(last_val)) j["val_loss"] = last_val;
       const TableTierStats tt = (*t)->table_stats();
       if ((*t)->tables_on_disk())
