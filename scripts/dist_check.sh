@@ -5,9 +5,10 @@
 #      dense models, with the backbone's moments whole or sharded (--zero 1),
 #      N = 2 and 4: the largest relative difference of the per-step losses
 #      and of every checkpoint tensor;
-#   2. traffic: bytes each rank sends a step (all of it, and the table rows)
-#      against a dense all-reduce of the table gradients, at S and M, and
-#      what --zero 1 changes: the same bytes, 1/N of the backbone's moments;
+#   2. traffic: bytes each rank sends a step (all of it, and the table rows,
+#      with the share of rows prefetched during the step before) against a
+#      dense all-reduce of the table gradients, at S and M, and what --zero 1
+#      changes: the embedding's rows gathered, 1/N of the backbone's moments;
 #   3. kill -9 of one rank: how long the others take to end, what mpirun
 #      says, and a resume from the last checkpoint against an unbroken run.
 # Usage: scripts/dist_check.sh [WORK_DIR]   (STEPS=50 RANKS="2 4" PARTS="1 2 3" PYTHON=/usr/bin/python3
@@ -106,10 +107,12 @@ last = [json.loads(l) for l in open(run + ".log") if l.startswith("{") and '"ran
 summary = last["ranks"]
 t = sum(r["table_comm_bytes"] for r in m) / len(m)
 c = sum(r["comm_bytes"] for r in m) / len(m)
+early = sum(r.get("table_prefetch_bytes", 0) for r in m[:-1]) / max(1, len(m) - 1)  # the last step prefetches nothing
 d = summary["dense_table_allreduce_bytes_per_step"]
-print("%s, %s ranks, --zero %s: %.2f MB sent a step (%.2f MB table rows and their gradients); a dense all-reduce "
-      "of the tables: %.1f MB (%.0fx the rows); tables %.1f MB and backbone moments %.1f MB a rank" % (
-      shape, n, zero, c / 1e6, t / 1e6, d / 1e6, d / t, summary["table_shard_bytes"] / 1e6,
+print("%s, %s ranks, --zero %s: %.2f MB sent a step (%.2f MB table rows and their gradients, %.0f%% of the rows "
+      "sent during the step before); a dense all-reduce of the tables: %.1f MB (%.0fx the rows); tables %.1f MB "
+      "and backbone moments %.1f MB a rank" % (
+      shape, n, zero, c / 1e6, t / 1e6, 100 * early / (t / 2), d / 1e6, d / t, summary["table_shard_bytes"] / 1e6,
       last["backbone_moment_bytes"] / 1e6))
 EOF
     done

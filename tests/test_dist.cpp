@@ -5,7 +5,8 @@
 // dense, a STEM and a hash-MoE layer (lazy and dense table AdamW) and for a
 // dense model, with the backbone's moments whole on each rank or sharded
 // (ZeRO-1); a run resumed with another number of ranks goes on as if never
-// stopped; refusals are clean. Skipped, saying so, without mpirun.
+// stopped, and one started --init-from a model as one process starts it;
+// refusals are clean. Skipped, saying so, without mpirun.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <fstream>
 
 #include "cli_test_util.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 #include "stem/train.h"
 #include "train_test_util.h"
@@ -158,6 +160,28 @@ TEST_F(Dist, RanksTrainAsOneProcessWithTheSameGlobalBatch) {
     }
   }
 
+  // Lazy tables prefetch the next step's untouched rows during each step:
+  // the same rows, so the same numbers bit for bit as fetching them late.
+  {
+    const fs::path late = dir / "stem-lazy-late";
+    auto r = train(2, common(stem_cfg, late.string(), 1) + " --lazy-tables --no-prefetch");
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto a = read_metrics((dir / "stem-lazy-ranks").string()), b = read_metrics(late.string());
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(a->size(), b->size());
+    for (size_t k = 0; k < a->size(); ++k) EXPECT_EQ((*a)[k].loss, (*b)[k].loss) << "step " << (*a)[k].step;
+    for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+      auto x = io::read_text((last_checkpoint(dir / "stem-lazy-ranks") / file).string());
+      auto y = io::read_text((last_checkpoint(late) / file).string());
+      ASSERT_TRUE(x.ok() && y.ok());
+      EXPECT_TRUE(*x == *y) << file;
+    }
+    std::ifstream in(dir / "stem-lazy-ranks" / "metrics.jsonl");
+    int64_t early = 0;
+    for (std::string line; std::getline(in, line);) early += nlohmann::json::parse(line).value("table_prefetch_bytes", 0);
+    EXPECT_GT(early, 0);
+  }
+
   // The 2-rank lazy run resumed at step 6 by one process with accum 2 (its
   // checkpoint is the one-process format) ends where both runs ended.
   const fs::path resumed = dir / "stem-lazy-resumed";
@@ -182,6 +206,16 @@ TEST_F(Dist, RanksTrainAsOneProcessWithTheSameGlobalBatch) {
   ASSERT_EQ(rr2.code, 0) << rr2.err;
   expect_same_metrics(dir / "stem-lazy-one", resumed2, 7);
   expect_same_checkpoint(last_checkpoint(dir / "stem-lazy-one"), last_checkpoint(resumed2));
+
+  // --init-from: each rank reads its own rows of the tables from the model
+  // it starts from, as one process reads them whole.
+  const std::string from = " --init-from " + (dir / "stem-dense-adamw-one" / "checkpoints" / "step-00000006").string();
+  auto i1 = train(0, common(stem_cfg, (dir / "init-one").string(), 2) + from);
+  ASSERT_EQ(i1.code, 0) << i1.err;
+  auto i2 = train(2, common(stem_cfg, (dir / "init-ranks").string(), 1) + from);
+  ASSERT_EQ(i2.code, 0) << i2.err;
+  expect_same_metrics(dir / "init-one", dir / "init-ranks");
+  expect_same_checkpoint(last_checkpoint(dir / "init-one"), last_checkpoint(dir / "init-ranks"));
 }
 
 TEST_F(Dist, RefusalsEndEveryRank) {

@@ -96,6 +96,59 @@ TEST_F(ModelTest, SaveLoadRoundTripIsBitwise) {
   EXPECT_EQ(la, lb);
 }
 
+// init_rows: every float matrix drawn a block of rows at a time (blocks that
+// do not divide the rows) equals init_weights' whole tensor, bit for bit; and
+// read_rows hands back a saved tensor's rows, widening BF16, or names what is
+// wrong.
+TEST_F(ModelTest, RowBlocksEqualWholeTensors) {
+  model::TensorList w = model::TensorList::allocate(model::tensor_specs(small_config()));
+  model::init_weights(w, 11);
+  int matrices = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const model::TensorSpec& s = w.spec(i);
+    if (s.shape.size() != 2 || s.dtype != DType::F32) continue;
+    std::vector<float> got(static_cast<size_t>(w[i].numel()), -1.0f);
+    int64_t next = 0;
+    model::init_rows(w, i, 11, 7, [&](int64_t r0, int64_t n, const float* rows) {
+      EXPECT_EQ(r0, next);
+      next = r0 + n;
+      std::memcpy(got.data() + r0 * s.shape[1], rows, sizeof(float) * n * s.shape[1]);
+    });
+    EXPECT_EQ(next, s.shape[0]) << s.name;
+    EXPECT_EQ(std::memcmp(got.data(), w[i].f32(), got.size() * sizeof(float)), 0) << s.name;
+    ++matrices;
+  }
+  EXPECT_GT(matrices, 5);
+
+  const int t = w.find("model.layers.1.mlp.stem_embedding.weight");
+  ASSERT_GE(t, 0);
+  const Shape shape = w.spec(t).shape;
+  std::vector<uint16_t> half(static_cast<size_t>(w[t].numel()));
+  for (size_t k = 0; k < half.size(); ++k) half[k] = core::float_to_bf16(w[t].f32()[k]);
+  const std::string path = (dir_ / "rows.safetensors").string();
+  const std::vector<io::SafetensorsItem> items = {{"f", DType::F32, shape, w[t].raw()},
+                                                  {"b", DType::BF16, shape, half.data()}};
+  ASSERT_TRUE(io::write_safetensors(path, items).ok());
+  auto f = io::SafetensorsFile::open(path);
+  ASSERT_TRUE(f.ok());
+  for (const char* name : {"f", "b"}) {
+    std::vector<float> got;
+    ASSERT_TRUE(io::read_rows(*f, name, shape, 10, [&](int64_t r0, int64_t n, const float* rows) {
+                  EXPECT_EQ(static_cast<int64_t>(got.size()), r0 * shape[1]);
+                  got.insert(got.end(), rows, rows + n * shape[1]);
+                }).ok());
+    ASSERT_EQ(got.size(), half.size());
+    for (size_t k = 0; k < got.size(); ++k)
+      ASSERT_EQ(got[k], std::string(name) == "f" ? w[t].f32()[k] : core::bf16_to_float(half[k])) << name << k;
+  }
+  auto none = [](int64_t, int64_t, const float*) {};
+  Status missing = io::read_rows(*f, "nope", shape, 10, none);
+  EXPECT_NE(missing.message().find("rows.safetensors: missing tensor 'nope'"), std::string::npos) << missing.message();
+  Status wrong = io::read_rows(*f, "f", {shape[0] + 1, shape[1]}, 10, none);
+  EXPECT_NE(wrong.message().find("tensor 'f' is F32 [53, 24], expected F32 or BF16 [54, 24]"), std::string::npos)
+      << wrong.message();
+}
+
 // convert_checkpoint: BF16 weights that load back as their widening (scores
 // equal to those of a model holding the rounded values), the tables only when
 // asked; the source is never the output; pack_checkpoint_tables writes the pack.

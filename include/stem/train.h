@@ -61,7 +61,7 @@ struct TrainOptions {
   bool lazy_tables = false; // row-sparse (lazy) AdamW for the STEM tables
   bool tables_on_disk = false;  // STEM tables + moments in a row file (needs lazy_tables)
   std::string tables_dir;   // where that file goes ("" : out_dir); unlinked at once
-  bool prefetch = true;     // stage the next step's rows in the background
+  bool prefetch = true;     // stage the next step's rows in the background (disk tier; ranks with lazy tables)
   // Several ranks: 1 shards the backbone's AdamW moments over the ranks
   // (ZeRO stage 1: reduce-scatter, update the owned part, all-gather); 0 keeps
   // them whole on every rank. The numbers are the same; a run may resume
@@ -95,6 +95,7 @@ struct StepRecord {
   double table_wait = 0;    // tables on disk: seconds this step waited for its rows
   int64_t comm_bytes = 0;   // several ranks: bytes this rank sent to the others this step (all of it)
   int64_t table_comm_bytes = 0;  // of which STEM table rows and their gradients
+  int64_t table_prefetch_bytes = 0;  // of those, rows of the next step sent during this one
   bool saved = false;
 };
 

@@ -34,6 +34,10 @@ class SoloComm final : public Comm {
   }
   Status barrier() override { return ok_status(); }
   Status start_all_reduce_sum(float*, int64_t) override { return ok_status(); }
+  Status start_all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                            const std::vector<int64_t>& recv_counts) override {
+    return all_to_all_v(send, send_counts, recv, recv_counts);
+  }
   Status start_reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts) override {
     if (counts.size() != 1) return Status::error("comm solo: reduce_scatter needs one count");
     if (counts[0] > 0 && send != recv) std::memcpy(recv, send, static_cast<size_t>(counts[0]) * sizeof(float));

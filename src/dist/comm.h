@@ -62,6 +62,10 @@ class Comm {
   // send offset counts[0] + ... + counts[rank - 1]. Neither buffer may be
   // touched until wait_all() has returned.
   virtual Status start_reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts) = 0;
+  // Non-blocking all_to_all_v: the same bytes, and neither buffer may be
+  // touched until wait_all() has returned.
+  virtual Status start_all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                                    const std::vector<int64_t>& recv_counts) = 0;
   virtual void progress() {}
   virtual Status wait_all() = 0;
 

@@ -5,7 +5,9 @@
 #define OMPI_SKIP_MPICXX 1  // the C API only (no deprecated C++ bindings)
 #include <mpi.h>
 
+#include <array>
 #include <climits>
+#include <list>
 #include <cstdlib>
 #include <mutex>
 #include <vector>
@@ -59,16 +61,11 @@ class MpiComm final : public Comm {
 
   Status all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                       const std::vector<int64_t>& recv_counts) override {
-    if (static_cast<int>(send_counts.size()) != size_ || static_cast<int>(recv_counts.size()) != size_)
-      return Status::error("comm mpi: all_to_all_v needs a count per rank");
-    std::vector<int> sc, sd, rc, rd;
-    STEM_RETURN_IF_ERROR(int_counts(send_counts, &sc, &sd, "all_to_all_v"));
-    STEM_RETURN_IF_ERROR(int_counts(recv_counts, &rc, &rd, "all_to_all_v"));
-    for (int p = 0; p < size_; ++p)
-      if (p != rank_) bytes_sent_ += send_counts[p];
-    return check(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE,
-                               MPI_COMM_WORLD),
-                 "all_to_all_v");
+    return alltoallv(send, send_counts, recv, recv_counts, false);
+  }
+  Status start_all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                            const std::vector<int64_t>& recv_counts) override {
+    return alltoallv(send, send_counts, recv, recv_counts, true);
   }
 
   Status broadcast(void* data, int64_t bytes, int root) override {
@@ -123,12 +120,15 @@ class MpiComm final : public Comm {
   }
 
   Status start_reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts) override {
-    if (static_cast<int>(counts.size()) != size_) return Status::error("comm mpi: reduce_scatter needs a count per rank");
+    if (static_cast<int>(counts.size()) != size_)
+      return Status::error("comm mpi: reduce_scatter needs a count per rank");
     std::vector<int> rc, rd;
     STEM_RETURN_IF_ERROR(int_counts(counts, &rc, &rd, "start_reduce_scatter"));  // displacements: the total fits
+    auto& keep = counts_.emplace_back();  // alive until the operation ends
+    keep[0] = std::move(rc);
     MPI_Request req;
-    STEM_RETURN_IF_ERROR(check(MPI_Ireduce_scatter(send, recv, rc.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req),
-                               "start_reduce_scatter"));
+    const int code = MPI_Ireduce_scatter(send, recv, keep[0].data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+    STEM_RETURN_IF_ERROR(check(code, "start_reduce_scatter"));
     pending_.push_back(req);
     int64_t total = 0;
     for (int64_t c : counts) total += c;
@@ -146,10 +146,35 @@ class MpiComm final : public Comm {
     if (pending_.empty()) return ok_status();
     const int rc = MPI_Waitall(static_cast<int>(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE);
     pending_.clear();
+    counts_.clear();
     return check(rc, "wait_all");
   }
 
  private:
+  Status alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                   const std::vector<int64_t>& recv_counts, bool start) {
+    if (static_cast<int>(send_counts.size()) != size_ || static_cast<int>(recv_counts.size()) != size_)
+      return Status::error("comm mpi: all_to_all_v needs a count per rank");
+    std::vector<int> sc, sd, rc, rd;
+    STEM_RETURN_IF_ERROR(int_counts(send_counts, &sc, &sd, "all_to_all_v"));
+    STEM_RETURN_IF_ERROR(int_counts(recv_counts, &rc, &rd, "all_to_all_v"));
+    for (int p = 0; p < size_; ++p)
+      if (p != rank_) bytes_sent_ += send_counts[p];
+    if (!start)
+      return check(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE,
+                                 MPI_COMM_WORLD),
+                   "all_to_all_v");
+    // The count arrays must live until the operation ends.
+    auto& keep = counts_.emplace_back();
+    keep = {std::move(sc), std::move(sd), std::move(rc), std::move(rd)};
+    MPI_Request req;
+    STEM_RETURN_IF_ERROR(check(MPI_Ialltoallv(send, keep[0].data(), keep[1].data(), MPI_BYTE, recv, keep[2].data(),
+                                              keep[3].data(), MPI_BYTE, MPI_COMM_WORLD, &req),
+                               "start_all_to_all_v"));
+    pending_.push_back(req);
+    return ok_status();
+  }
+
   Status all_reduce(void* data, int64_t n, MPI_Datatype type, MPI_Op op, int64_t elem, const char* what = "all_reduce") {
     // In pieces of at most INT_MAX elements.
     auto* p = static_cast<char*>(data);
@@ -163,7 +188,8 @@ class MpiComm final : public Comm {
     return ok_status();
   }
   int rank_ = 0, size_ = 1;
-  std::vector<MPI_Request> pending_;  // started non-blocking sums
+  std::vector<MPI_Request> pending_;  // started non-blocking operations
+  std::list<std::array<std::vector<int>, 4>> counts_;  // the count arrays of started operations
 };
 
 void finalize_at_exit() {

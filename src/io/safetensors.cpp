@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/bf16.h"
 #include "io/files.h"
 #include "io/json_text.h"
 
@@ -251,6 +252,33 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
 const SafetensorsEntry* SafetensorsFile::find(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? nullptr : &entries_[it->second];
+}
+
+Status read_rows(const SafetensorsFile& f, const std::string& name, const Shape& shape, int64_t block_rows,
+                 const std::function<void(int64_t r0, int64_t n, const float* rows)>& block) {
+  const SafetensorsEntry* e = f.find(name);
+  if (!e) return Status::error(f.path() + ": missing tensor '" + name + "'");
+  if (e->shape != shape || (e->dtype != DType::F32 && e->dtype != DType::BF16) || shape.size() != 2)
+    return Status::error(f.path() + ": tensor '" + name + "' is " + dtype_name(e->dtype) + " " + shape_str(e->shape) +
+                         ", expected F32 or BF16 " + shape_str(shape));
+  const int64_t R = shape[0], C = shape[1], width = static_cast<int64_t>(dtype_size(e->dtype));
+  std::vector<float> buf(static_cast<size_t>(std::min(block_rows, R) * C));
+  for (int64_t r0 = 0; r0 < R; r0 += block_rows) {
+    const int64_t n = std::min(block_rows, R - r0);
+    const std::byte* src = f.data(*e) + r0 * C * width;
+    if (e->dtype == DType::F32) {
+      std::memcpy(buf.data(), src, sizeof(float) * n * C);
+    } else {
+      for (int64_t k = 0; k < n * C; ++k) {
+        uint16_t b;
+        std::memcpy(&b, src + 2 * k, 2);
+        buf[k] = core::bf16_to_float(b);
+      }
+    }
+    block(r0, n, buf.data());
+  }
+  f.release(*e);
+  return ok_status();
 }
 
 Status write_safetensors(const std::string& path, const std::vector<SafetensorsItem>& items,

@@ -60,6 +60,13 @@ class SafetensorsFile {
   size_t file_size_ = 0;
 };
 
+// The rows of float matrix `name` of f ([R, C] as `shape` says; F32, or BF16
+// widened to F32) handed to `block` block_rows rows at a time, in order, the
+// pages read dropped as it goes: for a reader that keeps some rows. A
+// missing tensor or another shape is an error naming the file and tensor.
+Status read_rows(const SafetensorsFile& f, const std::string& name, const Shape& shape, int64_t block_rows,
+                 const std::function<void(int64_t r0, int64_t n, const float* rows)>& block);
+
 // Receives a tensor's bytes in order, in pieces of any size.
 using ByteSink = std::function<Status(const void* bytes, size_t n)>;
 

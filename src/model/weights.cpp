@@ -12,6 +12,7 @@
 
 #include "core/bf16.h"
 #include "core/buffer.h"
+#include "core/check.h"
 #include "io/safetensors.h"
 
 namespace stem::model {
@@ -52,38 +53,53 @@ void TensorList::zero() {
 
 namespace {
 
-void fill_tensor(Tensor& t, const TensorSpec& s, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const int64_t n = t.numel();
-  switch (s.init) {
-    case InitKind::Ones: std::fill(t.f32(), t.f32() + n, 1.0f); break;
-    case InitKind::TruncNormal: {
-      std::normal_distribution<double> nd(0.0, 1.0);
-      float* p = t.f32();
-      for (int64_t i = 0; i < n; ++i) {
-        double z;
-        do z = nd(rng); while (std::abs(z) > 3.0);
-        p[i] = static_cast<float>(z * s.init_std);
-      }
-      break;
-    }
-    case InitKind::XavierNormal: {
-      std::normal_distribution<double> nd(0.0, s.init_std);
-      float* p = t.f32();
-      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(nd(rng));
-      break;
-    }
-    case InitKind::HashBalanced: {
-      // A random permutation of the tokens dealt to the experts in turn: expert
-      // loads differ by at most one token.
-      const int64_t E = s.expert_count;
-      std::vector<int32_t> perm(n);
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), rng);
-      for (int64_t i = 0; i < n; ++i) t.i32()[perm[i]] = static_cast<int32_t>(i % E);
-      break;
+// The seed of tensor i's stream: independent of thread count and order.
+uint64_t tensor_seed(uint64_t seed, size_t i) {
+  return seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i + 1) * 0xBF58476D1CE4E5B9ull;
+}
+
+// The values of a float tensor's initialisation, in order: drawing them in
+// blocks gives the numbers of drawing them at once (the distribution keeps
+// its state between calls).
+class FloatInit {
+ public:
+  FloatInit(const TensorSpec& s, uint64_t seed)
+      : s_(s), rng_(seed), nd_(0.0, s.init == InitKind::XavierNormal ? s.init_std : 1.0) {}
+  void next(float* p, int64_t n) {
+    switch (s_.init) {
+      case InitKind::Ones: std::fill(p, p + n, 1.0f); break;
+      case InitKind::TruncNormal:
+        for (int64_t i = 0; i < n; ++i) {
+          double z;
+          do z = nd_(rng_); while (std::abs(z) > 3.0);
+          p[i] = static_cast<float>(z * s_.init_std);
+        }
+        break;
+      case InitKind::XavierNormal:
+        for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(nd_(rng_));
+        break;
+      case InitKind::HashBalanced: STEM_CHECKF(false, "FloatInit: %s is a hash table", s_.name.c_str());
     }
   }
+  std::mt19937_64& rng() { return rng_; }
+
+ private:
+  const TensorSpec& s_;
+  std::mt19937_64 rng_;
+  std::normal_distribution<double> nd_;
+};
+
+void fill_tensor(Tensor& t, const TensorSpec& s, uint64_t seed) {
+  const int64_t n = t.numel();
+  FloatInit init(s, seed);
+  if (s.init != InitKind::HashBalanced) return init.next(t.f32(), n);
+  // A random permutation of the tokens dealt to the experts in turn: expert
+  // loads differ by at most one token.
+  const int64_t E = s.expert_count;
+  std::vector<int32_t> perm(n);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), init.rng());
+  for (int64_t i = 0; i < n; ++i) t.i32()[perm[i]] = static_cast<int32_t>(i % E);
 }
 
 }  // namespace
@@ -93,9 +109,22 @@ void init_weights(TensorList& w, uint64_t seed) {
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t i = 0; i < n; ++i) {
     if (w[i].empty()) continue;
-    // splitmix-style stream per tensor: independent of thread count.
-    const uint64_t s = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i + 1) * 0xBF58476D1CE4E5B9ull;
-    fill_tensor(w[i], w.spec(i), s);
+    fill_tensor(w[i], w.spec(i), tensor_seed(seed, static_cast<size_t>(i)));
+  }
+}
+
+void init_rows(const TensorList& w, size_t i, uint64_t seed, int64_t block_rows,
+               const std::function<void(int64_t r0, int64_t n, const float* rows)>& block) {
+  const TensorSpec& s = w.spec(i);
+  STEM_CHECKF(s.shape.size() == 2 && s.init != InitKind::HashBalanced, "init_rows: %s is not a float matrix",
+              s.name.c_str());
+  const int64_t R = s.shape[0], C = s.shape[1];
+  FloatInit init(s, tensor_seed(seed, i));
+  std::vector<float> buf(static_cast<size_t>(std::min(block_rows, R) * C));
+  for (int64_t r0 = 0; r0 < R; r0 += block_rows) {
+    const int64_t n = std::min(block_rows, R - r0);
+    init.next(buf.data(), n * C);
+    block(r0, n, buf.data());
   }
 }
 

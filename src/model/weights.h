@@ -48,6 +48,11 @@ class TensorList {
 // Fills every tensor as the official implementation does (see TensorSpec::init),
 // deterministically from `seed` (each tensor from its own stream).
 void init_weights(TensorList& w, uint64_t seed);
+// Tensor i of w (a float matrix, empty or not) as init_weights(w, seed) fills
+// it, handed to `block` block_rows rows at a time, in order, without the
+// whole tensor in memory (a rank keeping some rows of a table).
+void init_rows(const TensorList& w, size_t i, uint64_t seed, int64_t block_rows,
+               const std::function<void(int64_t r0, int64_t n, const float* rows)>& block);
 
 struct LoadOptions {
   WeightDType matrices = WeightDType::F32;  // 2-D weights other than STEM tables

@@ -22,9 +22,10 @@ AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt), be
   for (size_t i = 0; i < weights.size(); ++i) {
     const model::TensorSpec& s = weights.spec(i);
     if (!s.trainable || s.kind != model::ParamKind::StemTable) continue;
+    if (lazy(i)) last_[i] = Tensor::zeros(DType::I32, {s.shape[0]});  // host bookkeeping
+    if (weights[i].empty()) continue;  // a table kept elsewhere from the start (a rank's shard): so are its moments
     m_[i] = own(s.shape);
     v_[i] = own(s.shape);
-    if (lazy(i)) last_[i] = Tensor::zeros(DType::I32, {s.shape[0]});  // host bookkeeping
   }
 }
 
@@ -116,7 +117,8 @@ void AdamW::drop_moments(const std::function<bool(const model::TensorSpec&)>& ou
       else if (!(*list)[i].empty() && list->spec(i).kind != model::ParamKind::StemTable) arena_used = true;
     }
     if (arena_used) continue;
-    model::TensorList fresh = model::TensorList::allocate(list->specs(), [](const model::TensorSpec&) { return false; }, *be_);
+    auto none = [](const model::TensorSpec&) { return false; };
+    model::TensorList fresh = model::TensorList::allocate(list->specs(), none, *be_);
     for (size_t i = 0; i < list->size(); ++i) fresh[i] = (*list)[i];
     *list = std::move(fresh);
   }

@@ -196,8 +196,15 @@ Status load_checkpoint(const std::string& ckpt_dir, const ModelConfig& cfg,
     return Status::error(where + "/trainer_state.json: decay_products has " +
                          std::to_string(opt.decay_products().size()) + " entries for " +
                          std::to_string(opt.steps()) + " steps");
-  STEM_ASSIGN_OR_RETURN(model::TensorList w, model::load_weights(cfg, (fs::path(ckpt_dir) / "model.safetensors").string()));
-  for (size_t i = 0; i < weights.size(); ++i) std::memcpy(weights[i].raw(), w[i].raw(), weights[i].nbytes());
+  // Tables empty in `weights` are kept elsewhere (a rank's shard, which reads
+  // its own rows of them): they are not read here.
+  model::LoadOptions lo;
+  for (size_t i = 0; i < weights.size(); ++i)
+    if (weights[i].empty() && weights.spec(i).kind == model::ParamKind::StemTable) lo.skip_tables = true;
+  STEM_ASSIGN_OR_RETURN(model::TensorList w,
+                        model::load_weights(cfg, (fs::path(ckpt_dir) / "model.safetensors").string(), lo));
+  for (size_t i = 0; i < weights.size(); ++i)
+    if (!weights[i].empty()) std::memcpy(weights[i].raw(), w[i].raw(), weights[i].nbytes());
   const std::string opath = (fs::path(ckpt_dir) / "optimizer.safetensors").string();
   STEM_ASSIGN_OR_RETURN(io::SafetensorsFile of, io::SafetensorsFile::open(opath));
   auto restore = [&](const std::string& name, Tensor& t) -> Status {
@@ -212,9 +219,10 @@ Status load_checkpoint(const std::string& ckpt_dir, const ModelConfig& cfg,
   for (size_t i = 0; i < weights.size(); ++i) {
     const auto& s = weights.spec(i);
     if (!s.trainable) continue;
+    if (!opt.last_step()[i].empty()) STEM_RETURN_IF_ERROR(restore("last." + s.name, opt.last_step()[i]));
+    if (weights[i].empty()) continue;  // kept elsewhere with its moments
     STEM_RETURN_IF_ERROR(restore("m." + s.name, opt.m()[i]));
     STEM_RETURN_IF_ERROR(restore("v." + s.name, opt.v()[i]));
-    if (!opt.last_step()[i].empty()) STEM_RETURN_IF_ERROR(restore("last." + s.name, opt.last_step()[i]));
     // Version 2: the lazy rows as the optimizer left them (version 1 saved
     // them flushed, so the model's values are the state).
     if (opt.lazy(i) && of.find("p." + s.name)) STEM_RETURN_IF_ERROR(restore("p." + s.name, weights[i]));

@@ -95,7 +95,10 @@ Status load_initial_weights(const std::string& dir, model::TensorList& w) {
   const std::string cfg_path = (fs::path(src) / "config.json").string();
   STEM_ASSIGN_OR_RETURN(ModelConfig from, ModelConfig::load(cfg_path));
   const std::string path = (fs::path(src) / "model.safetensors").string();
-  STEM_ASSIGN_OR_RETURN(model::TensorList loaded, model::load_weights(from, path));
+  model::LoadOptions lo;  // tables empty in w are a rank's to read, its rows only
+  for (size_t i = 0; i < w.size(); ++i)
+    if (w[i].empty() && w.spec(i).kind == model::ParamKind::StemTable) lo.skip_tables = true;
+  STEM_ASSIGN_OR_RETURN(model::TensorList loaded, model::load_weights(from, path, lo));
   const std::string where = "--init-from " + src + ": ";
   if (loaded.size() != w.size())
     return Status::error(where + "its model has " + std::to_string(loaded.size()) + " tensors, this run's " +
@@ -105,6 +108,7 @@ Status load_initial_weights(const std::string& dir, model::TensorList& w) {
     const int j = loaded.find(s.name);
     if (j < 0)
       return Status::error(where + "has no tensor '" + s.name + "' (another architecture? convert it first: stem convert)");
+    if (w[i].empty()) continue;
     if (loaded[j].shape() != w[i].shape() || loaded[j].dtype() != w[i].dtype())
       return Status::error(where + "tensor '" + s.name + "' is " + shape_str(loaded[j].shape()) + ", this run's " +
                            shape_str(w[i].shape()));

@@ -2,6 +2,7 @@
 #include "train/sharded_tables.h"
 
 #include <algorithm>
+#include <iterator>
 #include <cstring>
 
 #include "backends/backend.h"
@@ -21,7 +22,8 @@ std::vector<int32_t> distinct(std::span<const int32_t> ids) {
 
 }  // namespace
 
-Result<std::unique_ptr<ShardedTables>> ShardedTables::create(model::Transformer& tr, AdamW& adam, dist::Comm& comm) {
+Result<std::unique_ptr<ShardedTables>> ShardedTables::create(model::Transformer& tr, AdamW& adam, dist::Comm& comm,
+                                                             const RowSource& source) {
   std::unique_ptr<ShardedTables> t(new ShardedTables(tr, adam, comm));
   const ModelConfig& cfg = tr.config();
   t->N_ = comm.size();
@@ -32,67 +34,114 @@ Result<std::unique_ptr<ShardedTables>> ShardedTables::create(model::Transformer&
   t->R_ = (t->V_ - t->me_ + t->N_ - 1) / t->N_;
   for (int l = 0; l < tr.n_layers(); ++l)
     if (tr.stem_slot(l) >= 0) t->tensor_.push_back(tr.layer(l).i_stem);
-  model::TensorList& w = tr.weights();
-  const int64_t f = t->f_;
+  const model::TensorList& w = tr.weights();
+  const int64_t f = t->f_, N = t->N_, me = t->me_;
   for (int i : t->tensor_) {
-    if (w[i].empty() || adam.m()[i].empty())
-      return Status::error("train: a STEM table is not in memory to be sharded (" + w.spec(i).name + ")");
-    auto take = [&](const Tensor& whole) {
-      std::vector<float> rows(static_cast<size_t>(t->R_ * f));
-      for (int64_t k = 0; k < t->R_; ++k)
-        std::memcpy(rows.data() + k * f, whole.f32() + (k * t->N_ + t->me_) * f, sizeof(float) * f);
-      return rows;
-    };
-    t->p_.push_back(take(w[i]));
-    t->m_.push_back(take(adam.m()[i]));
-    t->v_.push_back(take(adam.v()[i]));
-    w[i] = Tensor();
-    adam.m()[i] = Tensor();
-    adam.v()[i] = Tensor();
+    STEM_CHECKF(w[i].empty() && adam.m()[i].empty(), "ShardedTables: %s is whole in this process",
+                w.spec(i).name.c_str());
+    std::vector<float>* dst[3] = {&t->p_.emplace_back(), &t->m_.emplace_back(), &t->v_.emplace_back()};
+    for (int kind = 0; kind < 3; ++kind) {
+      std::vector<float>& rows = *dst[kind];
+      rows.assign(static_cast<size_t>(t->R_ * f), 0.0f);
+      STEM_RETURN_IF_ERROR(source(static_cast<size_t>(i), kind, [&](int64_t r0, int64_t n, const float* block) {
+        for (int64_t r = r0 + ((me - r0 % N) % N + N) % N; r < r0 + n; r += N)  // the first owned row, then every N-th
+          std::memcpy(rows.data() + (r / N) * f, block + (r - r0) * f, sizeof(float) * f);
+      }));
+    }
   }
   tr.rebind_stem_tables();
   return t;
 }
 
+void ShardedTables::pack(const std::vector<std::vector<int32_t>>& ids_of, Exchange* x) const {
+  const int64_t row = M_ * f_, row_bytes = row * static_cast<int64_t>(sizeof(float));
+  x->send_counts.assign(N_, 0);
+  x->recv_counts.assign(N_, 0);
+  x->send.clear();
+  for (int s = 0; s < N_; ++s)
+    for (int32_t id : ids_of[s]) {
+      if (owner(id) != me_) continue;
+      x->send_counts[s] += row_bytes;
+      for (int64_t j = 0; j < M_; ++j) {
+        const float* r = p_[j].data() + (id / N_) * f_;
+        x->send.insert(x->send.end(), r, r + f_);
+      }
+    }
+  for (int32_t id : ids_of[me_]) x->recv_counts[owner(id)] += row_bytes;
+  x->recv.resize(ids_of[me_].size() * static_cast<size_t>(row));
+}
+
+void ShardedTables::place(const std::vector<int32_t>& ids, const Exchange& x) {
+  const int64_t row = M_ * f_, U = mine_.n_unique();
+  std::vector<int64_t> at(N_, 0);  // owner o's rows arrive together, in id order
+  for (int o = 1; o < N_; ++o) at[o] = at[o - 1] + x.recv_counts[o - 1] / static_cast<int64_t>(sizeof(float));
+  for (int32_t id : ids) {
+    const int64_t u = std::lower_bound(mine_.unique.begin(), mine_.unique.end(), id) - mine_.unique.begin();
+    const int o = owner(id);
+    for (int64_t j = 0; j < M_; ++j)
+      std::memcpy(rows_.data() + (j * U + u) * f_, x.recv.data() + at[o] + j * f_, sizeof(float) * f_);
+    at[o] += row;
+  }
+}
+
 Status ShardedTables::fetch(const std::vector<std::span<const int32_t>>& tokens_of) {
   STEM_CHECK(static_cast<int>(tokens_of.size()) == N_);
-  const int64_t row = M_ * f_, row_bytes = row * static_cast<int64_t>(sizeof(float));
   const std::span<const int32_t> mine = tokens_of[me_];
   mine_ = mine.empty() ? kernels::RowIndex{} : kernels::build_row_index(mine.data(), static_cast<int64_t>(mine.size()), V_);
   ids_of_.assign(N_, {});
   for (int s = 0; s < N_; ++s) ids_of_[s] = s == me_ ? mine_.unique : distinct(tokens_of[s]);
-  const std::vector<int32_t>& want = ids_of_[me_];
-  const int64_t U = static_cast<int64_t>(want.size());
-  std::vector<int64_t> send_counts(N_, 0), recv_counts(N_, 0);
-  for (int s = 0; s < N_; ++s)
-    for (int32_t id : ids_of_[s]) send_counts[s] += owner(id) == me_ ? row_bytes : 0;
-  for (int32_t id : want) recv_counts[owner(id)] += row_bytes;
-  // Each rank's rows in its id order, every STEM layer of an id together.
-  std::vector<float> send, recv;
-  for (int s = 0; s < N_; ++s)
-    for (int32_t id : ids_of_[s])
-      if (owner(id) == me_)
-        for (int64_t j = 0; j < M_; ++j) {
-          const float* r = p_[j].data() + (id / N_) * f_;
-          send.insert(send.end(), r, r + f_);
-        }
-  recv.resize(static_cast<size_t>(U * row));
-  STEM_RETURN_IF_ERROR(comm_.all_to_all_v(send.data(), send_counts, recv.data(), recv_counts)
+  bool early = pf_.started;
+  for (int s = 0; s < N_ && early; ++s)
+    early = std::equal(tokens_of[s].begin(), tokens_of[s].end(), pf_.tokens[s].begin(), pf_.tokens[s].end());
+  // The rows still to come: those not prefetched.
+  std::vector<std::vector<int32_t>> late = ids_of_;
+  if (early)
+    for (int s = 0; s < N_; ++s) {
+      late[s].clear();
+      std::set_difference(ids_of_[s].begin(), ids_of_[s].end(), pf_.early[s].begin(), pf_.early[s].end(),
+                          std::back_inserter(late[s]));
+    }
+  Exchange x;
+  pack(late, &x);
+  STEM_RETURN_IF_ERROR(comm_.all_to_all_v(x.send.data(), x.send_counts, x.recv.data(), x.recv_counts)
                            .with_context("train: fetching table rows"));
   for (int s = 0; s < N_; ++s)
-    if (s != me_) traffic_.fetch_bytes += send_counts[s];
-  // Into [M, U, f], u in this rank's id order.
-  std::vector<int64_t> at(N_, 0);
-  for (int o = 1; o < N_; ++o) at[o] = at[o - 1] + recv_counts[o - 1] / static_cast<int64_t>(sizeof(float));
-  rows_.resize(static_cast<size_t>(M_ * U * f_));
-  for (int64_t u = 0; u < U; ++u) {
-    const int o = owner(want[u]);
-    for (int64_t j = 0; j < M_; ++j)
-      std::memcpy(rows_.data() + (j * U + u) * f_, recv.data() + at[o] + j * f_, sizeof(float) * f_);
-    at[o] += row;
+    if (s != me_) traffic_.fetch_bytes += x.send_counts[s];
+  rows_.resize(static_cast<size_t>(M_ * mine_.n_unique() * f_));
+  place(late[me_], x);
+  if (early) {
+    STEM_RETURN_IF_ERROR(comm_.wait_all().with_context("train: prefetching table rows"));
+    place(pf_.early[me_], pf_.x);
+    pf_ = Prefetch{};
   }
   use_ptrs_.assign(static_cast<size_t>(M_), nullptr);
-  for (int64_t j = 0; j < M_; ++j) use_ptrs_[j] = rows_.data() + j * U * f_;
+  for (int64_t j = 0; j < M_; ++j) use_ptrs_[j] = rows_.data() + j * mine_.n_unique() * f_;
+  return ok_status();
+}
+
+Status ShardedTables::prefetch(const std::vector<std::span<const int32_t>>& next_of) {
+  STEM_CHECK(static_cast<int>(next_of.size()) == N_ && !pf_.started);
+  for (int i : tensor_) STEM_CHECKF(adam_.lazy(static_cast<size_t>(i)), "ShardedTables::prefetch: dense AdamW moves every row");
+  std::vector<int32_t> now;  // every id this step touches
+  for (const auto& ids : ids_of_) now.insert(now.end(), ids.begin(), ids.end());
+  now = distinct(now);
+  pf_.tokens.assign(N_, {});
+  pf_.early.assign(N_, {});
+  for (int s = 0; s < N_; ++s) {
+    pf_.tokens[s].assign(next_of[s].begin(), next_of[s].end());
+    const std::vector<int32_t> next = distinct(next_of[s]);
+    std::set_difference(next.begin(), next.end(), now.begin(), now.end(), std::back_inserter(pf_.early[s]));
+  }
+  pack(pf_.early, &pf_.x);
+  STEM_RETURN_IF_ERROR(comm_.start_all_to_all_v(pf_.x.send.data(), pf_.x.send_counts, pf_.x.recv.data(),
+                                                pf_.x.recv_counts)
+                           .with_context("train: prefetching table rows"));
+  for (int s = 0; s < N_; ++s)
+    if (s != me_) {
+      traffic_.fetch_bytes += pf_.x.send_counts[s];
+      traffic_.prefetch_bytes += pf_.x.send_counts[s];
+    }
+  pf_.started = true;
   return ok_status();
 }
 

@@ -13,11 +13,13 @@
 //   - step(): each owner applies AdamW to its rows, lazily or densely as the
 //     optimizer says, with the arithmetic of the one-process step.
 // Only touched rows move. For a checkpoint the ranks gather each table to
-// rank 0 a block of rows at a time (gather()), so no rank ever holds a whole
-// table after create().
+// rank 0 a block of rows at a time (gather()), and at the start each rank
+// reads or draws the tables a block at a time keeping its rows, so no rank
+// ever holds a whole table.
 // It knows the model's tensor list and the communicator, not the loop.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -32,17 +34,33 @@ namespace stem::train {
 
 struct ShardTraffic {
   int64_t fetch_bytes = 0, grad_bytes = 0;  // rows this rank sent to others, so far
+  int64_t prefetch_bytes = 0;               // of fetch_bytes: sent during the step before
 };
 
 class ShardedTables {
  public:
-  // Keeps this rank's rows of tr's STEM tables and of adam's moments, then
-  // frees the whole tensors. The tables must be whole (initialised or loaded).
-  static Result<std::unique_ptr<ShardedTables>> create(model::Transformer& tr, AdamW& adam, dist::Comm& comm);
+  // Where the tables start: tensor i's `kind` (0 the weights as the
+  // optimizer keeps them, 1 and 2 the moments) handed to `block` in row
+  // order, a block at a time; rows a source does not hand over start at 0
+  // (fresh moments).
+  using RowBlock = std::function<void(int64_t r0, int64_t n, const float* rows)>;
+  using RowSource = std::function<Status(size_t i, int kind, const RowBlock& block)>;
+  // Keeps this rank's rows of tr's STEM tables and their moments, read from
+  // `source`; the tables are empty in tr's weights and adam's moments (they
+  // were never whole in this process), and stay so.
+  static Result<std::unique_ptr<ShardedTables>> create(model::Transformer& tr, AdamW& adam, dist::Comm& comm,
+                                                       const RowSource& source);
 
   // Collective. tokens_of[s]: the ids rank s runs next (the same list on every
   // rank; a rank may have none). Fetches this rank's rows from their owners.
   Status fetch(const std::vector<std::span<const int32_t>>& tokens_of);
+  // Lazy AdamW, after fetch() of this step: starts sending each rank the
+  // rows of its next-step ids that this step does not touch (they cannot
+  // change before then), so that they travel while this step computes. The
+  // fetch() of exactly those tokens then waits for them (comm.wait_all(),
+  // which the step's gradient sums call anyway) and fetches only the rest;
+  // a fetch of other tokens (validation) leaves them waiting. Collective.
+  Status prefetch(const std::vector<std::span<const int32_t>>& next_of);
   // Points tr at the fetched rows for this rank's tokens [offset, offset + n).
   void use(const int32_t* tokens, int64_t offset, int64_t n);
   // Collective, after backward. g holds this rank's row gradients at g.index
@@ -74,6 +92,16 @@ class ShardedTables {
  private:
   ShardedTables(model::Transformer& tr, AdamW& adam, dist::Comm& comm) : tr_(tr), adam_(adam), comm_(comm) {}
   int owner(int32_t id) const { return id % N_; }
+  // Rows travelling to the ranks that read them: the owners' rows of each
+  // rank's ids (every STEM layer of an id together, in id order), the counts
+  // of both sides, and the receive buffer.
+  struct Exchange {
+    std::vector<float> send, recv;
+    std::vector<int64_t> send_counts, recv_counts;
+  };
+  void pack(const std::vector<std::vector<int32_t>>& ids_of, Exchange* x) const;
+  // Puts x's rows of this rank's `ids` into rows_ at their place in mine_.
+  void place(const std::vector<int32_t>& ids, const Exchange& x);
   // Rows [r0, r0 + n) of the whole table j, kind 0..3, this rank's part, gathered at root.
   Status gather_block(int j, int kind, int64_t r0, int64_t n, std::vector<float>* out);
 
@@ -89,6 +117,12 @@ class ShardedTables {
   kernels::RowIndex mine_;                    // this rank's tokens: distinct ids and the row of each
   std::vector<float> rows_;                   // [M, U_mine, f] fetched rows
   std::vector<const float*> use_ptrs_;        // [M]
+  struct Prefetch {
+    bool started = false;
+    std::vector<std::vector<int32_t>> tokens;  // [N] the tokens of each rank it is for
+    std::vector<std::vector<int32_t>> early;   // [N] their distinct ids this step does not touch
+    Exchange x;
+  } pf_;
   std::shared_ptr<model::GivenRows> given_;
   // Summed gradients of the owned rows touched by any rank.
   std::vector<int32_t> touched_;   // sorted global ids

@@ -16,6 +16,7 @@
 #include "core/timer.h"
 #include "dist/comm.h"
 #include "io/files.h"
+#include "io/safetensors.h"
 #include "io/token_shards.h"
 #include "kernels/kernels.h"
 #include "model/accounting.h"
@@ -95,6 +96,7 @@ struct Trainer::Impl {
     if (N > 1) {
       j["comm_bytes"] = r.comm_bytes;
       j["table_comm_bytes"] = r.table_comm_bytes;
+      if (shards) j["table_prefetch_bytes"] = r.table_prefetch_bytes;
     }
     std::ofstream out(metrics_path(), std::ios::app);
     out << j.dump() << "\n";
@@ -282,6 +284,35 @@ struct Trainer::Impl {
   }
 };
 
+namespace {
+
+// Where a rank's rows of the STEM tables start: the checkpoint it resumes
+// (the optimizer's own rows of lazy tables when saved, else the model's), the
+// model of --init-from (fresh moments), or the seeded initialisation.
+ShardedTables::RowSource table_rows_source(const std::string& ckpt, const std::string& init_dir, uint64_t seed,
+                                           const model::Transformer& tr, const AdamW& adam) {
+  constexpr int64_t kBlockRows = 256;
+  return [=, &tr, &adam](size_t i, int kind, const ShardedTables::RowBlock& block) -> Status {
+    const model::TensorSpec& s = tr.weights().spec(i);
+    if (ckpt.empty() && kind > 0) return ok_status();  // fresh moments: zeros
+    if (ckpt.empty() && init_dir.empty()) {
+      model::init_rows(tr.weights(), i, seed, kBlockRows, block);
+      return ok_status();
+    }
+    const fs::path dir = ckpt.empty() ? init_dir : ckpt;
+    if (!ckpt.empty() && (kind > 0 || adam.lazy(i))) {
+      const std::string opt_path = (dir / "optimizer.safetensors").string();
+      STEM_ASSIGN_OR_RETURN(io::SafetensorsFile of, io::SafetensorsFile::open(opt_path));
+      const std::string name = (kind == 1 ? "m." : kind == 2 ? "v." : "p.") + s.name;
+      if (kind > 0 || of.find(name)) return io::read_rows(of, name, s.shape, kBlockRows, block);
+    }
+    STEM_ASSIGN_OR_RETURN(io::SafetensorsFile mf, io::SafetensorsFile::open((dir / "model.safetensors").string()));
+    return io::read_rows(mf, s.name, s.shape, kBlockRows, block);
+  };
+}
+
+}  // namespace
+
 Trainer::Trainer() : impl_(std::make_unique<Impl>()) {}
 Trainer::~Trainer() = default;
 int64_t Trainer::start_step() const { return impl_->start_step; }
@@ -363,11 +394,13 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   if (o.tables_on_disk && !I.cfg.has(FfnType::Stem))
     return Status::error(cfg_name + ": no STEM layers, nothing for --tables disk to keep on disk");
   // STEM tables get storage of their own, outside the arena, so that the disk
-  // tier can free them.
+  // tier can free them. Several ranks never hold them whole: each reads or
+  // draws its own rows of them (ShardedTables).
+  const bool shard_tables = I.N > 1 && I.cfg.has(FfnType::Stem);
   auto not_table = [](const model::TensorSpec& s) { return s.kind != model::ParamKind::StemTable; };
   model::TensorList w = model::TensorList::allocate(model::tensor_specs(I.cfg), not_table);
   for (size_t i = 0; i < w.size(); ++i)
-    if (!not_table(w.spec(i))) w[i] = Tensor::zeros(DType::F32, w.spec(i).shape);
+    if (!not_table(w.spec(i)) && !shard_tables) w[i] = Tensor::zeros(DType::F32, w.spec(i).shape);
   model::init_weights(w, o.seed);
   if (!init_dir.empty() && ckpt.empty()) STEM_RETURN_IF_ERROR(load_initial_weights(init_dir, w));
   I.tr = std::make_unique<model::Transformer>(I.cfg, std::move(w));
@@ -404,8 +437,9 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     STEM_ASSIGN_OR_RETURN(I.tier, TableTier::create(*I.tr, *I.adam, dir, std::min(step_tokens, I.cfg.vocab_size),
                                                    o.prefetch));
   }
-  if (I.N > 1 && I.cfg.has(FfnType::Stem)) {
-    STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm));
+  if (shard_tables) {
+    const ShardedTables::RowSource source = table_rows_source(ckpt, init_dir, o.seed, *I.tr, *I.adam);
+    STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm, source));
   }
   if (I.N > 1 && o.zero_stage == 1) {
     std::vector<ShardedMoments::Range> ranges;
@@ -480,6 +514,12 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
       std::vector<std::span<const int32_t>> of(I.N);
       for (int s = 0; s < I.N; ++s) of[s] = {I.batch_tokens.data() + s * rank_tokens, static_cast<size_t>(rank_tokens)};
       STEM_RETURN_IF_ERROR(I.shards->fetch(of));
+      // Lazy tables: the next step's rows that this one does not touch travel now.
+      if (o.lazy_tables && o.prefetch && step < o.steps) {
+        for (int s = 0; s < I.N; ++s)
+          of[s] = {next_tokens.data() + s * rank_tokens, static_cast<size_t>(rank_tokens)};
+        STEM_RETURN_IF_ERROR(I.shards->prefetch(of));
+      }
     }
     auto not_finite = [&](double l) {
       return Status::error("train: loss is " + std::string(std::isnan(l) ? "NaN" : "Inf") + " at step " +
@@ -542,6 +582,7 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     if (I.shards) {
       const ShardTraffic t = I.shards->traffic();
       r.table_comm_bytes = t.fetch_bytes - traffic0.fetch_bytes + t.grad_bytes - traffic0.grad_bytes;
+      r.table_prefetch_bytes = t.prefetch_bytes - traffic0.prefetch_bytes;
     }
     if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) {
       r.val_loss = validation_loss();

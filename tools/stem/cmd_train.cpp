@@ -77,7 +77,8 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--tables-dir", o->tables_dir, "Directory of the disk tier's row file (default: --out)");
   sub->add_flag("--no-prefetch", [o](int64_t) { o->prefetch = false; },
-                "Disk tier: fetch each step's rows when the step starts, not during the previous one");
+                "Fetch each step's table rows when the step starts, not during the previous one (disk tier; "
+                "several ranks with --lazy-tables)");
   sub->add_option("--zero", o->zero_stage,
                   "Several ranks: 1 shards the backbone's AdamW moments over them (ZeRO stage 1), 0 keeps "
                   "them whole on each")
