@@ -128,6 +128,16 @@ Status RowFile::read_table(int64_t t, int64_t r0, int64_t n, float* dst) {
   return ok_status();
 }
 
+Status RowFile::write_table(int64_t t, int64_t r0, int64_t n, const float* src) {
+  if (t < 0 || t >= M_ || r0 < 0 || n < 0 || r0 + n > n_rows_)
+    return Status::error("row file: " + path_ + ": table or range outside the file");
+  const int64_t rb = record_bytes(), cb = cols_ * static_cast<int64_t>(sizeof(float));
+  for (int64_t r = r0; r < r0 + n; ++r)
+    STEM_RETURN_IF_ERROR(io(true, const_cast<float*>(src) + (r - r0) * cols_, cb, r * rb + t * cb, r));
+  bytes_written_ += n * cb;
+  return ok_status();
+}
+
 Status RowFile::update_all(const std::function<void(int64_t r, float* record)>& fn) {
   std::vector<float> chunk(static_cast<size_t>(kChunkRecords * M_ * cols_));
   for (int64_t c0 = 0; c0 < n_rows_; c0 += kChunkRecords) {

@@ -47,8 +47,9 @@ class RowFile : public RowSource {
   // [n_rows, cols] array (null: zeros on write, skipped on read).
   Status write_range(int64_t r0, int64_t n, const float* const* tables);
   Status read_range(int64_t r0, int64_t n, float* const* tables);
-  // Rows [r0, r0 + n) of table t alone into dst [n, cols].
+  // Rows [r0, r0 + n) of table t alone into dst [n, cols], or from src.
   Status read_table(int64_t t, int64_t r0, int64_t n, float* dst);
+  Status write_table(int64_t t, int64_t r0, int64_t n, const float* src);
   // Every record in turn: fn(r, record [M, cols]) may change it; written back.
   Status update_all(const std::function<void(int64_t r, float* record)>& fn);
 

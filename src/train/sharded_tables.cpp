@@ -23,7 +23,7 @@ std::vector<int32_t> distinct(std::span<const int32_t> ids) {
 }  // namespace
 
 Result<std::unique_ptr<ShardedTables>> ShardedTables::create(model::Transformer& tr, AdamW& adam, dist::Comm& comm,
-                                                             const RowSource& source) {
+                                                             const RowSource& source, const std::string& disk_dir) {
   std::unique_ptr<ShardedTables> t(new ShardedTables(tr, adam, comm));
   const ModelConfig& cfg = tr.config();
   t->N_ = comm.size();
@@ -35,40 +35,91 @@ Result<std::unique_ptr<ShardedTables>> ShardedTables::create(model::Transformer&
   for (int l = 0; l < tr.n_layers(); ++l)
     if (tr.stem_slot(l) >= 0) t->tensor_.push_back(tr.layer(l).i_stem);
   const model::TensorList& w = tr.weights();
-  const int64_t f = t->f_, N = t->N_, me = t->me_;
-  for (int i : t->tensor_) {
+  const int64_t f = t->f_, N = t->N_, M = t->M_;
+  if (disk_dir.empty()) {
+    t->ram_.assign(static_cast<size_t>(3 * M), std::vector<float>(static_cast<size_t>(t->R_ * f), 0.0f));
+  } else {
+    for (int i : t->tensor_)
+      if (!adam.lazy(static_cast<size_t>(i)))
+        return Status::error("train: --tables disk needs --lazy-tables (only the rows of a step come off disk)");
+    STEM_ASSIGN_OR_RETURN(t->file_, memory::RowFile::create(disk_dir, std::max<int64_t>(1, t->R_), 3 * M, f));
+  }
+  std::vector<float> owned;
+  for (int64_t j = 0; j < M; ++j) {
+    const int i = t->tensor_[j];
     STEM_CHECKF(w[i].empty() && adam.m()[i].empty(), "ShardedTables: %s is whole in this process",
                 w.spec(i).name.c_str());
-    std::vector<float>* dst[3] = {&t->p_.emplace_back(), &t->m_.emplace_back(), &t->v_.emplace_back()};
     for (int kind = 0; kind < 3; ++kind) {
-      std::vector<float>& rows = *dst[kind];
-      rows.assign(static_cast<size_t>(t->R_ * f), 0.0f);
+      Status put;
       STEM_RETURN_IF_ERROR(source(static_cast<size_t>(i), kind, [&](int64_t r0, int64_t n, const float* block) {
-        for (int64_t r = r0 + ((me - r0 % N) % N + N) % N; r < r0 + n; r += N)  // the first owned row, then every N-th
-          std::memcpy(rows.data() + (r / N) * f, block + (r - r0) * f, sizeof(float) * f);
+        // This rank's rows of the block: local rows [k0, k0 + count), every N-th row from the first owned.
+        const int64_t first = t->first_owned(r0), k0 = first / N;
+        int64_t count = 0;
+        owned.clear();
+        for (int64_t r = first; r < r0 + n; r += N, ++count) owned.insert(owned.end(), block + (r - r0) * f, block + (r - r0 + 1) * f);
+        if (count > 0 && put.ok()) put = t->write_rows(static_cast<int>(kind * M + j), k0, count, owned.data());
       }));
+      STEM_RETURN_IF_ERROR(put);
     }
   }
   tr.rebind_stem_tables();
   return t;
 }
 
-void ShardedTables::pack(const std::vector<std::vector<int32_t>>& ids_of, Exchange* x) const {
+Status ShardedTables::write_rows(int t, int64_t k0, int64_t n, const float* src) {
+  if (file_) return file_->write_table(t, k0, n, src);
+  std::memcpy(ram_[t].data() + k0 * f_, src, sizeof(float) * n * f_);
+  return ok_status();
+}
+
+Status ShardedTables::read_rows(int t, int64_t k0, int64_t n, float* dst) {
+  if (file_) return file_->read_table(t, k0, n, dst);
+  std::memcpy(dst, ram_[t].data() + k0 * f_, sizeof(float) * n * f_);
+  return ok_status();
+}
+
+Status ShardedTables::fetch_rows(const std::vector<int32_t>& local, int tables, std::vector<float>* out) {
+  const int64_t n = static_cast<int64_t>(local.size());
+  out->resize(static_cast<size_t>(tables * n * f_));
+  std::vector<float*> dst(static_cast<size_t>(3 * M_), nullptr);
+  for (int t = 0; t < tables; ++t) dst[t] = out->data() + t * n * f_;
+  if (file_) return file_->fetch(local.data(), n, dst.data());
+  for (int t = 0; t < tables; ++t)
+    for (int64_t k = 0; k < n; ++k) std::memcpy(dst[t] + k * f_, ram_[t].data() + local[k] * f_, sizeof(float) * f_);
+  return ok_status();
+}
+
+Status ShardedTables::store_rows(const std::vector<int32_t>& local, const std::vector<float>& rows) {
+  const int64_t n = static_cast<int64_t>(local.size());
+  std::vector<const float*> src(static_cast<size_t>(3 * M_));
+  for (int64_t t = 0; t < 3 * M_; ++t) src[t] = rows.data() + t * n * f_;
+  if (file_) return file_->store(local.data(), n, src.data());
+  for (int64_t t = 0; t < 3 * M_; ++t)
+    for (int64_t k = 0; k < n; ++k) std::memcpy(ram_[t].data() + local[k] * f_, src[t] + k * f_, sizeof(float) * f_);
+  return ok_status();
+}
+
+Status ShardedTables::pack(const std::vector<std::vector<int32_t>>& ids_of, Exchange* x) {
   const int64_t row = M_ * f_, row_bytes = row * static_cast<int64_t>(sizeof(float));
   x->send_counts.assign(N_, 0);
   x->recv_counts.assign(N_, 0);
-  x->send.clear();
+  std::vector<int32_t> local;  // the owned rows to send, rank by rank
   for (int s = 0; s < N_; ++s)
     for (int32_t id : ids_of[s]) {
       if (owner(id) != me_) continue;
       x->send_counts[s] += row_bytes;
-      for (int64_t j = 0; j < M_; ++j) {
-        const float* r = p_[j].data() + (id / N_) * f_;
-        x->send.insert(x->send.end(), r, r + f_);
-      }
+      local.push_back(id / N_);
     }
+  std::vector<float> p;  // [M, n, f]
+  STEM_RETURN_IF_ERROR(fetch_rows(local, static_cast<int>(M_), &p).with_context("train: table rows"));
+  const int64_t n = static_cast<int64_t>(local.size());
+  x->send.resize(static_cast<size_t>(n * row));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < M_; ++j)
+      std::memcpy(x->send.data() + k * row + j * f_, p.data() + (j * n + k) * f_, sizeof(float) * f_);
   for (int32_t id : ids_of[me_]) x->recv_counts[owner(id)] += row_bytes;
   x->recv.resize(ids_of[me_].size() * static_cast<size_t>(row));
+  return ok_status();
 }
 
 void ShardedTables::place(const std::vector<int32_t>& ids, const Exchange& x) {
@@ -102,7 +153,7 @@ Status ShardedTables::fetch(const std::vector<std::span<const int32_t>>& tokens_
                           std::back_inserter(late[s]));
     }
   Exchange x;
-  pack(late, &x);
+  STEM_RETURN_IF_ERROR(pack(late, &x));
   STEM_RETURN_IF_ERROR(comm_.all_to_all_v(x.send.data(), x.send_counts, x.recv.data(), x.recv_counts)
                            .with_context("train: fetching table rows"));
   for (int s = 0; s < N_; ++s)
@@ -132,7 +183,7 @@ Status ShardedTables::prefetch(const std::vector<std::span<const int32_t>>& next
     const std::vector<int32_t> next = distinct(next_of[s]);
     std::set_difference(next.begin(), next.end(), now.begin(), now.end(), std::back_inserter(pf_.early[s]));
   }
-  pack(pf_.early, &pf_.x);
+  STEM_RETURN_IF_ERROR(pack(pf_.early, &pf_.x));
   STEM_RETURN_IF_ERROR(comm_.start_all_to_all_v(pf_.x.send.data(), pf_.x.send_counts, pf_.x.recv.data(),
                                                 pf_.x.recv_counts)
                            .with_context("train: prefetching table rows"));
@@ -210,29 +261,26 @@ void ShardedTables::scale(float factor) {
   backends::cpu().ops().scale_inplace(sum_.data(), static_cast<int64_t>(sum_.size()), factor);
 }
 
-void ShardedTables::step(float lr) {
+Status ShardedTables::step(float lr) {
   const int64_t T = static_cast<int64_t>(touched_.size());
-  for (int64_t j = 0; j < M_; ++j) {
-    const size_t i = static_cast<size_t>(tensor_[j]);
-    const float* g = sum_.data() + j * T * f_;
-    if (adam_.lazy(i)) {  // the touched rows of p, m, v staged together, stepped, put back
-      std::vector<float>* shard[3] = {&p_[j], &m_[j], &v_[j]};
-      std::vector<float> staged[3];
-      for (int a = 0; a < 3; ++a) {
-        staged[a].resize(static_cast<size_t>(T * f_));
-        for (int64_t t = 0; t < T; ++t)
-          std::memcpy(staged[a].data() + t * f_, shard[a]->data() + (touched_[t] / N_) * f_, sizeof(float) * f_);
-      }
-      adam_.step_rows(i, staged[0].data(), staged[1].data(), staged[2].data(), g, touched_.data(), T, lr);
-      for (int a = 0; a < 3; ++a)
-        for (int64_t t = 0; t < T; ++t)
-          std::memcpy(shard[a]->data() + (touched_[t] / N_) * f_, staged[a].data() + t * f_, sizeof(float) * f_);
-    } else {  // every owned row steps; the touched ones with their gradient
-      kernels::RowIndex index;
-      for (int32_t id : touched_) index.unique.push_back(id / N_);
-      adam_.step_shard(i, p_[j].data(), m_[j].data(), v_[j].data(), g, index, R_, lr);
+  if (adam_.lazy(static_cast<size_t>(tensor_[0]))) {  // every table is: the touched rows staged, stepped, put back
+    std::vector<int32_t> local(touched_.size());
+    for (int64_t t = 0; t < T; ++t) local[t] = touched_[t] / N_;
+    std::vector<float> staged;  // [3M, T, f]: p of every table, then m, then v
+    STEM_RETURN_IF_ERROR(fetch_rows(local, static_cast<int>(3 * M_), &staged).with_context("train: table rows"));
+    for (int64_t j = 0; j < M_; ++j) {
+      float* at = staged.data() + j * T * f_;
+      adam_.step_rows(static_cast<size_t>(tensor_[j]), at, at + M_ * T * f_, at + 2 * M_ * T * f_,
+                      sum_.data() + j * T * f_, touched_.data(), T, lr);
     }
+    return store_rows(local, staged).with_context("train: table rows");
   }
+  kernels::RowIndex index;  // dense AdamW: every owned row steps, the touched ones with their gradient
+  for (int32_t id : touched_) index.unique.push_back(id / N_);
+  for (int64_t j = 0; j < M_; ++j)
+    adam_.step_shard(static_cast<size_t>(tensor_[j]), ram_[j].data(), ram_[M_ + j].data(), ram_[2 * M_ + j].data(),
+                     sum_.data() + j * T * f_, index, R_, lr);
+  return ok_status();
 }
 
 Status ShardedTables::merge_last_steps() {
@@ -243,14 +291,14 @@ Status ShardedTables::merge_last_steps() {
 }
 
 Status ShardedTables::gather_block(int j, int kind, int64_t r0, int64_t n, std::vector<float>* out) {
-  const std::vector<float>& src = kind == 1 ? m_[j] : kind == 2 ? v_[j] : p_[j];
+  const int t = static_cast<int>((kind == 1 ? M_ : kind == 2 ? 2 * M_ : 0) + j);
   auto owned_in = [&](int s) {  // ids of rank s in [r0, r0 + n)
     const int64_t first = r0 + ((s - r0 % N_) % N_ + N_) % N_;
     return first >= r0 + n ? int64_t{0} : (r0 + n - 1 - first) / N_ + 1;
   };
   const int64_t mine = owned_in(me_), first = r0 + ((me_ - r0 % N_) % N_ + N_) % N_;
   std::vector<float> send(static_cast<size_t>(mine * f_));
-  if (mine > 0) std::memcpy(send.data(), src.data() + (first / N_) * f_, sizeof(float) * mine * f_);
+  if (mine > 0) STEM_RETURN_IF_ERROR(read_rows(t, first / N_, mine, send.data()).with_context("checkpoint"));
   std::vector<int64_t> counts(N_);
   for (int s = 0; s < N_; ++s) counts[s] = owned_in(s) * f_ * static_cast<int64_t>(sizeof(float));
   std::vector<float> recv(me_ == 0 ? static_cast<size_t>(n * f_) : 0);

@@ -22,10 +22,12 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "dist/comm.h"
 #include "io/safetensors.h"
+#include "memory/row_file.h"
 #include "model/row_provider.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
@@ -47,9 +49,11 @@ class ShardedTables {
   using RowSource = std::function<Status(size_t i, int kind, const RowBlock& block)>;
   // Keeps this rank's rows of tr's STEM tables and their moments, read from
   // `source`; the tables are empty in tr's weights and adam's moments (they
-  // were never whole in this process), and stay so.
+  // were never whole in this process), and stay so. With a `disk_dir` the
+  // rows live in a row file created there (unlinked at once; lazy AdamW
+  // only, so that a step reads and writes only its rows), else in memory.
   static Result<std::unique_ptr<ShardedTables>> create(model::Transformer& tr, AdamW& adam, dist::Comm& comm,
-                                                       const RowSource& source);
+                                                       const RowSource& source, const std::string& disk_dir = "");
 
   // Collective. tokens_of[s]: the ids rank s runs next (the same list on every
   // rank; a rank may have none). Fetches this rank's rows from their owners.
@@ -70,7 +74,7 @@ class ShardedTables {
   void scale(float factor);  // the summed gradients (clipping)
   // After adam.step(): AdamW on this rank's touched rows (lazy), or on all
   // its rows (dense).
-  void step(float lr);
+  Status step(float lr);
   void release();  // the model reads its tables again (no given rows)
 
   // Checkpoints (between steps). Lazy AdamW: every rank's last-step records
@@ -85,6 +89,7 @@ class ShardedTables {
 
   ShardTraffic traffic() const { return traffic_; }
   int64_t shard_bytes() const;  // this rank's rows and moments, all tables
+  const memory::RowFile* file() const { return file_.get(); }  // null: in memory
   // Bytes a dense all-reduce of every table gradient would send from one rank
   // per step (ring: 2 (N-1)/N of the tables).
   int64_t dense_allreduce_bytes() const;
@@ -92,6 +97,14 @@ class ShardedTables {
  private:
   ShardedTables(model::Transformer& tr, AdamW& adam, dist::Comm& comm) : tr_(tr), adam_(adam), comm_(comm) {}
   int owner(int32_t id) const { return id % N_; }
+  int64_t first_owned(int64_t r0) const { return r0 + ((me_ - r0 % N_) % N_ + N_) % N_; }  // the first row >= r0 of mine
+  // Table t (kind * M + j: kind 0 weights, 1 and 2 the moments), local rows:
+  // [k0, k0 + n) from or to [n, f]; local[] into out [tables, n, f] (tables
+  // 0 .. tables - 1); all 3M tables of local[] from rows [3M, n, f].
+  Status write_rows(int t, int64_t k0, int64_t n, const float* src);
+  Status read_rows(int t, int64_t k0, int64_t n, float* dst);
+  Status fetch_rows(const std::vector<int32_t>& local, int tables, std::vector<float>* out);
+  Status store_rows(const std::vector<int32_t>& local, const std::vector<float>& rows);
   // Rows travelling to the ranks that read them: the owners' rows of each
   // rank's ids (every STEM layer of an id together, in id order), the counts
   // of both sides, and the receive buffer.
@@ -99,7 +112,7 @@ class ShardedTables {
     std::vector<float> send, recv;
     std::vector<int64_t> send_counts, recv_counts;
   };
-  void pack(const std::vector<std::vector<int32_t>>& ids_of, Exchange* x) const;
+  Status pack(const std::vector<std::vector<int32_t>>& ids_of, Exchange* x);
   // Puts x's rows of this rank's `ids` into rows_ at their place in mine_.
   void place(const std::vector<int32_t>& ids, const Exchange& x);
   // Rows [r0, r0 + n) of the whole table j, kind 0..3, this rank's part, gathered at root.
@@ -111,7 +124,10 @@ class ShardedTables {
   int N_ = 1, me_ = 0;
   int64_t M_ = 0, f_ = 0, V_ = 0, R_ = 0;  // STEM layers, d_ff, vocabulary, rows owned
   std::vector<int> tensor_;                // [M] tensor index of STEM layer j's table
-  std::vector<std::vector<float>> p_, m_, v_;  // [M][R, f] owned rows: local row k = id k * N + me
+  // This rank's rows, local row k = id k * N + me, of table t = kind * M + j:
+  // in memory [3M][R, f], or in a row file of R records of 3M rows.
+  std::vector<std::vector<float>> ram_;
+  std::unique_ptr<memory::RowFile> file_;
   // The current step: every rank's distinct ids, this rank's rows and index.
   std::vector<std::vector<int32_t>> ids_of_;  // [N] sorted distinct ids of rank s
   kernels::RowIndex mine_;                    // this rank's tokens: distinct ids and the row of each

@@ -359,9 +359,6 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   STEM_ASSIGN_OR_RETURN(I.comm, dist::world());
   I.N = I.comm->size();
   I.rank = I.comm->rank();
-  if (I.N > 1 && o.tables_on_disk)
-    return Status::error("train: --tables disk is for one process; with " + std::to_string(I.N) +
-                         " ranks each keeps 1/" + std::to_string(I.N) + " of the tables in RAM");
 
   // The run directory is rank 0's to change (latest_checkpoint also clears
   // stray temporaries); the others read it after.
@@ -432,14 +429,15 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     I.start_step = I.st.step;
     I.last_ckpt = ckpt;
   }
-  if (o.tables_on_disk) {
-    const std::string dir = o.tables_dir.empty() ? o.out_dir : o.tables_dir;
+  const std::string disk_dir = !o.tables_on_disk ? "" : o.tables_dir.empty() ? o.out_dir : o.tables_dir;
+  if (o.tables_on_disk && !shard_tables) {
+    const std::string& dir = disk_dir;
     STEM_ASSIGN_OR_RETURN(I.tier, TableTier::create(*I.tr, *I.adam, dir, std::min(step_tokens, I.cfg.vocab_size),
                                                    o.prefetch));
   }
   if (shard_tables) {
     const ShardedTables::RowSource source = table_rows_source(ckpt, init_dir, o.seed, *I.tr, *I.adam);
-    STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm, source));
+    STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm, source, disk_dir));
   }
   if (I.N > 1 && o.zero_stage == 1) {
     std::vector<ShardedMoments::Range> ranges;
@@ -454,7 +452,7 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   return t;
 }
 
-bool Trainer::tables_on_disk() const { return impl_->tier != nullptr; }
+bool Trainer::tables_on_disk() const { return impl_->tier || (impl_->shards && impl_->shards->file()); }
 int Trainer::rank() const { return impl_->rank; }
 int Trainer::ranks() const { return impl_->N; }
 int64_t Trainer::table_shard_bytes() const { return impl_->shards ? impl_->shards->shard_bytes() : 0; }
@@ -470,7 +468,16 @@ int64_t Trainer::dense_table_allreduce_bytes() const {
   return impl_->shards ? impl_->shards->dense_allreduce_bytes() : 0;
 }
 void abort_all_ranks(int code) { dist::abort_world(code); }
-TableTierStats Trainer::table_stats() const { return impl_->tier ? impl_->tier->stats() : TableTierStats{}; }
+TableTierStats Trainer::table_stats() const {
+  if (impl_->tier) return impl_->tier->stats();
+  TableTierStats s;  // a rank's shard in a row file: its traffic (no background reads)
+  if (const memory::RowFile* f = impl_->shards ? impl_->shards->file() : nullptr) {
+    s.bytes_read = f->bytes_read();
+    s.bytes_written = f->bytes_written();
+    s.file_bytes = f->file_bytes();
+  }
+  return s;
+}
 
 double Trainer::validation_loss() {
   Impl& I = *impl_;
@@ -558,7 +565,7 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
     if (I.zero) STEM_RETURN_IF_ERROR(I.zero->step(lr.backbone));
     if (I.tier) STEM_RETURN_IF_ERROR(I.tier->end_step(I.grads, lr.tables));
     if (I.shards) {
-      I.shards->step(lr.tables);
+      STEM_RETURN_IF_ERROR(I.shards->step(lr.tables));
       I.shards->release();
     }
     I.st.step = step;
