@@ -375,6 +375,11 @@ TEST(TrainGroups, LongerSequencesNeedARopeBaseAndBadOptionsAreErrors) {
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().message(), "train: --lr = nan (need > 0)");
   o.lr = 1e-3f;
+  o.zero_stage = 2;  // stage 1 is what there is
+  t = train::Trainer::create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().message(), "train: --zero = 2 (need 0 or 1)");
+  o.zero_stage = 0;
   o.init_from = dense_model("dense_mismatch", false);
   o.config_path = (converted() + "/config.json");
   t = train::Trainer::create(o);

@@ -113,6 +113,8 @@ void register_train(CLI::App& app) {
                    "of the backbone's moments\n",
                    (*t)->ranks(), static_cast<long>(o->batch * o->accum * (*t)->ranks()),
                    (*t)->table_shard_bytes() / 1e6, (*t)->backbone_moment_bytes() / 1e6);
+    if (lead && !many && o->zero_stage == 1)
+      std::fprintf(stderr, "note: --zero 1 shards the moments over ranks (mpirun); one process keeps them all\n");
     if (lead && (*t)->start_step() > 0)
       std::fprintf(stderr, "resuming %s at step %ld\n", o->out_dir.c_str(), static_cast<long>((*t)->start_step()));
     double last_val = NAN, last_loss = 0;
