@@ -11,7 +11,9 @@ AdamW::AdamW(const model::TensorList& weights, AdamWOptions opt) : opt_(opt), be
   // STEM tables' moments get storage of their own, outside the arena, so a
   // caller that moves them elsewhere (the trainer's disk tier, or a rank that
   // keeps only its shard) frees it.
-  auto in_arena = [](const model::TensorSpec& s) { return s.trainable && s.kind != model::ParamKind::StemTable; };
+  auto in_arena = [&opt](const model::TensorSpec& s) {
+    return opt.backbone_moments && s.trainable && s.kind != model::ParamKind::StemTable;
+  };
   m_ = model::TensorList::allocate(weights.specs(), in_arena, *be_);
   v_ = model::TensorList::allocate(weights.specs(), in_arena, *be_);
   last_.resize(weights.size());
@@ -105,23 +107,6 @@ void AdamW::step_shard(size_t i, float* p, float* m, float* v, const float* drow
 void AdamW::step_slice(size_t i, float* p, float* m, float* v, const float* g, int64_t n, float lr) {
   STEM_CHECKF(!lazy(i) && step_ >= 1, "AdamW::step_slice: tensor %zu is a lazy table, or no step() yet", i);
   be_->ops().adamw_update(p, m, v, g, n, hyper(m_.spec(i), lr));
-}
-
-void AdamW::drop_moments(const std::function<bool(const model::TensorSpec&)>& outside) {
-  // Rebuilt lists keep the tensors with storage of their own (STEM tables)
-  // and whatever of the arena is still used; an arena no view uses is freed.
-  for (model::TensorList* list : {&m_, &v_}) {
-    bool arena_used = false;
-    for (size_t i = 0; i < list->size(); ++i) {
-      if (outside(list->spec(i))) (*list)[i] = Tensor();
-      else if (!(*list)[i].empty() && list->spec(i).kind != model::ParamKind::StemTable) arena_used = true;
-    }
-    if (arena_used) continue;
-    auto none = [](const model::TensorSpec&) { return false; };
-    model::TensorList fresh = model::TensorList::allocate(list->specs(), none, *be_);
-    for (size_t i = 0; i < list->size(); ++i) fresh[i] = (*list)[i];
-    *list = std::move(fresh);
-  }
 }
 
 bool AdamW::pending(size_t i, int64_t r, float* pd, float* md, float* vd) const {

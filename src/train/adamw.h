@@ -17,7 +17,6 @@
 #pragma once
 
 #include <cmath>
-#include <functional>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -33,6 +32,10 @@ struct AdamWOptions {
   float weight_decay_tables = NAN;  // the STEM tables' (their parameter group); NaN: weight_decay
   bool decay_all = false;  // decay norms too (PyTorch's default param group)
   bool lazy_rows = false;  // lazy updates for STEM tables
+  // False: the backbone's moments (every trainable tensor but the STEM
+  // tables) are kept outside (a rank's ZeRO-1 slices, step_slice); step()
+  // skips those tensors.
+  bool backbone_moments = true;
 };
 
 class AdamW {
@@ -60,9 +63,6 @@ class AdamW {
   // A dense tensor whose moments are kept outside (a rank's ZeRO-1 slice):
   // after step(), the AdamW step of its n elements p/m/v with gradient g.
   void step_slice(size_t i, float* p, float* m, float* v, const float* g, int64_t n, float lr);
-  // Frees the moments of the tensors `outside` selects (their m()/v() become
-  // empty; step() skips them): a caller keeps its own slices of them.
-  void drop_moments(const std::function<bool(const model::TensorSpec&)>& outside);
   // Lazy tensor i, row r: the factors of weights, first and second moment that
   // bring it up to date with the steps it skipped (false if it is current),
   // and marks it current. flush() applies them to every row in memory; a

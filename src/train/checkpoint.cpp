@@ -220,7 +220,7 @@ Status load_checkpoint(const std::string& ckpt_dir, const ModelConfig& cfg,
     const auto& s = weights.spec(i);
     if (!s.trainable) continue;
     if (!opt.last_step()[i].empty()) STEM_RETURN_IF_ERROR(restore("last." + s.name, opt.last_step()[i]));
-    if (weights[i].empty()) continue;  // kept elsewhere with its moments
+    if (weights[i].empty() || opt.m()[i].empty()) continue;  // moments kept elsewhere (a rank's shard or slice)
     STEM_RETURN_IF_ERROR(restore("m." + s.name, opt.m()[i]));
     STEM_RETURN_IF_ERROR(restore("v." + s.name, opt.v()[i]));
     // Version 2: the lazy rows as the optimizer left them (version 1 saved

@@ -11,7 +11,8 @@ namespace stem::train {
 
 Result<std::unique_ptr<ShardedMoments>> ShardedMoments::create(model::TensorList& weights, model::Gradients& g,
                                                                AdamW& adam, dist::Comm& comm,
-                                                               const std::vector<Range>& buckets) {
+                                                               const std::vector<Range>& buckets,
+                                                               const MomentSource& source) {
   std::unique_ptr<ShardedMoments> z(new ShardedMoments(weights, g, adam, comm));
   z->N_ = comm.size();
   z->me_ = comm.rank();
@@ -29,8 +30,8 @@ Result<std::unique_ptr<ShardedMoments>> ShardedMoments::create(model::TensorList
   for (size_t i = 0; i < weights.size(); ++i) {
     const model::TensorSpec& s = weights.spec(i);
     if (!backbone(s)) continue;
-    if (adam.m()[i].empty() || weights[i].empty())
-      return Status::error("train: --zero 1: tensor " + s.name + " is not in memory to be sharded");
+    if (!adam.m()[i].empty() || weights[i].empty())
+      return Status::error("train: --zero 1: tensor " + s.name + " is not a backbone tensor kept whole");
     Part p{i, 0, 0, 0, -1};
     if (!g.dense[i].empty()) {
       const float* t = g.dense[i].f32();
@@ -45,8 +46,8 @@ Result<std::unique_ptr<ShardedMoments>> ShardedMoments::create(model::TensorList
         p.e0 = lo - t0;
         p.n = hi - lo;
         p.at = z->bucket_at_[b] + (lo - off);
-        std::memcpy(z->m_.data() + p.at, adam.m()[i].f32() + p.e0, sizeof(float) * p.n);
-        std::memcpy(z->v_.data() + p.at, adam.v()[i].f32() + p.e0, sizeof(float) * p.n);
+        for (int kind : {1, 2})
+          STEM_RETURN_IF_ERROR(source(i, kind, p.e0, p.n, (kind == 1 ? z->m_ : z->v_).data() + p.at));
       }
       STEM_CHECKF(p.bucket >= 0, "ShardedMoments: the gradient of %s is in no bucket", s.name.c_str());
     } else if (!g.rows[i].empty()) {  // row-sparse: a range of rows
@@ -55,15 +56,16 @@ Result<std::unique_ptr<ShardedMoments>> ShardedMoments::create(model::TensorList
       p.e0 = r0 * C;
       p.n = (r1 - r0) * C;
       p.at = static_cast<int64_t>(z->row_m_.size());
-      z->row_m_.emplace_back(adam.m()[i].f32() + p.e0, adam.m()[i].f32() + p.e0 + p.n);
-      z->row_v_.emplace_back(adam.v()[i].f32() + p.e0, adam.v()[i].f32() + p.e0 + p.n);
+      z->row_m_.emplace_back(static_cast<size_t>(p.n), 0.0f);
+      z->row_v_.emplace_back(static_cast<size_t>(p.n), 0.0f);
+      STEM_RETURN_IF_ERROR(source(i, 1, p.e0, p.n, z->row_m_.back().data()));
+      STEM_RETURN_IF_ERROR(source(i, 2, p.e0, p.n, z->row_v_.back().data()));
     } else {
       return Status::error("train: --zero 1: tensor " + s.name + " has no gradient");
     }
     z->part_of_[i] = static_cast<int>(z->parts_.size());
     z->parts_.push_back(p);
   }
-  adam.drop_moments(backbone);
   return z;
 }
 

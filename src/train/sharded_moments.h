@@ -14,10 +14,12 @@
 // The bytes moved equal a plain all-reduce's (reduce-scatter + all-gather);
 // the moments take 2/N of the backbone's size instead of 2x.
 // A checkpoint gathers each tensor's moments to rank 0 (gather()); the files
-// are those of one process, so a run resumes with any N, with or without it.
+// are those of one process, so a run resumes with any N, with or without it,
+// each rank reading only its parts of them.
 // It knows the tensor lists, the optimizer and the communicator, not the loop.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -34,12 +36,17 @@ class ShardedMoments {
     float* data;
     int64_t n;
   };
-  // Takes this rank's parts of adam's backbone moments (initialised or
-  // loaded), then frees the whole ones. Every dense gradient of g lies in
-  // exactly one of `buckets`.
+  // Where the moments start: elements [e0, e0 + n) of tensor i's moment
+  // `kind` (1 first, 2 second) into dst, which holds zeros (fresh moments
+  // leave them).
+  using MomentSource = std::function<Status(size_t i, int kind, int64_t e0, int64_t n, float* dst)>;
+  // Reads this rank's parts of the backbone's moments from `source`; adam
+  // keeps none of them (AdamWOptions::backbone_moments), so no rank ever holds
+  // them whole. Every dense gradient of g lies in exactly one of `buckets`.
   static Result<std::unique_ptr<ShardedMoments>> create(model::TensorList& weights, model::Gradients& g,
                                                         AdamW& adam, dist::Comm& comm,
-                                                        const std::vector<Range>& buckets);
+                                                        const std::vector<Range>& buckets,
+                                                        const MomentSource& source);
 
   // Starts bucket b's reduce-scatter (finished by comm.wait_all()).
   Status start(size_t b);

@@ -311,6 +311,26 @@ ShardedTables::RowSource table_rows_source(const std::string& ckpt, const std::s
   };
 }
 
+// Where a rank's parts of the backbone's moments start: the checkpoint it
+// resumes, else zeros.
+ShardedMoments::MomentSource moment_source(const std::string& ckpt, const model::TensorList& w) {
+  auto file = std::make_shared<Result<io::SafetensorsFile>>(Status::error("no checkpoint"));
+  if (!ckpt.empty()) *file = io::SafetensorsFile::open((fs::path(ckpt) / "optimizer.safetensors").string());
+  return [=, &w](size_t i, int kind, int64_t e0, int64_t n, float* dst) -> Status {
+    if (ckpt.empty() || n == 0) return ok_status();
+    STEM_RETURN_IF_ERROR(file->status());
+    const io::SafetensorsFile& f = **file;
+    const std::string name = (kind == 1 ? "m." : "v.") + w.spec(i).name;
+    const io::SafetensorsEntry* e = f.find(name);
+    if (!e) return Status::error(f.path() + ": missing tensor '" + name + "'");
+    if (e->shape != w.spec(i).shape || e->dtype != DType::F32)
+      return Status::error(f.path() + ": tensor '" + name + "' is " + dtype_name(e->dtype) + " " + shape_str(e->shape) +
+                           ", expected F32 " + shape_str(w.spec(i).shape));
+    std::memcpy(dst, f.data(*e) + e0 * static_cast<int64_t>(sizeof(float)), sizeof(float) * n);
+    return ok_status();
+  };
+}
+
 }  // namespace
 
 Trainer::Trainer() : impl_(std::make_unique<Impl>()) {}
@@ -415,6 +435,10 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   ao.weight_decay = o.weight_decay;
   ao.weight_decay_tables = I.opt.weight_decay_tables;
   ao.lazy_rows = o.lazy_tables;
+  // --zero 1: the backbone's moments are never whole here; each rank reads
+  // or zeroes its parts of them (ShardedMoments).
+  const bool zero = I.N > 1 && o.zero_stage == 1;
+  ao.backbone_moments = !zero;
   I.adam = std::make_unique<AdamW>(I.tr->weights(), ao);
   const int64_t step_tokens = o.batch * o.seq * o.accum * I.N;  // the global step's
   I.grads = I.tr->make_gradients(std::min(step_tokens, I.cfg.vocab_size));
@@ -439,10 +463,11 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
     const ShardedTables::RowSource source = table_rows_source(ckpt, init_dir, o.seed, *I.tr, *I.adam);
     STEM_ASSIGN_OR_RETURN(I.shards, ShardedTables::create(*I.tr, *I.adam, *I.comm, source, disk_dir));
   }
-  if (I.N > 1 && o.zero_stage == 1) {
+  if (zero) {
     std::vector<ShardedMoments::Range> ranges;
     for (const Impl::Bucket& b : I.buckets) ranges.push_back({b.data, b.n});
-    STEM_ASSIGN_OR_RETURN(I.zero, ShardedMoments::create(I.tr->weights(), I.grads, *I.adam, *I.comm, ranges));
+    STEM_ASSIGN_OR_RETURN(I.zero, ShardedMoments::create(I.tr->weights(), I.grads, *I.adam, *I.comm, ranges,
+                                                         moment_source(ckpt, I.tr->weights())));
   }
   I.st.options = run_options_json(I.opt);
   I.rng_at_step = I.rng;
