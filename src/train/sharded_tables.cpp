@@ -205,32 +205,43 @@ void ShardedTables::use(const int32_t* tokens, int64_t offset, int64_t n) {
 
 void ShardedTables::release() { tr_.set_row_provider(nullptr); }
 
-Status ShardedTables::reduce(const model::Gradients& g, double* sum_squares) {
-  const int64_t row = M_ * f_, row_bytes = row * static_cast<int64_t>(sizeof(float));
+Status ShardedTables::start_reduce(int j, const model::Gradients& g) {
+  STEM_CHECK(j >= 0 && j < M_);
+  if (grads_.size() != static_cast<size_t>(M_)) grads_.assign(static_cast<size_t>(M_), Exchange{});
+  Exchange& x = grads_[j];
+  STEM_CHECK(x.send_counts.empty());  // once a step
+  const int64_t row_bytes = f_ * static_cast<int64_t>(sizeof(float));
   const std::vector<int32_t>& mine = ids_of_[me_];
-  std::vector<int64_t> send_counts(N_, 0), recv_counts(N_, 0);
-  for (int32_t id : mine) send_counts[owner(id)] += row_bytes;
+  x.send_counts.assign(N_, 0);
+  x.recv_counts.assign(N_, 0);
+  for (int32_t id : mine) x.send_counts[owner(id)] += row_bytes;
   for (int s = 0; s < N_; ++s)
-    for (int32_t id : ids_of_[s]) recv_counts[s] += owner(id) == me_ ? row_bytes : 0;
-  // This rank's gradient rows grouped by owner, in id order within each.
-  std::vector<float> send(static_cast<size_t>(static_cast<int64_t>(mine.size()) * row)), recv;
+    for (int32_t id : ids_of_[s]) x.recv_counts[s] += owner(id) == me_ ? row_bytes : 0;
+  // This rank's gradient rows of layer j grouped by owner, in id order within each.
+  x.send.resize(mine.size() * static_cast<size_t>(f_));
   std::vector<int64_t> at(N_, 0);
-  for (int o = 1; o < N_; ++o) at[o] = at[o - 1] + send_counts[o - 1] / static_cast<int64_t>(sizeof(float));
+  for (int o = 1; o < N_; ++o) at[o] = at[o - 1] + x.send_counts[o - 1] / static_cast<int64_t>(sizeof(float));
+  const float* rows = g.rows[tensor_[j]].f32();
   for (int32_t id : mine) {
     const auto it = std::lower_bound(g.index.unique.begin(), g.index.unique.end(), id);
     STEM_CHECKF(it != g.index.unique.end() && *it == id, "ShardedTables: token %d has no gradient row", id);
-    const int64_t u = it - g.index.unique.begin();
-    float* dst = send.data() + at[owner(id)];
-    for (int64_t j = 0; j < M_; ++j) std::memcpy(dst + j * f_, g.rows[tensor_[j]].f32() + u * f_, sizeof(float) * f_);
-    at[owner(id)] += row;
+    std::memcpy(x.send.data() + at[owner(id)], rows + (it - g.index.unique.begin()) * f_, sizeof(float) * f_);
+    at[owner(id)] += f_;
   }
   int64_t total = 0;
-  for (int64_t c : recv_counts) total += c;
-  recv.resize(static_cast<size_t>(total) / sizeof(float));
-  STEM_RETURN_IF_ERROR(comm_.all_to_all_v(send.data(), send_counts, recv.data(), recv_counts)
-                           .with_context("train: sending table gradients to their owners"));
+  for (int64_t c : x.recv_counts) total += c;
+  x.recv.resize(static_cast<size_t>(total) / sizeof(float));
   for (int s = 0; s < N_; ++s)
-    if (s != me_) traffic_.grad_bytes += send_counts[s];
+    if (s != me_) traffic_.grad_bytes += x.send_counts[s];
+  return comm_.start_all_to_all_v(x.send.data(), x.send_counts, x.recv.data(), x.recv_counts)
+      .with_context("train: sending table gradients to their owners");
+}
+
+Status ShardedTables::reduce(const model::Gradients& g, double* sum_squares) {
+  if (grads_.size() != static_cast<size_t>(M_)) grads_.assign(static_cast<size_t>(M_), Exchange{});
+  for (int64_t j = 0; j < M_; ++j)  // layers whose backward did not start theirs
+    if (grads_[j].send_counts.empty()) STEM_RETURN_IF_ERROR(start_reduce(static_cast<int>(j), g));
+  STEM_RETURN_IF_ERROR(comm_.wait_all().with_context("train: sending table gradients to their owners"));
   // Summed at the owner in rank order.
   touched_.clear();
   for (int s = 0; s < N_; ++s)
@@ -240,17 +251,18 @@ Status ShardedTables::reduce(const model::Gradients& g, double* sum_squares) {
   touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
   const int64_t T = static_cast<int64_t>(touched_.size());
   sum_.assign(static_cast<size_t>(M_ * T * f_), 0.0f);
-  const float* src = recv.data();
-  for (int s = 0; s < N_; ++s)
-    for (int32_t id : ids_of_[s]) {
-      if (owner(id) != me_) continue;
-      const int64_t t = std::lower_bound(touched_.begin(), touched_.end(), id) - touched_.begin();
-      for (int64_t j = 0; j < M_; ++j) {
+  for (int64_t j = 0; j < M_; ++j) {
+    const float* src = grads_[j].recv.data();
+    for (int s = 0; s < N_; ++s)
+      for (int32_t id : ids_of_[s]) {
+        if (owner(id) != me_) continue;
+        const int64_t t = std::lower_bound(touched_.begin(), touched_.end(), id) - touched_.begin();
         float* d = sum_.data() + (j * T + t) * f_;
-        for (int64_t c = 0; c < f_; ++c) d[c] += src[j * f_ + c];
+        for (int64_t c = 0; c < f_; ++c) d[c] += src[c];
+        src += f_;
       }
-      src += row;
-    }
+  }
+  grads_.clear();
   *sum_squares = 0;
   const kernels::Ops& k = backends::cpu().ops();
   for (int64_t j = 0; j < M_; ++j) *sum_squares += k.sum_squares(sum_.data() + j * T * f_, T * f_);

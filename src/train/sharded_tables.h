@@ -7,9 +7,10 @@
 //     from one seeded RNG), so each owner sends each rank the rows of that
 //     rank's distinct ids it owns, in id order, and no id lists travel; the
 //     rows reach the model as given rows (use(), per micro-batch);
-//   - reduce(): after backward, each rank sends the row gradients of its
-//     distinct ids to their owners, who sum them in rank order and return
-//     their share of the global STEM gradient norm's square;
+//   - reduce(): each rank sends the row gradients of its distinct ids to
+//     their owners, a layer at a time as backward finishes it
+//     (start_reduce()); the owners sum them in rank order and return their
+//     share of the global STEM gradient norm's square;
 //   - step(): each owner applies AdamW to its rows, lazily or densely as the
 //     optimizer says, with the arithmetic of the one-process step.
 // Only touched rows move. For a checkpoint the ranks gather each table to
@@ -67,9 +68,14 @@ class ShardedTables {
   Status prefetch(const std::vector<std::span<const int32_t>>& next_of);
   // Points tr at the fetched rows for this rank's tokens [offset, offset + n).
   void use(const int32_t* tokens, int64_t offset, int64_t n);
+  // Collective, during the last backward: starts sending STEM layer j's row
+  // gradients (final once its backward stage is) to their owners, so that
+  // they travel while the layers below run.
+  Status start_reduce(int j, const model::Gradients& g);
   // Collective, after backward. g holds this rank's row gradients at g.index
-  // (the ids of the whole global step). Sums every rank's rows at their
-  // owners; *sum_squares gets this rank's share of the squared STEM norm.
+  // (the ids of the whole global step). Sends the layers not started yet,
+  // waits (comm.wait_all()), and sums every rank's rows at their owners, in
+  // rank order; *sum_squares gets this rank's share of the squared STEM norm.
   Status reduce(const model::Gradients& g, double* sum_squares);
   void scale(float factor);  // the summed gradients (clipping)
   // After adam.step(): AdamW on this rank's touched rows (lazy), or on all
@@ -140,6 +146,7 @@ class ShardedTables {
     Exchange x;
   } pf_;
   std::shared_ptr<model::GivenRows> given_;
+  std::vector<Exchange> grads_;  // [M] row gradients on their way to owners (this step's)
   // Summed gradients of the owned rows touched by any rank.
   std::vector<int32_t> touched_;   // sorted global ids
   std::vector<float> sum_;         // [M, touched, f]

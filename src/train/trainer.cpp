@@ -163,6 +163,9 @@ struct Trainer::Impl {
           zero ? zero->start(static_cast<size_t>(&b - buckets.data())) : comm->start_all_reduce_sum(b.data, b.n);
       overlap_status = started.with_context("train: summing gradients");
     }
+    // A STEM layer's row gradients go to their owners as soon as it is done.
+    if (shards && overlap_status.ok() && stage >= 0 && stage < tr->n_layers() && tr->stem_slot(stage) >= 0)
+      overlap_status = shards->start_reduce(tr->stem_slot(stage), grads);
     comm->progress();
   }
 
