@@ -6,6 +6,8 @@
 // corpus's tokenizer (train_test_util.h).
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -159,6 +161,41 @@ TEST(Generate, TextStreamHoldsBackPartialCharactersAndStopPrefixes) {
   EXPECT_TRUE(st.stopped());
   EXPECT_EQ(got, std::string("caf\xC3\xA9 "));
   EXPECT_EQ(st.text(), got);
+}
+
+// TextStream decodes a window of a few tokens per push, not the whole
+// sequence: what it returns, pushed one id at a time, is what decoding
+// everything gives after the context, for random ids (byte-fallback pieces
+// of broken characters included) and for text with multi-byte characters.
+TEST(Generate, TextStreamWindowsEqualTheWholeDecode) {
+  const Tokenizer tok = tiny_tokenizer();
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> any(0, static_cast<int32_t>(tok.vocab_size() - 1));
+  auto check = [&](const std::vector<int32_t>& context, const std::vector<int32_t>& gen) {
+    const std::string before = tok.decode(context);
+    if (!before.empty() && before.back() & 0x80) return false;  // a context cut inside a character: no clean base
+    TextStream st(tok, context);
+    std::string got;
+    for (int32_t id : gen) got += st.push(id);
+    got += st.finish();
+    std::vector<int32_t> all = context;
+    all.insert(all.end(), gen.begin(), gen.end());
+    const std::string whole = tok.decode(all);
+    EXPECT_EQ(got, whole.substr(std::min(before.size(), whole.size()))) << "context " << context.size();
+    return true;
+  };
+  int checked = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::vector<int32_t> context(static_cast<size_t>(rng() % 6)), gen(static_cast<size_t>(1 + rng() % 40));
+    for (auto& id : context) id = any(rng);
+    for (auto& id : gen) id = any(rng);
+    checked += check(context, gen);
+  }
+  EXPECT_GT(checked, 200);
+  const std::vector<int32_t> text = tok.encode("It was a caf\xC3\xA9 \xE2\x82\xAC5, na\xC3\xAFve, \xF0\x9F\x99\x82 and so on");
+  for (size_t k = 0; k < 6; ++k)
+    EXPECT_TRUE(check({text.begin(), text.begin() + static_cast<std::ptrdiff_t>(k)},
+                      {text.begin() + static_cast<std::ptrdiff_t>(k), text.end()}));
 }
 
 TEST(Generate, ThreadsSharingAModelGetWhatEachGetsAlone) {

@@ -98,10 +98,18 @@ class TextStream {
   const std::string& text() const { return text_; }
 
  private:
+  std::string decode_window(size_t from, size_t to) const;  // ids_[from, to)
+  // Adds the text of ids past read_ to text_, unless it ends inside a
+  // character (and not `force`); false when it waits.
+  bool absorb(bool force);
+  std::string release();  // the part of text_ now safe to return (stop strings)
   const Tokenizer& tok_;
   std::vector<int32_t> ids_;
   std::vector<std::string> stop_;
-  size_t base_ = 0;        // bytes of the decoded context
+  // Decoding works on a window: ids_[prefix_, read_) decodes to prefix_text_,
+  // and text up to read_ is in text_ (before any stop cut).
+  size_t prefix_ = 0, read_ = 0;
+  std::string prefix_text_;
   std::string text_;       // continuation emitted or held, stop-trimmed
   size_t emitted_ = 0;     // bytes of text_ returned so far
   bool stopped_ = false;

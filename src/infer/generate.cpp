@@ -54,14 +54,46 @@ size_t partial_stop(const std::string& s, const std::vector<std::string>& stop) 
 }  // namespace
 
 TextStream::TextStream(const Tokenizer& tok, std::vector<int32_t> context, std::vector<std::string> stop)
-    : tok_(tok), ids_(std::move(context)), stop_(std::move(stop)), base_(tok_.decode(ids_).size()) {}
+    : tok_(tok), ids_(std::move(context)), stop_(std::move(stop)) {
+  read_ = ids_.size();
+  prefix_ = read_ > 0 ? read_ - 1 : 0;  // one token of context: its leading space is stripped on both sides
+  prefix_text_ = decode_window(prefix_, read_);
+}
+
+std::string TextStream::decode_window(size_t from, size_t to) const {
+  return tok_.decode(std::vector<int32_t>(ids_.begin() + static_cast<std::ptrdiff_t>(from),
+                                          ids_.begin() + static_cast<std::ptrdiff_t>(to)));
+}
+
+bool TextStream::absorb(bool force) {
+  if (read_ == ids_.size()) return true;
+  // The new text is what decoding from prefix_ adds to decoding up to read_:
+  // a window of a few tokens, not the whole sequence. A window whose first
+  // piece decodes differently once followed by more (an incomplete
+  // character before it) falls back to decoding everything once.
+  const std::string window = decode_window(prefix_, ids_.size());
+  if (!force && ends_incomplete(window)) return false;
+  if (window.compare(0, prefix_text_.size(), prefix_text_) == 0) {
+    text_ += window.substr(prefix_text_.size());
+  } else {
+    const std::string all = decode_window(0, ids_.size());
+    const std::string before = decode_window(0, read_);
+    text_ += all.size() > before.size() ? all.substr(before.size()) : std::string();
+  }
+  prefix_ = read_;
+  read_ = ids_.size();
+  prefix_text_ = decode_window(prefix_, read_);
+  return true;
+}
 
 std::string TextStream::push(int32_t id) {
   if (stopped_) return {};
   ids_.push_back(id);
-  const std::string all = tok_.decode(ids_);
-  if (ends_incomplete(all)) return {};
-  text_ = all.size() > base_ ? all.substr(base_) : std::string();
+  if (!absorb(false)) return {};  // an incomplete character: wait for its other bytes
+  return release();
+}
+
+std::string TextStream::release() {
   // A stop string: cut there (searching from a little before what was emitted).
   size_t cut = std::string::npos;
   for (const std::string& st : stop_) {
@@ -84,7 +116,14 @@ std::string TextStream::push(int32_t id) {
 }
 
 std::string TextStream::finish() {
-  std::string out = text_.size() > emitted_ ? text_.substr(emitted_) : std::string();
+  // Bytes of a character never completed decode as they are (U+FFFD), as
+  // decoding everything would give them; a stop string they complete still cuts.
+  std::string out;
+  if (!stopped_) {
+    absorb(true);
+    out = release();
+  }
+  if (text_.size() > emitted_) out += text_.substr(emitted_);
   emitted_ = text_.size();
   return out;
 }
