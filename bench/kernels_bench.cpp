@@ -291,6 +291,42 @@ void BM_attention_backward(benchmark::State& state) {
 }
 BENCHMARK(BM_attention_backward)->Arg(kT)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// The same in BF16 (mixed-precision training): q, k, v rounded once.
+std::vector<uint16_t> rand_bf16(int64_t n) {
+  const auto x = rand_vec(n);
+  std::vector<uint16_t> r(n);
+  k::round_to_bf16(r.data(), x.data(), n);
+  return r;
+}
+void BM_attention_forward_bf16(benchmark::State& state) {
+  const int64_t T = state.range(0);
+  const auto q = rand_bf16(kB * T * kH * kHd), kk = rand_bf16(kB * T * kHkv * kHd), v = rand_bf16(kB * T * kHkv * kHd);
+  std::vector<float> out(q.size()), lse(kB * kH * T);
+  for (auto _ : state) {
+    k::attention_forward_bf16(out.data(), lse.data(), q.data(), kk.data(), v.data(), kB, T, kH, kHkv, kHd, nullptr);
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_flops(state, 2.0 * kB * kH * T * T * kHd);
+  state.SetItemsProcessed(state.iterations() * kB * T);
+}
+BENCHMARK(BM_attention_forward_bf16)->Arg(kT)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_attention_backward_bf16(benchmark::State& state) {
+  const int64_t T = state.range(0);
+  const auto q = rand_bf16(kB * T * kH * kHd), kk = rand_bf16(kB * T * kHkv * kHd), v = rand_bf16(kB * T * kHkv * kHd);
+  const auto dout = rand_vec(q.size());
+  std::vector<float> out(q.size()), lse(kB * kH * T), dq(q.size()), dk(kk.size()), dv(v.size());
+  k::attention_forward_bf16(out.data(), lse.data(), q.data(), kk.data(), v.data(), kB, T, kH, kHkv, kHd, nullptr);
+  for (auto _ : state) {
+    k::attention_backward_bf16(dq.data(), dk.data(), dv.data(), dout.data(), out.data(), lse.data(), q.data(),
+                               kk.data(), v.data(), kB, T, kH, kHkv, kHd, nullptr);
+    benchmark::DoNotOptimize(dq.data());
+  }
+  set_flops(state, 5.0 * kB * kH * T * T * kHd);
+  state.SetItemsProcessed(state.iterations() * kB * T);
+}
+BENCHMARK(BM_attention_backward_bf16)->Arg(kT)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // ---------------------------------------------------------------- RMSNorm, RoPE
 void BM_rmsnorm_forward(benchmark::State& state) {
   const auto x = rand_vec(kN * kD), w = rand_vec(kD);

@@ -273,8 +273,10 @@ PYBIND11_MODULE(stem, mod) {
       [](const std::string& config, const std::string& data, const std::string& out, int64_t steps, int64_t batch,
          int64_t seq, float lr, uint64_t seed, bool resume, const py::object& on_step, const std::string& init_from,
          std::optional<float> lr_tables, int64_t freeze_backbone_steps, const std::string& teacher, float distill_alpha,
-         float distill_temperature, float rope_theta, bool doc_mask) {
+         float distill_temperature, float rope_theta, bool doc_mask, const std::string& precision, bool lazy_tables) {
         stem::TrainOptions o;
+        o.precision = unwrap(stem::parse_precision(precision));
+        o.lazy_tables = lazy_tables;
         o.config_path = config;
         o.init_from = init_from;
         if (lr_tables) o.lr_tables = *lr_tables;
@@ -335,6 +337,7 @@ PYBIND11_MODULE(stem, mod) {
       py::arg("on_step") = py::none(), py::kw_only(), py::arg("init_from") = "", py::arg("lr_tables") = py::none(),
       py::arg("freeze_backbone_steps") = 0, py::arg("teacher") = "", py::arg("distill_alpha") = 0.5f,
       py::arg("distill_temperature") = 1.0f, py::arg("rope_theta") = 0.0f, py::arg("doc_mask") = false,
+      py::arg("precision") = "f32", py::arg("lazy_tables") = false,
       "Trains a model (config.json path, or \"\" with init_from) on a data directory from `stem prepare`; returns "
       "losses and the checkpoint. The keyword options are those of `stem train` (docs/convert.md)");
 

@@ -31,7 +31,8 @@ TEST(BackendOpsCoverage, EveryOpOfTheTableHasABackendTest) {
       "distill_backward", "add", "add_inplace",
       "adamw_update", "adamw_update_rows", "adamw_update_rows_lazy", "scale_rows", "sum_squares",
       "scale_inplace", "attention_cached_forward", "attention_cached_slots_forward", "matvec", "matvec_bf16", "matvec_batch",
-      "linear_forward_bf16", "bf16_to_f32_row", "f32_to_bf16_row"};
+      "linear_forward_bf16", "bf16_to_f32_row", "f32_to_bf16_row", "gemm_bf16", "round_to_bf16",
+      "attention_forward_bf16", "attention_backward_bf16"};
   std::set<std::string> all;
   for (int i = 0; i < kern::kOpCount; ++i) all.insert(kern::op_name(static_cast<kern::Op>(i)));
   EXPECT_EQ(all, tested);
@@ -355,6 +356,58 @@ TEST_P(BackendOps, SlotAttentionEqualsFullAttentionOfEachSequence) {
   }
   // Row 1 belongs to no query: untouched.
   EXPECT_EQ(VecF(got.begin() + H * hd, got.begin() + 2 * H * hd), VecF(H * hd, 0.0f));
+}
+
+// The mixed-precision ops (tests/test_bf16.cpp derives the bounds): the BF16
+// GEMM against double on the rounded operands, the array rounding, and BF16
+// attention against the double oracle on rounded q, k, v.
+TEST_P(BackendOps, Bf16GemmRoundingAndAttention) {
+  const double unit = 1.0 / 256;
+  const int64_t M = 9, N = 13, K = 70;
+  const VecF A = randu(rng, M * K), B = randu(rng, N * K), C = randu(rng, M * N);
+  std::vector<uint16_t> a(A.size()), b(B.size());
+  uint16_t* a_dev = dev.put(a);
+  uint16_t* b_dev = dev.put(b);
+  k().round_to_bf16(a_dev, dev.put(A), M * K);
+  k().round_to_bf16(b_dev, dev.put(B), N * K);
+  a = dev.get(a_dev, M * K);
+  b = dev.get(b_dev, N * K);
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], stem::core::float_to_bf16(A[i]));
+  for (size_t i = 0; i < b.size(); ++i) ASSERT_EQ(b[i], stem::core::float_to_bf16(B[i]));
+  VecD Ad(a.size()), Bd(b.size());
+  for (size_t i = 0; i < a.size(); ++i) Ad[i] = stem::core::bf16_to_float(a[i]);
+  for (size_t i = 0; i < b.size(); ++i) Bd[i] = stem::core::bf16_to_float(b[i]);
+  float* c = dev.put(C);
+  k().gemm_bf16(false, true, M, N, K, 1.0f, a_dev, K, b_dev, K, 1.0f, c, N);
+  VecD want = to_d(C);
+  ref::gemm<double>(false, true, M, N, K, 1.0, Ad.data(), K, Bd.data(), K, 1.0, want.data(), N);
+  EXPECT_TRUE(near_rel(dev.get(c, M * N), want, kTol));
+
+  const int64_t Bt = 2, T = 33, H = 4, Hkv = 2, hd = 8, nq = Bt * T * H * hd, nkv = Bt * T * Hkv * hd;
+  std::vector<uint16_t> q(nq), kk(nkv), v(nkv);
+  for (auto* x : {&q, &kk, &v})
+    for (auto& e : *x) e = stem::core::float_to_bf16(randu(rng, 1)[0]);
+  const VecF dout = randu(rng, nq);
+  float *out = dev.zeros(nq), *lse = dev.zeros(Bt * H * T), *dq = dev.zeros(nq), *dk = dev.zeros(nkv),
+        *dv = dev.zeros(nkv);
+  uint16_t *qd = dev.put(q), *kd = dev.put(kk), *vd = dev.put(v);
+  k().attention_forward_bf16(out, lse, qd, kd, vd, Bt, T, H, Hkv, hd, nullptr);
+  k().attention_backward_bf16(dq, dk, dv, dev.put(dout), out, lse, qd, kd, vd, Bt, T, H, Hkv, hd, nullptr);
+  auto widen = [](const std::vector<uint16_t>& x) {
+    VecD r(x.size());
+    for (size_t i = 0; i < x.size(); ++i) r[i] = stem::core::bf16_to_float(x[i]);
+    return r;
+  };
+  const VecD qw = widen(q), kw = widen(kk), vw = widen(v);
+  VecD outw(nq), lsew(Bt * H * T), dqw(nq), dkw(nkv), dvw(nkv);
+  ref::attention_forward(outw.data(), lsew.data(), qw.data(), kw.data(), vw.data(), Bt, T, H, Hkv, hd, nullptr);
+  ref::attention_backward<double>(dqw.data(), dkw.data(), dvw.data(), to_d(dout).data(), nullptr, nullptr,
+                                  qw.data(), kw.data(), vw.data(), Bt, T, H, Hkv, hd, nullptr);
+  EXPECT_TRUE(near_rel(dev.get(lse, Bt * H * T), lsew, 1e-5));
+  EXPECT_TRUE(near_rel(dev.get(out, nq), outw, 2 * unit));
+  EXPECT_TRUE(near_rel(dev.get(dq, nq), dqw, 4 * unit));
+  EXPECT_TRUE(near_rel(dev.get(dk, nkv), dkw, 4 * unit));
+  EXPECT_TRUE(near_rel(dev.get(dv, nkv), dvw, 4 * unit));
 }
 
 TEST_P(BackendOps, Bf16MatvecBatchPrefillLinearAndConversions) {

@@ -29,7 +29,8 @@ struct TrainBenchOptions {
   uint64_t seed = 0;             // of the weights and the tokens
   bool backward = true;          // false: forward passes only
   bool lazy_tables = false;      // row-sparse (lazy) AdamW for the STEM tables
-  bool measure_peak = true;      // also measure the F32 GEMM peak, for MFU
+  bool measure_peak = true;      // also measure the GEMM peaks, for MFU
+  Precision precision = Precision::F32;  // of the linear layers (TrainOptions::precision)
 };
 
 struct TrainBenchResult {
@@ -38,19 +39,23 @@ struct TrainBenchResult {
   std::vector<double> step_seconds_all;
   double flops_per_token = 0;    // a training step's (x3 forward), or forward's
   double gflops = 0;             // model FLOP/s achieved, in G
-  double gemm_peak_gflops = 0;   // 0 when not measured
-  double mfu = 0;                // gflops / gemm_peak_gflops
+  double gemm_peak_gflops = 0;   // F32; 0 when not measured
+  double gemm_bf16_peak_gflops = 0;  // BF16 (0 when not measured, or not native here)
+  double mfu = 0;                // gflops / the peak of the run's precision
   double loss = 0;               // of the last step
   int64_t params = 0;
   int threads = 0;
 };
 
 // Errors: an invalid config, T > max_position_embeddings, batch < 1, T < 2,
-// steps < 1, warmup < 0.
+// steps < 1, warmup < 0; BF16 on a CPU without native BF16 products.
 Result<TrainBenchResult> bench_train(const ModelConfig& cfg, const TrainBenchOptions& opt,
                                      const BenchProgress& progress = nullptr);
 // Median F32 GFLOP/s of 2048^3 GEMMs: this machine's peak, MFU's denominator.
 double gemm_peak_gflops();
+// The same in BF16 (F32 accumulation); 0 where the CPU has no native BF16
+// products (AVX512-BF16 or AMX).
+double gemm_bf16_peak_gflops();
 
 struct InferBenchOptions {
   bool decode = true;    // true: `tokens` decoded one at a time from an empty context; false: one prefill of them

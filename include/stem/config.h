@@ -14,6 +14,14 @@ namespace stem {
 enum class FfnType { Dense, Stem, HashMoe };
 const char* ffn_type_name(FfnType t);  // "dense", "stem", "hash_moe"
 
+// The precision of a training step's matrix products: F32 throughout, or
+// BF16 operands with F32 accumulation beside F32 master weights, optimizer
+// state, loss, softmax, norms and reductions (docs/training.md, "Precision").
+enum class Precision { F32, BF16 };
+const char* precision_name(Precision p);  // "f32", "bf16"
+// "f32" or "bf16"; anything else is an error naming the value.
+Result<Precision> parse_precision(const std::string& s);
+
 struct ModelConfig {
   int64_t vocab_size = 0;               // V
   int64_t hidden_size = 0;              // d

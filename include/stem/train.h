@@ -67,6 +67,10 @@ struct TrainOptions {
   // them whole on every rank. The numbers are the same; a run may resume
   // with either.
   int zero_stage = 0;
+  // BF16: the linear layers multiply BF16 operands with F32 accumulation
+  // (F32 master weights, moments, loss, norms, attention; docs/training.md,
+  // "Precision"); needs a CPU with AVX512-BF16 or AMX.
+  Precision precision = Precision::F32;
   int64_t eval_every = 100;
   int64_t eval_tokens = 32768;
   int64_t save_every = 200;
@@ -75,7 +79,7 @@ struct TrainOptions {
   uint64_t seed = 0;
   bool resume = false;
   bool force = false;       // start over in a run directory that has checkpoints
-  double peak_gflops = 0;   // for MFU; 0: measure
+  double peak_gflops = 0;   // for MFU (of the run's precision); 0: measure
 };
 
 // Traffic of the tables on disk (TrainOptions::tables_on_disk).

@@ -193,6 +193,14 @@ const char* ffn_type_name(FfnType t) {
   return "?";
 }
 
+const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "f32"; }
+
+Result<Precision> parse_precision(const std::string& s) {
+  if (s == "f32") return Precision::F32;
+  if (s == "bf16") return Precision::BF16;
+  return Status::error("precision: unknown value '" + s + "' (expected f32 or bf16)");
+}
+
 Result<std::vector<FfnType>> stem_layout(int64_t n_layers, const std::string& which) {
   if (which != "all" && which != "full" && which != "every2" && which != "every3" && which != "none")
     return Status::error("stem layers: unknown layout '" + which + "' (expected all, full, every2, every3 or none)");

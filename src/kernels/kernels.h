@@ -49,6 +49,24 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 // peak as MFU's denominator.
 double gemm_peak_gflops(int64_t n, int reps);
 
+// The same product with A and B in BF16 (uint16_t bit patterns, the upper
+// half of an IEEE float), every product and sum in F32, C in F32: oneDNN's
+// matmul (AVX512-BF16 dot products, or AMX). Mixed-precision training
+// (Precision::BF16) runs its linear layers through it.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
+               int64_t ldc);
+// Whether this CPU multiplies BF16 natively (oneDNN's effective ISA includes
+// AVX512-BF16; the environment variable ONEDNN_MAX_CPU_ISA=AVX512_CORE
+// lowers it, which is how a CPU without it is simulated). Without it oneDNN
+// still computes gemm_bf16, on a reference path many times slower than F32.
+bool cpu_has_bf16();
+// The BF16 peak, as gemm_peak_gflops.
+double gemm_bf16_peak_gflops(int64_t n, int reps);
+// dst[i] = src[i] rounded to BF16 to nearest even (f32_to_bf16_row), over a
+// whole array, multi-threaded.
+void round_to_bf16(uint16_t* dst, const float* src, int64_t n);
+
 // y[N,out] = x[N,in] W[out,in]^T  (+ y when accumulate)
 void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in,
                     int64_t out, bool accumulate = false);
@@ -127,6 +145,17 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* lse, const float* q, const float* k, const float* v,
                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
                         const int32_t* doc_start);
+
+// The same with q, k, v in BF16 (rounded by the caller): the score and value
+// products multiply BF16 operands with F32 accumulation (gemm_bf16); the
+// softmax, lse and D = rowsum(dout * out) are F32, and the probabilities,
+// dout and dS are rounded to BF16 just before their products. out, lse,
+// dout, dq, dk, dv F32. Mixed-precision training (Precision::BF16).
+void attention_forward_bf16(float* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start);
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                             const float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
+                             int64_t T, int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start);
 
 // ---------------------------------------------------------------- SwiGLU
 // hact[N,f] = silu(g) * u, with u[n] = u_rows[u_row_of[n]] when u_row_of is

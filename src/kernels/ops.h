@@ -25,7 +25,8 @@
 
 namespace stem::kernels {
 
-// X(name) for every op, in kernels.h order then infer_kernels.h order.
+// X(name) for every op, in kernels.h order then infer_kernels.h order (the
+// BF16 GEMM pieces last).
 #define STEM_KERNEL_OPS(X)                                                                   \
   X(gemm) X(linear_forward) X(linear_backward) X(gather_rows) X(scatter_add_rows)            \
   X(embedding_forward) X(embedding_backward) X(embedding_backward_dense) X(rmsnorm_forward)  \
@@ -36,7 +37,8 @@ namespace stem::kernels {
   X(distill_backward) X(add)                                                                 \
   X(add_inplace) X(adamw_update) X(adamw_update_rows) X(adamw_update_rows_lazy)              \
   X(scale_rows) X(sum_squares) X(scale_inplace) X(attention_cached_forward) X(matvec)        \
-  X(attention_cached_slots_forward) X(matvec_bf16) X(matvec_batch) X(linear_forward_bf16) X(bf16_to_f32_row) X(f32_to_bf16_row)
+  X(attention_cached_slots_forward) X(matvec_bf16) X(matvec_batch) X(linear_forward_bf16) X(bf16_to_f32_row) X(f32_to_bf16_row) \
+  X(gemm_bf16) X(round_to_bf16) X(attention_forward_bf16) X(attention_backward_bf16)
 
 struct Ops {
 #define STEM_OP_FIELD(name) decltype(&kernels::name) name = nullptr;

@@ -29,6 +29,15 @@ struct Transformer::LayerActs {
   float* u;         // [N, f] up projection (dense, hash_moe)
   float* hact;      // [N, f] silu(g) * u
   float* xe;        // [N, d] x2 in expert order (hash_moe)
+  // BF16 mode: the linear layers' inputs, rounded (a, x2 and hact are then
+  // not kept in F32).
+  uint16_t* a16;     // [N, d]
+  uint16_t* q16;     // [N, H*hd] after RoPE (q, k, v are then not kept in F32)
+  uint16_t* k16;     // [N, Hkv*hd]
+  uint16_t* v16;     // [N, Hkv*hd]
+  uint16_t* att16;   // [N, H*hd]
+  uint16_t* x2_16;   // [N, d]
+  uint16_t* hact16;  // [N, f]
 };
 
 struct Transformer::Acts {
@@ -49,6 +58,9 @@ struct Transformer::Acts {
   float* s_a;     // [N, f]
   float* s_b;     // [N, f]
   float* dxe;     // [N, d]
+  // BF16 mode
+  uint16_t* hf16;  // [N, d] final norm output, rounded
+  uint16_t* b16;   // [N, max(V, 2f, H*hd + 2*Hkv*hd)] output gradients, rounded
 };
 
 void Gradients::zero() {
@@ -159,20 +171,27 @@ void Transformer::ensure_workspace(int64_t B, int64_t T) {
       LayerActs& L = A.layer[l];
       const FfnType t = layers_[l].type;
       L.resid_in = alloc(N * d);
-      L.a = alloc(N * d);
+      L.a = bf16() ? nullptr : alloc(N * d);
       L.rstd1 = alloc(N);
-      L.q = alloc(N * qd);
-      L.k = alloc(N * kd);
-      L.v = alloc(N * kd);
+      L.q = bf16() ? nullptr : alloc(N * qd);
+      L.k = bf16() ? nullptr : alloc(N * kd);
+      L.v = bf16() ? nullptr : alloc(N * kd);
       L.att = alloc(N * qd);
       L.lse = alloc(B * H * T);
       L.h_mid = alloc(N * d);
-      L.x2 = alloc(N * d);
+      L.x2 = bf16() ? nullptr : alloc(N * d);
       L.rstd2 = alloc(N);
       L.g = alloc(N * f);
       L.u = t == FfnType::Stem ? nullptr : alloc(N * f);
-      L.hact = alloc(N * f);
+      L.hact = bf16() ? nullptr : alloc(N * f);
       L.xe = t == FfnType::HashMoe ? alloc(N * d) : nullptr;
+      L.a16 = bf16() ? alloc16(N * d) : nullptr;
+      L.q16 = bf16() ? alloc16(N * qd) : nullptr;
+      L.k16 = bf16() ? alloc16(N * kd) : nullptr;
+      L.v16 = bf16() ? alloc16(N * kd) : nullptr;
+      L.att16 = bf16() ? alloc16(N * qd) : nullptr;
+      L.x2_16 = bf16() ? alloc16(N * d) : nullptr;
+      L.hact16 = bf16() ? alloc16(N * f) : nullptr;
     }
     A.h_out = alloc(N * d);
     A.hf = alloc(N * d);
@@ -189,6 +208,8 @@ void Transformer::ensure_workspace(int64_t B, int64_t T) {
     A.s_a = alloc(N * f);
     A.s_b = alloc(N * f);
     A.dxe = alloc(N * d);
+    A.hf16 = bf16() ? alloc16(N * d) : nullptr;
+    A.b16 = bf16() ? alloc16(N * std::max({V, 2 * f, qd + 2 * kd})) : nullptr;
     if (pass == 0) {
       arena_.reset();  // before the new one: no peak of both
       arena_ = backends::must_alloc(*be_, static_cast<size_t>(arena_used_) * 4);
@@ -235,6 +256,7 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
   Acts& A = *acts_;
   routes_.assign(layers_.size(), kernels::RowIndex{});
   STEM_CHECKF(f32_weights_, "Transformer::forward needs F32 weights (load with F32 matrices)");
+  if (bf16()) refresh_bf16_weights();
   RowProvider* current = given_rows_ ? given_rows_.get() : own_rows_.get();
   if (n_stem_ > 0 && (!current || prepared_by_ != current || prepared_ != tokens_)) {
     STEM_CHECKF(given_rows_ || !tables_, "forward with a table store needs prepare_rows() of the same tokens first");
@@ -247,19 +269,45 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
     const LayerView& W = layers_[l];
     LayerActs& L = A.layer[l];
     // attention block
-    k.rmsnorm_forward(L.a, L.rstd1, L.resid_in, W.attn_norm, N, d, eps);
-    k.linear_forward(L.q, L.a, W.wq, N, d, H * hd, false);
-    k.linear_forward(L.k, L.a, W.wk, N, d, Hkv * hd, false);
-    k.linear_forward(L.v, L.a, W.wv, N, d, Hkv * hd, false);
-    k.rope_forward(L.q, rope_cos(), rope_sin(), B, T, H, hd, 0, pos);
-    k.rope_forward(L.k, rope_cos(), rope_sin(), B, T, Hkv, hd, 0, pos);
-    k.attention_forward(L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd, doc_start);
+    // BF16 mode: a, q, k and v are kept rounded only (F32 in backward's scratch meanwhile).
+    float* a = bf16() ? A.dx : L.a;
+    float *q = bf16() ? A.dq : L.q, *kk = bf16() ? A.dk : L.k, *v = bf16() ? A.dv : L.v;
+    k.rmsnorm_forward(a, L.rstd1, L.resid_in, W.attn_norm, N, d, eps);
+    if (bf16()) {
+      k.round_to_bf16(L.a16, a, N * d);
+      linear16_forward(q, L.a16, W.i_wq, N, d, H * hd, false);
+      linear16_forward(kk, L.a16, W.i_wk, N, d, Hkv * hd, false);
+      linear16_forward(v, L.a16, W.i_wv, N, d, Hkv * hd, false);
+    } else {
+      k.linear_forward(q, a, W.wq, N, d, H * hd, false);
+      k.linear_forward(kk, a, W.wk, N, d, Hkv * hd, false);
+      k.linear_forward(v, a, W.wv, N, d, Hkv * hd, false);
+    }
+    k.rope_forward(q, rope_cos(), rope_sin(), B, T, H, hd, 0, pos);
+    k.rope_forward(kk, rope_cos(), rope_sin(), B, T, Hkv, hd, 0, pos);
+    if (bf16()) {
+      k.round_to_bf16(L.q16, q, N * H * hd);
+      k.round_to_bf16(L.k16, kk, N * Hkv * hd);
+      k.round_to_bf16(L.v16, v, N * Hkv * hd);
+      k.attention_forward_bf16(L.att, L.lse, L.q16, L.k16, L.v16, B, T, H, Hkv, hd, doc_start);
+    } else {
+      k.attention_forward(L.att, L.lse, q, kk, v, B, T, H, Hkv, hd, doc_start);
+    }
     be_->stream().copy(L.h_mid, L.resid_in, sizeof(float) * N * d);
-    k.linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
+    if (bf16()) {
+      k.round_to_bf16(L.att16, L.att, N * H * hd);
+      linear16_forward(L.h_mid, L.att16, W.i_wo, N, H * hd, d, /*accumulate=*/true);
+    } else {
+      k.linear_forward(L.h_mid, L.att, W.wo, N, H * hd, d, /*accumulate=*/true);
+    }
     // FFN block
-    k.rmsnorm_forward(L.x2, L.rstd2, L.h_mid, W.ffn_norm, N, d, eps);
-    if (observer_) observer_(static_cast<int>(l), L.x2, N, d);
-    switch (W.type) {
+    float* x2 = bf16() ? A.dx : L.x2;
+    k.rmsnorm_forward(x2, L.rstd2, L.h_mid, W.ffn_norm, N, d, eps);
+    if (observer_) observer_(static_cast<int>(l), x2, N, d);
+    if (bf16()) {
+      k.round_to_bf16(L.x2_16, x2, N * d);
+      ffn_forward_bf16(static_cast<int>(l));
+    } else switch (W.type) {
       case FfnType::Dense:
         k.dense_ffn_forward(A.y, L.g, L.u, L.hact, L.x2, W.w_gate, W.w_up, W.w_down, N, d, f);
         break;
@@ -280,7 +328,12 @@ double Transformer::forward(const int32_t* tokens, int64_t B, int64_t T) {
     k.add(next, L.h_mid, A.y, N * d);
   }
   k.rmsnorm_forward(A.hf, A.rstdf, A.h_out, w_[i_norm_].f32(), N, d, eps);
-  k.linear_forward(A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
+  if (bf16()) {
+    k.round_to_bf16(A.hf16, A.hf, N * d);
+    linear16_forward(A.logits, A.hf16, i_head_, N, d, V, false);
+  } else {
+    k.linear_forward(A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
+  }
   have_forward_ = true;
   teacher_ = next_teacher_;
   next_teacher_ = Teacher{};
@@ -423,7 +476,11 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
   } else {
     k.cross_entropy_backward(A.logits, A.logits, targets_.data(), scale, N, V);
   }
-  if (cfg_.tie_word_embeddings) {
+  if (bf16()) {
+    k.round_to_bf16(A.b16, A.logits, N * V);
+    linear16_backward(A.dx, dense(cfg_.tie_word_embeddings ? i_embed_ : i_head_), A.b16, A.hf16, i_head_, N, d,
+                      V, false);
+  } else if (cfg_.tie_word_embeddings) {
     k.linear_backward(A.dx, dense(i_embed_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
   } else {
     k.linear_backward(A.dx, dense(i_head_), A.logits, A.hf, w_[i_head_].f32(), N, d, V, false);
@@ -437,7 +494,10 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
     LayerActs& L = A.layer[l];
     // FFN block: dh is the gradient of the layer's output residual.
     be_->stream().fill_zero(A.dx, sizeof(float) * N * d);
-    switch (W.type) {
+    if (bf16()) {
+      ffn_backward_bf16(l, A.dx, dense(W.i_gate), W.i_up >= 0 ? dense(W.i_up) : nullptr, dense(W.i_down),
+                        W.i_stem >= 0 ? rows(W.i_stem) : nullptr, local);
+    } else switch (W.type) {
       case FfnType::Dense:
         k.dense_ffn_backward(A.dx, dense(W.i_gate), dense(W.i_up), dense(W.i_down), A.dh, L.x2,
                               L.g, L.u, L.hact, W.w_gate, W.w_up, W.w_down, A.s_a, A.s_b, N, d, f);
@@ -463,14 +523,33 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
     }
     k.rmsnorm_backward(A.dh, dense(W.i_ffn_norm), A.dx, L.h_mid, W.ffn_norm, L.rstd2, N, d);
     // attention block: dh is now the gradient of h_mid.
-    k.linear_backward(A.datt, dense(W.i_wo), A.dh, L.att, W.wo, N, H * hd, d, false);
-    k.attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd,
-                         doc_start);
+    if (bf16()) {
+      k.round_to_bf16(A.b16, A.dh, N * d);
+      linear16_backward(A.datt, dense(W.i_wo), A.b16, L.att16, W.i_wo, N, H * hd, d, false);
+    } else {
+      k.linear_backward(A.datt, dense(W.i_wo), A.dh, L.att, W.wo, N, H * hd, d, false);
+    }
+    if (bf16()) {
+      k.attention_backward_bf16(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q16, L.k16, L.v16, B, T, H, Hkv, hd,
+                                doc_start);
+    } else {
+      k.attention_backward(A.dq, A.dk, A.dv, A.datt, L.att, L.lse, L.q, L.k, L.v, B, T, H, Hkv, hd, doc_start);
+    }
     k.rope_backward(A.dq, rope_cos(), rope_sin(), B, T, H, hd, 0, pos);
     k.rope_backward(A.dk, rope_cos(), rope_sin(), B, T, Hkv, hd, 0, pos);
-    k.linear_backward(A.dx, dense(W.i_wq), A.dq, L.a, W.wq, N, d, H * hd, false);
-    k.linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
-    k.linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);
+    if (bf16()) {
+      uint16_t *dq16 = A.b16, *dk16 = dq16 + N * H * hd, *dv16 = dk16 + N * Hkv * hd;
+      k.round_to_bf16(dq16, A.dq, N * H * hd);
+      k.round_to_bf16(dk16, A.dk, N * Hkv * hd);
+      k.round_to_bf16(dv16, A.dv, N * Hkv * hd);
+      linear16_backward(A.dx, dense(W.i_wq), dq16, L.a16, W.i_wq, N, d, H * hd, false);
+      linear16_backward(A.dx, dense(W.i_wk), dk16, L.a16, W.i_wk, N, d, Hkv * hd, true);
+      linear16_backward(A.dx, dense(W.i_wv), dv16, L.a16, W.i_wv, N, d, Hkv * hd, true);
+    } else {
+      k.linear_backward(A.dx, dense(W.i_wq), A.dq, L.a, W.wq, N, d, H * hd, false);
+      k.linear_backward(A.dx, dense(W.i_wk), A.dk, L.a, W.wk, N, d, Hkv * hd, true);
+      k.linear_backward(A.dx, dense(W.i_wv), A.dv, L.a, W.wv, N, d, Hkv * hd, true);
+    }
     k.rmsnorm_backward(A.dh, dense(W.i_attn_norm), A.dx, L.resid_in, W.attn_norm, L.rstd1, N, d);
     if (ready) ready(l);
   }
@@ -481,6 +560,95 @@ void Transformer::backward(Gradients& G, float loss_scale, const GradsReady& rea
     k.embedding_backward(rows(i_embed_), A.dh, local, d);
   }
   if (ready) ready(-1);
+}
+
+Status Transformer::set_precision(Precision p) {
+  if (p == precision_) return ok_status();
+  if (p == Precision::BF16) {
+    for (size_t l = 0; l < layers_.size(); ++l)
+      if (layers_[l].type == FfnType::HashMoe)
+        return Status::error("precision bf16: layer " + std::to_string(l) +
+                             " is hash_moe, which trains in f32 only (use --precision f32)");
+    if (!be_->ops().gemm_bf16 || !be_->ops().round_to_bf16)
+      return Status::error(std::string("precision bf16: backend ") + be_->name() + " has no BF16 GEMM");
+    std::vector<int> mats{i_head_};
+    for (const LayerView& v : layers_)
+      for (int i : {v.i_wq, v.i_wk, v.i_wv, v.i_wo, v.i_gate, v.i_up, v.i_down})
+        if (i >= 0) mats.push_back(i);
+    int64_t total = 0;
+    for (int i : mats) total += (shape_numel(w_.spec(i).shape) + 31) / 32 * 32;
+    w16_buf_ = backends::must_alloc(*be_, static_cast<size_t>(total) * sizeof(uint16_t));
+    w16_.assign(w_.size(), nullptr);
+    uint16_t* at = static_cast<uint16_t*>(w16_buf_->data());
+    for (int i : mats) {
+      w16_[i] = at;
+      at += (shape_numel(w_.spec(i).shape) + 31) / 32 * 32;
+    }
+  } else {
+    w16_buf_.reset();
+    w16_.clear();
+  }
+  precision_ = p;
+  cap_tokens_ = 0;  // the workspace's layout differs: carve it again
+  arena_.reset();
+  return ok_status();
+}
+
+void Transformer::refresh_bf16_weights() {
+  for (size_t i = 0; i < w16_.size(); ++i)
+    if (w16_[i]) be_->ops().round_to_bf16(w16_[i], w_[i].f32(), shape_numel(w_.spec(i).shape));
+}
+
+void Transformer::linear16_forward(float* y, const uint16_t* x16, int i, int64_t N, int64_t in, int64_t out,
+                                   bool accumulate) const {
+  be_->ops().gemm_bf16(false, true, N, out, in, 1.0f, x16, in, w16_[i], in, accumulate ? 1.0f : 0.0f, y, out);
+}
+
+void Transformer::linear16_backward(float* dx, float* dW, const uint16_t* dy16, const uint16_t* x16, int i,
+                                    int64_t N, int64_t in, int64_t out, bool accumulate_dx) const {
+  const kernels::Ops& k = be_->ops();
+  if (dW) k.gemm_bf16(true, false, out, in, N, 1.0f, dy16, out, x16, in, 1.0f, dW, in);
+  if (dx) k.gemm_bf16(false, false, N, in, out, 1.0f, dy16, out, w16_[i], in, accumulate_dx ? 1.0f : 0.0f, dx, in);
+}
+
+void Transformer::ffn_forward_bf16(int l) {
+  const kernels::Ops& k = be_->ops();
+  const LayerView& W = layers_[l];
+  LayerActs& L = acts_->layer[l];
+  Acts& A = *acts_;
+  const int64_t N = B_ * T_, d = cfg_.hidden_size, f = cfg_.intermediate_size;
+  linear16_forward(L.g, L.x2_16, W.i_gate, N, d, f, false);
+  if (W.type == FfnType::Stem) {
+    k.swiglu_forward(A.s_a, L.g, stem_rows(l), stem_row_of(), N, f);
+  } else {
+    linear16_forward(L.u, L.x2_16, W.i_up, N, d, f, false);
+    k.swiglu_forward(A.s_a, L.g, L.u, nullptr, N, f);
+  }
+  k.round_to_bf16(L.hact16, A.s_a, N * f);
+  linear16_forward(A.y, L.hact16, W.i_down, N, f, d, false);
+}
+
+void Transformer::ffn_backward_bf16(int l, float* dx, float* dWg, float* dWu, float* dWd, float* drows,
+                                    const kernels::RowIndex& local) {
+  const kernels::Ops& k = be_->ops();
+  const LayerView& W = layers_[l];
+  LayerActs& L = acts_->layer[l];
+  Acts& A = *acts_;
+  const int64_t N = B_ * T_, d = cfg_.hidden_size, f = cfg_.intermediate_size;
+  const bool stem = W.type == FfnType::Stem;
+  float* du = A.s_a;  // d(hact) first, then du in place
+  float* dg = A.s_b;
+  k.round_to_bf16(A.b16, A.dh, N * d);
+  linear16_backward(du, dWd, A.b16, L.hact16, W.i_down, N, f, d, false);
+  k.swiglu_backward(dg, du, du, L.g, stem ? stem_rows(l) : L.u, stem ? stem_row_of() : nullptr, N, f);
+  if (stem && drows) k.scatter_add_rows(drows, du, local, f);
+  uint16_t *dg16 = A.b16, *du16 = A.b16 + N * f;
+  k.round_to_bf16(dg16, dg, N * f);
+  linear16_backward(dx, dWg, dg16, L.x2_16, W.i_gate, N, d, f, true);
+  if (!stem) {
+    k.round_to_bf16(du16, du, N * f);
+    linear16_backward(dx, dWu, du16, L.x2_16, W.i_up, N, d, f, true);
+  }
 }
 
 int Transformer::grad_stage(const TensorSpec& spec, int n_layers) {

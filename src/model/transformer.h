@@ -152,6 +152,19 @@ class Transformer {
   // also reads BF16).
   bool f32_weights() const { return f32_weights_; }
 
+  // Mixed precision (Precision::BF16): every linear layer (q, k, v, o, the
+  // FFN's gate, up and down, the head) multiplies BF16 operands with F32
+  // accumulation (ops gemm_bf16): each forward rounds the F32 weights to BF16
+  // copies, the layers' inputs are saved in BF16 only, and backward rounds
+  // the output gradients before their two products. Norms, RoPE, attention,
+  // SwiGLU, the STEM rows, the loss and every gradient sum stay F32, and
+  // gradients land in the F32 Gradients as before (docs/training.md,
+  // "Precision"). Hash-MoE layers are F32 only: an error names the layer.
+  // This runs on any backend with gemm_bf16, natively or not; whether it is
+  // fast is the caller's question (Backend::supports(gemm_bf16, BF16)).
+  Status set_precision(Precision p);
+  Precision precision() const { return precision_; }
+
   int64_t workspace_bytes() const;
   const std::string& tokenizer_path() const { return tokenizer_path_; }
   void set_tokenizer_path(std::string p) { tokenizer_path_ = std::move(p); }
@@ -165,6 +178,21 @@ class Transformer {
   RowProvider& row_provider() const { return given_rows_ ? *given_rows_ : *own_rows_; }
   void release_rows();
   float* alloc(int64_t n);
+  uint16_t* alloc16(int64_t n) { return reinterpret_cast<uint16_t*>(alloc((n + 1) / 2)); }
+  bool bf16() const { return precision_ == Precision::BF16; }
+  // BF16 mode: rounds every matrix weight into its BF16 copy.
+  void refresh_bf16_weights();
+  // BF16 mode: y[N,out] (+)= x16[N,in] W16^T for weight i; dW[out,in] +=
+  // dy16^T x16 and dx[N,in] (+)= dy16 W16 (dx or dW may be null).
+  void linear16_forward(float* y, const uint16_t* x16, int i, int64_t N, int64_t in, int64_t out,
+                        bool accumulate) const;
+  void linear16_backward(float* dx, float* dW, const uint16_t* dy16, const uint16_t* x16, int i,
+                         int64_t N, int64_t in, int64_t out, bool accumulate_dx) const;
+  // BF16 mode: layer l's FFN, composed of linear16 products and the SwiGLU op
+  // (the STEM rows and their gradients in F32).
+  void ffn_forward_bf16(int l);
+  void ffn_backward_bf16(int l, float* dx, float* dWg, float* dWu, float* dWd, float* drows,
+                         const kernels::RowIndex& local);
 
   ModelConfig cfg_;
   TensorList w_;
@@ -195,6 +223,9 @@ class Transformer {
   std::vector<int> stem_slot_;  // [L] index among STEM layers, -1 elsewhere
   int n_stem_ = 0;
   bool f32_weights_ = true;
+  Precision precision_ = Precision::F32;
+  std::shared_ptr<backends::Buffer> w16_buf_;  // BF16 copies of the matrix weights
+  std::vector<uint16_t*> w16_;                  // [weights] the copy of tensor i, null if none
   std::shared_ptr<memory::TableStore> tables_;
   LayerObserver observer_;
   std::unique_ptr<RowProvider> own_rows_;    // in place over the weight list, or staged from tables_

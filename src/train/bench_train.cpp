@@ -18,6 +18,7 @@ double median(const std::vector<double>& v) { return core::quantile(v, 0.5); }
 }  // namespace
 
 double gemm_peak_gflops() { return kernels::gemm_peak_gflops(2048, 5); }
+double gemm_bf16_peak_gflops() { return kernels::cpu_has_bf16() ? kernels::gemm_bf16_peak_gflops(2048, 5) : 0.0; }
 
 Result<TrainBenchResult> bench_train(const ModelConfig& cfg, const TrainBenchOptions& o,
                                      const BenchProgress& progress) {
@@ -28,6 +29,12 @@ Result<TrainBenchResult> bench_train(const ModelConfig& cfg, const TrainBenchOpt
     return Status::error("need --batch >= 1, --seq >= 2, --steps >= 1, --warmup >= 0");
   STEM_ASSIGN_OR_RETURN(Model m, Model::init(cfg, o.seed));
   model::Transformer& tr = engine(m);
+  if (o.precision == Precision::BF16) {
+    if (!tr.backend().supports(kernels::Op::gemm_bf16, DType::BF16))
+      return Status::error("--precision bf16: this CPU has no native BF16 products (AVX512-BF16 or AMX), or "
+                           "ONEDNN_MAX_CPU_ISA hides them");
+    STEM_RETURN_IF_ERROR(tr.set_precision(Precision::BF16));
+  }
   const int64_t N = o.batch * o.seq;
   std::mt19937 rng(static_cast<uint32_t>(o.seed + 1));
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(cfg.vocab_size - 1));
@@ -76,7 +83,9 @@ Result<TrainBenchResult> bench_train(const ModelConfig& cfg, const TrainBenchOpt
   r.flops_per_token = o.backward ? acc.train_flops_per_token : acc.train_flops_per_token / 3.0;
   r.gflops = r.flops_per_token * r.tokens_per_second / 1e9;
   r.gemm_peak_gflops = o.measure_peak ? gemm_peak_gflops() : 0.0;
-  r.mfu = r.gemm_peak_gflops > 0 ? r.gflops / r.gemm_peak_gflops : 0.0;
+  r.gemm_bf16_peak_gflops = o.measure_peak ? gemm_bf16_peak_gflops() : 0.0;
+  const double peak = o.precision == Precision::BF16 ? r.gemm_bf16_peak_gflops : r.gemm_peak_gflops;
+  r.mfu = peak > 0 ? r.gflops / peak : 0.0;
   r.params = acc.params_total;
   r.threads = omp_get_max_threads();
   return r;

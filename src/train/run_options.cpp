@@ -74,7 +74,8 @@ nlohmann::json run_options_json(const TrainOptions& o) {
           {"teacher", o.teacher},
           {"distill_alpha", o.teacher.empty() ? 0.0f : o.distill_alpha},
           {"distill_temperature", o.teacher.empty() ? 1.0f : o.distill_temperature},
-          {"doc_mask", o.doc_mask}};
+          {"doc_mask", o.doc_mask},
+          {"precision", precision_name(o.precision)}};
 }
 
 Status check_resume_options(const nlohmann::json& saved, const nlohmann::json& now, const std::string& ckpt) {

@@ -376,6 +376,14 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   if (!init_dir.empty() && ckpt.empty()) STEM_RETURN_IF_ERROR(load_initial_weights(init_dir, w));
   I.tr = std::make_unique<model::Transformer>(I.cfg, std::move(w));
   I.tr->set_tokenizer_path(I.data.tokenizer_path);
+  if (o.precision == Precision::BF16) {
+    if (!I.tr->backend().supports(kernels::Op::gemm_bf16, DType::BF16))
+      return Status::error(
+          "train: --precision bf16 needs a CPU that multiplies BF16 natively (AVX512-BF16 or AMX: AMD Zen 4 and "
+          "later, Intel Xeon from Cooper Lake); this one has neither, or ONEDNN_MAX_CPU_ISA hides them, and "
+          "would run BF16 products several times slower than F32: use --precision f32");
+    STEM_RETURN_IF_ERROR(I.tr->set_precision(Precision::BF16).with_context("train"));
+  }
   if (o.doc_mask) {
     if (I.data.bos_id < 0 && I.data.eos_id < 0)
       return Status::error(o.data_dir + "/data.json: no bos_id or eos_id, so --doc-mask finds no document boundaries");
@@ -426,7 +434,9 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   I.st.options = run_options_json(I.opt);
   I.rng_at_step = I.rng;
   if (I.rank == 0) STEM_RETURN_IF_ERROR(I.trim_metrics(I.start_step));
-  I.peak = o.peak_gflops > 0 ? o.peak_gflops : kernels::gemm_peak_gflops(2048, 3);
+  I.peak = o.peak_gflops > 0                        ? o.peak_gflops
+           : o.precision == Precision::BF16 ? kernels::gemm_bf16_peak_gflops(2048, 3)
+                                             : kernels::gemm_peak_gflops(2048, 3);
   I.flops_per_token = model::account(I.cfg, o.seq, o.seq).train_flops_per_token;
   return t;
 }

@@ -56,6 +56,18 @@ class StemModule(unittest.TestCase):
         self.assertTrue(os.path.isdir(self.trained["checkpoint"]))
         self.assertTrue(all(np.isfinite(self.trained["losses"])))
 
+    def test_train_precision(self):
+        with self.assertRaisesRegex(RuntimeError, "unknown value 'f16'"):
+            stem.train(self.config, self.data, os.path.join(self.tmp.name, "f16"), steps=1, precision="f16")
+        if "no native" in cli("bench", "gemm"):
+            self.skipTest("this CPU has no native BF16 products")
+        r = stem.train(self.config, self.data, os.path.join(self.tmp.name, "bf16"), steps=3, batch=2, seq=64,
+                       precision="bf16", lazy_tables=True)
+        self.assertTrue(r["finished"])
+        self.assertTrue(all(np.isfinite(r["losses"])))
+        # Close to the F32 run of the same seed (rounding, not another model).
+        self.assertLess(abs(r["losses"][0] - self.trained["losses"][0]), 0.02)
+
     def test_generate_equals_cli_greedy(self):
         m = stem.Model.load(self.run_dir)
         tok = m.tokenizer()

@@ -38,6 +38,7 @@ struct DemoOpts {
   std::string prompt = "Anne Elliot";
   int64_t sample_tokens = 60;
   bool force = false, json = false;
+  std::string precision = "f32";
 };
 
 Result<ModelConfig> demo_config(const DemoOpts& o, bool stem) {
@@ -82,6 +83,7 @@ Result<RunResult> train_one(const DemoOpts& o, const std::string& name, bool ste
   t.keep = 1;
   t.seed = o.seed;
   t.resume = true;  // a finished or interrupted run continues where it stopped
+  t.precision = *parse_precision(o.precision);  // checked by IsMember
   STEM_ASSIGN_OR_RETURN(auto trainer, Trainer::create(t));
   Progress bar("train " + name, o.steps);
   double val = NAN;
@@ -236,6 +238,10 @@ void register_demo(CLI::App& app) {
   sub->add_option("--layers", o->layers, "Layers L")->capture_default_str();
   sub->add_option("--heads", o->heads, "Attention heads H")->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of data order, weights and sampling")->capture_default_str();
+  sub->add_option("--precision", o->precision,
+                  "f32, or bf16 (BF16 linear layers with F32 accumulation; needs AVX512-BF16 or AMX)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   sub->add_option("--prompt", o->prompt, "Prompt of the samples")->capture_default_str();
   sub->add_flag("--force", o->force, "Start over (delete the run directory first)");
   sub->add_flag("--json", o->json, "Machine-readable summary");

@@ -83,6 +83,12 @@ void register_train(CLI::App& app) {
                   "Several ranks: 1 shards the backbone's AdamW moments over them (ZeRO stage 1), 0 keeps "
                   "them whole on each")
       ->capture_default_str();
+  auto precision = std::make_shared<std::string>("f32");
+  sub->add_option("--precision", *precision,
+                  "f32, or bf16: the linear layers multiply in BF16 with F32 accumulation, beside F32 master "
+                  "weights, moments, loss, norms and attention (needs AVX512-BF16 or AMX; docs/training.md)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   sub->add_option("--eval-every", o->eval_every, "Validation loss every N steps (0: only at the end)")->capture_default_str();
   sub->add_option("--eval-tokens", o->eval_tokens, "Held-out tokens per validation")->capture_default_str();
   sub->add_option("--save-every", o->save_every, "Checkpoint every N steps (and at the end)")->capture_default_str();
@@ -93,8 +99,9 @@ void register_train(CLI::App& app) {
   sub->add_flag("--force", o->force, "Start over in a run directory that holds checkpoints");
   sub->add_option("--peak-gflops", o->peak_gflops, "GEMM peak for MFU (default: measured)");
   sub->add_flag("--json", *json, "One JSON line per step on stdout, and a final summary");
-  add_command(sub, [o, json, tables] {
+  add_command(sub, [o, json, tables, precision] {
     o->tables_on_disk = *tables == "disk";
+    o->precision = *parse_precision(*precision);  // checked by IsMember
     if (o->config_path.empty() && o->init_from.empty())
       return fail("train", Status::error("give --config (a model config.json), or --init-from a checkpoint"));
     auto t = Trainer::create(*o);

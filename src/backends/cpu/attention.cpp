@@ -10,6 +10,10 @@
 // backward recomputes the probabilities.
 // Backward gives each query head its own dk/dv partials, then sums each kv
 // group, so no two threads write the same row.
+// One implementation serves F32 and BF16 (a template on the type of q, k, v):
+// in BF16 the products take BF16 operands with F32 accumulation (gemm_bf16),
+// the probabilities, dO and dS are rounded to BF16 just before their
+// products, and the softmax, lse, D = rowsum(dO * O) and every sum stay F32.
 #include <omp.h>
 
 #include <algorithm>
@@ -19,6 +23,7 @@
 
 #include "backends/cpu/vec_math.h"
 #include "core/simd.h"
+#include "kernels/infer_kernels.h"
 #include "kernels/kernels.h"
 
 namespace stem::kernels {
@@ -80,11 +85,35 @@ std::vector<float>& thread_scratch() {
   return buf;
 }
 
-}  // namespace
+// The products in the operands' precision.
+void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+        const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+        const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                       const int32_t* doc_start) {
+// An F32 block [r, c] (leading dimension ld) as an operand of type T: itself
+// in F32; rounded into the calling thread's buffer `slot` (leading dimension c)
+// in BF16.
+template <class T>
+struct Operand {
+  const T* p;
+  int64_t ld;
+};
+Operand<float> as_operand(const float* x, int64_t, int64_t, int64_t ld, float*, int) { return {x, ld}; }
+Operand<uint16_t> as_operand(const float* x, int64_t r, int64_t c, int64_t ld, uint16_t*, int slot) {
+  thread_local std::vector<uint16_t> buf[2];
+  if (buf[slot].size() < static_cast<size_t>(r * c)) buf[slot].resize(r * c);
+  for (int64_t i = 0; i < r; ++i) f32_to_bf16_row(buf[slot].data() + i * c, x + i * ld, c);
+  return {buf[slot].data(), c};
+}
+
+template <class E>
+void attention_forward_impl(float* out, float* lse, const E* q, const E* k, const E* v, int64_t B, int64_t T,
+                            int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start) {
   const int64_t group = H / Hkv, nblk = (T + kQBlock - 1) / kQBlock;
   const int64_t ldq = H * hd, ldk = Hkv * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -100,25 +129,25 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       const int64_t i0 = blk * kQBlock, i1 = std::min(T, i0 + kQBlock), m = i1 - i0;
       // Scores of keys [k0, i1): w columns.
       const int64_t k0 = first_key(doc_start, b, T, i0, i1), w = i1 - k0;
-      const float* qb = q + (b * T + i0) * ldq + h * hd;
-      const float* kb = k + (b * T + k0) * ldk + g * hd;
-      const float* vb = v + (b * T + k0) * ldk + g * hd;
-      gemm(false, true, m, w, hd, scale, qb, ldq, kb, ldk, 0.0f, S.data(), w);
+      const E* qb = q + (b * T + i0) * ldq + h * hd;
+      const E* kb = k + (b * T + k0) * ldk + g * hd;
+      const E* vb = v + (b * T + k0) * ldk + g * hd;
+      mm(false, true, m, w, hd, scale, qb, ldq, kb, ldk, 0.0f, S.data(), w);
       float* lrow = lse + (b * H + h) * T + i0;
       for (int64_t i = 0; i < m; ++i) {
         const int64_t lo = doc_start ? doc_start[b * T + i0 + i] - k0 : 0;
         lrow[i] = softmax_row(S.data() + i * w, lo, i0 + i + 1 - k0, w);
       }
-      gemm(false, false, m, hd, w, 1.0f, S.data(), w, vb, ldk, 0.0f,
-           out + (b * T + i0) * ldq + h * hd, ldq);
+      const Operand<E> P = as_operand(S.data(), m, w, w, static_cast<E*>(nullptr), 0);
+      mm(false, false, m, hd, w, 1.0f, P.p, P.ld, vb, ldk, 0.0f, out + (b * T + i0) * ldq + h * hd, ldq);
     }
   }
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
-                        const float* lse, const float* q, const float* k, const float* v,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd,
-                        const int32_t* doc_start) {
+template <class E>
+void attention_backward_impl(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                             const float* lse, const E* q, const E* k, const E* v, int64_t B, int64_t T,
+                             int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start) {
   const int64_t group = H / Hkv, nblk = (T + kQBlock - 1) / kQBlock;
   const int64_t ldq = H * hd, ldk = Hkv * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -137,8 +166,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < tasks; ++bh) {
       const int64_t b = bh / H, h = bh % H, g = h / group;
-      const float* kseq = k + b * T * ldk + g * hd;
-      const float* vseq = v + b * T * ldk + g * hd;
+      const E* kseq = k + b * T * ldk + g * hd;
+      const E* vseq = v + b * T * ldk + g * hd;
       float* dkh = dk_part + bh * T * hd;
       float* dvh = dv_part + bh * T * hd;
       std::memset(dkh, 0, sizeof(float) * T * hd);
@@ -146,27 +175,29 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t i0 = blk * kQBlock, i1 = std::min(T, i0 + kQBlock), m = i1 - i0;
         const int64_t k0 = first_key(doc_start, b, T, i0, i1), w = i1 - k0;  // keys [k0, i1)
-        const float* kb = kseq + k0 * ldk;
-        const float* vb = vseq + k0 * ldk;
+        const E* kb = kseq + k0 * ldk;
+        const E* vb = vseq + k0 * ldk;
         float* P = S.data();
         float* dP = S.data() + kQBlock * T;
         float* D = dP + kQBlock * T;
-        const float* qb = q + (b * T + i0) * ldq + h * hd;
+        const E* qb = q + (b * T + i0) * ldq + h * hd;
         const float* dob = dout + (b * T + i0) * ldq + h * hd;
+        const Operand<E> dO = as_operand(dob, m, hd, ldq, static_cast<E*>(nullptr), 0);
         const float* ob = out + (b * T + i0) * ldq + h * hd;
         const float* lrow = lse + (b * H + h) * T + i0;
-        gemm(false, true, m, w, hd, scale, qb, ldq, kb, ldk, 0.0f, P, w);
-        gemm(false, true, m, w, hd, 1.0f, dob, ldq, vb, ldk, 0.0f, dP, w);
+        mm(false, true, m, w, hd, scale, qb, ldq, kb, ldk, 0.0f, P, w);
+        mm(false, true, m, w, hd, 1.0f, dO.p, dO.ld, vb, ldk, 0.0f, dP, w);
         for (int64_t i = 0; i < m; ++i) D[i] = dot(dob + i * ldq, ob + i * ldq, hd);
         for (int64_t i = 0; i < m; ++i) {
           const int64_t lo = doc_start ? doc_start[b * T + i0 + i] - k0 : 0;
           softmax_row_backward(P + i * w, dP + i * w, lrow[i], D[i], lo, i0 + i + 1 - k0, w);
         }
         // dQ = scale * dS K;  dK += scale * dS^T Q;  dV += P^T dO  (rows k0.. of dK, dV)
-        gemm(false, false, m, hd, w, scale, dP, w, kb, ldk, 0.0f,
-             dq + (b * T + i0) * ldq + h * hd, ldq);
-        gemm(true, false, w, hd, m, scale, dP, w, qb, ldq, 1.0f, dkh + k0 * hd, hd);
-        gemm(true, false, w, hd, m, 1.0f, P, w, dob, ldq, 1.0f, dvh + k0 * hd, hd);
+        const Operand<E> dS = as_operand(dP, m, w, w, static_cast<E*>(nullptr), 1);
+        mm(false, false, m, hd, w, scale, dS.p, dS.ld, kb, ldk, 0.0f, dq + (b * T + i0) * ldq + h * hd, ldq);
+        mm(true, false, w, hd, m, scale, dS.p, dS.ld, qb, ldq, 1.0f, dkh + k0 * hd, hd);
+        const Operand<E> Pop = as_operand(P, m, w, w, static_cast<E*>(nullptr), 1);  // dS is done with
+        mm(true, false, w, hd, m, 1.0f, Pop.p, Pop.ld, dO.p, dO.ld, 1.0f, dvh + k0 * hd, hd);
       }
     }
     // Sum the partials of each kv group into dk/dv [B, T, Hkv, hd].
@@ -186,6 +217,30 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       }
     }
   }
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B,
+                       int64_t T, int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start) {
+  attention_forward_impl(out, lse, q, k, v, B, T, H, Hkv, hd, doc_start);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
+                        const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t H,
+                        int64_t Hkv, int64_t hd, const int32_t* doc_start) {
+  attention_backward_impl(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, Hkv, hd, doc_start);
+}
+
+void attention_forward_bf16(float* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start) {
+  attention_forward_impl(out, lse, q, k, v, B, T, H, Hkv, hd, doc_start);
+}
+
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                             const float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
+                             int64_t T, int64_t H, int64_t Hkv, int64_t hd, const int32_t* doc_start) {
+  attention_backward_impl(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, Hkv, hd, doc_start);
 }
 
 }  // namespace stem::kernels

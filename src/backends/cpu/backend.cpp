@@ -2,7 +2,7 @@
 // call on the calling thread before returning, events that are complete when
 // recorded, and the op table of the kernels in this folder. Every op supports
 // F32; the decode matvecs, the prefill linear and the row conversions also
-// take BF16 weights.
+// take BF16 weights, and the BF16 GEMM is native where the CPU has AVX512-BF16.
 #include <cstring>
 
 #include "backends/backend.h"
@@ -54,8 +54,12 @@ class CpuBackend final : public Backend {
     switch (dtype) {
       case DType::F32: return true;
       case DType::BF16:
+        // Native BF16 products only: oneDNN computes them on any CPU, but
+        // without AVX512-BF16 (or AMX) many times slower than F32.
+        if (op == Op::gemm_bf16 || op == Op::attention_forward_bf16 || op == Op::attention_backward_bf16)
+          return kernels::cpu_has_bf16();
         return op == Op::matvec_bf16 || op == Op::matvec_batch || op == Op::linear_forward_bf16 ||
-               op == Op::bf16_to_f32_row || op == Op::f32_to_bf16_row;
+               op == Op::bf16_to_f32_row || op == Op::f32_to_bf16_row || op == Op::round_to_bf16;
       case DType::I32: return false;  // ids are host arrays of every op, not a data dtype
     }
     return false;
