@@ -18,7 +18,9 @@
 # each run used is printed. When the CPU has AVX-512 it also runs PyTorch with
 # OPENBLAS_CORETYPE=SkylakeX (AVX-512 SGEMM kernels) and reports that in a
 # separate table, as information only: that setting crashes on CPUs without
-# AVX-512.
+# AVX-512. Where the CPU multiplies BF16 natively (`stem bench gemm` says so),
+# it also runs `stem bench train --precision bf16` right after the F32 run and
+# adds its columns (mixed precision against PyTorch in F32).
 #
 # Usage: scripts/bench_compare.sh [--quick] [--no-coretype] [--steps N] [--warmup W] [--save DIR]
 #   STEM=path/to/stem (default build/stem); PYTHON (default /usr/bin/python3).
@@ -115,6 +117,8 @@ print("environment check OK: OpenMP OpenBLAS from", d, "+ tcmalloc, 2 threads")
 ' >&2
 
 # --- benchmarks ------------------------------------------------------------
+bf16=0
+"$STEM" bench gemm | grep -q '^BF16 GEMM 2048' && bf16=1
 rows=() xrows=()
 for r in "${runs[@]}"; do
   read -r name cfg B T <<<"$r"
@@ -122,6 +126,14 @@ for r in "${runs[@]}"; do
   sj=$("$STEM" bench train --config "$cfg" --batch "$B" --seq "$T" --steps "$steps" --warmup "$warmup" --json)
   s_tps=$(json_get tokens_per_second <<<"$sj")
   echo "  stem     $s_tps tok/s  step $(json_get step_seconds <<<"$sj") s  loss $(json_get loss <<<"$sj")" >&2
+  b_tps=""
+  if ((bf16)); then
+    bj=$("$STEM" bench train --config "$cfg" --batch "$B" --seq "$T" --steps "$steps" --warmup "$warmup" \
+           --precision bf16 --json)
+    b_tps=$(json_get tokens_per_second <<<"$bj")
+    [[ -z $save ]] || echo "$bj" >"$save/$name.stem-bf16.json"
+    echo "  stem bf16 $b_tps tok/s  step $(json_get step_seconds <<<"$bj") s  loss $(json_get loss <<<"$bj")" >&2
+  fi
   pj=$(torch_env "$PYTHON" scripts/bench_pytorch.py --config "$cfg" --batch "$B" --seq "$T" \
          --steps "$steps" --warmup "$warmup" --json)
   p_tps=$(json_get tokens_per_second <<<"$pj")
@@ -130,8 +142,13 @@ for r in "${runs[@]}"; do
        " (fwd $(json_get forward_seconds <<<"$pj") bwd $(json_get backward_seconds <<<"$pj")" \
        "opt $(json_get optimizer_seconds <<<"$pj"))" >&2
   p_core=$(python3 -c 'import json,sys; print((json.load(sys.stdin)["openblas"] or {}).get("core"))' <<<"$pj")
-  rows+=("$(printf '| %s | %s x %s | %.1f | %.1f | %.2fx | %s |' "$name" "$B" "$T" "$s_tps" "$p_tps" \
-            "$(python3 -c "print($s_tps / $p_tps)")" "$p_core")")
+  row="$(printf '| %s | %s x %s | %.1f | %.1f | %.2fx | %s |' "$name" "$B" "$T" "$s_tps" "$p_tps" \
+            "$(python3 -c "print($s_tps / $p_tps)")" "$p_core")"
+  if ((bf16)); then
+    row+="$(printf ' %.1f | %.2fx | %.2fx |' "$b_tps" "$(python3 -c "print($b_tps / $s_tps)")" \
+            "$(python3 -c "print($b_tps / $p_tps)")")"
+  fi
+  rows+=("$row")
   if ((coretype)); then
     xj=$(torch_env env OPENBLAS_CORETYPE=SkylakeX "$PYTHON" \
            scripts/bench_pytorch.py --config "$cfg" --batch "$B" --seq "$T" \
@@ -148,8 +165,13 @@ done
 echo
 echo "Training throughput, F32, $(nproc) cores, median of $steps steps after $warmup warm-up$( ((quick)) && echo ' (--quick: smoke test only)')"
 echo
-echo "| config | batch x seq | stem tok/s | PyTorch tok/s | stem / PyTorch | PyTorch OpenBLAS core |"
-echo "|---|---|---|---|---|---|"
+if ((bf16)); then
+  echo "| config | batch x seq | stem tok/s | PyTorch tok/s | stem / PyTorch | PyTorch OpenBLAS core | stem BF16 tok/s | BF16 / F32 | BF16 / PyTorch |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+else
+  echo "| config | batch x seq | stem tok/s | PyTorch tok/s | stem / PyTorch | PyTorch OpenBLAS core |"
+  echo "|---|---|---|---|---|---|"
+fi
 printf '%s\n' "${rows[@]}"
 if ((coretype)); then
   echo

@@ -16,7 +16,7 @@ const char* ffn_type_name(FfnType t);  // "dense", "stem", "hash_moe"
 
 // The precision of a training step's matrix products: F32 throughout, or
 // BF16 operands with F32 accumulation beside F32 master weights, optimizer
-// state, loss, softmax, norms and reductions (docs/training.md, "Precision").
+// state, loss, softmax, norms and reductions (docs/precision.md).
 enum class Precision { F32, BF16 };
 const char* precision_name(Precision p);  // "f32", "bf16"
 // "f32" or "bf16"; anything else is an error naming the value.

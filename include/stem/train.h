@@ -67,9 +67,9 @@ struct TrainOptions {
   // them whole on every rank. The numbers are the same; a run may resume
   // with either.
   int zero_stage = 0;
-  // BF16: the linear layers multiply BF16 operands with F32 accumulation
-  // (F32 master weights, moments, loss, norms, attention; docs/training.md,
-  // "Precision"); needs a CPU with AVX512-BF16 or AMX.
+  // BF16: the linear layers and attention's products multiply BF16 operands
+  // with F32 accumulation; master weights, moments, loss, norms and softmax
+  // stay F32 (docs/precision.md). Needs a CPU with AVX512-BF16 or AMX.
   Precision precision = Precision::F32;
   int64_t eval_every = 100;
   int64_t eval_tokens = 32768;

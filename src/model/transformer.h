@@ -153,13 +153,14 @@ class Transformer {
   bool f32_weights() const { return f32_weights_; }
 
   // Mixed precision (Precision::BF16): every linear layer (q, k, v, o, the
-  // FFN's gate, up and down, the head) multiplies BF16 operands with F32
-  // accumulation (ops gemm_bf16): each forward rounds the F32 weights to BF16
-  // copies, the layers' inputs are saved in BF16 only, and backward rounds
-  // the output gradients before their two products. Norms, RoPE, attention,
-  // SwiGLU, the STEM rows, the loss and every gradient sum stay F32, and
-  // gradients land in the F32 Gradients as before (docs/training.md,
-  // "Precision"). Hash-MoE layers are F32 only: an error names the layer.
+  // FFN's gate, up and down, the head) and attention's products multiply
+  // BF16 operands with F32 accumulation (ops gemm_bf16, attention_*_bf16):
+  // each forward rounds the F32 weights to BF16 copies, the products' inputs
+  // (and q, k, v) are saved in BF16 only, and backward rounds the output
+  // gradients before their products. Norms, RoPE, the softmax, SwiGLU, the
+  // STEM rows, the loss and every gradient sum stay F32, and gradients land
+  // in the F32 Gradients as before (docs/precision.md). Hash-MoE layers are
+  // F32 only: an error names the layer.
   // This runs on any backend with gemm_bf16, natively or not; whether it is
   // fast is the caller's question (Backend::supports(gemm_bf16, BF16)).
   Status set_precision(Precision p);

@@ -85,8 +85,8 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   auto precision = std::make_shared<std::string>("f32");
   sub->add_option("--precision", *precision,
-                  "f32, or bf16: the linear layers multiply in BF16 with F32 accumulation, beside F32 master "
-                  "weights, moments, loss, norms and attention (needs AVX512-BF16 or AMX; docs/training.md)")
+                  "f32, or bf16: the linear layers and attention multiply in BF16 with F32 accumulation, beside F32 master "
+                  "weights, moments, loss, norms and softmax (needs AVX512-BF16 or AMX; docs/precision.md)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   sub->add_option("--eval-every", o->eval_every, "Validation loss every N steps (0: only at the end)")->capture_default_str();
