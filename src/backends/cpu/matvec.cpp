@@ -11,9 +11,14 @@
 //   - the rows of all jobs split across threads in contiguous shares of equal
 //     bytes (static; one parallel region per call, since a fork/join costs
 //     microseconds), so each core streams one contiguous range.
-// BF16 weights are widened in registers (zero-extend to 32 bits, shift left
-// 16: exact) and multiplied with F32 x, so BF16 loses nothing beyond the
-// weights' own rounding. AVX512-BF16's vdpbf16ps was measured against it
+// BF16 weights are widened in registers (exact) and multiplied with F32 x, so
+// BF16 loses nothing beyond the weights' own rounding. On AVX-512 a 64-byte
+// line of 32 weights is read as 16 dwords: (dword << 16) are its even
+// weights and (dword & 0xffff0000) its odd ones, each multiplied with x's
+// even or odd elements (de-interleaved once per call), so widening costs two
+// in-lane ALU ops a line and no cross-lane zero-extension: on CPUs whose
+// 512-bit shuffles are slow (AMD Zen 4 splits them in two) that extension
+// made BF16 compute-bound (docs/performance.md, "Decode kernels"). AVX512-BF16's vdpbf16ps was measured against it
 // (docs/performance.md, "Decode kernels"): with x rounded to BF16 it is 5-20%
 // faster but its dot products are off by ~1e-3 relative; with x split into
 // three BF16 parts (exact) it is no faster than widening. So: widening.
@@ -36,6 +41,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "core/check.h"
 #include "kernels/infer_kernels.h"
@@ -184,6 +190,46 @@ STEM_AVX512 inline void block_avx512(float* y, const T* w, const float* x, int64
   for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
 }
 
+// R rows of BF16 w times x, with xeo = x's even elements then its odd ones,
+// each half padded with zeros to whole lines ((in + 31) / 32 * 16 floats).
+template <int R, bool Prefetch>
+STEM_AVX512 inline void block_bf16_avx512(float* y, const uint16_t* w, const float* xeo, int64_t in, int64_t pf,
+                                          bool accumulate) {
+  const float* xe = xeo;
+  const float* xo = xeo + (in + 31) / 32 * 16;
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  __m512 acc[R];
+  for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_ps();
+  const int64_t n32 = in / 32 * 32;
+  int64_t i = 0;
+  for (; i < n32; i += 32) {
+    const __m512 xev = _mm512_loadu_ps(xe + i / 2), xov = _mm512_loadu_ps(xo + i / 2);
+    for (int j = 0; j < R; ++j) {
+      if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + j * in + i + pf), _MM_HINT_NTA);
+      const __m512i v = _mm512_loadu_si512(w + j * in + i);
+      acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xev, acc[j]);
+      acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, high)), xov, acc[j]);
+    }
+  }
+  if (i < in) {  // the last partial line: weights past the row read as zero
+    const __mmask32 m = static_cast<__mmask32>((1ull << (in - i)) - 1u);
+    const __m512 xev = _mm512_loadu_ps(xe + i / 2), xov = _mm512_loadu_ps(xo + i / 2);
+    for (int j = 0; j < R; ++j) {
+      const __m512i v = _mm512_maskz_loadu_epi16(m, w + j * in + i);
+      acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xev, acc[j]);
+      acc[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, high)), xov, acc[j]);
+    }
+  }
+  for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
+}
+
+// xeo (see block_bf16_avx512) from x.
+void deinterleave(float* xeo, const float* x, int64_t in) {
+  const int64_t half = (in + 31) / 32 * 16;
+  std::fill(xeo, xeo + 2 * half, 0.0f);
+  for (int64_t i = 0; i < in; ++i) xeo[(i & 1) * half + i / 2] = x[i];
+}
+
 // kRows rows a pass, then 8, 4, 1 for the remainder. Measured choices (docs/
 // performance.md, "Decode kernels"): a pass of 16 rows beats 8 and 4, since a
 // core's memory-level parallelism, not DRAM, is the limit on one thread; F32
@@ -191,6 +237,24 @@ STEM_AVX512 inline void block_avx512(float* y, const T* w, const float* x, int64
 // so the out-of-order window reaches half as far) gains 10-40% from
 // prefetching the next block's lines, or 512 bytes ahead in the row when the
 // next block is further than kPrefetchBlockBytes.
+// BF16 (x is then the de-interleaved xeo) by the same passes.
+STEM_AVX512 void rows_bf16_avx512(float* y, const uint16_t* W, const float* xeo, int64_t r0, int64_t r1, int64_t in,
+                                  bool accumulate) {
+  constexpr int R = kRows;
+  int64_t r = r0;
+  const int64_t pf = R * in * 2 <= kPrefetchBlockBytes ? R * in : 256;
+  for (; r + R <= r1; r += R) block_bf16_avx512<R, true>(y + r, W + r * in, xeo, in, pf, accumulate);
+  if (r + 8 <= r1) {
+    block_bf16_avx512<8, false>(y + r, W + r * in, xeo, in, 0, accumulate);
+    r += 8;
+  }
+  if (r + 4 <= r1) {
+    block_bf16_avx512<4, false>(y + r, W + r * in, xeo, in, 0, accumulate);
+    r += 4;
+  }
+  for (; r < r1; ++r) block_bf16_avx512<1, false>(y + r, W + r * in, xeo, in, 0, accumulate);
+}
+
 template <class T>
 STEM_AVX512 void rows_avx512(float* y, const T* W, const float* x, int64_t r0, int64_t r1,
                              int64_t in, bool accumulate) {
@@ -239,7 +303,8 @@ RowsFn<T> rows_fn() {
   switch (matvec_path()) {
 #ifdef STEM_MATVEC_X86
     case MatvecPath::kAvx512:
-      return &rows_avx512<T>;
+      if constexpr (sizeof(T) == 2) return &rows_bf16_avx512;
+      else return &rows_avx512<T>;
     case MatvecPath::kAvx2:
       return &rows_avx2<T>;
 #endif
@@ -248,12 +313,13 @@ RowsFn<T> rows_fn() {
   }
 }
 
-// Rows [r0, r1) of one job.
-void run_rows(const MatvecJob& j, const float* x, int64_t in, int64_t r0, int64_t r1,
+// Rows [r0, r1) of one job. x16 is the x of BF16 jobs (x itself, or x
+// de-interleaved for the AVX-512 kernel).
+void run_rows(const MatvecJob& j, const float* x, const float* x16, int64_t in, int64_t r0, int64_t r1,
               RowsFn<float> f32, RowsFn<uint16_t> bf16) {
   if (r0 >= r1) return;
   if (j.bf16)
-    bf16(j.y, static_cast<const uint16_t*>(j.W), x, r0, r1, in, j.accumulate);
+    bf16(j.y, static_cast<const uint16_t*>(j.W), x16, r0, r1, in, j.accumulate);
   else
     f32(j.y, static_cast<const float*>(j.W), x, r0, r1, in, j.accumulate);
 }
@@ -261,7 +327,7 @@ void run_rows(const MatvecJob& j, const float* x, int64_t in, int64_t r0, int64_
 // Thread t of nt takes the bytes [total*t/nt, total*(t+1)/nt) of the jobs laid
 // end to end, rounded to whole passes of kRows rows, so that the shares tile
 // every job exactly.
-void run_share(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in, int t, int nt,
+void run_share(const MatvecJob* jobs, int n_jobs, const float* x, const float* x16, int64_t in, int t, int nt,
                int64_t total, RowsFn<float> f32, RowsFn<uint16_t> bf16) {
   const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
   int64_t base = 0;  // bytes before job i
@@ -275,7 +341,7 @@ void run_share(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in, in
       const int64_t r = (b - base + row_bytes / 2) / row_bytes;  // nearest row
       return std::min(j.out, (r + kRows / 2) / kRows * kRows);
     };
-    run_rows(j, x, in, row_at(lo), row_at(hi), f32, bf16);
+    run_rows(j, x, x16, in, row_at(lo), row_at(hi), f32, bf16);
     base += bytes;
   }
 }
@@ -309,12 +375,23 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
   }
   const RowsFn<float> f32 = rows_fn<float>();
   const RowsFn<uint16_t> bf16 = rows_fn<uint16_t>();
+  const float* x16 = x;
+#ifdef STEM_MATVEC_X86
+  thread_local std::vector<float> xeo;  // the caller's (workers read it)
+  bool any_bf16 = false;
+  for (int i = 0; i < n_jobs; ++i) any_bf16 = any_bf16 || jobs[i].bf16;
+  if (any_bf16 && bf16 == &rows_bf16_avx512) {
+    xeo.resize(static_cast<size_t>((in + 31) / 32 * 32));
+    deinterleave(xeo.data(), x, in);
+    x16 = xeo.data();
+  }
+#endif
   if (work < kParallelWork || omp_in_parallel() || omp_get_max_threads() == 1) {
-    run_share(jobs, n_jobs, x, in, 0, 1, total, f32, bf16);
+    run_share(jobs, n_jobs, x, x16, in, 0, 1, total, f32, bf16);
     return;
   }
 #pragma omp parallel
-  run_share(jobs, n_jobs, x, in, omp_get_thread_num(), omp_get_num_threads(), total, f32, bf16);
+  run_share(jobs, n_jobs, x, x16, in, omp_get_thread_num(), omp_get_num_threads(), total, f32, bf16);
 }
 
 void matvec(float* y, const float* W, const float* x, int64_t out, int64_t in, bool accumulate) {
