@@ -361,7 +361,8 @@ def check_float32(name):
 
 def check_committed(name, root):
     """The fixture on disk loads through reference.load_checkpoint and gives the
-    expected logits, loss and gradients; and it equals a fresh regeneration."""
+    expected logits, loss and gradients (to float32 rounding); and its inputs
+    equal a fresh regeneration, bit for bit."""
     d = os.path.join(root, name)
     if not os.path.isdir(d):
         return None
@@ -371,13 +372,20 @@ def check_committed(name, root):
     mask = doc_mask_of(name)
     logits, loss, grads = loss_and_grads(cfg, tensors, tokens, mask)
     B, T = tokens.shape
-    ok = np.array_equal(logits.reshape(B * T, -1).numpy().astype(np.float32), expected["logits"])
-    ok &= float(meta["loss"]) == loss.item()
+
+    # A float64 recomputation may differ from the one that wrote the fixture in
+    # its last bits (reduction order of another BLAS or thread count): equal up
+    # to one float32 ulp once rounded, and the loss to float64 round-off.
+    def same32(a, b):
+        a = a.numpy().astype(np.float32)
+        return a.shape == b.shape and bool(np.all(np.abs(a - b) <= np.spacing(np.abs(b))))
+
+    ok = same32(logits.reshape(B * T, -1), expected["logits"])
+    ok &= abs(float(meta["loss"]) - loss.item()) <= 1e-13 * abs(loss.item())
     ok &= set(expected) == {"logits", "loss"} | {"grad." + n for n in grads}
     ok &= (meta.get("bos_id"), meta.get("eos_id")) == (
         tuple(str(i) for i in mask) if mask else (None, None))
-    ok &= all(np.array_equal(g.numpy().astype(np.float32), expected["grad." + n])
-              for n, g in grads.items())
+    ok &= all(same32(g, expected["grad." + n]) for n, g in grads.items())
     cfg2, tensors2, tokens2 = sample_fixture(name)
     ok &= cfg2 == cfg and torch.equal(tokens2, tokens)
     ok &= all(torch.equal(tensors2[n], tensors[n]) for n in tensors)
