@@ -273,10 +273,16 @@ PYBIND11_MODULE(stem, mod) {
       [](const std::string& config, const std::string& data, const std::string& out, int64_t steps, int64_t batch,
          int64_t seq, float lr, uint64_t seed, bool resume, const py::object& on_step, const std::string& init_from,
          std::optional<float> lr_tables, int64_t freeze_backbone_steps, const std::string& teacher, float distill_alpha,
-         float distill_temperature, float rope_theta, bool doc_mask, const std::string& precision, bool lazy_tables) {
+         float distill_temperature, float rope_theta, bool doc_mask, const std::string& precision, bool lazy_tables,
+         const std::string& tables, bool prefetch, int zero_stage) {
         stem::TrainOptions o;
         o.precision = unwrap(stem::parse_precision(precision));
         o.lazy_tables = lazy_tables;
+        if (tables != "ram" && tables != "disk")
+          throw std::runtime_error("train: tables = '" + tables + "' (expected ram or disk)");
+        o.tables_on_disk = tables == "disk";
+        o.prefetch = prefetch;
+        o.zero_stage = zero_stage;
         o.config_path = config;
         o.init_from = init_from;
         if (lr_tables) o.lr_tables = *lr_tables;
@@ -337,7 +343,8 @@ PYBIND11_MODULE(stem, mod) {
       py::arg("on_step") = py::none(), py::kw_only(), py::arg("init_from") = "", py::arg("lr_tables") = py::none(),
       py::arg("freeze_backbone_steps") = 0, py::arg("teacher") = "", py::arg("distill_alpha") = 0.5f,
       py::arg("distill_temperature") = 1.0f, py::arg("rope_theta") = 0.0f, py::arg("doc_mask") = false,
-      py::arg("precision") = "f32", py::arg("lazy_tables") = false,
+      py::arg("precision") = "f32", py::arg("lazy_tables") = false, py::arg("tables") = "ram",
+      py::arg("prefetch") = true, py::arg("zero_stage") = 0,
       "Trains a model (config.json path, or \"\" with init_from) on a data directory from `stem prepare`; returns "
       "losses and the checkpoint. The keyword options are those of `stem train` (docs/convert.md)");
 

@@ -56,13 +56,19 @@ class StemModule(unittest.TestCase):
         self.assertTrue(os.path.isdir(self.trained["checkpoint"]))
         self.assertTrue(all(np.isfinite(self.trained["losses"])))
 
+    def test_train_tables_option_is_checked(self):
+        with self.assertRaisesRegex(RuntimeError, "tables = 'ssd'"):
+            stem.train(self.config, self.data, os.path.join(self.tmp.name, "ssd"), steps=1, tables="ssd")
+        with self.assertRaisesRegex(RuntimeError, "--tables disk needs --lazy-tables"):
+            stem.train(self.config, self.data, os.path.join(self.tmp.name, "ssd"), steps=1, tables="disk")
+
     def test_train_precision(self):
         with self.assertRaisesRegex(RuntimeError, "unknown value 'f16'"):
             stem.train(self.config, self.data, os.path.join(self.tmp.name, "f16"), steps=1, precision="f16")
         if "no native" in cli("bench", "gemm"):
             self.skipTest("this CPU has no native BF16 products")
         r = stem.train(self.config, self.data, os.path.join(self.tmp.name, "bf16"), steps=3, batch=2, seq=64,
-                       precision="bf16", lazy_tables=True)
+                       precision="bf16", lazy_tables=True, tables="disk")
         self.assertTrue(r["finished"])
         self.assertTrue(all(np.isfinite(r["losses"])))
         # Close to the F32 run of the same seed (rounding, not another model).
