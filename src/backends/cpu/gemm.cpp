@@ -1,6 +1,6 @@
 // GEMM through oneDNN's sgemm (row-major, CPU dispatch at run time; OpenMP
-// threads inside, one thread when called from a parallel region), and the
-// linear layer built on it.
+// threads inside, one thread when called from a parallel region), the linear
+// layer built on it, and the F32 and BF16 peaks (MFU's denominators).
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 
@@ -24,17 +24,35 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
               static_cast<long>(K));
 }
 
-double gemm_peak_gflops(int64_t n, int reps) {
-  std::vector<float> A(n * n, 0.5f), B(n * n, 0.25f), C(n * n);
-  gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+namespace {
+// Median GFLOP/s of `reps` runs of an n x n x n product made by run(), after one untimed.
+template <class Run>
+double median_gflops(int64_t n, int reps, Run&& run) {
+  run();
   std::vector<double> t;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+    run();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / t[t.size() / 2] / 1e9;
+}
+}  // namespace
+
+double gemm_peak_gflops(int64_t n, int reps) {
+  std::vector<float> A(n * n, 0.5f), B(n * n, 0.25f), C(n * n);
+  return median_gflops(n, reps, [&] {
+    gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+  });
+}
+
+double gemm_bf16_peak_gflops(int64_t n, int reps) {
+  std::vector<uint16_t> A(n * n, 0x3f00), B(n * n, 0x3e80);  // 0.5, 0.25
+  std::vector<float> C(n * n);
+  return median_gflops(n, reps, [&] {
+    gemm_bf16(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
+  });
 }
 
 void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in, int64_t out,

@@ -4,15 +4,14 @@
 // Primitives are made once per shape, strides, alpha and beta, and kept in a
 // per-thread cache with that thread's oneDNN stream, so that two threads (or
 // an OpenMP worker inside a parallel region) never share one. Also: the check
-// of whether the CPU runs BF16 natively, the BF16 peak, and the parallel
-// rounding of an F32 array to BF16.
+// of whether the CPU runs BF16 natively and the parallel rounding of an F32
+// array to BF16 (the BF16 peak is beside the F32 one in gemm.cpp).
 //
 // Not here: the one-row (decode) BF16 products (matvec.cpp) and the prefill
 // linear with BF16 weights and F32 activations (linear_bf16.cpp).
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <map>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
@@ -95,20 +94,6 @@ bool cpu_has_bf16() {
   const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
   const unsigned bf16 = static_cast<unsigned>(dnnl_cpu_isa_avx512_core_bf16);
   return (isa & bf16) == bf16;
-}
-
-double gemm_bf16_peak_gflops(int64_t n, int reps) {
-  std::vector<uint16_t> A(n * n, 0x3f00), B(n * n, 0x3e80);  // 0.5, 0.25
-  std::vector<float> C(n * n);
-  gemm_bf16(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    gemm_bf16(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n);
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / t[t.size() / 2] / 1e9;
 }
 
 void round_to_bf16(uint16_t* dst, const float* src, int64_t n) {

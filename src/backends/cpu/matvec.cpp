@@ -31,8 +31,10 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define STEM_MATVEC_X86 1
 // GCC 12's AVX-512 intrinsics start from a self-initialised "undefined"
-// vector, which its -Wmaybe-uninitialized flags in every caller (bug 105593).
+// vector, which its -Wmaybe-uninitialized (or, once inlined into a lambda,
+// -Wuninitialized) flags in every caller (bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #endif
 
@@ -41,6 +43,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/check.h"
@@ -139,53 +142,34 @@ STEM_AVX2 void rows_avx2(float* y, const T* W, const float* x, int64_t r0, int64
 // ---------------------------------------------------------------- AVX-512
 #define STEM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 
-STEM_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-STEM_AVX512 inline __m512 load16(const uint16_t* p) {
-  const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-}
-STEM_AVX512 inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-STEM_AVX512 inline __m512 load16(const uint16_t* p, __mmask16 m) {
-  const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-}
-
 // (_mm512_reduce_add_ps would do, but trips GCC 12's -Wmaybe-uninitialized.)
 STEM_AVX512 inline float hsum16(__m512 v) {
   const __m512 s = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4e));  // halves added
   return hsum8(_mm512_castps512_ps256(s));
 }
 
-// R rows of w times x. The main loop takes one 64-byte line of each row per
-// step (16 F32 or 32 BF16 weights). With Prefetch it also asks, non-
-// temporally (weights are read once per token), for the line pf elements
-// further on in each row (see rows_avx512).
-template <int R, bool Prefetch, class T>
-STEM_AVX512 inline void block_avx512(float* y, const T* w, const float* x, int64_t in,
-                                     int64_t pf, bool accumulate) {
-  constexpr int64_t kStep = 64 / sizeof(T);
+// R rows of F32 w times x, one 64-byte line of each row per step; a masked
+// load takes the in % 16 tail. With Prefetch it also asks, non-temporally
+// (weights are read once per token), for the line pf elements further on in
+// each row.
+template <int R, bool Prefetch>
+STEM_AVX512 inline void block_avx512(float* y, const float* w, const float* x, int64_t in, int64_t pf,
+                                     bool accumulate) {
   __m512 acc[R];
   for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_ps();
-  const int64_t n_step = in / kStep * kStep, n16 = in / 16 * 16;
+  const int64_t n16 = in / 16 * 16;
   int64_t i = 0;
-  for (; i < n_step; i += kStep) {
-    for (int64_t h = 0; h < kStep; h += 16) {
-      const __m512 xv = _mm512_loadu_ps(x + i + h);
-      for (int j = 0; j < R; ++j) {
-        if (Prefetch && h == 0)
-          _mm_prefetch(reinterpret_cast<const char*>(w + j * in + i + pf), _MM_HINT_NTA);
-        acc[j] = _mm512_fmadd_ps(load16(w + j * in + i + h), xv, acc[j]);
-      }
-    }
-  }
-  for (; i < n16; i += 16) {  // BF16 only: a half line
+  for (; i < n16; i += 16) {
     const __m512 xv = _mm512_loadu_ps(x + i);
-    for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(load16(w + j * in + i), xv, acc[j]);
+    for (int j = 0; j < R; ++j) {
+      if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + j * in + i + pf), _MM_HINT_NTA);
+      acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(w + j * in + i), xv, acc[j]);
+    }
   }
   if (i < in) {
     const __mmask16 m = static_cast<__mmask16>((1u << (in - i)) - 1u);
     const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-    for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(load16(w + j * in + i, m), xv, acc[j]);
+    for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + j * in + i), xv, acc[j]);
   }
   for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
 }
@@ -230,51 +214,44 @@ void deinterleave(float* xeo, const float* x, int64_t in) {
   for (int64_t i = 0; i < in; ++i) xeo[(i & 1) * half + i / 2] = x[i];
 }
 
-// kRows rows a pass, then 8, 4, 1 for the remainder. Measured choices (docs/
-// performance.md, "Decode kernels"): a pass of 16 rows beats 8 and 4, since a
-// core's memory-level parallelism, not DRAM, is the limit on one thread; F32
-// runs best without software prefetch, BF16 (twice the instructions per byte,
-// so the out-of-order window reaches half as far) gains 10-40% from
-// prefetching the next block's lines, or 512 bytes ahead in the row when the
-// next block is further than kPrefetchBlockBytes.
-// BF16 (x is then the de-interleaved xeo) by the same passes.
-STEM_AVX512 void rows_bf16_avx512(float* y, const uint16_t* W, const float* xeo, int64_t r0, int64_t r1, int64_t in,
-                                  bool accumulate) {
+// kRows rows a pass, then 8, 4, 1 for the remainder: block<R, Prefetch>(r)
+// computes rows [r, r + R). Measured choices (docs/performance.md, "Decode
+// kernels"): a pass of 16 rows beats 8 and 4, since a core's memory-level
+// parallelism, not DRAM, is the limit on one thread; F32 runs best without
+// software prefetch, BF16 (more instructions per byte, so the out-of-order
+// window reaches less far) gains 10-40% from prefetching the next block's
+// lines, or 512 bytes ahead in the row when the next block is further than
+// kPrefetchBlockBytes.
+template <bool PrefetchFull, class Block>
+STEM_AVX512 inline void passes(int64_t r0, int64_t r1, Block&& block) {
   constexpr int R = kRows;
   int64_t r = r0;
-  const int64_t pf = R * in * 2 <= kPrefetchBlockBytes ? R * in : 256;
-  for (; r + R <= r1; r += R) block_bf16_avx512<R, true>(y + r, W + r * in, xeo, in, pf, accumulate);
+  for (; r + R <= r1; r += R) block(std::integral_constant<int, R>{}, std::bool_constant<PrefetchFull>{}, r);
   if (r + 8 <= r1) {
-    block_bf16_avx512<8, false>(y + r, W + r * in, xeo, in, 0, accumulate);
+    block(std::integral_constant<int, 8>{}, std::false_type{}, r);
     r += 8;
   }
   if (r + 4 <= r1) {
-    block_bf16_avx512<4, false>(y + r, W + r * in, xeo, in, 0, accumulate);
+    block(std::integral_constant<int, 4>{}, std::false_type{}, r);
     r += 4;
   }
-  for (; r < r1; ++r) block_bf16_avx512<1, false>(y + r, W + r * in, xeo, in, 0, accumulate);
+  for (; r < r1; ++r) block(std::integral_constant<int, 1>{}, std::false_type{}, r);
 }
 
-template <class T>
-STEM_AVX512 void rows_avx512(float* y, const T* W, const float* x, int64_t r0, int64_t r1,
-                             int64_t in, bool accumulate) {
-  constexpr int R = kRows;
-  int64_t r = r0;
-  if constexpr (sizeof(T) == 2) {
-    const int64_t pf = R * in * 2 <= kPrefetchBlockBytes ? R * in : 256;
-    for (; r + R <= r1; r += R) block_avx512<R, true>(y + r, W + r * in, x, in, pf, accumulate);
-  } else {
-    for (; r + R <= r1; r += R) block_avx512<R, false>(y + r, W + r * in, x, in, 0, accumulate);
-  }
-  if (r + 8 <= r1) {
-    block_avx512<8, false>(y + r, W + r * in, x, in, 0, accumulate);
-    r += 8;
-  }
-  if (r + 4 <= r1) {
-    block_avx512<4, false>(y + r, W + r * in, x, in, 0, accumulate);
-    r += 4;
-  }
-  for (; r < r1; ++r) block_avx512<1, false>(y + r, W + r * in, x, in, 0, accumulate);
+STEM_AVX512 void rows_avx512(float* y, const float* W, const float* x, int64_t r0, int64_t r1, int64_t in,
+                             bool accumulate) {
+  passes<false>(r0, r1, [&](auto R, auto pf, int64_t r) {
+    block_avx512<decltype(R)::value, decltype(pf)::value>(y + r, W + r * in, x, in, 0, accumulate);
+  });
+}
+
+// BF16, x being the de-interleaved xeo.
+STEM_AVX512 void rows_bf16_avx512(float* y, const uint16_t* W, const float* xeo, int64_t r0, int64_t r1, int64_t in,
+                                  bool accumulate) {
+  const int64_t pf = kRows * in * 2 <= kPrefetchBlockBytes ? kRows * in : 256;
+  passes<true>(r0, r1, [&](auto R, auto prefetch, int64_t r) {
+    block_bf16_avx512<decltype(R)::value, decltype(prefetch)::value>(y + r, W + r * in, xeo, in, pf, accumulate);
+  });
 }
 #endif  // STEM_MATVEC_X86
 
@@ -304,7 +281,7 @@ RowsFn<T> rows_fn() {
 #ifdef STEM_MATVEC_X86
     case MatvecPath::kAvx512:
       if constexpr (sizeof(T) == 2) return &rows_bf16_avx512;
-      else return &rows_avx512<T>;
+      else return &rows_avx512;
     case MatvecPath::kAvx2:
       return &rows_avx2<T>;
 #endif
