@@ -4,7 +4,8 @@
 // against the scalar one, a BF16 forward and backward against the F32 ones on
 // the same weights within a bound derived from BF16 rounding, the refusals
 // (hash-MoE layers; a CPU without native BF16, simulated through oneDNN's
-// ONEDNN_MAX_CPU_ISA), and `stem train --precision bf16` end to end.
+// ONEDNN_MAX_CPU_ISA), exact resume of a BF16 run, and `stem train
+// --precision bf16` end to end.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,6 +21,7 @@
 #include "model/engine.h"
 #include "model/transformer.h"
 #include "stem/model.h"
+#include "stem/train.h"
 #include "train_test_util.h"
 
 namespace stem {
@@ -243,13 +245,59 @@ TEST(Bf16Model, HashMoeLayerIsRefusedByName) {
   EXPECT_NE(s.message().find("layer 2 is hash_moe"), std::string::npos) << s.message();
 }
 
-TEST(Bf16Cli, TrainsWhereNativeAndRefusesWhereNot) {
-  const std::string out = (test::scratch() / "bf16_run").string();
+// The tiny data's vocabulary, all-dense-or-STEM (hash-MoE trains in F32 only).
+std::string bf16_config() {
   const std::string config = (test::scratch() / "bf16_model.json").string();
   std::ofstream(config) << R"({"model_type": "stem", "vocab_size": 400, "hidden_size": 32,
     "intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
     "max_position_embeddings": 64, "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
     "ffn_types": ["dense", "stem", "stem"], "num_hash_experts": 0})";
+  return config;
+}
+
+// BF16 steps are as deterministic as F32 ones: a run stopped and resumed
+// gives the losses of one never stopped, bit for bit.
+TEST(Bf16Train, ResumedRunEqualsUninterrupted) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no native BF16 products";
+  TrainOptions o;
+  o.config_path = bf16_config();
+  o.data_dir = test::tiny().data;
+  o.steps = 6;
+  o.batch = 2;
+  o.seq = 32;
+  o.accum = 2;
+  o.lr = 3e-3f;
+  o.warmup = 2;
+  o.eval_every = 3;
+  o.eval_tokens = 256;
+  o.save_every = 2;
+  o.peak_gflops = 100;
+  o.force = true;
+  o.precision = Precision::BF16;
+  o.out_dir = (test::scratch() / "bf16_full").string();
+  const auto full = test::run_losses(o);
+  ASSERT_EQ(full.size(), 6u);
+  TrainOptions b = o;
+  b.out_dir = (test::scratch() / "bf16_resumed").string();
+  const auto first = test::run_losses(b, 4);
+  b.resume = true;
+  b.force = false;
+  const auto rest = test::run_losses(b);
+  ASSERT_EQ(first.size() + rest.size(), 6u);
+  for (const auto& [step, loss] : first) EXPECT_EQ(loss, full.at(step)) << "step " << step;
+  for (const auto& [step, loss] : rest) EXPECT_EQ(loss, full.at(step)) << "step " << step;
+  // And not the F32 run's losses.
+  TrainOptions f = o;
+  f.precision = Precision::F32;
+  f.out_dir = (test::scratch() / "bf16_as_f32").string();
+  const auto f32 = test::run_losses(f);
+  EXPECT_NE(f32.at(6), full.at(6));
+  EXPECT_NEAR(f32.at(6), full.at(6), 0.05);
+}
+
+TEST(Bf16Cli, TrainsWhereNativeAndRefusesWhereNot) {
+  const std::string out = (test::scratch() / "bf16_run").string();
+  const std::string config = bf16_config();
   const std::string args = "train --config " + config + " --data " + test::tiny().data + " --out " +
                            out + " --steps 3 --batch 2 --seq 32 --eval-every 3 --eval-tokens 256 --peak-gflops 100 "
                            "--force --precision bf16 --json";
