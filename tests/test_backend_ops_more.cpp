@@ -32,7 +32,8 @@ TEST(BackendOpsCoverage, EveryOpOfTheTableHasABackendTest) {
       "adamw_update", "adamw_update_rows", "adamw_update_rows_lazy", "scale_rows", "sum_squares",
       "scale_inplace", "attention_cached_forward", "attention_cached_slots_forward", "matvec", "matvec_bf16", "matvec_batch",
       "linear_forward_bf16", "bf16_to_f32_row", "f32_to_bf16_row", "gemm_bf16", "round_to_bf16",
-      "attention_forward_bf16", "attention_backward_bf16"};
+      "attention_forward_bf16", "attention_backward_bf16", "quantize_q8_row", "dequantize_q8_row", "matvec_q8",
+      "linear_forward_q8"};
   std::set<std::string> all;
   for (int i = 0; i < kern::kOpCount; ++i) all.insert(kern::op_name(static_cast<kern::Op>(i)));
   EXPECT_EQ(all, tested);
@@ -408,6 +409,32 @@ TEST_P(BackendOps, Bf16GemmRoundingAndAttention) {
   EXPECT_TRUE(near_rel(dev.get(dq, nq), dqw, 4 * unit));
   EXPECT_TRUE(near_rel(dev.get(dk, nkv), dkw, 4 * unit));
   EXPECT_TRUE(near_rel(dev.get(dv, nkv), dvw, 4 * unit));
+}
+
+// Q8 weights (tests/test_q8.cpp has the details): quantize and dequantize
+// rows, then the matvec and the prefill linear against double products of
+// the dequantized weights.
+TEST_P(BackendOps, Q8QuantizeMatvecAndPrefillLinear) {
+  if (!be().supports(kern::Op::matvec_q8, DType::Q8)) GTEST_SKIP() << "no Q8 ops";
+  const int64_t in = 70, out = 24, N = 5, row = kern::q8_row_bytes(in);
+  const VecF W = randu(rng, out * in), x = randu(rng, N * in);
+  uint8_t* q = dev.put(std::vector<uint8_t>(out * row, 0));
+  float* w_dev = dev.put(W);
+  for (int64_t r = 0; r < out; ++r) k().quantize_q8_row(q + r * row, w_dev + r * in, in);
+  float* back = dev.zeros(out * in);
+  for (int64_t r = 0; r < out; ++r) k().dequantize_q8_row(back + r * in, q + r * row, in);
+  const VecF deq = dev.get(back, out * in);
+  EXPECT_TRUE(near_rel(deq, W, 1.0 / 254));  // half a step of 1/127 of each block's max
+  float* y1 = dev.zeros(out);
+  k().matvec_q8(y1, q, dev.put(VecF(x.begin(), x.begin() + in)), out, in, false);
+  VecD y1d(out);
+  ref::linear_forward(y1d.data(), to_d(VecF(x.begin(), x.begin() + in)).data(), to_d(deq).data(), 1, in, out, false);
+  EXPECT_TRUE(near_rel(dev.get(y1, out), y1d, kTol));
+  float* y = dev.zeros(N * out);
+  k().linear_forward_q8(y, dev.put(x), q, N, in, out, false, dev.zeros(kern::linear_bf16_scratch(in, out)));
+  VecD yd(N * out);
+  ref::linear_forward(yd.data(), to_d(x).data(), to_d(deq).data(), N, in, out, false);
+  EXPECT_TRUE(near_rel(dev.get(y, N * out), yd, kTol));
 }
 
 TEST_P(BackendOps, Bf16MatvecBatchPrefillLinearAndConversions) {

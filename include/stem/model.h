@@ -22,10 +22,12 @@ namespace model { class Transformer; }
 // checkpoint file on demand (mmap), or read explicitly into a row cache
 // (disk).
 enum class TablesIn { Ram, Mmap, Disk };
-// How weight matrices are stored in memory: F32, BF16, or as in the file.
-enum class WeightDType { F32, BF16, Auto };
+// How weight matrices are stored in memory: F32, BF16, as in the file, or Q8
+// (inference only: 8-bit blocks of 32 with an F32 scale, made at load from
+// the F32 or BF16 file; STEM tables stay as stored, docs/precision.md).
+enum class WeightDType { F32, BF16, Auto, Q8 };
 // The spellings of the CLI and config files: "ram" | "mmap" | "disk" and
-// "f32" | "bf16" | "auto"; an error names the value and the choices.
+// "f32" | "bf16" | "auto" | "q8"; an error names the value and the choices.
 Result<TablesIn> parse_tables_in(const std::string& s);
 Result<WeightDType> parse_weight_dtype(const std::string& s);
 const char* name(TablesIn t);

@@ -17,7 +17,7 @@ namespace stem::infer {
 
 namespace {
 kernels::MatvecJob job(float* y, const WeightMat& W, int64_t out) {
-  return kernels::MatvecJob{y, W.p, out, W.dtype == DType::BF16, false};
+  return kernels::MatvecJob{y, W.p, out, W.dtype == DType::BF16, false, W.dtype == DType::Q8};
 }
 }  // namespace
 
@@ -45,11 +45,14 @@ Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt)
     expert_count_.assign(E_ + 1, 0);
   }
 
-  // Weight matrices as stored (F32 or BF16).
+  // Weight matrices as stored (F32, BF16 or Q8).
   int64_t widest = 0;
+  bool bf16 = false, q8 = false;
   auto take = [&](int i) {
     const Mat m = mat(i);
-    if (m.dtype == DType::BF16) widest = std::max(widest, m_.weights()[i].numel());
+    if (m.dtype != DType::F32) widest = std::max(widest, m_.weights()[i].numel());
+    bf16 = bf16 || m.dtype == DType::BF16;
+    q8 = q8 || m.dtype == DType::Q8;
     return m;
   };
   for (int l = 0; l < L; ++l) {
@@ -72,9 +75,12 @@ Decoder::Decoder(const model::Transformer& model, const DecoderOptions& opt)
   const model::TensorList& w = m_.weights();
   embed_ = mat(w.find("model.embed_tokens.weight"));
   head_ = take(c.tie_word_embeddings ? w.find("model.embed_tokens.weight") : w.find("lm_head.weight"));
-  STEM_CHECKF(widest == 0 || (be_.supports(kernels::Op::matvec_bf16, DType::BF16) &&
+  STEM_CHECKF(!bf16 || (be_.supports(kernels::Op::matvec_bf16, DType::BF16) &&
                               be_.supports(kernels::Op::linear_forward_bf16, DType::BF16)),
               "decoder: the %s backend has no BF16 matrix ops (load with F32 weights)", be_.name());
+  STEM_CHECKF(!q8 || (be_.supports(kernels::Op::matvec_q8, DType::Q8) &&
+                      be_.supports(kernels::Op::linear_forward_q8, DType::Q8)),
+              "decoder: the %s backend has no Q8 matrix ops (load with F32 or BF16 weights)", be_.name());
   const int64_t n_wide = widest > 0 && chunk_ > 1 ? kernels::linear_bf16_scratch(widest) : 0;
 
   // The cache and work buffers, in the backend's memory: each cache one
@@ -118,8 +124,8 @@ Decoder::~Decoder() = default;
 Decoder::Mat Decoder::mat(int i) const {
   STEM_CHECK(i >= 0);
   const Tensor& t = m_.weights()[i];
-  STEM_CHECKF(!t.empty() && (t.dtype() == DType::F32 || t.dtype() == DType::BF16),
-              "decoder: weight %s missing or not F32/BF16", m_.weights().spec(i).name.c_str());
+  STEM_CHECKF(!t.empty() && (t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::Q8),
+              "decoder: weight %s missing or not F32/BF16/Q8", m_.weights().spec(i).name.c_str());
   return Mat{t.raw(), t.dtype()};
 }
 
@@ -176,6 +182,14 @@ Result<const float*> Decoder::step(int32_t id) { return prefill(&id, 1, nullptr)
 
 void Decoder::linear(float* y, const float* x, const Mat& W, int64_t n, int64_t in, int64_t out,
                      bool accumulate) {
+  if (W.dtype == DType::Q8) {
+    const auto* w = static_cast<const uint8_t*>(W.p);
+    if (n == 1)
+      k_.matvec_q8(y, w, x, out, in, accumulate);
+    else
+      k_.linear_forward_q8(y, x, w, n, in, out, accumulate, wide_);
+    return;
+  }
   if (W.dtype == DType::BF16) {
     const auto* w = static_cast<const uint16_t*>(W.p);
     if (n == 1)
@@ -312,6 +326,11 @@ Status Decoder::forward_chunk(const int32_t* ids, int64_t n, model::RowProvider:
   float* h = h_;
   if (embed_.dtype == DType::F32) {
     k_.embedding_forward(h, static_cast<const float*>(embed_.p), ids, n, d);
+  } else if (embed_.dtype == DType::Q8) {
+    for (int64_t i = 0; i < n; ++i)
+      k_.dequantize_q8_row(h + i * d,
+                           static_cast<const uint8_t*>(embed_.p) + static_cast<int64_t>(ids[i]) * kernels::q8_row_bytes(d),
+                           d);
   } else {
     for (int64_t i = 0; i < n; ++i)
       k_.bf16_to_f32_row(h + i * d, static_cast<const uint16_t*>(embed_.p) + static_cast<int64_t>(ids[i]) * d, d);

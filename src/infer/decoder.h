@@ -14,7 +14,7 @@
 // sequence, and each sequence may read its own STEM row overrides. The
 // single-sequence calls (prefill, step, rewind, ...) work on slot 0.
 //
-// Weights may be F32 or BF16 (matrices; accumulation in F32). STEM rows come
+// Weights may be F32, BF16 or Q8 (matrices; accumulation in F32). STEM rows come
 // through a model::RowProvider: the weight list's tables in place, or, from
 // the Transformer's TableStore, the rows of
 // each chunk's distinct tokens staged by a memory::Prefetcher, in the
@@ -55,7 +55,7 @@
 
 namespace stem::infer {
 
-// A weight matrix [out, in] as stored (F32 or BF16).
+// A weight matrix [out, in] as stored (F32, BF16 or Q8).
 struct WeightMat {
   const void* p = nullptr;
   DType dtype = DType::F32;
@@ -195,7 +195,7 @@ class Decoder {
   float* xe_ = nullptr;      // [chunk, d] hash-MoE rows of one expert (null without hash-MoE)
   float* ye_ = nullptr;      // [chunk, d]
   float* logits_ = nullptr;  // [V]
-  float* wide_ = nullptr;    // BF16 weight panels widened for the prefill GEMM (null: none)
+  float* wide_ = nullptr;    // BF16 or Q8 weight panels widened for the prefill GEMM (null: none)
   float* scores_ = nullptr;  // [H, chunk, cap]
   float* kv_ = nullptr;        // [2, chunk, Hkv*hd] k, then v, of a batched pass
   float* head_in_ = nullptr;   // [slots, d] normed last rows of a batched pass

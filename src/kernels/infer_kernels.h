@@ -69,13 +69,15 @@ void matvec_bf16(float* y, const uint16_t* W, const float* x, int64_t out, int64
                  bool accumulate = false);
 
 // One product of a fused call: y[out] = W[out, in] x (+ y when accumulate),
-// W F32 (const float*) or BF16 (const uint16_t*) as `bf16` says.
+// W F32 (const float*), BF16 (const uint16_t*) as `bf16` says, or Q8 rows
+// (q8_row_bytes(in) bytes each) as `q8` says.
 struct MatvecJob {
   float* y = nullptr;
   const void* W = nullptr;
   int64_t out = 0;
   bool bf16 = false;
   bool accumulate = false;
+  bool q8 = false;
 };
 // Several products of the same x[in] (q/k/v, or gate/up) in one parallel
 // region: the rows of all jobs are split across threads by bytes, so each
@@ -93,6 +95,25 @@ enum class MatvecPath { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 MatvecPath matvec_path();
 MatvecPath matvec_best_path();  // what this CPU supports
 void set_matvec_path(MatvecPath p);  // capped at matvec_best_path()
+
+// ---------------------------------------------------------------- Q8 weights
+// A Q8 row of n values (tensor.h, DType::Q8): ceil(n / 32) blocks, each an F32
+// scale then 32 int8, value = q * scale, the last block padded with zeros.
+inline int64_t q8_row_bytes(int64_t n) { return (n + 31) / 32 * 36; }
+// Each block's scale is its largest |value| / 127 (0 for a zero block) and
+// q = round(value / scale) to nearest even: an error of at most scale / 2.
+// Rows of n values; one thread (callers quantize a row at a time).
+void quantize_q8_row(uint8_t* dst, const float* src, int64_t n);
+// dst[i] = q * scale, exactly the value every Q8 kernel multiplies by.
+void dequantize_q8_row(float* dst, const uint8_t* src, int64_t n);
+// The matvec with Q8 weights W[out] rows: each weight dequantized as above,
+// products and sums in F32 (x is not quantized), so the result equals matvec
+// on the dequantized W up to summation order. Reads 1.125 bytes a weight.
+void matvec_q8(float* y, const uint8_t* W, const float* x, int64_t out, int64_t in, bool accumulate = false);
+// y[N,out] = x[N,in] W^T (+ y) with Q8 W, as linear_forward_bf16 (panels
+// dequantized into scratch, then sgemm); scratch as linear_bf16_scratch.
+void linear_forward_q8(float* y, const float* x, const uint8_t* W, int64_t N, int64_t in, int64_t out,
+                       bool accumulate, float* scratch);
 
 // ---------------------------------------------------------------- BF16 weights
 // y[N,out] = x[N,in] W[out,in]^T (+ y when accumulate) with BF16 W: panels of

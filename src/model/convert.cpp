@@ -28,6 +28,9 @@ Status write_model_dir(const std::string& out, const ModelConfig& cfg, const mod
 Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& out, WeightDType dtype, bool tables_only) {
   STEM_ASSIGN_OR_RETURN(std::string src, resolve_model_dir(dir));
   if (dtype == WeightDType::Auto) return Status::error("convert: the target dtype must be f32 or bf16, not auto");
+  if (dtype == WeightDType::Q8)
+    return Status::error("convert: q8 is an in-memory format, not a checkpoint dtype (a checkpoint holds F32 or "
+                         "BF16): load with --dtype q8 instead");
   std::error_code ec;
   if (fs::exists(out, ec) && fs::equivalent(out, src, ec))
     return Status::error("--out " + out + " is the source checkpoint; it is never changed in place");

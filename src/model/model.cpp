@@ -63,7 +63,8 @@ Result<WeightDType> parse_weight_dtype(const std::string& s) {
   if (s == "f32") return WeightDType::F32;
   if (s == "bf16") return WeightDType::BF16;
   if (s == "auto") return WeightDType::Auto;
-  return Status::error("dtype: unknown weight dtype '" + s + "' (expected f32, bf16 or auto)");
+  if (s == "q8") return WeightDType::Q8;
+  return Status::error("dtype: unknown weight dtype '" + s + "' (expected f32, bf16, auto or q8)");
 }
 
 const char* name(TablesIn t) {
@@ -80,6 +81,7 @@ const char* name(WeightDType t) {
     case WeightDType::F32: return "f32";
     case WeightDType::BF16: return "bf16";
     case WeightDType::Auto: return "auto";
+    case WeightDType::Q8: return "q8";
   }
   return "?";
 }
@@ -111,7 +113,7 @@ Result<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
     // unless BF16 storage was asked for, so that the default load is all F32
     // as training needs); BF16 tables kept BF16, and the mmap and disk tiers,
     // are served by a table store.
-    const bool keep_bf16 = layout.dtype == DType::BF16 && dtype != WeightDType::F32;
+    const bool keep_bf16 = layout.dtype == DType::BF16 && dtype != WeightDType::F32 && dtype != WeightDType::Q8;
     if (tier != memory::Tier::Ram || keep_bf16) {
       memory::StoreOptions so;
       so.tier = tier;
@@ -175,7 +177,7 @@ Status check_f32(const model::Transformer& t, const std::string& dir, const char
   if (t.f32_weights()) return ok_status();
   return Status::error((dir.empty() ? std::string("model") : dir) + ": " + what +
                        " runs the full forward pass, which needs F32 weight matrices, but they were loaded as "
-                       "BF16: load them as F32 (--dtype f32, LoadOptions::dtype = WeightDType::F32)");
+                       "BF16 or Q8: load them as F32 (--dtype f32, LoadOptions::dtype = WeightDType::F32)");
 }
 }  // namespace
 

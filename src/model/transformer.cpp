@@ -132,7 +132,7 @@ Transformer::Transformer(ModelConfig cfg, TensorList weights)
     layers_.push_back(std::move(v));
   }
   for (size_t i = 0; i < w_.size(); ++i)
-    if (!w_[i].empty() && w_[i].dtype() == DType::BF16) f32_weights_ = false;
+    if (!w_[i].empty() && (w_[i].dtype() == DType::BF16 || w_[i].dtype() == DType::Q8)) f32_weights_ = false;
   for (const LayerView& v : layers_) stem_slot_.push_back(v.type == FfnType::Stem ? n_stem_++ : -1);
   const int64_t hd = cfg_.head_dim(), P = cfg_.max_position_embeddings;
   // RoPE tables, made on the host, kept on the device: [2, max_pos, hd/2].

@@ -14,6 +14,7 @@
 #include "core/buffer.h"
 #include "core/check.h"
 #include "io/safetensors.h"
+#include "kernels/infer_kernels.h"
 
 namespace stem::model {
 
@@ -28,7 +29,7 @@ TensorList TensorList::allocate(std::vector<TensorSpec> specs,
     const TensorSpec& s = out.specs_[i];
     if (keep && !keep(s)) continue;
     offsets[i] = total;
-    total += core::align_up(static_cast<size_t>(shape_numel(s.shape)) * dtype_size(s.dtype));
+    total += core::align_up(tensor_bytes(s.dtype, s.shape));
   }
   out.arena_ = backends::must_alloc(backend, std::max<size_t>(total, 1));
   out.tensors_.resize(out.specs_.size());
@@ -129,8 +130,18 @@ void init_rows(const TensorList& w, size_t i, uint64_t seed, int64_t block_rows,
 }
 
 namespace {
-// Copies n values of `from` at src into dst of `to` (F32/BF16; I32 verbatim).
-void convert_values(void* dst, DType to, const std::byte* src, DType from, int64_t n) {
+// Copies n values of `from` at src into dst of `to` (F32/BF16; I32 verbatim;
+// Q8 from F32 or BF16 rows of `cols` values).
+void convert_values(void* dst, DType to, const std::byte* src, DType from, int64_t n, int64_t cols) {
+  if (to == DType::Q8) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    auto* d = static_cast<uint8_t*>(dst);
+    for (int64_t r = 0; r < n / cols; ++r) {
+      convert_values(row.data(), DType::F32, src + r * cols * static_cast<int64_t>(dtype_size(from)), from, cols, cols);
+      kernels::quantize_q8_row(d + r * kernels::q8_row_bytes(cols), row.data(), cols);
+    }
+    return;
+  }
   if (to == from) {
     std::memcpy(dst, src, static_cast<size_t>(n) * dtype_size(to));
   } else if (to == DType::F32) {  // BF16 -> F32
@@ -174,8 +185,12 @@ Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path,
       return Status::error(path + ": tensor '" + s.name + "' has dtype " + dtype_name(e->dtype) +
                            ", expected " + (want_int ? "I32" : "F32 or BF16"));
     if (want_int || s.shape.size() != 2) continue;  // hash tables, norms: as specified
-    const WeightDType want = s.kind == ParamKind::StemTable ? opt.tables : opt.matrices;
-    s.dtype = want == WeightDType::Auto ? e->dtype : want == WeightDType::BF16 ? DType::BF16 : DType::F32;
+    const bool table = s.kind == ParamKind::StemTable;
+    const WeightDType want = table ? opt.tables : opt.matrices;
+    s.dtype = want == WeightDType::Auto   ? e->dtype
+              : want == WeightDType::BF16 ? DType::BF16
+              : want == WeightDType::Q8   ? (table ? e->dtype : DType::Q8)  // tables stay as stored
+                                          : DType::F32;
   }
   TensorList w = TensorList::allocate(specs, [&](const TensorSpec& s) {
     return !(opt.skip_tables && s.kind == ParamKind::StemTable);
@@ -185,7 +200,7 @@ Result<TensorList> load_weights(const ModelConfig& cfg, const std::string& path,
     if (w[i].empty()) continue;
     const io::SafetensorsEntry* e = file.find(s.name);
     const int64_t n = s.shape.empty() ? 1 : shape_numel(s.shape);
-    convert_values(w[i].raw(), s.dtype, file.data(*e), e->dtype, n);
+    convert_values(w[i].raw(), s.dtype, file.data(*e), e->dtype, n, s.shape.empty() ? 1 : s.shape.back());
     file.release(*e);
     if (s.dtype == DType::I32) {
       const int32_t* h = w[i].i32();
@@ -203,6 +218,10 @@ Status save_weights(const TensorList& w, const std::string& path, const TensorSt
                     const std::function<bool(size_t i)>& streamed) {
   std::vector<io::SafetensorsItem> items;
   for (size_t i = 0; i < w.size(); ++i) {
+    if (w.spec(i).dtype == DType::Q8)
+      return Status::error(path + ": tensor '" + w.spec(i).name +
+                           "' is Q8, an in-memory format; a checkpoint holds F32 or BF16 (load it with --dtype f32 "
+                           "or bf16 to save it)");
     if (!w[i].empty() && !(stream && streamed && streamed(i))) {
       items.push_back({w.spec(i).name, w.spec(i).dtype, w.spec(i).shape, w[i].raw()});
     } else if (stream) {

@@ -2,6 +2,7 @@
 // viewing constructors.
 #include "tensor/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -14,9 +15,17 @@ size_t dtype_size(DType t) {
     case DType::F32: return 4;
     case DType::BF16: return 2;
     case DType::I32: return 4;
+    case DType::Q8: break;
   }
-  STEM_CHECK(false);
+  STEM_CHECKF(false, "dtype_size: %s has no size per element", dtype_name(t));
   return 0;
+}
+
+size_t tensor_bytes(DType t, const std::vector<int64_t>& shape) {
+  if (t != DType::Q8) return static_cast<size_t>(shape_numel(shape)) * dtype_size(t);
+  if (shape.empty()) return 36;
+  const int64_t cols = shape.back(), rows = shape_numel(shape) / std::max<int64_t>(cols, 1);
+  return static_cast<size_t>(rows * ((cols + 31) / 32) * 36);
 }
 
 const char* dtype_name(DType t) {
@@ -24,6 +33,7 @@ const char* dtype_name(DType t) {
     case DType::F32: return "F32";
     case DType::BF16: return "BF16";
     case DType::I32: return "I32";
+    case DType::Q8: return "Q8";
   }
   STEM_CHECK(false);
   return "";

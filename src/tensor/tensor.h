@@ -17,15 +17,23 @@
 
 namespace stem {
 
-enum class DType { F32, BF16, I32 };
+// Q8: an in-memory format of weight matrices for inference, never in a
+// checkpoint. Each row of the last dimension is blocks of 32 values, each an
+// F32 scale then 32 int8 (value = q * scale; 36 bytes), the last block padded
+// with zeros (kernels/infer_kernels.h quantize_q8_row).
+enum class DType { F32, BF16, I32, Q8 };
 
 // Where a tensor's bytes live: host memory, or the memory of a device a
 // backend computes on (backends/backend.h).
 enum class Device { kCpu, kCuda };
 const char* device_name(Device d);  // "cpu", "cuda"
 
+// Bytes of one element; Q8 has none (its blocks hold 32 elements), and
+// asking is a bug: use tensor_bytes.
 size_t dtype_size(DType t);
-const char* dtype_name(DType t);  // safetensors spelling: "F32", "BF16", "I32"
+const char* dtype_name(DType t);  // safetensors spelling: "F32", "BF16", "I32"; "Q8"
+// Bytes of a tensor of this dtype and shape (Q8: rows of whole blocks).
+size_t tensor_bytes(DType t, const std::vector<int64_t>& shape);
 
 using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& s);
@@ -46,7 +54,7 @@ class Tensor {
   int64_t dim(size_t i) const { return shape_.at(i); }
   size_t rank() const { return shape_.size(); }
   int64_t numel() const { return shape_numel(shape_); }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return tensor_bytes(dtype_, shape_); }
   bool empty() const { return data_ == nullptr; }
 
   void* raw() { return data_; }

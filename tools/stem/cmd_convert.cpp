@@ -111,7 +111,7 @@ void register_convert(CLI::App& app) {
   sub->add_option("--model", o->model_dir, "Source model directory")->required();
   sub->add_option("--out", o->out_dir, "New model directory (with --dtype, --to-stem, --to-dense)");
   sub->add_option("--dtype", o->dtype, "Storage dtype of the weight matrices (norms stay F32)")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+      ->check(CLI::IsMember({"f32", "bf16", "q8"}));
   sub->add_flag("--tables-only", o->tables_only, "Convert only the STEM tables; other weights keep their dtype");
   sub->add_flag("--pack-tables", o->pack,
                 "Write tables.stem: the STEM tables row-major ([V][stem layers][f]), one read per token "

@@ -81,8 +81,10 @@ void add_load_flags(CLI::App* sub, LoadFlags* f) {
   sub->add_option("--table-cache-mb", f->load.table_cache_mb, "Row cache budget of the disk tier, MiB")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  sub->add_option("--dtype", f->dtype, "Weight matrices in memory: f32, bf16, or auto (as stored)")
-      ->check(CLI::IsMember({"f32", "bf16", "auto"}))
+  sub->add_option("--dtype", f->dtype,
+                  "Weight matrices in memory: f32, bf16, auto (as stored), or q8 (8-bit blocks made at load; "
+                  "decoding only)")
+      ->check(CLI::IsMember({"f32", "bf16", "auto", "q8"}))
       ->capture_default_str();
   sub->add_flag("--no-pack", [f](int64_t) { f->load.packed_tables = false; },
                 "mmap/disk: ignore tables.stem (the row-major pack) and read model.safetensors");

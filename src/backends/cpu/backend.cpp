@@ -2,7 +2,8 @@
 // call on the calling thread before returning, events that are complete when
 // recorded, and the op table of the kernels in this folder. Every op supports
 // F32; the decode matvecs, the prefill linear and the row conversions also
-// take BF16 weights, and the BF16 GEMM is native where the CPU has AVX512-BF16.
+// take BF16 weights (the decode ones Q8 too), and the BF16 GEMM is native
+// where the CPU has AVX512-BF16.
 #include <cstring>
 
 #include "backends/backend.h"
@@ -61,6 +62,9 @@ class CpuBackend final : public Backend {
         return op == Op::matvec_bf16 || op == Op::matvec_batch || op == Op::linear_forward_bf16 ||
                op == Op::bf16_to_f32_row || op == Op::f32_to_bf16_row || op == Op::round_to_bf16;
       case DType::I32: return false;  // ids are host arrays of every op, not a data dtype
+      case DType::Q8:
+        return op == Op::matvec_q8 || op == Op::matvec_batch || op == Op::linear_forward_q8 ||
+               op == Op::quantize_q8_row || op == Op::dequantize_q8_row;
     }
     return false;
   }

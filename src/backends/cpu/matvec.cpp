@@ -1,5 +1,5 @@
 // Matrix-vector products of the one-token decode step (kernels/infer_kernels.h):
-// y = W x with F32 or BF16 weights, one matrix or several sharing x.
+// y = W x with F32, BF16 or Q8 weights, one matrix or several sharing x.
 //
 // A decode step reads every weight once, so these are bound by memory: on one
 // core by how many cache misses it keeps in flight, on all by DRAM. Hence:
@@ -26,6 +26,8 @@
 // Code paths, chosen once from the CPU (target attributes, not -march, so one
 // binary runs anywhere): AVX-512 (F+BW+VL+DQ), AVX2+FMA, and portable C++ that
 // the compiler may vectorise for baseline x86-64 or any other architecture.
+// Q8 weights (int8 blocks with an F32 scale) have an AVX-512 kernel and the
+// portable one (AVX2 CPUs take the portable one).
 // Not here: the prefill (several rows) path, which is a GEMM (linear_bf16.cpp,
 // gemm.cpp), and attention (attention_cached.cpp).
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -90,6 +92,27 @@ void rows_portable(float* y, const T* W, const float* x, int64_t r0, int64_t r1,
     float s = 0.0f;
     for (; i < in; ++i) s += widen(w[i]) * x[i];
     for (int l = 0; l < kLanes; ++l) s += acc[l];
+    store(y + r, s, accumulate);
+  }
+}
+
+// Q8 rows (q8_row_bytes(in) bytes each), x padded with zeros to whole blocks:
+// each weight dequantized (q * scale, as dequantize_q8_row) then multiplied.
+void rows_q8_portable(float* y, const uint8_t* W, const float* xp, int64_t r0, int64_t r1, int64_t in,
+                      bool accumulate) {
+  const int64_t row = q8_row_bytes(in), nb = (in + 31) / 32;
+  for (int64_t r = r0; r < r1; ++r) {
+    float acc[8] = {};
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = W + r * row + b * 36;
+      float scale;
+      std::memcpy(&scale, blk, 4);
+      const auto* q = reinterpret_cast<const int8_t*>(blk + 4);
+      for (int i = 0; i < 32; i += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += static_cast<float>(q[i + l]) * scale * xp[b * 32 + i + l];
+    }
+    float s = 0.0f;
+    for (int l = 0; l < 8; ++l) s += acc[l];
     store(y + r, s, accumulate);
   }
 }
@@ -207,6 +230,32 @@ STEM_AVX512 inline void block_bf16_avx512(float* y, const uint16_t* w, const flo
   for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
 }
 
+// R rows of Q8 w (row bytes apart) times xp (x padded to whole blocks): per
+// block, its 32 int8 sign-extended in two halves, converted, multiplied by
+// the block's scale (the dequantized weights, exactly), then FMA with x.
+template <int R, bool Prefetch>
+STEM_AVX512 inline void block_q8_avx512(float* y, const uint8_t* w, const float* xp, int64_t in, int64_t row,
+                                        int64_t pf, bool accumulate) {
+  __m512 acc[R];
+  for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_ps();
+  const int64_t nb = (in + 31) / 32;
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m512 x0 = _mm512_loadu_ps(xp + b * 32), x1 = _mm512_loadu_ps(xp + b * 32 + 16);
+    for (int j = 0; j < R; ++j) {
+      const uint8_t* blk = w + j * row + b * 36;
+      if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(blk + pf), _MM_HINT_NTA);
+      float sc;
+      std::memcpy(&sc, blk, 4);
+      const __m512 scale = _mm512_set1_ps(sc);
+      const __m512i q0 = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4)));
+      const __m512i q1 = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 20)));
+      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q0), scale), x0, acc[j]);
+      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q1), scale), x1, acc[j]);
+    }
+  }
+  for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
+}
+
 // xeo (see block_bf16_avx512) from x.
 void deinterleave(float* xeo, const float* x, int64_t in) {
   const int64_t half = (in + 31) / 32 * 16;
@@ -253,6 +302,15 @@ STEM_AVX512 void rows_bf16_avx512(float* y, const uint16_t* W, const float* xeo,
     block_bf16_avx512<decltype(R)::value, decltype(prefetch)::value>(y + r, W + r * in, xeo, in, pf, accumulate);
   });
 }
+// Q8, x being padded to whole blocks.
+STEM_AVX512 void rows_q8_avx512(float* y, const uint8_t* W, const float* xp, int64_t r0, int64_t r1, int64_t in,
+                                bool accumulate) {
+  const int64_t row = q8_row_bytes(in);
+  const int64_t pf = kRows * row <= kPrefetchBlockBytes ? kRows * row : 512;
+  passes<true>(r0, r1, [&](auto R, auto prefetch, int64_t r) {
+    block_q8_avx512<decltype(R)::value, decltype(prefetch)::value>(y + r, W + r * row, xp, in, row, pf, accumulate);
+  });
+}
 #endif  // STEM_MATVEC_X86
 
 // ---------------------------------------------------------------- dispatch
@@ -290,12 +348,30 @@ RowsFn<T> rows_fn() {
   }
 }
 
-// Rows [r0, r1) of one job. x16 is the x of BF16 jobs (x itself, or x
-// de-interleaved for the AVX-512 kernel).
-void run_rows(const MatvecJob& j, const float* x, const float* x16, int64_t in, int64_t r0, int64_t r1,
-              RowsFn<float> f32, RowsFn<uint16_t> bf16) {
+RowsFn<uint8_t> rows_q8_fn() {
+#ifdef STEM_MATVEC_X86
+  if (matvec_path() == MatvecPath::kAvx512) return &rows_q8_avx512;
+#endif
+  return &rows_q8_portable;
+}
+
+// The x of each kind of job: x itself for F32; for BF16 x or x de-interleaved
+// (the AVX-512 kernel); for Q8 x padded with zeros to whole blocks.
+struct Xs {
+  const float* x;
+  const float* x16;
+  const float* x8;
+};
+
+// Rows [r0, r1) of one job.
+void run_rows(const MatvecJob& j, const Xs& xs, int64_t in, int64_t r0, int64_t r1, RowsFn<float> f32,
+              RowsFn<uint16_t> bf16, RowsFn<uint8_t> q8) {
   if (r0 >= r1) return;
-  if (j.bf16)
+  const float* x = xs.x;
+  const float* x16 = xs.x16;
+  if (j.q8)
+    q8(j.y, static_cast<const uint8_t*>(j.W), xs.x8, r0, r1, in, j.accumulate);
+  else if (j.bf16)
     bf16(j.y, static_cast<const uint16_t*>(j.W), x16, r0, r1, in, j.accumulate);
   else
     f32(j.y, static_cast<const float*>(j.W), x, r0, r1, in, j.accumulate);
@@ -304,13 +380,17 @@ void run_rows(const MatvecJob& j, const float* x, const float* x16, int64_t in, 
 // Thread t of nt takes the bytes [total*t/nt, total*(t+1)/nt) of the jobs laid
 // end to end, rounded to whole passes of kRows rows, so that the shares tile
 // every job exactly.
-void run_share(const MatvecJob* jobs, int n_jobs, const float* x, const float* x16, int64_t in, int t, int nt,
-               int64_t total, RowsFn<float> f32, RowsFn<uint16_t> bf16) {
+int64_t row_bytes_of(const MatvecJob& j, int64_t in) {
+  return j.q8 ? q8_row_bytes(in) : in * (j.bf16 ? 2 : 4);
+}
+
+void run_share(const MatvecJob* jobs, int n_jobs, const Xs& xs, int64_t in, int t, int nt, int64_t total,
+               RowsFn<float> f32, RowsFn<uint16_t> bf16, RowsFn<uint8_t> q8) {
   const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
   int64_t base = 0;  // bytes before job i
   for (int i = 0; i < n_jobs; ++i) {
     const MatvecJob& j = jobs[i];
-    const int64_t row_bytes = in * (j.bf16 ? 2 : 4), bytes = j.out * row_bytes;
+    const int64_t row_bytes = row_bytes_of(j, in), bytes = j.out * row_bytes;
     // Row where a share starting at byte b begins inside this job.
     auto row_at = [&](int64_t b) {
       if (b <= base) return int64_t{0};
@@ -318,7 +398,7 @@ void run_share(const MatvecJob* jobs, int n_jobs, const float* x, const float* x
       const int64_t r = (b - base + row_bytes / 2) / row_bytes;  // nearest row
       return std::min(j.out, (r + kRows / 2) / kRows * kRows);
     };
-    run_rows(j, x, x16, in, row_at(lo), row_at(hi), f32, bf16);
+    run_rows(j, xs, in, row_at(lo), row_at(hi), f32, bf16, q8);
     base += bytes;
   }
 }
@@ -342,8 +422,8 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
   int64_t total = 0, work = 0;
   for (int i = 0; i < n_jobs; ++i) {
     STEM_CHECK(jobs[i].out >= 0 && (jobs[i].out == 0 || (jobs[i].y && (jobs[i].W || in == 0))));
-    total += jobs[i].out * in * (jobs[i].bf16 ? 2 : 4);
-    work += jobs[i].out * in * (jobs[i].bf16 ? 1 : 4);
+    total += jobs[i].out * row_bytes_of(jobs[i], in);
+    work += jobs[i].out * in * (jobs[i].q8 ? 2 : jobs[i].bf16 ? 1 : 4);
   }
   if (in == 0) {  // empty dot products
     for (int i = 0; i < n_jobs; ++i)
@@ -352,23 +432,32 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
   }
   const RowsFn<float> f32 = rows_fn<float>();
   const RowsFn<uint16_t> bf16 = rows_fn<uint16_t>();
-  const float* x16 = x;
+  const RowsFn<uint8_t> q8 = rows_q8_fn();
+  Xs xs{x, x, x};
+  bool any_bf16 = false, any_q8 = false;
+  for (int i = 0; i < n_jobs; ++i) {
+    any_bf16 = any_bf16 || (jobs[i].bf16 && !jobs[i].q8);
+    any_q8 = any_q8 || jobs[i].q8;
+  }
+  thread_local std::vector<float> xeo, xpad;  // the caller's (workers read them)
 #ifdef STEM_MATVEC_X86
-  thread_local std::vector<float> xeo;  // the caller's (workers read it)
-  bool any_bf16 = false;
-  for (int i = 0; i < n_jobs; ++i) any_bf16 = any_bf16 || jobs[i].bf16;
   if (any_bf16 && bf16 == &rows_bf16_avx512) {
     xeo.resize(static_cast<size_t>((in + 31) / 32 * 32));
     deinterleave(xeo.data(), x, in);
-    x16 = xeo.data();
+    xs.x16 = xeo.data();
   }
 #endif
+  if (any_q8 && in % 32 != 0) {
+    xpad.assign(static_cast<size_t>((in + 31) / 32 * 32), 0.0f);
+    std::copy(x, x + in, xpad.begin());
+    xs.x8 = xpad.data();
+  }
   if (work < kParallelWork || omp_in_parallel() || omp_get_max_threads() == 1) {
-    run_share(jobs, n_jobs, x, x16, in, 0, 1, total, f32, bf16);
+    run_share(jobs, n_jobs, xs, in, 0, 1, total, f32, bf16, q8);
     return;
   }
 #pragma omp parallel
-  run_share(jobs, n_jobs, x, x16, in, omp_get_thread_num(), omp_get_num_threads(), total, f32, bf16);
+  run_share(jobs, n_jobs, xs, in, omp_get_thread_num(), omp_get_num_threads(), total, f32, bf16, q8);
 }
 
 void matvec(float* y, const float* W, const float* x, int64_t out, int64_t in, bool accumulate) {
@@ -379,6 +468,11 @@ void matvec(float* y, const float* W, const float* x, int64_t out, int64_t in, b
 void matvec_bf16(float* y, const uint16_t* W, const float* x, int64_t out, int64_t in,
                  bool accumulate) {
   const MatvecJob job{y, W, out, true, accumulate};
+  matvec_batch(&job, 1, x, in);
+}
+
+void matvec_q8(float* y, const uint8_t* W, const float* x, int64_t out, int64_t in, bool accumulate) {
+  const MatvecJob job{y, W, out, false, accumulate, true};
   matvec_batch(&job, 1, x, in);
 }
 
