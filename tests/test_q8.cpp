@@ -147,6 +147,19 @@ class Q8Model : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
+  // A fresh F32 model saved as dir_/name, and the same loaded with --dtype q8.
+  static Result<Model> load_q8(const std::string& dir) {
+    LoadOptions lo;
+    lo.dtype = WeightDType::Q8;
+    return Model::load(dir, lo);
+  }
+  std::string saved(const std::string& name, const ModelConfig& c, uint64_t seed, Result<Model>* f32) {
+    const std::string dir = (dir_ / name).string();
+    *f32 = Model::init(c, seed);
+    EXPECT_TRUE(f32->ok());
+    if (f32->ok()) EXPECT_TRUE((*f32)->save(dir).ok());
+    return dir;
+  }
   std::filesystem::path dir_;
 };
 
@@ -172,13 +185,10 @@ ModelConfig q8_config(bool tied) {
 TEST_F(Q8Model, DecoderComputesTheDequantizedModel) {
   for (bool tied : {false, true}) {
     SCOPED_TRACE(tied ? "tied" : "untied");
-    const std::string dir = (dir_ / (tied ? "tied" : "untied")).string();
-    auto f32 = Model::init(q8_config(tied), 5);
+    Result<Model> f32 = Status::error("unset");
+    const std::string dir = saved(tied ? "tied" : "untied", q8_config(tied), 5, &f32);
     ASSERT_TRUE(f32.ok());
-    ASSERT_TRUE(f32->save(dir).ok());
-    LoadOptions lo;
-    lo.dtype = WeightDType::Q8;
-    auto q8 = Model::load(dir, lo);
+    auto q8 = load_q8(dir);
     ASSERT_TRUE(q8.ok()) << q8.status().message();
     auto deq = Model::load(dir);
     ASSERT_TRUE(deq.ok());
@@ -221,14 +231,10 @@ TEST_F(Q8Model, DecoderComputesTheDequantizedModel) {
 }
 
 TEST_F(Q8Model, RefusedWhereItCannotServe) {
-  const std::string dir = (dir_ / "m").string();
-  auto f32 = Model::init(q8_config(false), 1);
-  ASSERT_TRUE(f32.ok());
-  ASSERT_TRUE(f32->save(dir).ok());
-  LoadOptions lo;
-  lo.dtype = WeightDType::Q8;
-  auto q8 = Model::load(dir, lo);
-  ASSERT_TRUE(q8.ok());
+  Result<Model> f32 = Status::error("unset");
+  const std::string dir = saved("m", q8_config(false), 1, &f32);
+  auto q8 = load_q8(dir);
+  ASSERT_TRUE(q8.ok()) << q8.status().message();
   const Status saved = q8->save((dir_ / "copy").string());
   ASSERT_FALSE(saved.ok());
   EXPECT_NE(saved.message().find("is Q8, an in-memory format"), std::string::npos) << saved.message();
