@@ -80,7 +80,7 @@ struct InferBenchResult {
   int64_t table_bytes_read = 0, table_reads = 0, rows_requested = 0;
   double cache_hit_rate = 0;
   double prefetch_wait_ms = 0, fetch_ms = 0;
-  double decode_weight_bytes_per_token = 0;  // F32 accounting
+  double decode_weight_bytes_per_token = 0;  // in the dtype the matrices were loaded in (F32, BF16, Q8)
   int threads = 0;
 };
 

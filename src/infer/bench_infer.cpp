@@ -102,7 +102,14 @@ Result<InferBenchResult> bench_infer(Model& model, const InferBenchOptions& o, c
   r.cache_hit_rate = stats.hit_rate();
   r.prefetch_wait_ms = 1e3 * wait_s;
   r.fetch_ms = 1e3 * fetch_s;
-  r.decode_weight_bytes_per_token = account(cfg, n, n).decode_weight_bytes;
+  // Bytes of the weights a token reads, in the dtype the matrices were loaded
+  // in (the head's stands for all of them; Q8: 36 bytes per 32 weights).
+  const model::TensorList& w = engine(model).weights();
+  const int head = w.find(cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+  const DType mats = head >= 0 && !w[head].empty() ? w[head].dtype() : DType::F32;
+  r.decode_weight_bytes_per_token = mats == DType::Q8     ? account(cfg, n, n).decode_weight_bytes * 36.0 / 128.0
+                                    : mats == DType::BF16 ? account(cfg, n, n, 2).decode_weight_bytes
+                                                          : account(cfg, n, n).decode_weight_bytes;
   r.threads = omp_get_max_threads();
   return r;
 }
