@@ -231,6 +231,8 @@ void BM_decode_pass_products(benchmark::State& state) {
     for (const Mat& m : mats) {
       if (N == 1)
         k::matvec(y.data(), m.W.data(), x.data(), m.out, m.in);
+      else if (state.range(1) == 0)
+        k::matvec_rows(y.data(), m.W.data(), x.data(), N, m.out, m.in);
       else
         k::linear_forward(y.data(), x.data(), m.W.data(), N, m.in, m.out);
     }
@@ -239,7 +241,36 @@ void BM_decode_pass_products(benchmark::State& state) {
   set_flops(state, flops);
   state.SetItemsProcessed(state.iterations() * N);
 }
-BENCHMARK(BM_decode_pass_products)->Arg(1)->Arg(8)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode_pass_products)->Args({1, 0})->Args({8, 0})->Args({8, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// One product of the M shape for N rows: N = 1 through matvec, 2..8 through
+// matvec_rows; a set of distinct matrices (64 MB in all) so W comes from DRAM.
+void BM_matvec_rows(benchmark::State& state) {
+  const int64_t N = state.range(0), in = state.range(1), out = state.range(2);
+  const int64_t copies = std::max<int64_t>(1, (int64_t{64} << 20) / (in * out * 4));
+  std::vector<std::vector<float>> Ws;
+  for (int64_t c = 0; c < copies; ++c) Ws.push_back(rand_vec(in * out, 0.05f, static_cast<uint32_t>(c)));
+  const auto x = rand_vec(N * in);
+  std::vector<float> y(N * out);
+  int64_t c = 0;
+  for (auto _ : state) {
+    const float* W = Ws[static_cast<size_t>(c++ % copies)].data();
+    if (N == 1)
+      k::matvec(y.data(), W, x.data(), out, in);
+    else
+      k::matvec_rows(y.data(), W, x.data(), N, out, in);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(state, 2.0 * N * in * out);
+  state.counters["GB/s"] = benchmark::Counter(4.0 * in * out, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_matvec_rows)
+    ->ArgsProduct({{1, 8}, {kD}, {kD, kF, kV}})
+    ->Args({1, kF, kD})
+    ->Args({8, kF, kD})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 void BM_prefill_linear_bf16(benchmark::State& state) {
   const int64_t N = state.range(0), in = state.range(1), out = state.range(2);

@@ -209,7 +209,7 @@ TEST_P(BackendOps, AdamWUpdate) {
   EXPECT_TRUE(near_rel(dev.get(vv, n), vd, kTol));
 }
 
-TEST_P(BackendOps, MatvecF32AndBf16) {
+TEST_P(BackendOps, MatvecF32AndBf16) {  // and matvec_rows
   const int64_t out = 70, in = 130;
   const VecF W = randu(rng, out * in), x = randu(rng, in);
   float* y = dev.zeros(out);
@@ -217,6 +217,14 @@ TEST_P(BackendOps, MatvecF32AndBf16) {
   VecD yd(out);
   ref::linear_forward(yd.data(), to_d(x).data(), to_d(W).data(), 1, in, out, false);
   EXPECT_TRUE(near_rel(dev.get(y, out), yd, kTol));
+  // A few rows at once (a batched decode step).
+  const int64_t n = 5;
+  const VecF xs = randu(rng, n * in);
+  float* ys = dev.zeros(n * out);
+  k().matvec_rows(ys, dev.put(W), dev.put(xs), n, out, in, false);
+  VecD ysd(n * out);
+  ref::linear_forward(ysd.data(), to_d(xs).data(), to_d(W).data(), n, in, out, false);
+  EXPECT_TRUE(near_rel(dev.get(ys, n * out), ysd, kTol));
   if (!be().supports(kern::Op::matvec_bf16, DType::BF16)) return;
   // BF16 weights: the widened values are the reference's W.
   std::vector<uint16_t> Wb(out * in);

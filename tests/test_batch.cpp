@@ -1,12 +1,14 @@
 // Continuous batching: Decoder::forward_slots against one Decoder per
 // sequence (pieces of several sequences in one pass, per-sequence row
-// overrides, errors that move nothing), and stem::BatchGenerator against
+// overrides, errors that move nothing; one-token passes bit for bit), and stem::BatchGenerator against
 // stem::generate() on the trained fact model: greedy tokens equal with and
 // without an edit, requests running concurrently, tables in RAM and on disk;
 // cancelling, refusals and shutdown.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <memory>
 #include <map>
 #include <optional>
 #include <random>
@@ -60,6 +62,47 @@ float max_diff(const float* a, const float* b, int64_t n) {
   float m = 0;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(a[i] - b[i]));
   return m;
+}
+
+// A pass of one new token for each of several sequences multiplies every
+// matrix with all their rows at once (matvec_rows), and each row's products
+// equal the one-row matvec bit for bit; so, after the same prompts, the
+// batched steps give each sequence exactly the logits it gets decoded alone.
+// Dense, STEM and hash-MoE layers (the config above, wider), 3 sequences.
+TEST(BatchDecoder, OneTokenPassesEqualDecodingAloneBitForBit) {
+  ModelConfig c = batch_config();
+  c.hidden_size = 128;
+  c.intermediate_size = 200;
+  auto m = Model::init(c, 5);
+  ASSERT_TRUE(m.ok());
+  const int64_t V = m->config().vocab_size, S = 3, prompt = 6, steps = 12;
+  infer::DecoderOptions opt;
+  opt.prefill_chunk = 8;
+  opt.slots = S;
+  infer::Decoder dec(engine(*m), opt);
+  std::vector<std::unique_ptr<infer::Decoder>> alone;
+  std::vector<std::vector<int32_t>> seq;
+  std::vector<std::vector<float>> got(S, std::vector<float>(V));
+  for (int64_t s = 0; s < S; ++s) {
+    seq.push_back(random_ids(prompt + steps, 10 + s, V));
+    alone.push_back(std::make_unique<infer::Decoder>(engine(*m), int64_t{0}));
+    const infer::SlotChunk c{static_cast<int32_t>(s), seq[s].data(), prompt, got[s].data(), nullptr};
+    ASSERT_TRUE(dec.forward_slots(&c, 1).ok());
+    auto want = alone[s]->prefill(seq[s].data(), prompt);
+    ASSERT_TRUE(want.ok());
+    ASSERT_EQ(0, std::memcmp(got[s].data(), *want, sizeof(float) * V)) << "prompt of " << s;
+  }
+  for (int64_t t = prompt; t < prompt + steps; ++t) {
+    std::vector<infer::SlotChunk> chunks;
+    for (int64_t s = 0; s < S; ++s)
+      chunks.push_back({static_cast<int32_t>(s), seq[s].data() + t, 1, got[s].data(), nullptr});
+    ASSERT_TRUE(dec.forward_slots(chunks.data(), S).ok());
+    for (int64_t s = 0; s < S; ++s) {
+      auto want = alone[s]->step(seq[s][t]);
+      ASSERT_TRUE(want.ok());
+      ASSERT_EQ(0, std::memcmp(got[s].data(), *want, sizeof(float) * V)) << "sequence " << s << " at " << t;
+    }
+  }
 }
 
 TEST(BatchDecoder, SlotsGiveEachSequenceItsOwnLogits) {

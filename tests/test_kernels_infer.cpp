@@ -2,7 +2,7 @@
 // that define them: attention_cached_forward must give rows pos0 .. pos0+n-1 of
 // causal attention over the whole sequence (oracle: ref::attention_forward),
 // reading no cache row past pos0+n, on each code path of the one-row case;
-// matvec, matvec_bf16, matvec_batch and linear_forward_bf16 are
+// matvec, matvec_bf16, matvec_batch, matvec_rows and linear_forward_bf16 are
 // ref::linear_forward in double (BF16 weights widened exactly), on every
 // matvec code path this CPU has and on odd sizes that leave SIMD tails; the
 // BF16 row conversions match core/bf16.h bit for bit.
@@ -197,6 +197,36 @@ TEST(KernelInfer, MatvecBatchEqualsSeparateProducts) {
       k::matvec_batch(jobs.data(), static_cast<int>(n), x.data(), c.in);
       for (size_t i = 0; i < n; ++i) EXPECT_TRUE(near_rel(y[i], want[i], 1e-5)) << "job " << i;
     }
+}
+
+// matvec_rows: each row of y bit for bit matvec on that row of x (the batched
+// decode step changes no product), and near the double reference; every n it
+// takes, row counts that leave a partial block (out % (16 / n)), in with and
+// without a SIMD tail, one thread and split across threads, accumulate.
+TEST(KernelInfer, MatvecRowsEqualsMatvecOnEachRowBitForBit) {
+  std::mt19937 rng(75);
+  struct Case {
+    int64_t out, in;
+  };
+  const std::vector<Case> cases = {{1, 1}, {7, 5}, {33, 16}, {37, 131}, {515, 512}, {300, 1376}};
+  EachMatvecPath each;
+  for (const auto path : each.paths)
+    for (const auto& c : cases)
+      for (int64_t n = 1; n <= k::kMatvecRowsMax; ++n)
+        for (const bool acc : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "path=" << static_cast<int>(path) << " out=" << c.out
+                                          << " in=" << c.in << " n=" << n << " acc=" << acc);
+          k::set_matvec_path(path);
+          const VecF W = randu(rng, c.out * c.in), x = randu(rng, n * c.in), y0 = randu(rng, n * c.out);
+          VecF y = y0, want = y0;
+          k::matvec_rows(y.data(), W.data(), x.data(), n, c.out, c.in, acc);
+          for (int64_t b = 0; b < n; ++b)
+            k::matvec(want.data() + b * c.out, W.data(), x.data() + b * c.in, c.out, c.in, acc);
+          ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+          VecD ref_y = to_d(y0);
+          ref::linear_forward(ref_y.data(), to_d(x).data(), to_d(W).data(), n, c.in, c.out, acc);
+          EXPECT_TRUE(near_rel(y, ref_y, 1e-5));
+        }
 }
 
 TEST(KernelInfer, LinearForwardBf16MatchesLinearForwardOnWidenedWeights) {

@@ -201,6 +201,8 @@ void Decoder::linear(float* y, const float* x, const Mat& W, int64_t n, int64_t 
   const auto* w = static_cast<const float*>(W.p);
   if (n == 1)
     k_.matvec(y, w, x, out, in, accumulate);
+  else if (n <= kernels::kMatvecRowsMax)
+    k_.matvec_rows(y, w, x, n, out, in, accumulate);
   else
     k_.linear_forward(y, x, w, n, in, out, accumulate);
 }

@@ -87,6 +87,14 @@ struct MatvecJob {
 // job's y, any W, or x.
 void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in);
 
+// y[n, out] = x[n, in] W[out, in]^T (+ y when accumulate) for a few rows
+// (n <= kMatvecRowsMax, the sequences of a batched decode step), W read once
+// for all of them. Each row of y equals matvec on that row of x bit for bit
+// (same accumulation order and reduction), so batching changes no result.
+inline constexpr int64_t kMatvecRowsMax = 8;
+void matvec_rows(float* y, const float* W, const float* x, int64_t n, int64_t out, int64_t in,
+                 bool accumulate = false);
+
 // Which code path the decode kernels (the matvecs, and the one-row case of
 // attention_cached_forward) take: the best one the CPU supports unless capped
 // (tests run every path on one machine). Not thread-safe to change while one

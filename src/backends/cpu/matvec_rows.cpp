@@ -1,0 +1,163 @@
+// Products of a few rows with F32 weights: y[n, out] = x[n, in] W[out, in]^T
+// (+ y) for 2 <= n <= kMatvecRowsMax, the step of continuous batching (one
+// generated token for each of n sequences). Each line of W is loaded once and
+// multiplied with the n rows of x held in registers, so W is read once for all
+// n rows (oneDNN's sgemm packs W first, which at n = 8 took about twice the
+// time of reading it: docs/performance.md, "Serving").
+//
+// Every (W row, x row) pair has its own 16-lane FMA accumulator over `in` in
+// the order matvec's AVX-512 kernel uses, and the lanes are reduced with the
+// same pairings as its hsum16, 16 accumulators at a time through a transposing
+// tree. So each row of y equals, bit for bit, what matvec gives for that row
+// of x alone: a sequence decoded in a batch gets the products it would get
+// decoded alone.
+//
+// AVX-512 only; other CPUs run matvec once per row (the same results there
+// too). Not here: one row (matvec.cpp), BF16 or Q8 weights (linear_bf16.cpp),
+// more rows (gemm.cpp).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define STEM_ROWS_X86 1
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#endif
+
+#include <omp.h>
+
+#include <algorithm>
+
+
+#include "core/check.h"
+#include "kernels/infer_kernels.h"
+
+namespace stem::kernels {
+namespace {
+
+// Below this many bytes of W a call stays on one thread (as matvec).
+constexpr int64_t kParallelBytes = 256 * 1024;
+// How far ahead in W a block prefetches into L2, in whole blocks of about
+// this many bytes (4 to 64 KB measured on an AMD Zen 4: 12 to 20 best).
+constexpr int64_t kPrefetchBytes = 16 * 1024;
+
+#ifdef STEM_ROWS_X86
+#define STEM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+// The 16 sums of a[0..16), each reduced as matvec's hsum16 reduces one
+// accumulator: lanes i and i+8 first, then i and i+4, i and i+2, i and i+1.
+// out[m] is the sum of a[m].
+STEM_AVX512 inline void reduce16(const __m512* a, float* out) {
+  __m512 s1[8], s2[4], s3[2];
+  for (int p = 0; p < 8; ++p) {  // [a(l0+l2), a(l1+l3), b(l0+l2), b(l1+l3)]
+    const __m512 x = a[2 * p], y = a[2 * p + 1];
+    s1[p] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xee));
+  }
+  for (int q = 0; q < 4; ++q) {  // 128-bit lane k: the 4 partial sums of a[4q + k]
+    const __m512 x = s1[2 * q], y = s1[2 * q + 1];
+    s2[q] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x88), _mm512_shuffle_f32x4(x, y, 0xdd));
+  }
+  for (int r = 0; r < 2; ++r) {  // lane k: [u0, u1] of a[8r + k], then of a[8r + 4 + k]
+    const __m512d x = _mm512_castps_pd(s2[2 * r]), y = _mm512_castps_pd(s2[2 * r + 1]);
+    s3[r] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  // lane k: the sums of a[k], a[4 + k], a[8 + k], a[12 + k]
+  const __m512 s4 = _mm512_add_ps(_mm512_shuffle_ps(s3[0], s3[1], 0x88), _mm512_shuffle_ps(s3[0], s3[1], 0xdd));
+  alignas(64) float t[16];
+  _mm512_store_ps(t, s4);
+  for (int m = 0; m < 16; ++m) out[m] = t[4 * (m % 4) + m / 4];
+}
+
+// R rows of W (from w) times the NB rows of x: acc[j * NB + b] over in, then y.
+// Each line of this block's rows asks for the same line of a block pf
+// elements further on (about kPrefetchBytes ahead) to be brought into L2.
+// With only R rows streaming (not matvec's 16) the hardware prefetchers alone
+// left the loop waiting on memory, and prefetching into L1 as well took miss
+// buffers from the loads: the products of an M-shape pass of 8 rows took
+// 8.5 ms with no prefetch, 4.9-5.7 into L1 and 3.5-4.0 into L2 (matvec's one
+// row: 3.2; docs/performance.md, "Serving").
+template <int NB, int R>
+STEM_AVX512 inline void block_rows(float* y, int64_t ldy, const float* w, const float* x, int64_t in, int64_t pf,
+                                   bool accumulate) {
+  static_assert(NB * R <= 16);
+  __m512 acc[16];
+  for (int m = 0; m < 16; ++m) acc[m] = _mm512_setzero_ps();
+  const int64_t n16 = in / 16 * 16;
+  int64_t i = 0;
+  for (; i < n16; i += 16) {
+    __m512 xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_ps(x + b * in + i);
+    for (int j = 0; j < R; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + j * in + i + pf), _MM_HINT_T1);
+      const __m512 wv = _mm512_loadu_ps(w + j * in + i);
+      for (int b = 0; b < NB; ++b) acc[j * NB + b] = _mm512_fmadd_ps(wv, xv[b], acc[j * NB + b]);
+    }
+  }
+  if (i < in) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (in - i)) - 1u);
+    __m512 xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = _mm512_maskz_loadu_ps(m, x + b * in + i);
+    for (int j = 0; j < R; ++j) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w + j * in + i);
+      for (int b = 0; b < NB; ++b) acc[j * NB + b] = _mm512_fmadd_ps(wv, xv[b], acc[j * NB + b]);
+    }
+  }
+  float s[16];
+  reduce16(acc, s);
+  for (int j = 0; j < R; ++j)
+    for (int b = 0; b < NB; ++b) {
+      float* o = y + b * ldy + j;
+      *o = accumulate ? *o + s[j * NB + b] : s[j * NB + b];
+    }
+}
+
+// Rows [r0, r1) of W for NB rows of x, 16 / NB rows of W a block, then one.
+template <int NB>
+STEM_AVX512 void rows_nb(float* y, int64_t ldy, const float* W, const float* x, int64_t r0, int64_t r1,
+                         int64_t in, bool accumulate) {
+  constexpr int R = 16 / NB;
+  const int64_t block = R * in * 4;
+  const int64_t pf = std::max<int64_t>(1, (kPrefetchBytes + block / 2) / block) * R * in;
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) block_rows<NB, R>(y + r, ldy, W + r * in, x, in, pf, accumulate);
+  for (; r < r1; ++r) block_rows<NB, 1>(y + r, ldy, W + r * in, x, in, in, accumulate);
+}
+
+using RowsNbFn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, bool);
+
+RowsNbFn rows_nb_fn(int64_t n) {
+  switch (n) {
+    case 1: return &rows_nb<1>;
+    case 2: return &rows_nb<2>;
+    case 3: return &rows_nb<3>;
+    case 4: return &rows_nb<4>;
+    case 5: return &rows_nb<5>;
+    case 6: return &rows_nb<6>;
+    case 7: return &rows_nb<7>;
+    default: return &rows_nb<8>;
+  }
+}
+#endif  // STEM_ROWS_X86
+
+}  // namespace
+
+void matvec_rows(float* y, const float* W, const float* x, int64_t n, int64_t out, int64_t in,
+                 bool accumulate) {
+  STEM_CHECK(n >= 0 && n <= kMatvecRowsMax && out >= 0 && in >= 0);
+#ifdef STEM_ROWS_X86
+  if (matvec_path() == MatvecPath::kAvx512 && in > 0 && n > 0) {
+    const RowsNbFn f = rows_nb_fn(n);
+    const int64_t R = 16 / n;
+    const int nt = out * in * 4 < kParallelBytes || omp_in_parallel() ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const int64_t t = omp_get_thread_num(), k = omp_get_num_threads();
+      const int64_t blocks = out / R;  // whole blocks split evenly; the last thread takes the rest
+      const int64_t r0 = blocks * t / k * R, r1 = t + 1 == k ? out : blocks * (t + 1) / k * R;
+      f(y, out, W, x, r0, r1, in, accumulate);
+    }
+    return;
+  }
+#endif
+  for (int64_t b = 0; b < n; ++b) matvec(y + b * out, W, x + b * in, out, in, accumulate);
+}
+
+}  // namespace stem::kernels
