@@ -241,7 +241,7 @@ void BM_decode_pass_products(benchmark::State& state) {
   set_flops(state, flops);
   state.SetItemsProcessed(state.iterations() * N);
 }
-BENCHMARK(BM_decode_pass_products)->Args({1, 0})->Args({8, 0})->Args({8, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode_pass_products)->Args({1, 0})->Args({8, 0})->Args({8, 1})->Args({16, 0})->Args({16, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // One product of the M shape for N rows: N = 1 through matvec, 2..8 through
 // matvec_rows; a set of distinct matrices (64 MB in all) so W comes from DRAM.
@@ -266,9 +266,10 @@ void BM_matvec_rows(benchmark::State& state) {
                                               benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_matvec_rows)
-    ->ArgsProduct({{1, 8}, {kD}, {kD, kF, kV}})
+    ->ArgsProduct({{1, 8, 16}, {kD}, {kD, kF, kV}})
     ->Args({1, kF, kD})
     ->Args({8, kF, kD})
+    ->Args({16, kF, kD})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

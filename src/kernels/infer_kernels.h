@@ -91,7 +91,7 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
 // (n <= kMatvecRowsMax, the sequences of a batched decode step), W read once
 // for all of them. Each row of y equals matvec on that row of x bit for bit
 // (same accumulation order and reduction), so batching changes no result.
-inline constexpr int64_t kMatvecRowsMax = 8;
+inline constexpr int64_t kMatvecRowsMax = 16;
 void matvec_rows(float* y, const float* W, const float* x, int64_t n, int64_t out, int64_t in,
                  bool accumulate = false);
 

@@ -1,9 +1,10 @@
 // Products of a few rows with F32 weights: y[n, out] = x[n, in] W[out, in]^T
-// (+ y) for 2 <= n <= kMatvecRowsMax, the step of continuous batching (one
+// (+ y) for n <= kMatvecRowsMax, the step of continuous batching (one
 // generated token for each of n sequences). Each line of W is loaded once and
-// multiplied with the n rows of x held in registers, so W is read once for all
-// n rows (oneDNN's sgemm packs W first, which at n = 8 took about twice the
-// time of reading it: docs/performance.md, "Serving").
+// multiplied with up to 8 rows of x held in registers (past 8, with the rest
+// while the line is still in L1), so W is read from memory once for all n
+// rows: at n = 8 that took 1.15 times one row's matvec, where oneDNN's sgemm
+// took about twice (docs/performance.md, "Batched decode").
 //
 // Every (W row, x row) pair has its own 16-lane FMA accumulator over `in` in
 // the order matvec's AVX-512 kernel uses, and the lanes are reduced with the
@@ -74,7 +75,7 @@ STEM_AVX512 inline void reduce16(const __m512* a, float* out) {
 // buffers from the loads: the products of an M-shape pass of 8 rows took
 // 8.5 ms with no prefetch, 4.9-5.7 into L1 and 3.5-4.0 into L2 (matvec's one
 // row: 3.2; docs/performance.md, "Serving").
-template <int NB, int R>
+template <int NB, int R, bool Prefetch = true>
 STEM_AVX512 inline void block_rows(float* y, int64_t ldy, const float* w, const float* x, int64_t in, int64_t pf,
                                    bool accumulate) {
   static_assert(NB * R <= 16);
@@ -86,7 +87,7 @@ STEM_AVX512 inline void block_rows(float* y, int64_t ldy, const float* w, const 
     __m512 xv[NB];
     for (int b = 0; b < NB; ++b) xv[b] = _mm512_loadu_ps(x + b * in + i);
     for (int j = 0; j < R; ++j) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + j * in + i + pf), _MM_HINT_T1);
+      if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + j * in + i + pf), _MM_HINT_T1);
       const __m512 wv = _mm512_loadu_ps(w + j * in + i);
       for (int b = 0; b < NB; ++b) acc[j * NB + b] = _mm512_fmadd_ps(wv, xv[b], acc[j * NB + b]);
     }
@@ -121,6 +122,27 @@ STEM_AVX512 void rows_nb(float* y, int64_t ldy, const float* W, const float* x, 
   for (; r < r1; ++r) block_rows<NB, 1>(y + r, ldy, W + r * in, x, in, in, accumulate);
 }
 
+// 8 + NB rows of x (9 to 16): blocks of 2 rows of W, each multiplied with the
+// first 8 rows of x and then, while its lines are still in L1, with the
+// other NB; so W still comes from memory once.
+template <int NB>
+STEM_AVX512 void rows_8_nb(float* y, int64_t ldy, const float* W, const float* x, int64_t r0, int64_t r1,
+                           int64_t in, bool accumulate) {
+  const int64_t block = 2 * in * 4;
+  const int64_t pf = std::max<int64_t>(1, (kPrefetchBytes + block / 2) / block) * 2 * in;
+  float* y2 = y + 8 * ldy;
+  const float* x2 = x + 8 * in;
+  int64_t r = r0;
+  for (; r + 2 <= r1; r += 2) {
+    block_rows<8, 2>(y + r, ldy, W + r * in, x, in, pf, accumulate);
+    block_rows<NB, 2, false>(y2 + r, ldy, W + r * in, x2, in, 0, accumulate);
+  }
+  for (; r < r1; ++r) {
+    block_rows<8, 1>(y + r, ldy, W + r * in, x, in, in, accumulate);
+    block_rows<NB, 1, false>(y2 + r, ldy, W + r * in, x2, in, 0, accumulate);
+  }
+}
+
 using RowsNbFn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, bool);
 
 RowsNbFn rows_nb_fn(int64_t n) {
@@ -132,7 +154,15 @@ RowsNbFn rows_nb_fn(int64_t n) {
     case 5: return &rows_nb<5>;
     case 6: return &rows_nb<6>;
     case 7: return &rows_nb<7>;
-    default: return &rows_nb<8>;
+    case 8: return &rows_nb<8>;
+    case 9: return &rows_8_nb<1>;
+    case 10: return &rows_8_nb<2>;
+    case 11: return &rows_8_nb<3>;
+    case 12: return &rows_8_nb<4>;
+    case 13: return &rows_8_nb<5>;
+    case 14: return &rows_8_nb<6>;
+    case 15: return &rows_8_nb<7>;
+    default: return &rows_8_nb<8>;
   }
 }
 #endif  // STEM_ROWS_X86
@@ -145,7 +175,7 @@ void matvec_rows(float* y, const float* W, const float* x, int64_t n, int64_t ou
 #ifdef STEM_ROWS_X86
   if (matvec_path() == MatvecPath::kAvx512 && in > 0 && n > 0) {
     const RowsNbFn f = rows_nb_fn(n);
-    const int64_t R = 16 / n;
+    const int64_t R = n <= 8 ? 16 / n : 2;  // rows of W a block
     const int nt = out * in * 4 < kParallelBytes || omp_in_parallel() ? 1 : omp_get_max_threads();
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
