@@ -74,7 +74,7 @@ STEM_AVX512 inline void reduce16(const __m512* a, float* out) {
 // left the loop waiting on memory, and prefetching into L1 as well took miss
 // buffers from the loads: the products of an M-shape pass of 8 rows took
 // 8.5 ms with no prefetch, 4.9-5.7 into L1 and 3.5-4.0 into L2 (matvec's one
-// row: 3.2; docs/performance.md, "Serving").
+// row: 3.2; docs/performance.md, "Batched decode").
 template <int NB, int R, bool Prefetch = true>
 STEM_AVX512 inline void block_rows(float* y, int64_t ldy, const float* w, const float* x, int64_t in, int64_t pf,
                                    bool accumulate) {
