@@ -19,6 +19,7 @@
 #include "edit/store_rows.h"
 #include "infer/decoder.h"
 #include "kernel_test_util.h"
+#include "kernels/infer_kernels.h"
 #include "memory/prefetcher.h"
 #include "memory/row_file.h"
 #include "memory/table_store.h"
@@ -464,6 +465,61 @@ TEST_F(TierLogits, OverlaysApplyAndRevertOnEveryTier) {
   }
 }
 
+// A pack in 8 bits (`stem convert --dtype q8 --pack-tables`): the mmap and
+// disk tiers give, bit for bit, the logits of the model whose tables hold the
+// dequantized rows in RAM (each row quantized by blocks of 32 as Q8 weights
+// are); --tables ram keeps reading model.safetensors' full rows. The pack's
+// rows take ceil(f / 32) * 36 bytes each.
+TEST_F(TierLogits, Q8PackDecodesAsItsDequantizedRows) {
+  const ModelConfig cfg = stem_config();
+  auto m0 = Model::init(cfg, 11);
+  ASSERT_TRUE(m0.ok());
+  const std::string dir = p("m");
+  ASSERT_TRUE(m0->save(dir).ok());
+  ASSERT_TRUE(model::pack_tables(cfg, dir, /*q8=*/true).ok());
+  const int64_t f = cfg.intermediate_size, V = cfg.vocab_size;
+  int64_t n_stem = 0;
+  for (FfnType t : cfg.ffn_types) n_stem += t == FfnType::Stem;
+  EXPECT_EQ(fs::file_size(dir + "/tables.stem"), 4096 + static_cast<uintmax_t>(V * n_stem * ((f + 31) / 32) * 36));
+  std::mt19937 rng(12);
+  const std::vector<int32_t> ids = test::rand_ids(rng, 60, V);
+  auto logits_of = [&](Model& m) {
+    std::vector<float> l;
+    EXPECT_TRUE(m.score(ids, 1, 60, &l).ok());
+    return l;
+  };
+  auto base = Model::load(dir);
+  ASSERT_TRUE(base.ok());
+  const std::vector<float> full = logits_of(*base);
+  // The reference: every table row replaced by its Q8 round trip, in RAM.
+  std::unique_ptr<edit::RowTable> rows = edit::model_rows(engine(*base));
+  edit::Overlay ov;
+  ov.shape = edit::OverlayShape::of(cfg);
+  std::vector<float> row(f), back(f);
+  std::vector<uint8_t> q(kernels::q8_row_bytes(f));
+  for (int32_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    if (cfg.ffn_types[l] != FfnType::Stem) continue;
+    for (int32_t t = 0; t < V; ++t) {
+      ASSERT_TRUE(rows->read_row(l, t, row.data()).ok());
+      kernels::quantize_q8_row(q.data(), row.data(), f);
+      kernels::dequantize_q8_row(back.data(), q.data(), f);
+      ov.add(l, t, back.data());
+    }
+  }
+  ASSERT_TRUE(edit::apply_overlay(ov, *rows).status().ok());
+  const std::vector<float> want = logits_of(*base);
+  ASSERT_NE(0, std::memcmp(want.data(), full.data(), want.size() * 4));
+  for (const char* tier : {"ram", "mmap", "disk"}) {
+    LoadOptions o;
+    o.tables = *parse_tables_in(tier);
+    auto m = Model::load(dir, o);
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    const std::vector<float> got = logits_of(*m);
+    const std::vector<float>& expect = std::string(tier) == "ram" ? full : want;
+    ASSERT_EQ(0, std::memcmp(got.data(), expect.data(), got.size() * 4)) << tier;
+  }
+}
+
 TEST_F(TierLogits, StalePackAndBadOptionsAreClearErrors) {
   const ModelConfig cfg = stem_config();
   auto m0 = Model::init(cfg, 7);
@@ -598,6 +654,26 @@ TEST_F(TierCli, ConvertAndTierFlagErrors) {
   r = test::stem_cmd("generate --model " + p("m") + " --prompt-ids 1 -n 2 --tables disk");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("past the end of the file"), std::string::npos) << r.err;
+  // q8 is a pack dtype only, written beside the model; an unknown dtype code is named.
+  r = test::stem_cmd("convert --model " + p("m") + " --dtype q8");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("with --pack-tables"), std::string::npos) << r.err;
+  r = test::stem_cmd("convert --model " + p("m") + " --dtype q8 --pack-tables --out " + p("x"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("drop --out"), std::string::npos) << r.err;
+  r = test::stem_cmd("convert --model " + p("m") + " --dtype q8 --pack-tables --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"packed_dtype\":\"q8\""), std::string::npos) << r.out;
+  ASSERT_EQ(test::stem_cmd("generate --model " + p("m") + " --prompt-ids 1 -n 2 --tables disk").code, 0);
+  {
+    std::fstream pack(p("m/tables.stem"), std::ios::in | std::ios::out | std::ios::binary);
+    const uint32_t code = 7;
+    pack.seekp(12);
+    pack.write(reinterpret_cast<const char*>(&code), 4);
+  }
+  r = test::stem_cmd("generate --model " + p("m") + " --prompt-ids 1 -n 2 --tables disk");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("dtype code 7"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -62,8 +62,12 @@ Status write_safetensors(const std::string& path,
 Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& out, WeightDType dtype,
                                    bool tables_only = false);
 // Writes DIR/tables.stem, the STEM tables row-major ([V][stem layers][f]):
-// one read per token for the disk and mmap tiers. Returns its path.
-Result<std::string> pack_checkpoint_tables(const std::string& dir);
+// one read per token for the disk and mmap tiers. Returns its path. In the
+// checkpoint's table dtype, or with `q8` in 8 bits (blocks of 32 values with
+// one F32 scale: a row is read in 28% of its F32 bytes, and dequantized to
+// F32 as it is fetched; model.safetensors keeps the full-precision rows, which
+// --tables ram reads).
+Result<std::string> pack_checkpoint_tables(const std::string& dir, bool q8 = false);
 
 // Changing FFN layers between dense and STEM (convert_to_stem, convert_to_dense).
 // How a new STEM table starts: U[t] = W_up E[t] from the raw embedding

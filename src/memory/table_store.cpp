@@ -14,6 +14,7 @@
 #include "core/bf16.h"
 #include "core/buffer.h"
 #include "core/check.h"
+#include "kernels/infer_kernels.h"
 #include "memory/disk_store.h"
 
 namespace stem::memory {
@@ -39,6 +40,10 @@ TableStore::~TableStore() = default;
 void TableStore::widen_row(float* dst, const std::byte* src) const {
   if (layout_.dtype == DType::F32) {
     std::memcpy(dst, src, layout_.row_bytes());
+    return;
+  }
+  if (layout_.dtype == DType::Q8) {
+    kernels::dequantize_q8_row(dst, reinterpret_cast<const uint8_t*>(src), layout_.cols);
     return;
   }
   const auto* b = reinterpret_cast<const uint16_t*>(src);
@@ -241,8 +246,8 @@ class MmapStore final : public InMemoryStore {
 Result<std::unique_ptr<TableStore>> TableStore::open(const TableFileLayout& l,
                                                      const StoreOptions& opt) {
   const std::string where = "tables: " + l.path + ": ";
-  if (l.dtype != DType::F32 && l.dtype != DType::BF16)
-    return Status::error(where + "dtype " + dtype_name(l.dtype) + " (expected F32 or BF16)");
+  if (l.dtype != DType::F32 && l.dtype != DType::BF16 && l.dtype != DType::Q8)
+    return Status::error(where + "dtype " + dtype_name(l.dtype) + " (expected F32, BF16 or Q8)");
   if (l.n_tables() < 1 || l.n_rows < 1 || l.cols < 1)
     return Status::error(where + "empty table set (" + std::to_string(l.n_tables()) + " tables of [" +
                          std::to_string(l.n_rows) + ", " + std::to_string(l.cols) + "])");

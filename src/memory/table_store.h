@@ -1,6 +1,7 @@
 // TableStore: where a set of row tables lives, and the one way to read rows of
 // them. A "table set" is M tables of the same shape [n_rows, cols] and dtype
-// (F32 or BF16) inside one file, row r of table t at byte offset
+// (F32, BF16, or Q8: rows of 32-value blocks, each an F32 scale and 32 int8,
+// as tensor.h's Q8) inside one file, row r of table t at byte offset
 // base[t] + r * row_stride. Two packings fit that description:
 //   table-major  each table contiguous ([M][n_rows][cols], safetensors style);
 //   row-major    the M rows of one id contiguous ([n_rows][M][cols]), so all
@@ -11,7 +12,7 @@
 //         zero copy for F32 table-major files.
 //   disk  explicit reads (io_uring when the kernel allows it, else pread) into
 //         a row cache with a byte budget and LRU eviction.
-// Every tier hands out F32 (BF16 widened), bit-identical across tiers.
+// Every tier hands out F32 (BF16 widened, Q8 dequantized), bit-identical across tiers.
 // Overrides (edit overlays) replace single rows on top of any tier.
 //
 // It knows nothing of models: which tensors are tables and which ids a step
@@ -45,12 +46,12 @@ const char* tier_name(Tier t);
 // Where the M tables sit in a file.
 struct TableFileLayout {
   std::string path;
-  DType dtype = DType::F32;     // F32 or BF16
+  DType dtype = DType::F32;     // F32, BF16 or Q8
   int64_t n_rows = 0, cols = 0;
   std::vector<uint64_t> base;   // [M] byte offset of row 0 of each table
   uint64_t row_stride = 0;      // bytes from row r to row r+1 of one table
   int64_t n_tables() const { return static_cast<int64_t>(base.size()); }
-  size_t row_bytes() const { return static_cast<size_t>(cols) * dtype_size(dtype); }
+  size_t row_bytes() const { return tensor_bytes(dtype, {1, cols}); }
   // The M rows of one id are one contiguous range (row-major packing).
   bool row_major() const;
   // Each table is one contiguous [n_rows, cols] array (table-major packing).
@@ -118,7 +119,7 @@ class TableStore : public RowSource {
   // Base of table t in memory in the file's dtype when resident or mapped.
   virtual const std::byte* in_memory(int64_t t) const { return nullptr; }
 
-  // Widens one stored row (file dtype) into F32.
+  // Widens (BF16) or dequantizes (Q8) one stored row into F32.
   void widen_row(float* dst, const std::byte* src) const;
 
   TableFileLayout layout_;

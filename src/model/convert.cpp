@@ -46,10 +46,10 @@ Result<int64_t> convert_checkpoint(const std::string& dir, const std::string& ou
   return bytes;
 }
 
-Result<std::string> pack_checkpoint_tables(const std::string& dir) {
+Result<std::string> pack_checkpoint_tables(const std::string& dir, bool q8) {
   STEM_ASSIGN_OR_RETURN(std::string src, resolve_model_dir(dir));
   STEM_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::load((fs::path(src) / "config.json").string()));
-  STEM_RETURN_IF_ERROR(model::pack_tables(cfg, src));
+  STEM_RETURN_IF_ERROR(model::pack_tables(cfg, src, q8));
   return (fs::path(src) / model::kPackedTablesFile).string();
 }
 

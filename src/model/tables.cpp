@@ -13,6 +13,7 @@
 
 #include "io/files.h"
 #include "io/safetensors.h"
+#include "kernels/infer_kernels.h"
 #include "model/tensor_list.h"
 
 namespace stem::model {
@@ -27,11 +28,14 @@ constexpr uint64_t kDataOffset = 4096;
 struct PackHeader {
   char magic[8];
   uint32_t version;
-  uint32_t dtype;  // 0 F32, 1 BF16
+  uint32_t dtype;  // 0 F32, 1 BF16, 2 Q8
   int64_t V, n_stem, f;
   uint64_t source_size;
   int64_t source_mtime_ns;
 };
+
+DType pack_dtype(uint32_t code) { return code == 0 ? DType::F32 : code == 1 ? DType::BF16 : DType::Q8; }
+uint32_t pack_code(DType t) { return t == DType::F32 ? 0 : t == DType::BF16 ? 1 : 2; }
 
 std::vector<std::string> table_names(const ModelConfig& cfg) {
   std::vector<std::string> names;
@@ -94,7 +98,8 @@ Result<memory::TableFileLayout> checkpoint_tables(const ModelConfig& cfg, const 
   if (h.version != kVersion)
     return Status::error(path + ": version " + std::to_string(h.version) + ", this build reads version " +
                          std::to_string(kVersion));
-  if (h.dtype > 1) return Status::error(path + ": dtype code " + std::to_string(h.dtype) + " (expected 0 F32 or 1 BF16)");
+  if (h.dtype > 2)
+    return Status::error(path + ": dtype code " + std::to_string(h.dtype) + " (expected 0 F32, 1 BF16 or 2 Q8)");
   if (h.V != cfg.vocab_size || h.n_stem != static_cast<int64_t>(names.size()) || h.f != cfg.intermediate_size)
     return Status::error(path + ": packs " + std::to_string(h.n_stem) + " tables of [" + std::to_string(h.V) + ", " +
                          std::to_string(h.f) + "], config.json implies " + std::to_string(names.size()) + " of [" +
@@ -104,13 +109,13 @@ Result<memory::TableFileLayout> checkpoint_tables(const ModelConfig& cfg, const 
     return Status::error(path + ": stale: model.safetensors changed since it was packed "
                          "(rerun stem convert --pack-tables)");
   l.path = path;
-  l.dtype = h.dtype == 0 ? DType::F32 : DType::BF16;
+  l.dtype = pack_dtype(h.dtype);
   for (int64_t j = 0; j < h.n_stem; ++j) l.base.push_back(kDataOffset + j * l.row_bytes());
   l.row_stride = h.n_stem * l.row_bytes();
   return l;
 }
 
-Status pack_tables(const ModelConfig& cfg, const std::string& dir) {
+Status pack_tables(const ModelConfig& cfg, const std::string& dir, bool q8) {
   STEM_ASSIGN_OR_RETURN(memory::TableFileLayout src, checkpoint_tables(cfg, dir, /*packed=*/false));
   const std::string st_path = src.path;
   STEM_ASSIGN_OR_RETURN(io::SafetensorsFile file, io::SafetensorsFile::open(st_path));
@@ -118,7 +123,9 @@ Status pack_tables(const ModelConfig& cfg, const std::string& dir) {
   PackHeader h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
   h.version = kVersion;
-  h.dtype = src.dtype == DType::F32 ? 0 : 1;
+  memory::TableFileLayout out = src;  // the rows as packed
+  out.dtype = q8 ? DType::Q8 : src.dtype;
+  h.dtype = pack_code(out.dtype);
   h.V = src.n_rows;
   h.n_stem = src.n_tables();
   h.f = src.cols;
@@ -131,16 +138,29 @@ Status pack_tables(const ModelConfig& cfg, const std::string& dir) {
     std::vector<std::byte> head(kDataOffset, std::byte{0});
     std::memcpy(head.data(), &h, sizeof h);
     STEM_RETURN_IF_ERROR(io::write_all(fd, head.data(), head.size(), path));
-    // A block of tokens at a time: [rows][M][row_bytes].
-    const size_t rb = src.row_bytes(), M = static_cast<size_t>(src.n_tables());
+    // A block of tokens at a time: [rows][M][row_bytes]; Q8 rows quantized
+    // from the source's values (BF16 widened first, which is exact).
+    const size_t rb = src.row_bytes(), ob = out.row_bytes(), M = static_cast<size_t>(src.n_tables());
     constexpr int64_t kBlock = 256;
-    std::vector<std::byte> buf(kBlock * M * rb);
+    std::vector<std::byte> buf(kBlock * M * ob);
+    std::vector<float> row(static_cast<size_t>(src.cols));
     for (int64_t v0 = 0; v0 < src.n_rows; v0 += kBlock) {
       const int64_t nv = std::min<int64_t>(kBlock, src.n_rows - v0);
       for (int64_t v = 0; v < nv; ++v)
-        for (size_t j = 0; j < M; ++j)
-          std::memcpy(buf.data() + (v * M + j) * rb, table[j] + (v0 + v) * src.row_stride, rb);
-      STEM_RETURN_IF_ERROR(io::write_all(fd, buf.data(), nv * M * rb, path));
+        for (size_t j = 0; j < M; ++j) {
+          const std::byte* from = table[j] + (v0 + v) * src.row_stride;
+          std::byte* to = buf.data() + (v * M + j) * ob;
+          if (!q8) {
+            std::memcpy(to, from, rb);
+            continue;
+          }
+          if (src.dtype == DType::F32)
+            std::memcpy(row.data(), from, rb);
+          else
+            kernels::bf16_to_f32_row(row.data(), reinterpret_cast<const uint16_t*>(from), src.cols);
+          kernels::quantize_q8_row(reinterpret_cast<uint8_t*>(to), row.data(), src.cols);
+        }
+      STEM_RETURN_IF_ERROR(io::write_all(fd, buf.data(), nv * M * ob, path));
     }
     return ok_status();
   });

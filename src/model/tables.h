@@ -6,7 +6,8 @@
 //
 // tables.stem format (little-endian), version 1:
 //   bytes 0..7    magic "STEMTBL\0"
-//   u32 version, u32 dtype (0 = F32, 1 = BF16)
+//   u32 version, u32 dtype (0 = F32, 1 = BF16, 2 = Q8: each row in blocks of
+//     32 values, an F32 scale then 32 int8, as tensor.h's Q8)
 //   i64 V, i64 n_stem_layers, i64 f
 //   u64 size of model.safetensors it was packed from, i64 its mtime (ns)
 //   zero padding to byte 4096, then the rows [V][n_stem][f].
@@ -31,7 +32,9 @@ Result<memory::TableFileLayout> checkpoint_tables(const ModelConfig& cfg, const 
                                                   bool packed);
 // True when model_dir holds a tables.stem (valid or not).
 bool has_packed_tables(const std::string& model_dir);
-// Writes model_dir/tables.stem from model.safetensors (atomically).
-Status pack_tables(const ModelConfig& cfg, const std::string& model_dir);
+// Writes model_dir/tables.stem from model.safetensors (atomically), in the
+// checkpoint's table dtype, or with `q8` quantized to 8 bits (a row of f
+// values in ceil(f / 32) * 36 bytes: 28% of F32, 56% of BF16).
+Status pack_tables(const ModelConfig& cfg, const std::string& model_dir, bool q8 = false);
 
 }  // namespace stem::model

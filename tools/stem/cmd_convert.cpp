@@ -1,7 +1,7 @@
 // stem convert: a checkpoint's weights stored in another dtype (F32 <-> BF16,
 // all weight matrices or the STEM tables only), and/or the row-major pack of
 // its STEM tables (tables.stem) that lets the disk tier read one token's rows
-// of every layer at once; or its FFN layers changed between dense and STEM
+// of every layer at once, as stored or in 8 bits (--dtype q8); or its FFN layers changed between dense and STEM
 // (--to-stem, --to-dense; docs/convert.md). The source checkpoint is never
 // changed, except that --pack-tables without --out adds tables.stem beside it.
 #include <chrono>
@@ -66,7 +66,16 @@ int run_convert(const ConvertOpts& o) {
   }
   if (o.dtype.empty() && !o.pack)
     return fail(cmd, Status::error("nothing to do: give --dtype (with --out) and/or --pack-tables"));
-  if (!o.dtype.empty() && o.out_dir.empty())
+  // q8 is not a checkpoint dtype: with --pack-tables it packs the tables in 8 bits.
+  const bool q8_pack = o.dtype == "q8";
+  if (q8_pack && !o.pack)
+    return fail(cmd, Status::error("--dtype q8: a checkpoint holds F32 or BF16; q8 packs the STEM tables in 8 bits "
+                                   "with --pack-tables (tables.stem), and weight matrices load in 8 bits with "
+                                   "--dtype q8 of generate, serve and bench"));
+  if (q8_pack && !o.out_dir.empty())
+    return fail(cmd, Status::error("--dtype q8 --pack-tables writes tables.stem beside --model; drop --out"));
+  if (q8_pack && o.tables_only) return fail(cmd, Status::error("--tables-only needs --dtype f32 or bf16"));
+  if (!o.dtype.empty() && !q8_pack && o.out_dir.empty())
     return fail(cmd, Status::error("--dtype writes a new checkpoint: give --out DIR"));
   if (o.tables_only && o.dtype.empty()) return fail(cmd, Status::error("--tables-only needs --dtype"));
   const auto t0 = std::chrono::steady_clock::now();
@@ -74,7 +83,7 @@ int run_convert(const ConvertOpts& o) {
   if (!src.ok()) return fail(cmd, src.status());
   std::string target = *src;
   nlohmann::json report = {{"model", *src}};
-  if (!o.dtype.empty()) {
+  if (!o.dtype.empty() && !q8_pack) {
     auto bytes = convert_checkpoint(*src, o.out_dir, *parse_weight_dtype(o.dtype), o.tables_only);
     if (!bytes.ok()) return fail(cmd, bytes.status());
     report["out"] = o.out_dir;
@@ -84,9 +93,10 @@ int run_convert(const ConvertOpts& o) {
     target = o.out_dir;
   }
   if (o.pack) {
-    auto packed = pack_checkpoint_tables(target);
+    auto packed = pack_checkpoint_tables(target, q8_pack);
     if (!packed.ok()) return fail(cmd, packed.status());
     report["packed_tables"] = *packed;
+    report["packed_dtype"] = q8_pack ? "q8" : "as stored";
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report["seconds"] = secs;
@@ -96,7 +106,8 @@ int run_convert(const ConvertOpts& o) {
     if (report.contains("out"))
       std::printf("wrote %s (%s%s, %.1f MB of weights)\n", o.out_dir.c_str(), o.dtype.c_str(),
                   o.tables_only ? ", tables only" : "", report["weight_bytes"].get<int64_t>() / 1e6);
-    if (o.pack) std::printf("wrote %s\n", report["packed_tables"].get<std::string>().c_str());
+    if (o.pack)
+      std::printf("wrote %s%s\n", report["packed_tables"].get<std::string>().c_str(), q8_pack ? " (rows in Q8)" : "");
     std::printf("%.1fs\n", secs);
   }
   return 0;
@@ -110,7 +121,9 @@ void register_convert(CLI::App& app) {
       "convert", "Store weights as BF16 or F32; pack STEM tables row-major; make dense layers STEM or back");
   sub->add_option("--model", o->model_dir, "Source model directory")->required();
   sub->add_option("--out", o->out_dir, "New model directory (with --dtype, --to-stem, --to-dense)");
-  sub->add_option("--dtype", o->dtype, "Storage dtype of the weight matrices (norms stay F32)")
+  sub->add_option("--dtype", o->dtype,
+                  "Storage dtype of the weight matrices (norms stay F32); q8 only with --pack-tables: the pack's "
+                  "rows in 8 bits")
       ->check(CLI::IsMember({"f32", "bf16", "q8"}));
   sub->add_flag("--tables-only", o->tables_only, "Convert only the STEM tables; other weights keep their dtype");
   sub->add_flag("--pack-tables", o->pack,
