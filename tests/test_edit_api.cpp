@@ -87,7 +87,16 @@ TEST(EditApi, InjectAndEvaluateMatchTheEngine) {
   ASSERT_TRUE(by_engine.ok() && by_api.ok()) << by_api.status().message();
   expect_same_overlay(by_api->overlay, by_engine->overlay);
   EXPECT_EQ(by_api->losses, by_engine->losses);
-  EXPECT_EQ(calls, opt.steps);
+  EXPECT_EQ(calls, by_api->steps);  // one report an update; learned before the 8 steps here
+  EXPECT_TRUE(by_api->learned);
+  EXPECT_LT(by_api->steps, opt.steps);
+  EXPECT_EQ(by_api->losses.size(), static_cast<size_t>(by_api->steps + 1));  // and the pass that found it learned
+  edit::InjectOptions all = opt;
+  all.until_learned = false;
+  auto fixed = edit::inject_rows(engine(lm.m), *seqs, *tokens, all);
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_EQ(fixed->steps, opt.steps);
+  EXPECT_EQ(fixed->losses.size(), static_cast<size_t>(opt.steps));
 
   auto cases = edit::read_cases(trained().facts + "/inject_cases.jsonl");
   ASSERT_TRUE(cases.ok());

@@ -12,6 +12,7 @@
 
 #include "cli_test_util.h"
 #include "edit_test_util.h"
+#include "stem/facts.h"
 
 namespace stem {
 namespace {
@@ -162,6 +163,71 @@ TEST_F(EditCli, InjectThenEval) {
   r = stem_cmd("edit inject --model " + model() + " --facts " + p("bad.jsonl") + " --out " + p("x.ovl"));
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find(p("bad.jsonl") + ":2: \"text\" must be a non-empty string (missing)"), std::string::npos) << r.err;
+}
+
+// Injection of a capital the model never saw, of several pieces, for a
+// subject of several pieces (a tokenizer of 450 pieces: names of about three),
+// on a 4-layer all-STEM model that knows the corpus: with the defaults
+// (train until every fact is predicted, at most 500 steps, lr 0.05) the new
+// capital is stated in all three templates, the language kept, and other
+// subjects' answers unchanged. The former defaults (60 fixed steps, lr 0.02)
+// stated it in 1 of 3 here (docs/editing.md), so this fails if they return.
+TEST_F(EditCli, InjectOfASeveralPieceCapitalTrainsUntilLearned) {
+  ASSERT_EQ(stem_cmd("edit facts --out " + p("facts") + " --seed 1 --subjects 24").code, 0);
+  CmdResult r = stem_cmd("prepare --input " + p("facts/facts.txt") + " --out " + p("data") +
+                         " --doc-bytes 32 --val-fraction 0 --vocab-size 450");
+  ASSERT_EQ(r.code, 0) << r.err;
+  write("c.json", R"({"model_type": "stem", "vocab_size": 450, "hidden_size": 64, "intermediate_size": 256,
+    "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 64,
+    "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+    "ffn_types": ["stem", "stem", "stem", "stem"], "num_hash_experts": 0})");
+  r = stem_cmd("train --config " + p("c.json") + " --data " + p("data") + " --out " + p("run") +
+               " --steps 600 --batch 16 --seq 32 --lr 5e-3 --warmup 20 --weight-decay 0 --seed 1"
+               " --eval-every 0 --save-every 0 --keep 1 --peak-gflops 100");
+  ASSERT_EQ(r.code, 0) << r.err;
+  edit::FactOptions fo;
+  fo.seed = 1;
+  fo.subjects = 24;
+  const edit::FactCorpus c = *edit::make_fact_corpus(fo);
+  const edit::FactSubject& s = c.subjects[2];
+  const std::string capital = "Vekiholm";  // in no sentence of the corpus
+  std::string facts_jsonl, cases;
+  for (int t = 0; t < edit::kFactTemplatesPerAttribute; ++t) {
+    facts_jsonl += nlohmann::json({{"subject", s.name}, {"text", edit::fact_sentence("capital", t, s.name, capital)}}).dump() + "\n";
+    cases += nlohmann::json({{"prompt", edit::fact_prompt("capital", t, s.name)}, {"before", " " + s.capital},
+                             {"after", " " + capital}}).dump() + "\n";
+  }
+  for (int t = 0; t < edit::kFactTemplatesPerAttribute; ++t) {
+    facts_jsonl += nlohmann::json({{"subject", s.name}, {"text", edit::fact_sentence("language", t, s.name, s.language)}}).dump() + "\n";
+    cases += nlohmann::json({{"prompt", edit::fact_prompt("language", t, s.name)}, {"before", " " + s.language},
+                             {"after", " " + s.language}}).dump() + "\n";
+  }
+  for (size_t k = 0; k < c.subjects.size(); ++k)
+    if (k != 2) cases += nlohmann::json({{"control", edit::fact_prompt("capital", 0, c.subjects[k].name)}}).dump() + "\n";
+  write("f.jsonl", facts_jsonl);
+  write("cases.jsonl", cases);
+  r = stem_cmd("edit inject --model " + p("run") + " --facts " + p("f.jsonl") + " --out " + p("i.ovl") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  std::printf("[ inject several pieces ] %ld steps, learned %d, tokens %s\n", j["steps"].get<long>(),
+              j["learned"].get<bool>(), j["tokens"].dump().c_str());
+  EXPECT_TRUE(j["learned"].get<bool>());
+  EXPECT_GT(j["tokens"].size(), 1u);
+  EXPECT_LT(j["steps"].get<int64_t>(), 500);
+  r = stem_cmd("edit eval --model " + p("run") + " --edit " + p("i.ovl") + " --cases " + p("cases.jsonl") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  int stated = 0, kept = 0, knew = 0;
+  for (size_t k = 0; k < j["cases"].size(); ++k) {
+    knew += j["cases"][k]["before_base"]["greedy"].get<bool>();
+    (k < 3 ? stated : kept) += j["cases"][k]["after_edit"]["greedy"].get<bool>();
+  }
+  int same = 0;
+  for (const auto& ctl : j["controls"]) same += ctl["top_base"] == ctl["top_edit"];
+  EXPECT_EQ(knew, 6);  // the model knew the old capital and the language
+  EXPECT_EQ(stated, 3);
+  EXPECT_EQ(kept, 3);
+  EXPECT_GE(same, 22);  // of 23: a shared piece may move one
 }
 
 TEST_F(EditCli, BadInputIsAOneLineErrorWithExitCode1) {

@@ -147,13 +147,33 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     }
   std::vector<float> m1(original.rows.size(), 0.0f), m2(original.rows.size(), 0.0f);
 
+  // Whether every sequence of a batch [B, T] is predicted after its first run
+  // of trained tokens (the subject): logits of the forward pass just run.
+  const std::set<int32_t> trained(tokens.begin(), tokens.end());
+  auto predicted_all = [&](const std::vector<int32_t>& ids, int64_t B, int64_t T) {
+    const float* logits = m.logits();
+    for (int64_t b = 0; b < B; ++b) {
+      const int32_t* s = ids.data() + b * T;
+      int64_t p = 0;
+      while (p < T && !trained.count(s[p])) ++p;
+      while (p + 1 < T && trained.count(s[p + 1])) ++p;  // its last piece predicts what follows
+      for (; p + 1 < T; ++p) {
+        const float* row = logits + (b * T + p) * V;
+        if (std::max_element(row, row + V) - row != s[p + 1]) return false;
+      }
+    }
+    return true;
+  };
+  bool learned = true;  // of the last pass
   auto pass = [&](bool train) {
     double loss = 0;
+    learned = true;
     for (const auto& [T, ids] : batches) {
       const int64_t B = static_cast<int64_t>(ids.size()) / T;
       const double l = m.forward(ids.data(), B, T);
       const double w = static_cast<double>(B * (T - 1)) / static_cast<double>(predicted);
       loss += l * w;
+      learned = learned && predicted_all(ids, B, T);
       if (train) m.backward(g, static_cast<float>(w));
     }
     return loss;
@@ -167,6 +187,8 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
       return Status::error("inject: loss is not finite at step " + std::to_string(step) + " (try a lower --lr)");
     }
     res.losses.push_back(loss);
+    if (opt.until_learned && learned) break;  // this pass's gradients are not applied
+    res.steps = step;
     // Adam without weight decay on each row, the optimizer's own kernel.
     kernels::AdamWHyper h;
     h.lr = static_cast<float>(opt.lr);
@@ -188,6 +210,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
   }
   res.loss_before = res.losses.front();
   res.loss_after = pass(false);
+  res.learned = learned;
 
   res.overlay.shape = original.shape;
   for (size_t k = 0; k < original.size(); ++k) {
@@ -195,7 +218,8 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     res.overlay.add(original.keys[k].layer, original.keys[k].token, row.data());
   }
   STEM_RETURN_IF_ERROR(apply_overlay(original, table).status().with_context("inject: restoring rows"));
-  nlohmann::json note = {{"kind", "inject"}, {"layers", opt.layers}, {"tokens", tokens}, {"steps", opt.steps},
+  nlohmann::json note = {{"kind", "inject"}, {"layers", opt.layers}, {"tokens", tokens}, {"steps", res.steps},
+                         {"max_steps", opt.steps}, {"until_learned", opt.until_learned}, {"learned", res.learned},
                          {"lr", opt.lr}, {"sentences", sequences.size()}, {"loss_before", res.loss_before},
                          {"loss_after", res.loss_after}};
   res.overlay.note = note.dump();

@@ -19,7 +19,7 @@ void register_inject(CLI::App* edit) {
     std::string model_dir, facts, layers = "all", out;
     std::vector<std::string> tokens;
     edit::InjectOptions io;
-    bool json = false;
+    bool all_steps = false, json = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = edit->add_subcommand("inject", "Teach sentences by training only chosen STEM rows (an overlay)");
@@ -29,7 +29,9 @@ void register_inject(CLI::App* edit) {
                   "Train the rows of these strings' tokens (default: each fact's subject)");
   sub->add_option("--layers", o->layers, "STEM layers whose rows train: all, or a list such as 1,3-5")
       ->capture_default_str();
-  sub->add_option("--steps", o->io.steps, "Adam steps (each over every fact)")->capture_default_str();
+  sub->add_option("--steps", o->io.steps, "Adam steps at most (each over every fact)")->capture_default_str();
+  sub->add_flag("--all-steps", o->all_steps,
+                "Train all --steps (default: stop once every fact's tokens from its subject on are predicted)");
   sub->add_option("--lr", o->io.lr, "Adam learning rate")->capture_default_str();
   sub->add_option("--out", o->out, "Output overlay file")->required();
   sub->add_flag("--json", o->json, "Machine-readable output");
@@ -42,6 +44,8 @@ void register_inject(CLI::App* edit) {
     if (!layers.ok()) return fail(cmd, layers.status());
     edit::InjectOptions opt = o->io;
     opt.layers = *layers;
+    opt.until_learned = !o->all_steps;
+    if (opt.steps < 1) return fail(cmd, Status::error("--steps " + std::to_string(opt.steps) + ": must be at least 1"));
     auto facts = edit::read_facts(o->facts);
     if (!facts.ok()) return fail(cmd, facts.status());
     Progress bar("inject", opt.steps);
@@ -56,7 +60,8 @@ void register_inject(CLI::App* edit) {
     if (Status st = edit::write_overlay(r->overlay, o->out); !st.ok()) return fail(cmd, st);
     if (o->json) {
       print_json({{"facts", facts->size()}, {"tokens", tokens_json(lm->tok, r->tokens)}, {"layers", opt.layers},
-                  {"steps", opt.steps}, {"lr", opt.lr}, {"loss_before", r->loss_before},
+                  {"steps", r->steps}, {"max_steps", opt.steps}, {"learned", r->learned}, {"lr", opt.lr},
+                  {"loss_before", r->loss_before},
                   {"loss_after", r->loss_after}, {"rows", r->overlay.size()}, {"out", o->out},
                   {"bytes", file_bytes(o->out)}});
       return 0;
@@ -66,8 +71,9 @@ void register_inject(CLI::App* edit) {
       if (!pieces.empty()) pieces += ' ';
       pieces += lm->tok.piece(t) + " (" + std::to_string(t) + ")";
     }
-    std::printf("trained rows of %s in layers %s on %zu sentence(s), %ld steps\n", pieces.c_str(),
-                join_ints(opt.layers).c_str(), facts->size(), static_cast<long>(opt.steps));
+    std::printf("trained rows of %s in layers %s on %zu sentence(s), %ld steps (%s)\n", pieces.c_str(),
+                join_ints(opt.layers).c_str(), facts->size(), static_cast<long>(r->steps),
+                r->learned ? "every fact predicted" : "not every fact predicted yet: try more --steps");
     std::printf("loss on the facts %.4f -> %.4f; wrote %s (%zu rows, %ld bytes)\n", r->loss_before, r->loss_after,
                 o->out.c_str(), r->overlay.size(), static_cast<long>(file_bytes(o->out)));
     return 0;
