@@ -8,6 +8,7 @@
 // stopped, and one started --init-from a model as one process starts it;
 // refusals are clean. Skipped, saying so, without mpirun.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -33,6 +34,19 @@ test::CmdResult train(int ranks, const std::string& args) {
   std::string env =
       "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
       "OMP_NUM_THREADS=1 ";
+  // A session directory of this test process's own: two mpirun started at
+  // once by parallel test processes raced to create the shared default one
+  // (/tmp/ompi.HOST.UID: "mkdir ... File exists", orte_init failed).
+  struct SessionDir {
+    fs::path d = fs::temp_directory_path() / ("stem-ompi-" + std::to_string(::getpid()));
+    SessionDir() { fs::create_directories(d); }
+    ~SessionDir() {
+      std::error_code ec;
+      fs::remove_all(d, ec);
+    }
+  };
+  static const SessionDir session;
+  env += "OMPI_MCA_orte_tmpdir_base=" + session.d.string() + " ";
 #ifdef __SANITIZE_ADDRESS__
   // Open MPI is built without frame pointers: only the slow unwinder sees
   // the frames of its own allocations, which tests/sanitizers/lsan.supp
