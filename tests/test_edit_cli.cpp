@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "cli_test_util.h"
@@ -297,6 +298,66 @@ TEST_F(EditCli, SharedPiecesAreRefusedSkippedOrAllowed) {
   r = stem_cmd(swap + "--from " + q(subject(0).name) + " --to " + q(subject(1).name));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+}
+
+// Names of several pieces: `edit facts --tokenizer T --pieces 2-4` draws
+// every name until it is 2-4 pieces of T as it follows a space, and `prepare
+// --tokenizer T` encodes the corpus with T itself (copied, its vocabulary),
+// so the pieces hold in the prepared data. Errors name the file or value.
+TEST_F(EditCli, FactsOfSeveralPiecesUnderAGivenTokenizer) {
+  fs::create_directories(p("text"));
+  {
+    std::ifstream in(std::string(STEM_SOURCE_DIR) + "/corpus/builtin/persuasion.txt");
+    std::string buf(80000, '\0');
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    buf.resize(static_cast<size_t>(in.gcount()));
+    std::ofstream(p("text/a.txt")) << buf;
+  }
+  CmdResult r = stem_cmd("prepare --input " + p("text") + " --out " + p("base") + " --vocab-size 800");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string tok_path = p("base/tokenizer.model");
+  r = stem_cmd("edit facts --out " + p("f") + " --seed 4 --subjects 12 --tokenizer " + tok_path + " --pieces 2-4 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto tok = Tokenizer::load(tok_path);
+  ASSERT_TRUE(tok.ok());
+  const size_t a = tok->encode("a").size();
+  std::set<size_t> lengths;
+  const nlohmann::json made = nlohmann::json::parse(r.out);
+  for (const auto& s : made["subjects"])
+    for (const char* k : {"subject", "capital", "language"}) {
+      const size_t n = tok->encode("a " + s[k].get<std::string>()).size() - a;
+      EXPECT_GE(n, 2u) << s[k];
+      EXPECT_LE(n, 4u) << s[k];
+      lengths.insert(n);
+    }
+  EXPECT_GT(lengths.size(), 1u);  // not all of one length
+  std::ifstream meta(p("f/facts.json"));
+  EXPECT_EQ(nlohmann::json::parse(meta)["pieces"], nlohmann::json({2, 4}));
+  r = stem_cmd("prepare --input " + p("f/facts.txt") + " --out " + p("d") + " --doc-bytes 32 --val-fraction 0 "
+               "--tokenizer " + tok_path + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto d = nlohmann::json::parse(r.out);
+  EXPECT_EQ(d["vocab_size"].get<int64_t>(), tok->vocab_size());
+  EXPECT_EQ(d["tokenizer"]["copied_from"], tok_path);
+  auto bytes = [](const std::string& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(bytes(p("d/tokenizer.model")), bytes(tok_path));
+  // Errors.
+  EXPECT_EQ(stem_cmd("prepare --input " + p("f/facts.txt") + " --out " + p("x") + " --tokenizer " + tok_path +
+                     " --vocab-size 500").code, 2);
+  write("junk.model", "not a model");
+  r = stem_cmd("prepare --input " + p("f/facts.txt") + " --out " + p("x") + " --tokenizer " + p("junk.model"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(p("junk.model") + ": not a SentencePiece model"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(p("x")));
+  r = stem_cmd("edit facts --out " + p("g") + " --tokenizer " + tok_path + " --pieces 4-2");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("4-2"), std::string::npos) << r.err;
+  r = stem_cmd("edit facts --out " + p("g") + " --tokenizer " + tok_path + " --pieces 30-40");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("widen --pieces"), std::string::npos) << r.err;
 }
 
 TEST_F(EditCli, FactsAndAnalyses) {

@@ -24,7 +24,10 @@ struct DataInfo {
 struct PrepareOptions {
   std::vector<std::string> inputs;  // text files, or folders searched recursively for *.txt
   std::string out;                  // the data folder (must not exist unless force)
-  int64_t vocab_size = 4096;        // BPE vocabulary, > 259
+  int64_t vocab_size = 4096;        // BPE vocabulary, > 259 (ignored with `tokenizer`)
+  // An existing tokenizer.model to encode with (copied into the folder)
+  // instead of training one: a model's own, or one shared by several corpora.
+  std::string tokenizer;
   double val_fraction = 0.05;       // documents held out, in [0, 1)
   uint64_t seed = 0;                // of the split and the tokenizer's sample
   int64_t doc_bytes = 4096;         // target document size (paragraph groups)

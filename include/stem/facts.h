@@ -3,7 +3,8 @@
 // Everything is drawn from a seed, so a corpus is reproducible. The subject
 // always sits mid-sentence (after "of", "to", "in"), so in running text it
 // takes the "mid" token form ("▁Kavoria") and, with a vocabulary large enough
-// for the corpus, one token.
+// for the corpus, one token; or, drawn against a given tokenizer, 2-4 pieces
+// (FactOptions::tokenizer).
 //
 // It writes text and JSON lines only; it does not tokenize or train (`stem
 // prepare` and `stem train` do). Files written by write_fact_corpus:
@@ -28,12 +29,19 @@
 #include <vector>
 
 #include "stem/status.h"
+#include "stem/tokenizer.h"
 
 namespace stem::edit {
 
 struct FactOptions {
   uint64_t seed = 1;
   int subjects = 24;  // at least 4 (the demo edits use subjects 0..3)
+  // Names of several pieces: with a tokenizer, every name (subject, capital,
+  // language) is drawn until it is min_pieces..max_pieces pieces as it
+  // follows a space in a sentence; the corpus is then prepared with that
+  // same tokenizer (`stem prepare --tokenizer`), so the pieces hold.
+  const Tokenizer* tokenizer = nullptr;
+  int min_pieces = 1, max_pieces = 1000;
 };
 
 struct FactSubject {

@@ -270,7 +270,7 @@ class TempDir {
 };
 
 Status check_options(const Options& o) {
-  if (o.vocab_size < 260 || o.vocab_size > (int64_t{1} << 31))
+  if (o.tokenizer.empty() && o.vocab_size < 260 || o.vocab_size > (int64_t{1} << 31))
     return Status::error("--vocab-size " + std::to_string(o.vocab_size) +
                          " is out of range: it must exceed 259 (256 byte pieces, <unk>, <s>, </s>)");
   if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0))
@@ -297,6 +297,8 @@ Result<std::string> prepare_data(const PrepareOptions& o, const PrepareProgress&
   if (replace && !fs::is_empty(out, ec) && !fs::exists(fs::path(out) / "data.json", ec))
     return Status::error(out + ": exists and is not a stem data folder (no data.json): not replacing it, even with --force");
 
+  // A given tokenizer is checked before any text is read (errors name its file).
+  if (!o.tokenizer.empty()) STEM_RETURN_IF_ERROR(io::Tokenizer::load(o.tokenizer).status());
   STEM_ASSIGN_OR_RETURN(std::vector<Source> sources, collect_inputs(o.inputs));
   int64_t total_bytes = 0;
   for (const auto& s : sources) total_bytes += s.bytes;
@@ -367,7 +369,10 @@ Result<std::string> prepare_data(const PrepareOptions& o, const PrepareProgress&
     return Status::error(tmp.path() + ": cannot create folder: " + (ec ? ec.message() : "exists"));
   const std::string tok_path = tmp.path() + "/tokenizer.model";
 
-  {
+  if (!o.tokenizer.empty()) {  // encode with the given one, a byte-for-byte copy
+    fs::copy_file(o.tokenizer, tok_path, ec);
+    if (ec) return Status::error(o.tokenizer + ": cannot copy the tokenizer: " + ec.message());
+  } else {
     if (progress) progress("training tokenizer", 0, 1);
     io::TokenizerTrainOptions topt;
     topt.num_threads = o.threads;
@@ -382,11 +387,13 @@ Result<std::string> prepare_data(const PrepareOptions& o, const PrepareProgress&
   sentences.shrink_to_fit();
   STEM_ASSIGN_OR_RETURN(io::Tokenizer tok, io::Tokenizer::load(tok_path));
   const int32_t bos = tok.bos_id(), eos = tok.eos_id();
-  if (bos < 0 || eos < 0) return Status::error(tok_path + ": the trained model has no BOS/EOS pieces");
+  if (bos < 0 || eos < 0)
+    return Status::error((o.tokenizer.empty() ? tok_path : o.tokenizer) + ": the tokenizer has no BOS/EOS pieces");
+  const int64_t vocab_size = o.tokenizer.empty() ? o.vocab_size : tok.vocab_size();
 
   // Pass 2: encode in batches on all threads, write in document order.
-  STEM_ASSIGN_OR_RETURN(io::TokenShardWriter train_w, io::TokenShardWriter::create(tmp.path() + "/train.tok", o.vocab_size));
-  STEM_ASSIGN_OR_RETURN(io::TokenShardWriter val_w, io::TokenShardWriter::create(tmp.path() + "/val.tok", o.vocab_size));
+  STEM_ASSIGN_OR_RETURN(io::TokenShardWriter train_w, io::TokenShardWriter::create(tmp.path() + "/train.tok", vocab_size));
+  STEM_ASSIGN_OR_RETURN(io::TokenShardWriter val_w, io::TokenShardWriter::create(tmp.path() + "/val.tok", vocab_size));
   if (o.threads > 0) omp_set_num_threads(o.threads);
   int64_t doc_index = 0, train_bytes = 0, val_bytes = 0;
   {
@@ -452,9 +459,12 @@ Result<std::string> prepare_data(const PrepareOptions& o, const PrepareProgress&
   nlohmann::json meta = {
       {"format", io::kDataFormat},
       {"version", io::kDataVersion},
-      {"tokenizer", {{"file", "tokenizer.model"}, {"type", "sentencepiece-bpe"}, {"byte_fallback", true},
-                     {"trained_on_bytes", sample_text}}},
-      {"vocab_size", o.vocab_size},
+      {"tokenizer", o.tokenizer.empty()
+                        ? nlohmann::json{{"file", "tokenizer.model"}, {"type", "sentencepiece-bpe"},
+                                         {"byte_fallback", true}, {"trained_on_bytes", sample_text}}
+                        : nlohmann::json{{"file", "tokenizer.model"}, {"type", "sentencepiece"},
+                                         {"copied_from", o.tokenizer}}},
+      {"vocab_size", vocab_size},
       {"bos_id", bos},
       {"eos_id", eos},
       {"documents", {{"unit", "paragraph groups of about doc_bytes, never across files; BOS + ids + EOS"},

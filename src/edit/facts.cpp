@@ -37,12 +37,18 @@ const Template& pick(const std::string& attribute, int t) {
 
 class NameMaker {
  public:
-  explicit NameMaker(uint64_t seed) : rng_(seed) {}
-  // Two consonant-vowel syllables and an ending, capitalized, never a repeat.
-  std::string make(const std::vector<const char*>& endings) {
+  NameMaker(uint64_t seed, const FactOptions& opt) : rng_(seed), opt_(opt) {}
+  // Two consonant-vowel syllables and an ending, capitalized, never a repeat;
+  // of min..max pieces under the options' tokenizer if it has one (in its
+  // mid-sentence form: the pieces of "a NAME" after those of "a").
+  Result<std::string> make(const std::vector<const char*>& endings) {
     static const char* kC = "bdfgklmnprstvz";
     static const char* kV = "aeiou";
-    for (;;) {
+    for (int tries = 0;; ++tries) {
+      if (tries == kMaxTries)
+        return Status::error("facts: no new name of " + std::to_string(opt_.min_pieces) + " to " +
+                             std::to_string(opt_.max_pieces) + " pieces in " + std::to_string(kMaxTries) +
+                             " tries under this tokenizer (widen --pieces)");
       std::string s;
       for (int i = 0; i < 2; ++i) {
         s += kC[rng_() % 14];
@@ -50,12 +56,21 @@ class NameMaker {
       }
       s += endings[rng_() % endings.size()];
       s[0] = static_cast<char>(s[0] - 'a' + 'A');
-      if (used_.insert(s).second) return s;
+      if (used_.count(s)) continue;
+      if (opt_.tokenizer) {
+        const int64_t n = static_cast<int64_t>(opt_.tokenizer->encode("a " + s).size()) -
+                          static_cast<int64_t>(opt_.tokenizer->encode("a").size());
+        if (n < opt_.min_pieces || n > opt_.max_pieces) continue;
+      }
+      used_.insert(s);
+      return s;
     }
   }
 
  private:
+  static constexpr int kMaxTries = 100000;
   std::mt19937_64 rng_;
+  const FactOptions& opt_;
   std::set<std::string> used_;
 };
 
@@ -80,14 +95,17 @@ std::string fact_sentence(const std::string& attribute, int template_index, cons
 Result<FactCorpus> make_fact_corpus(const FactOptions& opt) {
   if (opt.subjects < 4 || opt.subjects > 10000)
     return Status::error("facts: --subjects " + std::to_string(opt.subjects) + " is outside [4, 10000]");
+  if (opt.min_pieces < 1 || opt.max_pieces < opt.min_pieces)
+    return Status::error("facts: pieces " + std::to_string(opt.min_pieces) + "-" + std::to_string(opt.max_pieces) +
+                         " is not a range of at least 1");
   FactCorpus c;
   c.options = opt;
-  NameMaker names(opt.seed);
+  NameMaker names(opt.seed, opt);
   for (int i = 0; i < opt.subjects; ++i) {
     FactSubject s;
-    s.name = names.make({"ria", "land", "stan", "nia", "mark"});
-    s.capital = names.make({"ton", "burg", "ville", "holm", "grad"});
-    s.language = names.make({"ish", "ese", "ic", "ian", "ol"});
+    STEM_ASSIGN_OR_RETURN(s.name, names.make({"ria", "land", "stan", "nia", "mark"}));
+    STEM_ASSIGN_OR_RETURN(s.capital, names.make({"ton", "burg", "ville", "holm", "grad"}));
+    STEM_ASSIGN_OR_RETURN(s.language, names.make({"ish", "ese", "ic", "ian", "ol"}));
     c.subjects.push_back(std::move(s));
   }
   for (int i = 0; i < opt.subjects; ++i)
@@ -171,6 +189,7 @@ Status write_fact_corpus(const FactCorpus& c, const std::string& dir) {
       {"format", "stem-facts"},
       {"version", 1},
       {"seed", c.options.seed},
+      {"pieces", c.options.tokenizer ? nlohmann::json{c.options.min_pieces, c.options.max_pieces} : nlohmann::json()},
       {"subjects", c.subjects.size()},
       {"sentences", c.sentences.size()},
       {"queries", c.queries.size()},

@@ -80,7 +80,7 @@ namespace {
 
 void register_facts(CLI::App* edit) {
   struct Opts {
-    std::string out;
+    std::string out, tokenizer, pieces = "2-4";
     edit::FactOptions f;
     bool json = false;
   };
@@ -90,10 +90,27 @@ void register_facts(CLI::App* edit) {
       ->required();
   sub->add_option("--seed", o->f.seed, "Seed of the names")->capture_default_str();
   sub->add_option("--subjects", o->f.subjects, "Number of countries (at least 4)")->capture_default_str();
+  sub->add_option("--tokenizer", o->tokenizer,
+                  "Names of several pieces under this tokenizer.model (then prepare with --tokenizer too)");
+  sub->add_option("--pieces", o->pieces, "With --tokenizer: pieces a name takes, MIN-MAX")->capture_default_str();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] {
     const char* cmd = "edit facts";
-    auto c = edit::make_fact_corpus(o->f);
+    std::optional<Tokenizer> tok;
+    edit::FactOptions f = o->f;
+    if (!o->tokenizer.empty()) {
+      auto t = Tokenizer::load(o->tokenizer);
+      if (!t.ok()) return fail(cmd, t.status());
+      tok = std::move(*t);
+      f.tokenizer = &*tok;
+      int lo = 0, hi = 0;
+      char dash = 0, extra = 0;
+      if (std::sscanf(o->pieces.c_str(), "%d%c%d%c", &lo, &dash, &hi, &extra) != 3 || dash != '-')
+        return fail(cmd, Status::error("--pieces '" + o->pieces + "': expected MIN-MAX, e.g. 2-4"));
+      f.min_pieces = lo;
+      f.max_pieces = hi;
+    }
+    auto c = edit::make_fact_corpus(f);
     if (!c.ok()) return fail(cmd, c.status());
     if (Status st = edit::write_fact_corpus(*c, o->out); !st.ok()) return fail(cmd, st);
     if (o->json) {
@@ -109,9 +126,14 @@ void register_facts(CLI::App* edit) {
     for (size_t i = 0; i < std::min<size_t>(4, c->subjects.size()); ++i)
       std::printf("  %-12s capital %-12s language %s\n", c->subjects[i].name.c_str(), c->subjects[i].capital.c_str(),
                   c->subjects[i].language.c_str());
-    std::printf("next: stem prepare --input %s/facts.txt --out DATA --doc-bytes 32 --val-fraction 0 --vocab-size 768\n"
-                "      (one document per sentence; 768 makes every name of 24 subjects one token)\n",
-                o->out.c_str());
+    if (tok)
+      std::printf("next: stem prepare --input %s/facts.txt --out DATA --doc-bytes 32 --val-fraction 0 --tokenizer %s\n"
+                  "      (one document per sentence; names of %s pieces under that tokenizer)\n",
+                  o->out.c_str(), o->tokenizer.c_str(), o->pieces.c_str());
+    else
+      std::printf("next: stem prepare --input %s/facts.txt --out DATA --doc-bytes 32 --val-fraction 0 --vocab-size 768\n"
+                  "      (one document per sentence; 768 makes every name of 24 subjects one token)\n",
+                  o->out.c_str());
     return 0;
   });
 }

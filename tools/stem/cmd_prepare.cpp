@@ -19,7 +19,10 @@ void register_prepare(CLI::App& app) {
       ->required()
       ->expected(1, -1);
   sub->add_option("--out", o->out, "Output data folder (must not exist unless --force)")->required();
-  sub->add_option("--vocab-size", o->vocab_size, "BPE vocabulary size (at least 260)")->capture_default_str();
+  auto* vocab = sub->add_option("--vocab-size", o->vocab_size, "BPE vocabulary size (at least 260)")->capture_default_str();
+  sub->add_option("--tokenizer", o->tokenizer,
+                  "Encode with this tokenizer.model (a model's, or another data folder's) instead of training one")
+      ->excludes(vocab);
   sub->add_option("--val-fraction", o->val_fraction, "Fraction of documents held out for validation, in [0, 1)")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of the train/val split and the tokenizer sample")->capture_default_str();
@@ -51,7 +54,8 @@ void register_prepare(CLI::App& app) {
     }
     std::printf("wrote %s: %zu file(s), %s of text, %ld documents, vocab %ld\n", m["out"].get<std::string>().c_str(),
                 m["sources"].size(), human_bytes(m["text_bytes"].get<double>()).c_str(),
-                static_cast<long>(m["documents"]["count"].get<int64_t>()), static_cast<long>(o->vocab_size));
+                static_cast<long>(m["documents"]["count"].get<int64_t>()),
+                static_cast<long>(m["vocab_size"].get<int64_t>()));
     for (const char* split : {"train", "val"})
       std::printf("  %-5s %8ld docs %12ld tokens  %s\n", split, static_cast<long>(m[split]["docs"].get<int64_t>()),
                   static_cast<long>(m[split]["tokens"].get<int64_t>()),
