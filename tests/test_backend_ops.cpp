@@ -235,6 +235,9 @@ TEST_P(BackendOps, MatvecF32AndBf16) {  // and matvec_rows
   k().matvec_bf16(y, static_cast<const uint16_t*>(wb_buf->data()), dev.put(x), out, in, false);
   ref::linear_forward(yd.data(), to_d(x).data(), to_d(Ww).data(), 1, in, out, false);
   EXPECT_TRUE(near_rel(dev.get(y, out), yd, kTol));
+  k().matvec_rows_bf16(ys, static_cast<const uint16_t*>(wb_buf->data()), dev.put(xs), n, out, in, false);
+  ref::linear_forward(ysd.data(), to_d(xs).data(), to_d(Ww).data(), n, in, out, false);
+  EXPECT_TRUE(near_rel(dev.get(ys, n * out), ysd, kTol));
 }
 
 // A whole model on the backend (weights copied into its buffers) against the

@@ -30,7 +30,7 @@ TEST(BackendOpsCoverage, EveryOpOfTheTableHasABackendTest) {
       "hash_moe_backward", "cross_entropy_forward", "cross_entropy_backward", "distill_forward",
       "distill_backward", "add", "add_inplace",
       "adamw_update", "adamw_update_rows", "adamw_update_rows_lazy", "scale_rows", "sum_squares",
-      "scale_inplace", "attention_cached_forward", "attention_cached_slots_forward", "matvec", "matvec_bf16", "matvec_batch", "matvec_rows",
+      "scale_inplace", "attention_cached_forward", "attention_cached_slots_forward", "matvec", "matvec_bf16", "matvec_batch", "matvec_rows", "matvec_rows_bf16",
       "linear_forward_bf16", "bf16_to_f32_row", "f32_to_bf16_row", "gemm_bf16", "round_to_bf16",
       "attention_forward_bf16", "attention_backward_bf16", "quantize_q8_row", "dequantize_q8_row", "matvec_q8",
       "linear_forward_q8"};

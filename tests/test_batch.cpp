@@ -5,6 +5,7 @@
 // without an edit, requests running concurrently, tables in RAM and on disk;
 // cancelling, refusals and shutdown.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -68,13 +69,9 @@ float max_diff(const float* a, const float* b, int64_t n) {
 // matrix with all their rows at once (matvec_rows), and each row's products
 // equal the one-row matvec bit for bit; so, after the same prompts, the
 // batched steps give each sequence exactly the logits it gets decoded alone.
-// Dense, STEM and hash-MoE layers (the config above, wider), 3 sequences.
-TEST(BatchDecoder, OneTokenPassesEqualDecodingAloneBitForBit) {
-  ModelConfig c = batch_config();
-  c.hidden_size = 128;
-  c.intermediate_size = 200;
-  auto m = Model::init(c, 5);
-  ASSERT_TRUE(m.ok());
+// Dense, STEM and hash-MoE layers (the config above, wider), 3 sequences;
+// F32 weights, and BF16 ones (matvec_rows_bf16 against matvec_bf16).
+void expect_one_token_passes_equal_decoding_alone(Model* m) {
   const int64_t V = m->config().vocab_size, S = 3, prompt = 6, steps = 12;
   infer::DecoderOptions opt;
   opt.prefill_chunk = 8;
@@ -103,6 +100,27 @@ TEST(BatchDecoder, OneTokenPassesEqualDecodingAloneBitForBit) {
       ASSERT_EQ(0, std::memcmp(got[s].data(), *want, sizeof(float) * V)) << "sequence " << s << " at " << t;
     }
   }
+}
+
+TEST(BatchDecoder, OneTokenPassesEqualDecodingAloneBitForBit) {
+  ModelConfig c = batch_config();
+  c.hidden_size = 128;
+  c.intermediate_size = 200;
+  auto m = Model::init(c, 5);
+  ASSERT_TRUE(m.ok());
+  {
+    SCOPED_TRACE("F32");
+    expect_one_token_passes_equal_decoding_alone(&*m);
+  }
+  const fs::path dir = fs::temp_directory_path() / ("stem-batch-bf16-" + std::to_string(::getpid()));
+  ASSERT_TRUE(m->save(dir.string()).ok());
+  LoadOptions o;
+  o.dtype = WeightDType::BF16;
+  auto b = Model::load(dir.string(), o);
+  fs::remove_all(dir);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  SCOPED_TRACE("BF16");
+  expect_one_token_passes_equal_decoding_alone(&*b);
 }
 
 TEST(BatchDecoder, SlotsGiveEachSequenceItsOwnLogits) {

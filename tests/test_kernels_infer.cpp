@@ -226,6 +226,16 @@ TEST(KernelInfer, MatvecRowsEqualsMatvecOnEachRowBitForBit) {
           VecD ref_y = to_d(y0);
           ref::linear_forward(ref_y.data(), to_d(x).data(), to_d(W).data(), n, c.in, c.out, acc);
           EXPECT_TRUE(near_rel(y, ref_y, 1e-5));
+          // BF16 weights: against matvec_bf16, and the reference on the widened W.
+          const VecB Wb = rand_bf16(rng, c.out * c.in);
+          y = y0, want = y0;
+          k::matvec_rows_bf16(y.data(), Wb.data(), x.data(), n, c.out, c.in, acc);
+          for (int64_t b = 0; b < n; ++b)
+            k::matvec_bf16(want.data() + b * c.out, Wb.data(), x.data() + b * c.in, c.out, c.in, acc);
+          ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float))) << "bf16";
+          ref_y = to_d(y0);
+          ref::linear_forward(ref_y.data(), to_d(x).data(), widen_d(Wb).data(), n, c.in, c.out, acc);
+          EXPECT_TRUE(near_rel(y, ref_y, 1e-5)) << "bf16";
         }
 }
 

@@ -194,6 +194,8 @@ void Decoder::linear(float* y, const float* x, const Mat& W, int64_t n, int64_t 
     const auto* w = static_cast<const uint16_t*>(W.p);
     if (n == 1)
       k_.matvec_bf16(y, w, x, out, in, accumulate);
+    else if (n <= kernels::kMatvecRowsMax)
+      k_.matvec_rows_bf16(y, w, x, n, out, in, accumulate);
     else
       k_.linear_forward_bf16(y, x, w, n, in, out, accumulate, wide_);
     return;

@@ -94,6 +94,10 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
 inline constexpr int64_t kMatvecRowsMax = 16;
 void matvec_rows(float* y, const float* W, const float* x, int64_t n, int64_t out, int64_t in,
                  bool accumulate = false);
+// The same with BF16 W[out, in]: each row of y equals matvec_bf16 on that row
+// of x bit for bit.
+void matvec_rows_bf16(float* y, const uint16_t* W, const float* x, int64_t n, int64_t out, int64_t in,
+                      bool accumulate = false);
 
 // Which code path the decode kernels (the matvecs, and the one-row case of
 // attention_cached_forward) take: the best one the CPU supports unless capped

@@ -37,7 +37,7 @@ namespace stem::kernels {
   X(distill_backward) X(add)                                                                 \
   X(add_inplace) X(adamw_update) X(adamw_update_rows) X(adamw_update_rows_lazy)              \
   X(scale_rows) X(sum_squares) X(scale_inplace) X(attention_cached_forward) X(matvec)        \
-  X(attention_cached_slots_forward) X(matvec_bf16) X(matvec_batch) X(matvec_rows) X(linear_forward_bf16) X(bf16_to_f32_row) X(f32_to_bf16_row) \
+  X(attention_cached_slots_forward) X(matvec_bf16) X(matvec_batch) X(matvec_rows) X(matvec_rows_bf16) X(linear_forward_bf16) X(bf16_to_f32_row) X(f32_to_bf16_row) \
   X(gemm_bf16) X(round_to_bf16) X(attention_forward_bf16) X(attention_backward_bf16) \
   X(quantize_q8_row) X(dequantize_q8_row) X(matvec_q8) X(linear_forward_q8)
 

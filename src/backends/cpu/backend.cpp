@@ -59,7 +59,8 @@ class CpuBackend final : public Backend {
         // without AVX512-BF16 (or AMX) many times slower than F32.
         if (op == Op::gemm_bf16 || op == Op::attention_forward_bf16 || op == Op::attention_backward_bf16)
           return kernels::cpu_has_bf16();
-        return op == Op::matvec_bf16 || op == Op::matvec_batch || op == Op::linear_forward_bf16 ||
+        return op == Op::matvec_bf16 || op == Op::matvec_batch || op == Op::matvec_rows_bf16 ||
+               op == Op::linear_forward_bf16 ||
                op == Op::bf16_to_f32_row || op == Op::f32_to_bf16_row || op == Op::round_to_bf16;
       case DType::I32: return false;  // ids are host arrays of every op, not a data dtype
       case DType::Q8:
