@@ -270,7 +270,7 @@ class TempDir {
 };
 
 Status check_options(const Options& o) {
-  if (o.tokenizer.empty() && o.vocab_size < 260 || o.vocab_size > (int64_t{1} << 31))
+  if ((o.tokenizer.empty() && o.vocab_size < 260) || o.vocab_size > (int64_t{1} << 31))
     return Status::error("--vocab-size " + std::to_string(o.vocab_size) +
                          " is out of range: it must exceed 259 (256 byte pieces, <unk>, <s>, </s>)");
   if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0))
@@ -316,7 +316,7 @@ Result<std::string> prepare_data(const PrepareOptions& o, const PrepareProgress&
       Status st = reader.read(src.path, [&](std::string_view doc) {
         const uint64_t h = fnv1a(doc);
         split_u.push_back(doc_uniform(h, o.seed, 0));
-        if (sample_rate >= 1.0 || doc_uniform(h, o.seed, 1) < sample_rate)
+        if (o.tokenizer.empty() && (sample_rate >= 1.0 || doc_uniform(h, o.seed, 1) < sample_rate))
           sample.emplace_back(static_cast<int64_t>(split_u.size()) - 1, std::string(doc));
         ++src.docs;
         return ok_status();

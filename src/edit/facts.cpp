@@ -37,7 +37,8 @@ const Template& pick(const std::string& attribute, int t) {
 
 class NameMaker {
  public:
-  NameMaker(uint64_t seed, const FactOptions& opt) : rng_(seed), opt_(opt) {}
+  NameMaker(uint64_t seed, const FactOptions& opt)
+      : rng_(seed), opt_(opt), prefix_(opt.tokenizer ? static_cast<int64_t>(opt.tokenizer->encode("a").size()) : 0) {}
   // Two consonant-vowel syllables and an ending, capitalized, never a repeat;
   // of min..max pieces under the options' tokenizer if it has one (in its
   // mid-sentence form: the pieces of "a NAME" after those of "a").
@@ -58,8 +59,7 @@ class NameMaker {
       s[0] = static_cast<char>(s[0] - 'a' + 'A');
       if (used_.count(s)) continue;
       if (opt_.tokenizer) {
-        const int64_t n = static_cast<int64_t>(opt_.tokenizer->encode("a " + s).size()) -
-                          static_cast<int64_t>(opt_.tokenizer->encode("a").size());
+        const int64_t n = static_cast<int64_t>(opt_.tokenizer->encode("a " + s).size()) - prefix_;
         if (n < opt_.min_pieces || n > opt_.max_pieces) continue;
       }
       used_.insert(s);
@@ -71,6 +71,7 @@ class NameMaker {
   static constexpr int kMaxTries = 100000;
   std::mt19937_64 rng_;
   const FactOptions& opt_;
+  int64_t prefix_;  // pieces of "a", before the name
   std::set<std::string> used_;
 };
 

@@ -48,6 +48,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backends/cpu/bf16_x.h"
 #include "core/check.h"
 #include "kernels/infer_kernels.h"
 
@@ -255,12 +256,6 @@ STEM_AVX512 inline void block_q8_avx512(float* y, const uint8_t* w, const float*
   for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
 }
 
-// xeo (see block_bf16_avx512) from x.
-void deinterleave(float* xeo, const float* x, int64_t in) {
-  const int64_t half = (in + 31) / 32 * 16;
-  std::fill(xeo, xeo + 2 * half, 0.0f);
-  for (int64_t i = 0; i < in; ++i) xeo[(i & 1) * half + i / 2] = x[i];
-}
 
 // kRows rows a pass, then 8, 4, 1 for the remainder: block<R, Prefetch>(r)
 // computes rows [r, r + R). Measured choices (docs/performance.md, "Decode
@@ -444,7 +439,7 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
 #ifdef STEM_MATVEC_X86
   if (any_bf16 && bf16 == &rows_bf16_avx512) {
     xeo.resize(static_cast<size_t>((in + 31) / 32 * 32));
-    deinterleave(xeo.data(), x, in);
+    deinterleave_bf16_x(xeo.data(), x, in);
     xs.x16 = xeo.data();
   }
 #endif

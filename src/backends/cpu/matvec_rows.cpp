@@ -30,6 +30,7 @@
 #include <vector>
 
 
+#include "backends/cpu/bf16_x.h"
 #include "core/check.h"
 #include "kernels/infer_kernels.h"
 
@@ -122,7 +123,7 @@ STEM_AVX512 inline void block_rows(float* y, int64_t ldy, const T* w, const floa
     // (dword << 16) its even weights times x's even elements, (dword &
     // 0xffff0000) its odd ones times the odd; each x row de-interleaved
     // (xe then xo, `half` floats each, zero-padded), x's loads from L1.
-    const int64_t half = (in + 31) / 32 * 16;
+    const int64_t half = bf16_x_half(in);
     const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
     const int64_t n32 = in / 32 * 32;
     int64_t i = 0;
@@ -249,11 +250,10 @@ void matvec_rows_bf16(float* y, const uint16_t* W, const float* x, int64_t n, in
   if (matvec_path() == MatvecPath::kAvx512 && in > 0 && n > 0) {
     // Each row of x de-interleaved as matvec_bf16 does: even elements, then
     // odd ones, each half padded with zeros to whole lines.
-    const int64_t half = (in + 31) / 32 * 16;
+    const int64_t half = bf16_x_half(in);
     thread_local std::vector<float> xeo;
-    xeo.assign(static_cast<size_t>(n * 2 * half), 0.0f);
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t i = 0; i < in; ++i) xeo[b * 2 * half + (i & 1) * half + i / 2] = x[b * in + i];
+    xeo.resize(static_cast<size_t>(n * 2 * half));
+    for (int64_t b = 0; b < n; ++b) deinterleave_bf16_x(xeo.data() + b * 2 * half, x + b * in, in);
     run_rows(y, W, xeo.data(), 2 * half, n, out, in, accumulate);
     return;
   }
