@@ -12,7 +12,7 @@
 #   3. kill -9 of one rank: how long the others take to end, what mpirun
 #      says, and a resume from the last checkpoint against an unbroken run.
 # Usage: scripts/dist_check.sh [WORK_DIR]   (STEPS=50 RANKS="2 4" PARTS="1 2 3" PYTHON=/usr/bin/python3
-#        MODELS="stem-lazy stem-dense-adamw dense stem-lazy-zero1 dense-zero1")
+#        MODELS="stem-lazy stem-dense-adamw dense stem-lazy-zero1 dense-zero1" EXTRA="--clip-stem 0.005")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEM=${STEM:-build/stem}
@@ -72,7 +72,7 @@ train() {  # RANKS(0: one process) OUT CONFIG DATA ACCUM EXTRA...
   ((n > 0)) && launch=(mpirun -np "$n" --oversubscribe)
   "${launch[@]}" "$STEM" train --config "$cfg" --data "$data" --out "$out" --accum "$accum" --steps "$STEPS" \
     --batch 4 --seq 128 --warmup 10 --eval-every 25 --save-every "${SAVE:-25}" --seed 7 --peak-gflops 100 --force \
-    --json "$@" > "$out.log" 2>&1
+    --json "$@" ${EXTRA:-} > "$out.log" 2>&1
 }
 
 part() { [[ " $PARTS " == *" $1 "* ]]; }

@@ -6,6 +6,12 @@
 // solo communicator, whose collectives are copies. NCCL belongs behind the
 // same interface with the CUDA backend (device buffers, a stream).
 //
+// Sums are in rank order: data = ((x_0 + x_1) + x_2) + ..., whatever the
+// transport's algorithm, so that N ranks' sums equal one process adding the
+// same parts in turn, bit for bit (MPI: each rank's part of the buffer comes
+// from every rank by all-to-all, is added in order, and goes back by
+// all-gather: the bytes of a ring all-reduce).
+//
 // Every call is collective: all ranks make the same calls in the same order.
 // A failure (a rank that died, a transport error) is returned as a Status
 // naming the operation; MPI is set to return errors, not abort, so the caller

@@ -6,6 +6,7 @@
 
 #include "backends/backend.h"
 #include "core/check.h"
+#include "train/grad_norm.h"
 
 namespace stem::train {
 
@@ -20,7 +21,7 @@ Result<std::unique_ptr<ShardedMoments>> ShardedMoments::create(model::TensorList
   int64_t total = 0;
   for (const Range& b : buckets) {
     z->bucket_at_.push_back(total);
-    total += z->count(b.n, z->me_);
+    total += z->bucket_count(b.n, z->me_);
   }
   z->own_.assign(static_cast<size_t>(total), 0.0f);
   z->m_.resize(z->own_.size());
@@ -39,7 +40,7 @@ Result<std::unique_ptr<ShardedMoments>> ShardedMoments::create(model::TensorList
       for (size_t b = 0; b < buckets.size() && p.bucket < 0; ++b) {
         const Range& r = buckets[b];
         if (t < r.data || t + numel > r.data + r.n) continue;
-        const int64_t t0 = t - r.data, off = z->first(r.n, z->me_), cnt = z->count(r.n, z->me_);
+        const int64_t t0 = t - r.data, off = z->bucket_first(r.n, z->me_), cnt = z->bucket_count(r.n, z->me_);
         const int64_t lo = std::max(t0, off), hi = std::min(t0 + numel, off + cnt);
         p.bucket = static_cast<int64_t>(b);
         if (hi <= lo) continue;
@@ -69,6 +70,11 @@ Result<std::unique_ptr<ShardedMoments>> ShardedMoments::create(model::TensorList
   return z;
 }
 
+int64_t ShardedMoments::bucket_first(int64_t n, int r) const {
+  if (r >= N_) return n;
+  return std::min(n, (first(n, r) + kNormBlock / 2) / kNormBlock * kNormBlock);  // the nearest cut
+}
+
 std::pair<int64_t, int64_t> ShardedMoments::rows_of(size_t i, int r) const {
   const int64_t R = w_.spec(i).shape[0], r0 = first(R, r);
   return {r0, r0 + count(R, r)};
@@ -76,7 +82,7 @@ std::pair<int64_t, int64_t> ShardedMoments::rows_of(size_t i, int r) const {
 
 Status ShardedMoments::start(size_t b) {
   std::vector<int64_t> counts(N_);
-  for (int r = 0; r < N_; ++r) counts[r] = count(buckets_[b].n, r);
+  for (int r = 0; r < N_; ++r) counts[r] = bucket_count(buckets_[b].n, r);
   return comm_.start_reduce_scatter_sum(buckets_[b].data, own_.data() + bucket_at_[b], counts);
 }
 
@@ -89,16 +95,31 @@ std::pair<int64_t, int64_t> grad_rows_in(const kernels::RowIndex& index, int64_t
 }
 }  // namespace
 
-double ShardedMoments::sum_squares() const {
+Result<double> ShardedMoments::sum_squares() {
+  // grad_norm.h's terms: the buckets' blocks, then each row-sparse tensor's
+  // U rows; this rank's own, zeros elsewhere.
   const kernels::Ops& k = w_.backend().ops();
-  double ss = own_.empty() ? 0.0 : k.sum_squares(own_.data(), static_cast<int64_t>(own_.size()));  // padding is 0
+  const int64_t U = g_.index.n_unique();
+  int64_t blocks = 0, row_tensors = 0;
+  for (const Range& b : buckets_) blocks += norm_blocks(b.n);
+  for (const Part& p : parts_) row_tensors += p.bucket < 0 ? 1 : 0;
+  std::vector<double> terms(static_cast<size_t>(blocks + row_tensors * U), 0.0);
+  int64_t at = 0;
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const int64_t n = buckets_[b].n;
+    block_squares(k, own_.data() + bucket_at_[b], bucket_count(n, me_), terms.data() + at + bucket_first(n, me_) / kNormBlock);
+    at += norm_blocks(n);
+  }
   for (const Part& p : parts_) {
     if (p.bucket >= 0) continue;
     const int64_t C = w_.spec(p.i).shape[1];
     const auto [u0, u1] = grad_rows_in(g_.index, p.e0 / C, (p.e0 + p.n) / C);
-    if (u1 > u0) ss += k.sum_squares(g_.rows[p.i].f32() + u0 * C, (u1 - u0) * C);
+    row_squares(k, g_.rows[p.i].f32() + u0 * C, u1 - u0, C, terms.data() + at + u0);
+    at += U;
   }
-  return ss;
+  STEM_RETURN_IF_ERROR(comm_.all_reduce_sum(terms.data(), static_cast<int64_t>(terms.size()))
+                           .with_context("train: the gradient norm"));
+  return ordered_total(terms);
 }
 
 void ShardedMoments::scale(float factor) {
@@ -134,7 +155,7 @@ Status ShardedMoments::step(float lr) {
   // the weights of the bucket's tensors; the row-sparse tensors in place.
   for (size_t b = 0; b < buckets_.size(); ++b) {
     std::vector<int64_t> counts(N_);
-    for (int r = 0; r < N_; ++r) counts[r] = count(buckets_[b].n, r) * static_cast<int64_t>(sizeof(float));
+    for (int r = 0; r < N_; ++r) counts[r] = bucket_count(buckets_[b].n, r) * static_cast<int64_t>(sizeof(float));
     STEM_RETURN_IF_ERROR(comm_.all_gather_v(own_.data() + bucket_at_[b], counts[me_], buckets_[b].data, counts)
                              .with_context("train: gathering the updated weights"));
   }
@@ -164,8 +185,8 @@ Status ShardedMoments::gather(size_t i, int kind, const io::ByteSink* sink) {
     int64_t n = 0;
     if (p.bucket >= 0) {  // the part of rank r's slice of the bucket that is tensor i
       const Range& b = buckets_[p.bucket];
-      const int64_t t0 = g_.dense[i].f32() - b.data, off = first(b.n, r);
-      n = std::max<int64_t>(0, std::min(t0 + g_.dense[i].numel(), off + count(b.n, r)) - std::max(t0, off));
+      const int64_t t0 = g_.dense[i].f32() - b.data, off = bucket_first(b.n, r);
+      n = std::max<int64_t>(0, std::min(t0 + g_.dense[i].numel(), off + bucket_count(b.n, r)) - std::max(t0, off));
     } else {
       const auto [r0, r1] = rows_of(i, r);
       n = (r1 - r0) * w_.spec(i).shape[1];

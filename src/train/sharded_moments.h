@@ -8,7 +8,9 @@
 //     bucket's stage finishes, so it overlaps the rest of the backward);
 //     row-sparse gradients (the untied embedding) are summed whole by the
 //     trainer, and a rank owns a contiguous range of their rows;
-//   - the rank's share of the squared gradient norm, for the global norm;
+//   - the squared gradient norm, each rank's blocks and rows summed over
+//     ranks and then in the order one process sums them (grad_norm.h), so
+//     that clipping scales by the same factor bit for bit;
 //   - step(): AdamW on the owned parts with the one-process arithmetic, then
 //     an all-gather of the updated weights, so every rank has all of them.
 // The bytes moved equal a plain all-reduce's (reduce-scatter + all-gather);
@@ -50,9 +52,10 @@ class ShardedMoments {
 
   // Starts bucket b's reduce-scatter (finished by comm.wait_all()).
   Status start(size_t b);
-  // After wait_all() and the row-sparse sums: this rank's share of the
-  // squared norm of the backbone gradient.
-  double sum_squares() const;
+  // After wait_all() and the row-sparse sums, collective: the squared norm
+  // of the backbone gradient, summed in grad_norm.h's order (as one process
+  // sums it), the same on every rank.
+  Result<double> sum_squares();
   void scale(float factor);  // the owned summed gradients (clipping)
   // After adam.step(): AdamW on the owned parts, then every rank gets every
   // weight. Collective.
@@ -75,6 +78,10 @@ class ShardedMoments {
   };
   int64_t count(int64_t n, int r) const { return n / N_ + (r < n % N_ ? 1 : 0); }
   int64_t first(int64_t n, int r) const { return r * (n / N_) + std::min<int64_t>(r, n % N_); }
+  // A bucket of n elements: rank r's slice, cut at multiples of kNormBlock
+  // (so that the norm's blocks are each held whole by one rank).
+  int64_t bucket_first(int64_t n, int r) const;
+  int64_t bucket_count(int64_t n, int r) const { return bucket_first(n, r + 1) - bucket_first(n, r); }
   // Rows [r0, r1) of row-sparse tensor i that rank r owns.
   std::pair<int64_t, int64_t> rows_of(size_t i, int r) const;
 

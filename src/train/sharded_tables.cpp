@@ -263,9 +263,19 @@ Status ShardedTables::reduce(const model::Gradients& g, double* sum_squares) {
       }
   }
   grads_.clear();
-  *sum_squares = 0;
+  // Each row's square at its place among the step's ids; summed over ranks
+  // (exact: one rank holds each), then in one order everywhere.
+  const int64_t U = g.index.n_unique();
+  row_ss_.assign(static_cast<size_t>(M_ * U), 0.0);
   const kernels::Ops& k = backends::cpu().ops();
-  for (int64_t j = 0; j < M_; ++j) *sum_squares += k.sum_squares(sum_.data() + j * T * f_, T * f_);
+  for (int64_t t = 0; t < T; ++t) {
+    const auto it = std::lower_bound(g.index.unique.begin(), g.index.unique.end(), touched_[t]);
+    const int64_t u = it - g.index.unique.begin();
+    for (int64_t j = 0; j < M_; ++j) row_ss_[j * U + u] = k.sum_squares(sum_.data() + (j * T + t) * f_, f_);
+  }
+  STEM_RETURN_IF_ERROR(comm_.all_reduce_sum(row_ss_.data(), M_ * U).with_context("train: the STEM gradient norm"));
+  *sum_squares = 0;
+  for (double x : row_ss_) *sum_squares += x;
   return ok_status();
 }
 

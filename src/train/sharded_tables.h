@@ -75,7 +75,9 @@ class ShardedTables {
   // Collective, after backward. g holds this rank's row gradients at g.index
   // (the ids of the whole global step). Sends the layers not started yet,
   // waits (comm.wait_all()), and sums every rank's rows at their owners, in
-  // rank order; *sum_squares gets this rank's share of the squared STEM norm.
+  // rank order. *sum_squares gets the squared STEM norm, the same on every
+  // rank and equal to one process's (stem_sum_squares: row by row, in id
+  // order, the owners' rows' squares all-reduced).
   Status reduce(const model::Gradients& g, double* sum_squares);
   void scale(float factor);  // the summed gradients (clipping)
   // After adam.step(): AdamW on this rank's touched rows (lazy), or on all
@@ -150,6 +152,7 @@ class ShardedTables {
   // Summed gradients of the owned rows touched by any rank.
   std::vector<int32_t> touched_;   // sorted global ids
   std::vector<float> sum_;         // [M, touched, f]
+  std::vector<double> row_ss_;     // [M, U] squared norms of the step's rows (zero where not owned here)
   ShardTraffic traffic_;
 };
 

@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/grad_norm.h"
 #include "train/root_gather.h"
 #include "train/run_options.h"
 #include "train/sharded_moments.h"
@@ -57,6 +59,11 @@ struct Trainer::Impl {
   std::unique_ptr<ShardedMoments> zero;   // N > 1 and --zero 1: this rank's part of the backbone's moments
   Status eval_status;               // a disk tier's error in the last validation
   model::Gradients grads;
+  // --accum > 1: one micro-batch's gradients, from zero, added into grads in
+  // micro-batch order (add_micro), so that the step's gradient is
+  // ((g_0 + g_1) + g_2) + ... of whole micro-batch gradients: what N ranks of
+  // one micro-batch each sum in rank order (Comm's sums), bit for bit.
+  model::Gradients micro;
   TrainerState st;
   std::mt19937_64 rng;          // data RNG, one step ahead (the next step is sampled early)
   std::mt19937_64 rng_at_step;  // as it was after sampling the current step: checkpoints save it
@@ -104,28 +111,38 @@ struct Trainer::Impl {
     return ok_status();
   }
 
-  // Global gradient norms: (everything but the STEM tables, the STEM tables).
-  // Sharded tables count as `sharded_ss`, sharded moments' backbone as
-  // `backbone_ss`, the owners' shares all-reduced.
+  // Global gradient norms: (everything but the STEM tables, the STEM tables),
+  // each summed in grad_norm.h's order: the buckets' blocks, then the
+  // row-sparse gradients' rows. Sharded tables give `sharded_ss`, sharded
+  // moments `backbone_ss`, both already summed over ranks in that order.
   std::pair<double, double> grad_norms(double sharded_ss = 0, double backbone_ss = 0) const {
-    double other = backbone_ss, stem = sharded_ss;
     const int64_t U = grads.index.n_unique();
     const kernels::Ops& k = tr->backend().ops();
-    for (size_t i = 0; i < grads.dense.size(); ++i) {
+    std::vector<double> terms, stem_terms;
+    if (!zero)
+      for (const Bucket& b : buckets) {
+        terms.resize(terms.size() + norm_blocks(b.n));
+        block_squares(k, b.data, b.n, terms.data() + terms.size() - norm_blocks(b.n));
+      }
+    for (size_t i = 0; i < grads.rows.size(); ++i) {
+      if (grads.rows[i].empty()) continue;  // the dense ones are in the buckets
       const auto& s = grads.dense.spec(i);
-      if (s.kind == model::ParamKind::StemTable ? shards != nullptr : zero != nullptr) continue;
-      double ss = 0;
-      if (!grads.dense[i].empty()) ss = k.sum_squares(grads.dense[i].f32(), grads.dense[i].numel());
-      else if (!grads.rows[i].empty()) ss = k.sum_squares(grads.rows[i].f32(), U * s.shape[1]);
-      (s.kind == model::ParamKind::StemTable ? stem : other) += ss;
+      const bool table = s.kind == model::ParamKind::StemTable;
+      if (table ? shards != nullptr : zero != nullptr) continue;
+      std::vector<double>& t = table ? stem_terms : terms;
+      t.resize(t.size() + U);
+      row_squares(k, grads.rows[i].f32(), U, s.shape[1], t.data() + t.size() - U);
     }
+    const double other = zero ? backbone_ss : ordered_total(terms);
+    const double stem = shards ? sharded_ss : ordered_total(stem_terms);
     return {std::sqrt(other), std::sqrt(stem)};
   }
 
-  // Several ranks: the dense gradients lie in one arena in list order
-  // (embedding, layer 0, ..., layer L-1, norm and head), so consecutive ones
-  // of one backward stage (Transformer::grad_stage) go in buckets of up to
-  // kBucketBytes, alignment padding included (zeros). The last micro-batch's
+  // The dense gradients lie in one arena in list order (embedding, layer 0,
+  // ..., layer L-1, norm and head), so consecutive ones of one backward stage
+  // (Transformer::grad_stage) go in buckets of up to kBucketBytes, alignment
+  // padding included (zeros). The gradient norm is summed bucket by bucket
+  // (grad_norm.h), alone or not; several ranks sum the buckets. The last micro-batch's
   // backward starts a stage's buckets summing as soon as the stage is done
   // (start_buckets), so that the sums overlap the layers below it.
   struct Bucket {
@@ -142,6 +159,7 @@ struct Trainer::Impl {
       if (grads.dense[i].empty()) continue;
       float* g = grads.dense[i].f32();
       const int64_t n = grads.dense[i].numel();
+      STEM_CHECK(grads.dense.spec(i).kind != model::ParamKind::StemTable);  // tables' gradients are rows
       const int stage = model::Transformer::grad_stage(grads.dense.spec(i), tr->n_layers());
       Bucket* b = buckets.empty() ? nullptr : &buckets.back();
       if (b && b->stage == stage && g >= b->data + b->n && (g + n - b->data) * 4 <= kBucketBytes) {
@@ -152,11 +170,29 @@ struct Trainer::Impl {
     }
   }
 
-  // The hook of the last micro-batch's backward: starts the sums of `stage`'s
+  // Adds the micro-batch's gradients of `stage` into the step's (INT_MIN:
+  // those of every stage not added yet).
+  std::vector<char> micro_added;  // [tensors]
+  void add_micro(int stage) {
+    const kernels::Ops& k = tr->backend().ops();
+    const int64_t U = grads.index.n_unique();
+    micro_added.resize(grads.dense.size(), 0);
+    for (size_t i = 0; i < grads.dense.size(); ++i) {
+      const auto& s = grads.dense.spec(i);
+      if (micro_added[i] || (stage != INT_MIN && model::Transformer::grad_stage(s, tr->n_layers()) != stage)) continue;
+      micro_added[i] = 1;
+      if (!grads.dense[i].empty()) k.add_inplace(grads.dense[i].f32(), micro.dense[i].f32(), grads.dense[i].numel());
+      else if (!grads.rows[i].empty()) k.add_inplace(grads.rows[i].f32(), micro.rows[i].f32(), U * s.shape[1]);
+    }
+  }
+
+  // The hook of the last micro-batch's backward: adds the stage's gradients
+  // of that micro-batch into the step's (from_micro), starts the sums of its
   // buckets and lets those already started advance.
-  void start_buckets(int stage) {
+  void start_buckets(int stage, bool from_micro) {
     if (!overlap_status.ok()) return;
     overlap_status = tr->backend().stream().synchronize();  // the gradients are written
+    if (from_micro) add_micro(stage);
     for (const Bucket& b : buckets) {
       if (b.stage != stage || !overlap_status.ok()) continue;
       const Status started =
@@ -184,9 +220,11 @@ struct Trainer::Impl {
       STEM_RETURN_IF_ERROR(
           comm->all_reduce_sum(grads.rows[i].f32(), U * s.shape[1]).with_context("train: summing gradients"));
     }
-    double ss[2] = {0, zero ? zero->sum_squares() : 0.0};
+    double ss[2] = {0, 0};  // both global
     if (shards) STEM_RETURN_IF_ERROR(shards->reduce(grads, &ss[0]));
-    if (shards || zero) STEM_RETURN_IF_ERROR(comm->all_reduce_sum(ss, 2).with_context("train: the gradient norms"));
+    if (zero) {
+      STEM_ASSIGN_OR_RETURN(ss[1], zero->sum_squares());
+    }
     return std::make_pair(ss[0], ss[1]);
   }
 
@@ -404,7 +442,8 @@ Result<std::unique_ptr<Trainer>> Trainer::create(const TrainOptions& o) {
   I.adam = std::make_unique<AdamW>(I.tr->weights(), ao);
   const int64_t step_tokens = o.batch * o.seq * o.accum * I.N;  // the global step's
   I.grads = I.tr->make_gradients(std::min(step_tokens, I.cfg.vocab_size));
-  if (I.N > 1) I.plan_buckets();
+  if (o.accum > 1) I.micro = I.tr->make_gradients(std::min(step_tokens, I.cfg.vocab_size));
+  I.plan_buckets();  // the norm's order, and several ranks' sums
   I.rng.seed(o.seed ^ 0x5DEECE66Dull);
   if (!ckpt.empty()) {
     STEM_RETURN_IF_ERROR(load_checkpoint(ckpt, I.cfg, I.tr->weights(), *I.adam, I.st).with_context("resume"));
@@ -531,9 +570,21 @@ Result<TrainEnd> Trainer::run(const std::function<void(const StepRecord&)>& on_s
       const double l = I.tr->forward(mine + a * mb_tokens, o.batch, o.seq);
       if (I.N == 1 && !std::isfinite(l)) return not_finite(l);
       ce += I.tr->last_ce() / static_cast<double>(micro);
-      const bool last = a + 1 == o.accum;
-      I.tr->backward(I.grads, 1.0f / static_cast<float>(micro),
-                     I.N > 1 && last ? model::Transformer::GradsReady([&I](int s) { I.start_buckets(s); }) : nullptr);
+      const bool last = a + 1 == o.accum, into_micro = a > 0;
+      model::Gradients& g = into_micro ? I.micro : I.grads;
+      if (into_micro) {
+        I.micro.index = I.grads.index;
+        I.micro.step_open = true;
+        I.micro.zero();
+        I.micro_added.assign(I.grads.dense.size(), 0);
+      }
+      model::Transformer::GradsReady ready;
+      if (I.N > 1 && last) ready = [&I, into_micro](int s) { I.start_buckets(s, into_micro); };
+      I.tr->backward(g, 1.0f / static_cast<float>(micro), ready);
+      if (into_micro) {  // without the hook, or stages it did not see
+        STEM_RETURN_IF_ERROR(I.tr->backend().stream().synchronize());
+        I.add_micro(INT_MIN);
+      }
       loss += l / static_cast<double>(micro);
     }
     double norm = 0, norm_stem = 0;
