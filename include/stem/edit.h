@@ -250,6 +250,41 @@ Result<InjectResult> inject_facts(Model& model, const Tokenizer& tok, const std:
                                   const std::vector<std::string>& names, const InjectOptions& opt,
                                   const InjectProgress& progress = nullptr, const std::string& where = "facts");
 
+// -------- Swap by training
+// Copying rows position by position moves only part of the answers when the
+// names are several pieces each (41-53% on made-up countries: the source's
+// unpaired pieces still speak for it, and an answer's later pieces are
+// produced where the input is its previous piece; docs/editing.md). Swap by
+// training teaches the source's rows what the model says of the target: for
+// each prompt that mentions `from`, the model's own greedy answer to the
+// prompt with `to` in its place (through the first token that ends a
+// sentence, at most answer_tokens) becomes a fact, prompt + answer, and the
+// rows of from's tokens are trained on those facts by injection (above:
+// until every fact is predicted, at most inject.steps). The rows trained are
+// the tokens of `from` in its sentences; pieces that other words share
+// follow `shared` as in a swap (refuse: an error naming them). Errors: empty
+// strings, no prompts, a prompt without `from`, an empty answer, and those
+// of injection.
+struct SwapTrainOptions {
+  InjectOptions inject;
+  SharedPieces shared = SharedPieces::Refuse;
+  int64_t answer_tokens = 8;
+};
+
+struct SwapTrainResult {
+  std::vector<Fact> facts;            // each prompt + its answer, the sentences trained on
+  std::vector<std::string> answers;   // the target's answer to each prompt
+  std::vector<int32_t> shared_tokens; // pieces others share: trained (allow) or left alone (skip)
+  InjectResult inject;                // the overlay, the tokens trained, steps, learned
+};
+
+Result<SwapTrainResult> swap_by_training(Model& model, const Tokenizer& tok, const std::string& from,
+                                         const std::string& to, const std::vector<std::string>& prompts,
+                                         const SwapTrainOptions& opt, const InjectProgress& progress = nullptr);
+// Prompts, one per line, or JSON lines with "prompt" (or "control"); errors
+// name the file and line.
+Result<std::vector<std::string>> read_prompts(const std::string& path);
+
 // -------- Measuring an edit
 // Measuring an edit: for prompts with an expected continuation before and
 // after the edit, the probability and rank of each continuation's first

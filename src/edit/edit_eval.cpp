@@ -48,7 +48,9 @@ Result<EditCases> read_cases(const std::string& path) {
   return out;
 }
 
-Result<std::vector<std::string>> read_controls(const std::string& path) {
+namespace {
+// Lines of text, or JSON lines with "control" or "prompt"; `what` for an empty file.
+Result<std::vector<std::string>> read_prompt_lines(const std::string& path, const std::string& what) {
   STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
   std::istringstream in(text);
   std::string line;
@@ -67,9 +69,16 @@ Result<std::vector<std::string>> read_controls(const std::string& path) {
       out.push_back(line);
     }
   }
-  if (out.empty()) return Status::error(path + ": no control prompts");
+  if (out.empty()) return Status::error(path + ": no " + what);
   return out;
 }
+}  // namespace
+
+Result<std::vector<std::string>> read_controls(const std::string& path) {
+  return read_prompt_lines(path, "control prompts");
+}
+
+Result<std::vector<std::string>> read_prompts(const std::string& path) { return read_prompt_lines(path, "prompts"); }
 
 
 Result<EditEvalResult> evaluate_edits(model::Transformer& m, const Tokenizer& tok, const EditCases& cases,

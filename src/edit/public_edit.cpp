@@ -7,6 +7,7 @@
 #include "edit/overlay.h"
 #include "edit/store_rows.h"
 #include "edit/swap.h"
+#include "edit/swap_train.h"
 #include "model/engine.h"
 #include "stem/analyze.h"
 #include "stem/edit.h"
@@ -80,6 +81,12 @@ Result<InjectResult> inject_facts(Model& model, const Tokenizer& tok, const std:
   STEM_ASSIGN_OR_RETURN(auto seqs, fact_sequences(tok, facts, model.config().max_position_embeddings, where));
   STEM_ASSIGN_OR_RETURN(auto tokens, injection_tokens(tok, facts, seqs, names, where));
   return inject_rows(engine(model), seqs, tokens, opt, progress);
+}
+
+Result<SwapTrainResult> swap_by_training(Model& model, const Tokenizer& tok, const std::string& from,
+                                         const std::string& to, const std::vector<std::string>& prompts,
+                                         const SwapTrainOptions& opt, const InjectProgress& progress) {
+  return swap_by_training(engine(model), tok, from, to, prompts, opt, progress);
 }
 
 Result<EditEvalResult> evaluate_edits(Model& model, const Tokenizer& tok, const EditCases& cases,

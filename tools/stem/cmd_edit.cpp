@@ -1,6 +1,7 @@
 // stem edit: knowledge editing of STEM models through overlays (src/edit/).
 //   facts   write a synthetic fact corpus (made-up countries) and its cases
 //   swap    put one string's STEM rows in place of another's -> overlay
+//           (with --prompts: train them on the model's answers for the other)
 //   inject  train only the STEM rows of chosen tokens on sentences -> overlay
 //   eval    probability and rank of expected answers before/after overlays,
 //           and KL on control prompts
@@ -67,6 +68,13 @@ nlohmann::json forms_json(const Tokenizer& tok, const std::vector<edit::TokenFor
   return a;
 }
 
+
+void warn_shared(const Tokenizer& tok, const std::vector<int32_t>& shared, const std::string& what) {
+  if (shared.empty()) return;
+  std::string list;
+  for (int32_t t : shared) list += " " + tok.piece(t) + " (" + std::to_string(t) + ")";
+  std::fprintf(stderr, "warning: pieces other words share were %s:%s\n", what.c_str(), list.c_str());
+}
 
 int64_t file_bytes(const std::string& p) {
   std::error_code ec;
@@ -143,8 +151,9 @@ void register_facts(CLI::App* edit) {
 void register_swap(CLI::App* edit) {
   struct Opts {
     std::string model_dir, from, to, layers = "all", align = "right", mismatch = "pad", subset, forms = "words", out;
-    std::string shared = "refuse";
+    std::string shared = "refuse", prompts;
     bool exchange = false, json = false;
+    edit::SwapTrainOptions train;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = edit->add_subcommand("swap", "Put the STEM rows of --to's tokens in place of --from's (an overlay)");
@@ -167,9 +176,19 @@ void register_swap(CLI::App* edit) {
                   "Pieces of a word split in several, which other words share: refuse (an error) | skip (edit "
                   "only whole-word pieces) | allow (edit them anyway)")
       ->capture_default_str();
+  sub->add_option("--prompts", o->prompts,
+                  "Train instead of copying: prompts that mention --from (a line each, or JSON lines with "
+                  "\"prompt\"); --from's rows learn the model's own answers for --to (for names of several pieces)");
+  sub->add_option("--steps", o->train.inject.steps, "With --prompts: Adam steps at most")->capture_default_str();
+  sub->add_option("--lr", o->train.inject.lr, "With --prompts: Adam learning rate")->capture_default_str();
+  sub->add_option("--answer-tokens", o->train.answer_tokens, "With --prompts: tokens of each answer at most")
+      ->capture_default_str();
   sub->add_option("--out", o->out, "Output overlay file")->required();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] {
+    if (!o->prompts.empty())
+      return trained_swap({o->model_dir, o->from, o->to, o->layers, o->shared, o->prompts, o->out, o->exchange, o->json,
+                           o->train});
     const char* cmd = "edit swap";
     edit::SwapOptions so;
     auto align = edit::parse_align(o->align);
@@ -203,12 +222,7 @@ void register_swap(CLI::App* edit) {
     if (!plan.ok()) return fail(cmd, plan.status());
     if (Status st = edit::write_overlay(plan->overlay, o->out); !st.ok()) return fail(cmd, st);
     const Tokenizer& tok = lm->tok;
-    if (!plan->shared_tokens.empty()) {
-      std::string list;
-      for (int32_t t : plan->shared_tokens) list += " " + tok.piece(t) + " (" + std::to_string(t) + ")";
-      std::fprintf(stderr, "warning: pieces other words share were %s:%s\n",
-                   so.shared == edit::SharedPieces::Skip ? "left alone" : "edited (--shared allow)", list.c_str());
-    }
+    warn_shared(tok, plan->shared_tokens, so.shared == edit::SharedPieces::Skip ? "left alone" : "edited (--shared allow)");
     if (o->json) {
       nlohmann::json as = nlohmann::json::array();
       for (const auto& a : plan->assignments)

@@ -1,4 +1,4 @@
-// stem edit inject|eval: training STEM rows into an overlay, and measuring
+// stem edit inject|eval and swap --prompts: training STEM rows into an overlay, and measuring
 // overlays (the rest of `stem edit` is in cmd_edit.cpp and
 // cmd_edit_files.cpp). The library does the work; this file parses, reports
 // and saves.
@@ -78,6 +78,62 @@ void register_inject(CLI::App* edit) {
                 o->out.c_str(), r->overlay.size(), static_cast<long>(file_bytes(o->out)));
     return 0;
   });
+}
+
+// ---------------------------------------------------------------- swap --prompts
+
+int trained_swap(const TrainedSwapArgs& a) {
+  const char* cmd = "edit swap";
+  if (a.exchange) return fail(cmd, Status::error("--exchange copies rows both ways; it does not go with --prompts"));
+  auto shared = edit::parse_shared(a.shared);
+  if (!shared.ok()) return fail(cmd, shared.status());
+  edit::SwapTrainOptions opt = a.train;
+  opt.shared = *shared;
+  if (opt.inject.steps < 1) return fail(cmd, Status::error("--steps " + std::to_string(opt.inject.steps) + ": must be at least 1"));
+  if (opt.answer_tokens < 1)
+    return fail(cmd, Status::error("--answer-tokens " + std::to_string(opt.answer_tokens) + ": must be at least 1"));
+  auto prompts = edit::read_prompts(a.prompts);
+  if (!prompts.ok()) return fail(cmd, prompts.status());
+  auto lm = load_model_and_tokenizer(a.model_dir);
+  if (!lm.ok()) return fail(cmd, lm.status());
+  auto layers = edit::parse_layers(a.layers, lm->model.config());
+  if (!layers.ok()) return fail(cmd, layers.status());
+  opt.inject.layers = *layers;
+  Progress bar("swap", opt.inject.steps);
+  auto progress = [&](int64_t s, int64_t, double loss) {
+    char extra[48];
+    std::snprintf(extra, sizeof extra, "loss %.4f", loss);
+    bar.update(s, extra);
+  };
+  auto r = edit::swap_by_training(lm->model, lm->tok, a.from, a.to, *prompts, opt, progress);
+  bar.finish();
+  if (!r.ok()) return fail(cmd, r.status().with_context(a.prompts));
+  if (Status st = edit::write_overlay(r->inject.overlay, a.out); !st.ok()) return fail(cmd, st);
+  const Tokenizer& tok = lm->tok;
+  warn_shared(tok, r->shared_tokens, opt.shared == edit::SharedPieces::Skip ? "left alone" : "trained (--shared allow)");
+  if (a.json) {
+    nlohmann::json facts = nlohmann::json::array();
+    for (size_t i = 0; i < r->facts.size(); ++i)
+      facts.push_back({{"prompt", (*prompts)[i]}, {"answer", r->answers[i]}});
+    print_json({{"from", a.from}, {"to", a.to}, {"method", "train"}, {"facts", facts},
+                {"tokens", tokens_json(tok, r->inject.tokens)}, {"shared", a.shared},
+                {"shared_tokens", tokens_json(tok, r->shared_tokens)}, {"layers", opt.inject.layers},
+                {"steps", r->inject.steps}, {"max_steps", opt.inject.steps}, {"learned", r->inject.learned},
+                {"loss_before", r->inject.loss_before}, {"loss_after", r->inject.loss_after},
+                {"rows", r->inject.overlay.size()}, {"out", a.out}, {"bytes", file_bytes(a.out)}});
+    return 0;
+  }
+  std::printf("swap '%s' <- '%s' by training (layers %s): the answers for '%s'\n", a.from.c_str(), a.to.c_str(),
+              join_ints(opt.inject.layers).c_str(), a.to.c_str());
+  for (size_t i = 0; i < r->facts.size(); ++i)
+    std::printf("  %s ->%s\n", (*prompts)[i].c_str(), r->answers[i].c_str());
+  std::string pieces;
+  for (int32_t t : r->inject.tokens) pieces += (pieces.empty() ? "" : " ") + tok.piece(t) + " (" + std::to_string(t) + ")";
+  std::printf("trained rows of %s, %ld steps (%s)\n", pieces.c_str(), static_cast<long>(r->inject.steps),
+              r->inject.learned ? "every answer predicted" : "not every answer predicted yet: try more --steps");
+  std::printf("wrote %s (%zu rows, %ld bytes)\n", a.out.c_str(), r->inject.overlay.size(),
+              static_cast<long>(file_bytes(a.out)));
+  return 0;
 }
 
 // ---------------------------------------------------------------- eval

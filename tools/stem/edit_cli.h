@@ -24,6 +24,16 @@ Result<std::vector<int32_t>> parse_int_list(const std::string& s, const std::str
 nlohmann::json tokens_json(const Tokenizer& tok, const std::vector<int32_t>& ids);
 nlohmann::json forms_json(const Tokenizer& tok, const std::vector<edit::TokenForm>& forms);
 int64_t file_bytes(const std::string& p);
+// "warning: pieces other words share were <what>: ▁K (372) ..." on stderr; nothing when none.
+void warn_shared(const Tokenizer& tok, const std::vector<int32_t>& shared, const std::string& what);
+
+// `stem edit swap --prompts`: the swap by training (cmd_edit_measure.cpp).
+struct TrainedSwapArgs {
+  std::string model_dir, from, to, layers, shared, prompts, out;
+  bool exchange = false, json = false;
+  edit::SwapTrainOptions train;
+};
+int trained_swap(const TrainedSwapArgs& a);
 
 // The subcommands of cmd_edit_measure.cpp and cmd_edit_files.cpp.
 void register_inject(CLI::App* edit);
