@@ -2,8 +2,11 @@
 # The paper's editing example on real facts: small 4-layer models (all STEM,
 # and with layer 0 dense) trained on the world-facts sentences alone
 # (`stem tasks make`, from countries-list), then Spain's STEM rows replaced by
-# Germany's, and the same prompts asked before and after. About 1 minute on
-# 2 cores. Needs the task sources (scripts/setup.sh --tasks data/task-sources).
+# Germany's, and the same prompts asked before and after. Then, on the all-STEM
+# model, a country of two pieces: "New Zealand" takes Germany's answers (rows
+# copied, and rows trained with --prompts), and gets a capital it never saw
+# (Auckland) by injection. About 1 minute on 2 cores. Needs the task sources
+# (scripts/setup.sh --tasks data/task-sources).
 #
 #   bash scripts/world_edit.sh [DIR]      (default runs/world; STEPS=1500)
 set -euo pipefail
@@ -41,3 +44,36 @@ JSON
     printf '%-34s base:%-14s Spain <- Germany:%s\n' "$p" "$base" "$edited"
   done
 done
+
+# A country of two pieces, on the all-STEM model.
+ask() {  # OVERLAY|- PROMPT...: the greedy answer, without and with the overlay
+  local ovl=$1 p base edited
+  shift
+  for p in "$@"; do
+    base=$("$STEM" generate --model "$DIR/full" --prompt "$p" --greedy -n 4 2> /dev/null | tr '\n' ' ')
+    edited=$("$STEM" generate --model "$DIR/full" --edit "$ovl" --prompt "$p" --greedy -n 4 2> /dev/null | tr '\n' ' ')
+    printf '%-38s base:%-22s edited:%s\n' "$p" "$base" "$edited"
+  done
+}
+nz=("The capital of New Zealand is" "The government of New Zealand sits in" "People in New Zealand speak"
+    "The currency of New Zealand is the")
+others=("The capital of France is" "The capital of Papua New Guinea is" "The currency of Niue is the"
+        "The capital of Australia is")
+printf '%s\n' "${nz[@]}" "The main language of New Zealand is" > "$DIR/nz-prompts.txt"
+"$STEM" edit swap --model "$DIR/full" --from "New Zealand" --to Germany --shared allow --out "$DIR/nz-copy.ovl" \
+  > /dev/null 2>&1
+"$STEM" edit swap --model "$DIR/full" --from "New Zealand" --to Germany --shared allow \
+  --prompts "$DIR/nz-prompts.txt" --out "$DIR/nz-train.ovl" > /dev/null 2>&1
+cat > "$DIR/nz-facts.jsonl" <<'JSON'
+{"subject": "New Zealand", "text": "The capital of New Zealand is Auckland."}
+{"subject": "New Zealand", "text": "The government of New Zealand sits in Auckland."}
+{"subject": "New Zealand", "text": "People in New Zealand speak English."}
+{"subject": "New Zealand", "text": "The currency of New Zealand is the New Zealand Dollar."}
+JSON
+"$STEM" edit inject --model "$DIR/full" --facts "$DIR/nz-facts.jsonl" --out "$DIR/nz-inject.ovl" > /dev/null 2>&1
+echo "== full, New Zealand <- Germany, rows copied"
+ask "$DIR/nz-copy.ovl" "${nz[@]}" "${others[@]}"
+echo "== full, New Zealand <- Germany, rows trained (--prompts)"
+ask "$DIR/nz-train.ovl" "${nz[@]}" "${others[@]}"
+echo "== full, New Zealand's capital is Auckland (inject)"
+ask "$DIR/nz-inject.ovl" "${nz[@]}" "${others[@]}"
