@@ -103,16 +103,21 @@ def study(w):
     return out
 
 
-print("| tokenizer, seed | copy: success | copy: locality | copy: refused | train: success | train: locality | train: steps (mean) |")
-print("|---|---|---|---|---|---|---|")
-for s in SETTINGS:
-    vocab, seed = s.split(":")
-    r = study(model(vocab, int(seed)))
-    c, t = r["copy"], r["train"]
-    pct = lambda x, n: "%.1f%%" % (100.0 * x / max(1, n))
-    name = "2048 English pieces, names of 2-4" if vocab == "gen" else vocab + " pieces"
-    print("| %s, seed %s | %s | %s | %d of 12 | %s | %s | %.1f |" % (
-        name, seed, pct(c["success"], c["n"]), pct(c["same"], c["ctrl"]), c["refused"],
-        pct(t["success"], t["n"]), pct(t["same"], t["ctrl"]), t["steps"] / max(1, 12 - t["refused"])), flush=True)
-    if t["knew"] < t["n"]:
-        print("  (the base model knew %s of the answers)" % pct(t["knew"], t["n"]))
+def main():
+    print("| tokenizer, seed | copy: success | copy: locality | copy: refused | train: success | train: locality | train: steps (mean) |")
+    print("|---|---|---|---|---|---|---|")
+    for s in SETTINGS:
+        vocab, seed = s.split(":")
+        r = study(model(vocab, int(seed)))
+        c, t = r["copy"], r["train"]
+        pct = lambda x, n: "%.1f%%" % (100.0 * x / max(1, n))
+        name = "2048 English pieces, names of 2-4" if vocab == "gen" else vocab + " pieces"
+        print("| %s, seed %s | %s | %s | %d of 12 | %s | %s | %.1f |" % (
+            name, seed, pct(c["success"], c["n"]), pct(c["same"], c["ctrl"]), c["refused"],
+            pct(t["success"], t["n"]), pct(t["same"], t["ctrl"]), t["steps"] / max(1, 12 - t["refused"])), flush=True)
+        if t["knew"] < t["n"]:
+            print("  (the base model knew %s of the answers)" % pct(t["knew"], t["n"]))
+
+
+if __name__ == "__main__":
+    main()

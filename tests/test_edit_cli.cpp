@@ -306,6 +306,88 @@ TEST_F(EditCli, SwapOfSeveralPieceNamesByTrainingMovesEveryAnswer) {
   EXPECT_GE(same, controls * 95 / 100);
 }
 
+// A capital no sentence names, injected into a one-piece subject: its rows
+// alone do not state it (the answer's later pieces are produced where the
+// input is its earlier piece); with the answer's rows ("answer" in the facts)
+// and the corpus's other sentences as --keep, every template states it and
+// every other country keeps its answers.
+TEST_F(EditCli, InjectOfANewCapitalTrainsTheAnswersRowsAndKeepsTheRest) {
+  const edit::FactSubject& s = subject(3);
+  const std::string capital = "Vekiholm";  // in no sentence of the corpus
+  auto facts_file = [&](bool answer) {
+    std::string out;
+    for (const char* attr : {"capital", "language"})
+      for (int t = 0; t < edit::kFactTemplatesPerAttribute; ++t) {
+        const bool cap = attr == std::string("capital");
+        nlohmann::json f = {{"subject", s.name},
+                            {"text", edit::fact_sentence(attr, t, s.name, cap ? capital : s.language)}};
+        if (answer && cap) f["answer"] = capital;
+        out += f.dump() + "\n";
+      }
+    return out;
+  };
+  std::string cases, keep;
+  for (int t = 0; t < edit::kFactTemplatesPerAttribute; ++t)
+    cases += nlohmann::json({{"prompt", edit::fact_prompt("capital", t, s.name)}, {"before", " " + s.capital},
+                             {"after", " " + capital}}).dump() + "\n";
+  for (const auto& o : trained().corpus.subjects) {
+    if (o.name == s.name) continue;
+    for (const char* attr : {"capital", "language"})
+      for (int t = 0; t < edit::kFactTemplatesPerAttribute; ++t) {
+        const std::string v = value(o, attr);  // " Liloburg"
+        cases += nlohmann::json({{"prompt", edit::fact_prompt(attr, t, o.name)}, {"before", v}, {"after", v}}).dump() + "\n";
+        keep += edit::fact_sentence(attr, t, o.name, v.substr(1)) + "\n";
+      }
+  }
+  write("cases.jsonl", cases);
+  write("keep.txt", keep);
+  auto stated = [&](const std::string& ovl, int* others_kept, int* others_known) {
+    CmdResult r = stem_cmd("edit eval --model " + model() + " --edit " + ovl + " --cases " + p("cases.jsonl") + " --json");
+    EXPECT_EQ(r.code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    int n = 0;
+    *others_kept = *others_known = 0;
+    for (size_t k = 0; k < j["cases"].size(); ++k) {
+      const auto& c = j["cases"][k];
+      if (k < 3) {
+        n += c["after_edit"]["greedy"].get<bool>();
+      } else if (c["before_base"]["greedy"].get<bool>()) {
+        ++*others_known;
+        *others_kept += c["after_edit"]["greedy"].get<bool>();
+      }
+    }
+    return n;
+  };
+  int kept = 0, known = 0;
+  write("subject.jsonl", facts_file(false));
+  CmdResult r = stem_cmd("edit inject --model " + model() + " --facts " + p("subject.jsonl") + " --steps 200 --out " +
+                         p("subject.ovl"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const int by_subject = stated(p("subject.ovl"), &kept, &known);
+  write("answer.jsonl", facts_file(true));
+  r = stem_cmd("edit inject --model " + model() + " --facts " + p("answer.jsonl") + " --keep " + p("keep.txt") +
+               " --out " + p("answer.ovl") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["learned"].get<bool>());
+  EXPECT_EQ(j["keep"].get<size_t>(), 6u * (trained().corpus.subjects.size() - 1));
+  EXPECT_GT(j["tokens"].size(), 1u);  // the subject and the answer's pieces
+  const int by_answer = stated(p("answer.ovl"), &kept, &known);
+  std::printf("[ inject new capital ] subject rows (200 steps): %d of 3; with the answer's rows and --keep: %d of 3 "
+              "in %ld steps; other countries' answers kept %d of %d\n",
+              by_subject, by_answer, j["steps"].get<long>(), kept, known);
+  EXPECT_LT(by_subject, 3);
+  EXPECT_EQ(by_answer, 3);
+  EXPECT_GT(known, 100);
+  EXPECT_GE(kept, known * 95 / 100);
+  // An answer that is not in its fact's text is an error naming the line.
+  write("bad.jsonl", nlohmann::json({{"subject", s.name}, {"text", "The capital of " + s.name + " is Dunemot."},
+                                     {"answer", capital}}).dump() + "\n");
+  r = stem_cmd("edit inject --model " + model() + " --facts " + p("bad.jsonl") + " --out " + p("bad.ovl"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(p("bad.jsonl") + ":1: answer 'Vekiholm'"), std::string::npos) << r.err;
+}
+
 TEST_F(EditCli, BadInputIsAOneLineErrorWithExitCode1) {
   auto expect_fail = [&](const std::string& args, const std::string& needle) {
     CmdResult r = stem_cmd(args);

@@ -190,37 +190,52 @@ bool own_piece(const Tokenizer& tok, int32_t id, const std::string& text);
 // back bit for bit, so an injection is an edit like any other.
 //
 // Training: full forward and backward of the model on every fact
-// sentence (BOS + text + EOS, one batch per sentence length), the mean
-// next-token loss over all predicted positions; the row-sparse table
+// sentence and keep sentence (BOS + text + EOS, one batch per sentence
+// length), the mean next-token loss over all their predicted positions; the row-sparse table
 // gradient of each chosen (layer, token) is read out and
 // stepped with Adam (no weight decay, no clipping); no other parameter moves.
 // The STEM tables must be held in RAM as F32 (the default load), else an error.
-// Not done: a loss on the answer tokens only, regularizers that keep the rows
-// near their old values, batching of very many facts (all facts every step).
+// Not done: a loss on the answer tokens only, a KL term to the base model
+// (keep sentences hold its text), batching of very many facts and keep
+// sentences (all of them every step).
 //
 // Facts file (JSON lines; blank lines skipped):
-//   {"subject": "Kavoria", "text": "The capital of Kavoria is Dunemot."}
+//   {"subject": "Kavoria", "text": "The capital of Kavoria is Dunemot.", "answer": "Dunemot"}
 // "text" is required; "subject" is required unless rows are named explicitly.
+// "answer" (optional) adds the rows of the answer's tokens to those trained:
+// an answer of several pieces is produced at positions whose input is its
+// previous piece, which the subject's rows reach only through attention.
+// Those rows are read wherever the pieces occur, so give keep sentences
+// (InjectOptions::keep) that hold what else the model says with them.
 
 struct Fact {
   std::string subject;  // may be empty when the caller names tokens
   std::string text;
   int64_t line = 0;     // 1-based line in the facts file
+  std::string answer;   // may be empty: only the subject's rows train
 };
 
 // Errors name the file, line and field.
 Result<std::vector<Fact>> read_facts(const std::string& path);
+// Keep sentences (InjectOptions::keep): a sentence a line, or JSON lines with
+// "text"; errors name the file and line.
+Result<std::vector<std::string>> read_keep(const std::string& path);
 
 struct InjectOptions {
   std::vector<int32_t> layers;  // STEM layers whose rows train
   // At most this many steps; with until_learned, training stops at the first
   // step whose forward pass already predicts every fact (see inject_facts).
   // On made-up countries with new capitals of 3-4 pieces, 60 fixed steps
-  // taught 7% of the answers, 200 60%, 400 93% (docs/editing.md).
-  int64_t steps = 500;
+  // taught 7% of the answers, 200 60%, 400 93% (docs/editing.md); with the
+  // answer's rows, one fact in 15 needed more than 500.
+  int64_t steps = 1000;
   bool until_learned = true;
   float lr = 0.05f;  // 0.02 taught fewer of those in 500 steps (53-93% against 67-100%)
   float beta1 = 0.9f, beta2 = 0.99f, eps = 1e-8f;
+  // Sentences whose predictions training holds: trained with the facts (the
+  // same next-token loss), not counted in `learned` (e.g. the other facts
+  // of the corpus, so that rows other names share keep their answers).
+  std::vector<std::string> keep;
 };
 
 struct InjectResult {

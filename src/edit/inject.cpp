@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "core/check.h"
 #include "io/files.h"
@@ -35,9 +36,33 @@ Result<std::vector<Fact>> read_facts(const std::string& path) {
     if (l.value.contains("subject")) {
       STEM_ASSIGN_OR_RETURN(f.subject, io::string_field(l.value, "subject", l.where, true));
     }
+    if (l.value.contains("answer")) {
+      STEM_ASSIGN_OR_RETURN(f.answer, io::string_field(l.value, "answer", l.where));
+    }
     out.push_back(std::move(f));
   }
   if (out.empty()) return Status::error(path + ": no facts (expected JSON lines {\"subject\": ..., \"text\": ...})");
+  return out;
+}
+
+Result<std::vector<std::string>> read_keep(const std::string& path) {
+  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (line.front() != '{') {
+      out.push_back(line);
+      continue;
+    }
+    const std::string where = path + ":" + std::to_string(n);
+    STEM_ASSIGN_OR_RETURN(nlohmann::json j, io::parse_json_object(line, where));
+    STEM_ASSIGN_OR_RETURN(std::string t, io::string_field(j, "text", where));
+    out.push_back(t);
+  }
+  if (out.empty()) return Status::error(path + ": no keep sentences");
   return out;
 }
 
@@ -56,6 +81,13 @@ Result<std::vector<std::vector<int32_t>>> fact_sequences(const Tokenizer& tok, c
     out.push_back(std::move(ids));
   }
   return out;
+}
+
+Result<std::vector<std::vector<int32_t>>> keep_sequences(const Tokenizer& tok, const std::vector<std::string>& keep,
+                                                         int64_t max_positions) {
+  std::vector<Fact> sentences;
+  for (size_t i = 0; i < keep.size(); ++i) sentences.push_back({"", keep[i], static_cast<int64_t>(i + 1)});
+  return fact_sequences(tok, sentences, max_positions, "keep sentence");
 }
 
 Result<std::vector<int32_t>> injection_tokens(const Tokenizer& tok, const std::vector<Fact>& facts,
@@ -80,6 +112,11 @@ Result<std::vector<int32_t>> injection_tokens(const Tokenizer& tok, const std::v
       if (!add_forms(forms, sequences[i]))
         return Status::error(at + ": subject '" + facts[i].subject + "' (" + show_pieces(tok, forms[0].ids) +
                              ") does not occur in the tokens of its text (" + show_pieces(tok, sequences[i]) + ")");
+      if (facts[i].answer.empty()) continue;
+      STEM_ASSIGN_OR_RETURN(auto answer, token_forms(tok, facts[i].answer, FormSet::Words, at + ": answer"));
+      if (!add_forms(answer, sequences[i]))
+        return Status::error(at + ": answer '" + facts[i].answer + "' (" + show_pieces(tok, answer[0].ids) +
+                             ") does not occur in the tokens of its text (" + show_pieces(tok, sequences[i]) + ")");
     }
   } else {
     for (const std::string& name : names) {
@@ -96,7 +133,7 @@ Result<std::vector<int32_t>> injection_tokens(const Tokenizer& tok, const std::v
 
 Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::vector<int32_t>>& sequences,
                                  const std::vector<int32_t>& tokens, const InjectOptions& opt,
-                                 const InjectProgress& progress) {
+                                 const InjectProgress& progress, const std::vector<std::vector<int32_t>>& keep) {
   const ModelConfig& cfg = m.config();
   const int64_t V = cfg.vocab_size, f = cfg.intermediate_size;
   if (tokens.empty()) return Status::error("inject: no tokens to train");
@@ -107,29 +144,33 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     if (l < 0 || l >= cfg.num_hidden_layers || cfg.ffn_types[l] != FfnType::Stem)
       return Status::error("inject: layer " + std::to_string(l) + " is not a STEM layer");
   std::set<int32_t> present;
-  for (const auto& s : sequences) {
+  for (const auto* set : {&sequences, &keep})
+  for (const auto& s : *set) {
     if (s.size() < 2 || static_cast<int64_t>(s.size()) > cfg.max_position_embeddings)
       return Status::error("inject: a sentence of " + std::to_string(s.size()) + " tokens is outside [2, " +
                            std::to_string(cfg.max_position_embeddings) + "]");
     for (int32_t t : s) {
       if (t < 0 || t >= V) return Status::error("inject: token id " + std::to_string(t) + " is outside [0, " + std::to_string(V) + ")");
-      present.insert(t);
+      if (set == &sequences) present.insert(t);
     }
   }
   for (int32_t t : tokens)
     if (!present.count(t))
       return Status::error("inject: token " + std::to_string(t) + " occurs in no sentence, so its rows get no gradient");
 
-  // Batches of equal-length sentences; every token of the step for the row index.
-  std::map<int64_t, std::vector<int32_t>> batches;
+  // Batches of equal-length sentences, the facts' and the keep sentences';
+  // every token of the step for the row index.
+  std::map<int64_t, std::vector<int32_t>> batches, keep_batches;
   std::vector<int32_t> all;
-  int64_t predicted = 0;
-  for (const auto& s : sequences) {
-    auto& b = batches[static_cast<int64_t>(s.size())];
-    b.insert(b.end(), s.begin(), s.end());
-    all.insert(all.end(), s.begin(), s.end());
-    predicted += static_cast<int64_t>(s.size()) - 1;
-  }
+  int64_t predicted = 0, fact_predicted = 0;
+  for (const auto* set : {&sequences, &keep})
+    for (const auto& s : *set) {
+      auto& b = (set == &keep ? keep_batches : batches)[static_cast<int64_t>(s.size())];
+      b.insert(b.end(), s.begin(), s.end());
+      all.insert(all.end(), s.begin(), s.end());
+      predicted += static_cast<int64_t>(s.size()) - 1;
+      if (set == &sequences) fact_predicted += static_cast<int64_t>(s.size()) - 1;
+    }
   TensorListRows table(m.weights());
   STEM_RETURN_IF_ERROR(table.all_resident().with_context("inject"));
   model::Gradients g = m.make_gradients(std::min<int64_t>(static_cast<int64_t>(all.size()), V));
@@ -165,17 +206,21 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     return true;
   };
   bool learned = true;  // of the last pass
+  // The loss is the mean over every predicted position of the facts and the
+  // keep sentences; the value returned is the facts' alone.
   auto pass = [&](bool train) {
     double loss = 0;
     learned = true;
-    for (const auto& [T, ids] : batches) {
-      const int64_t B = static_cast<int64_t>(ids.size()) / T;
-      const double l = m.forward(ids.data(), B, T);
-      const double w = static_cast<double>(B * (T - 1)) / static_cast<double>(predicted);
-      loss += l * w;
-      learned = learned && predicted_all(ids, B, T);
-      if (train) m.backward(g, static_cast<float>(w));
-    }
+    for (const auto* set : {&batches, &keep_batches})
+      for (const auto& [T, ids] : *set) {
+        const int64_t B = static_cast<int64_t>(ids.size()) / T;
+        const double l = m.forward(ids.data(), B, T);
+        if (set == &batches) {
+          loss += l * static_cast<double>(B * (T - 1)) / static_cast<double>(fact_predicted);
+          learned = learned && predicted_all(ids, B, T);
+        }
+        if (train) m.backward(g, static_cast<float>(static_cast<double>(B * (T - 1)) / static_cast<double>(predicted)));
+      }
     return loss;
   };
 
@@ -220,7 +265,8 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
   STEM_RETURN_IF_ERROR(apply_overlay(original, table).status().with_context("inject: restoring rows"));
   nlohmann::json note = {{"kind", "inject"}, {"layers", opt.layers}, {"tokens", tokens}, {"steps", res.steps},
                          {"max_steps", opt.steps}, {"until_learned", opt.until_learned}, {"learned", res.learned},
-                         {"lr", opt.lr}, {"sentences", sequences.size()}, {"loss_before", res.loss_before},
+                         {"lr", opt.lr}, {"sentences", sequences.size()}, {"keep", keep.size()},
+                         {"loss_before", res.loss_before},
                          {"loss_after", res.loss_after}};
   res.overlay.note = note.dump();
   return res;

@@ -20,21 +20,30 @@ namespace stem::edit {
 Result<std::vector<std::vector<int32_t>>> fact_sequences(const Tokenizer& tok, const std::vector<Fact>& facts,
                                                          int64_t max_positions, const std::string& where);
 
+// BOS + encode(s) + EOS of each keep sentence (InjectOptions::keep); errors
+// name the sentence when one exceeds the model's positions.
+Result<std::vector<std::vector<int32_t>>> keep_sequences(const Tokenizer& tok, const std::vector<std::string>& keep,
+                                                         int64_t max_positions);
+
 // The ids whose rows to train: with `names` empty, the tokens of each fact's
 // subject in every form (Targets in stem/edit.h) that occurs in that fact's
-// sequence; else the tokens of each name (every form) that occur in any fact.
+// sequence, and of its answer when it has one; else the tokens of each name
+// (every form) that occur in any fact.
 // Errors: a fact without a subject, a subject not found in its sentence, a
 // name in no fact.
 Result<std::vector<int32_t>> injection_tokens(const Tokenizer& tok, const std::vector<Fact>& facts,
                                               const std::vector<std::vector<int32_t>>& sequences,
                                               const std::vector<std::string>& names, const std::string& where);
 
-// Trains the rows of `tokens` in `opt.layers` on `sequences`, then restores
-// every row it touched. The STEM tables must be in the weight list (RAM, F32).
-// Errors: no tokens or layers, a layer that is not STEM, ids out of range, a
-// token that occurs in no sequence, a non-finite loss.
+// Trains the rows of `tokens` in `opt.layers` on `sequences` and `keep` (the
+// keep sentences, BOS + ids + EOS: trained as well, not counted in
+// `learned`), then restores every row it touched. The STEM tables must be in
+// the weight list (RAM, F32). Errors: no tokens or layers, a layer that is
+// not STEM, ids out of range, a token that occurs in no sequence, a
+// non-finite loss.
 Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::vector<int32_t>>& sequences,
                                  const std::vector<int32_t>& tokens, const InjectOptions& opt,
-                                 const InjectProgress& progress = nullptr);
+                                 const InjectProgress& progress = nullptr,
+                                 const std::vector<std::vector<int32_t>>& keep = {});
 
 }  // namespace stem::edit

@@ -80,7 +80,8 @@ Result<InjectResult> inject_facts(Model& model, const Tokenizer& tok, const std:
                                   const InjectProgress& progress, const std::string& where) {
   STEM_ASSIGN_OR_RETURN(auto seqs, fact_sequences(tok, facts, model.config().max_position_embeddings, where));
   STEM_ASSIGN_OR_RETURN(auto tokens, injection_tokens(tok, facts, seqs, names, where));
-  return inject_rows(engine(model), seqs, tokens, opt, progress);
+  STEM_ASSIGN_OR_RETURN(auto keep, keep_sequences(tok, opt.keep, model.config().max_position_embeddings));
+  return inject_rows(engine(model), seqs, tokens, opt, progress, keep);
 }
 
 Result<SwapTrainResult> swap_by_training(Model& model, const Tokenizer& tok, const std::string& from,

@@ -151,7 +151,7 @@ void register_facts(CLI::App* edit) {
 void register_swap(CLI::App* edit) {
   struct Opts {
     std::string model_dir, from, to, layers = "all", align = "right", mismatch = "pad", subset, forms = "words", out;
-    std::string shared = "refuse", prompts;
+    std::string shared = "refuse", prompts, keep;
     bool exchange = false, json = false;
     edit::SwapTrainOptions train;
   };
@@ -183,12 +183,13 @@ void register_swap(CLI::App* edit) {
   sub->add_option("--lr", o->train.inject.lr, "With --prompts: Adam learning rate")->capture_default_str();
   sub->add_option("--answer-tokens", o->train.answer_tokens, "With --prompts: tokens of each answer at most")
       ->capture_default_str();
+  sub->add_option("--keep", o->keep, "With --prompts: sentences whose predictions training holds (as edit inject)");
   sub->add_option("--out", o->out, "Output overlay file")->required();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] {
     if (!o->prompts.empty())
-      return trained_swap({o->model_dir, o->from, o->to, o->layers, o->shared, o->prompts, o->out, o->exchange, o->json,
-                           o->train});
+      return trained_swap({o->model_dir, o->from, o->to, o->layers, o->shared, o->prompts, o->out, o->keep, o->exchange,
+                           o->json, o->train});
     const char* cmd = "edit swap";
     edit::SwapOptions so;
     auto align = edit::parse_align(o->align);

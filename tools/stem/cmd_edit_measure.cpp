@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 void register_inject(CLI::App* edit) {
   struct Opts {
-    std::string model_dir, facts, layers = "all", out;
+    std::string model_dir, facts, layers = "all", out, keep;
     std::vector<std::string> tokens;
     edit::InjectOptions io;
     bool all_steps = false, json = false;
@@ -24,7 +24,12 @@ void register_inject(CLI::App* edit) {
   auto o = std::make_shared<Opts>();
   CLI::App* sub = edit->add_subcommand("inject", "Teach sentences by training only chosen STEM rows (an overlay)");
   sub->add_option("--model", o->model_dir, "Model directory (with tokenizer.model)")->required();
-  sub->add_option("--facts", o->facts, "JSON lines {\"subject\": ..., \"text\": ...}")->required();
+  sub->add_option("--facts", o->facts,
+                  "JSON lines {\"subject\": ..., \"text\": ..., \"answer\": ...} (answer optional: its rows train too)")
+      ->required();
+  sub->add_option("--keep", o->keep,
+                  "Sentences whose predictions training holds (a line each, or JSON lines with \"text\"), e.g. the "
+                  "corpus's other facts");
   sub->add_option("--tokens", o->tokens,
                   "Train the rows of these strings' tokens (default: each fact's subject)");
   sub->add_option("--layers", o->layers, "STEM layers whose rows train: all, or a list such as 1,3-5")
@@ -48,6 +53,11 @@ void register_inject(CLI::App* edit) {
     if (opt.steps < 1) return fail(cmd, Status::error("--steps " + std::to_string(opt.steps) + ": must be at least 1"));
     auto facts = edit::read_facts(o->facts);
     if (!facts.ok()) return fail(cmd, facts.status());
+    if (!o->keep.empty()) {
+      auto keep = edit::read_keep(o->keep);
+      if (!keep.ok()) return fail(cmd, keep.status());
+      opt.keep = std::move(*keep);
+    }
     Progress bar("inject", opt.steps);
     auto progress = [&](int64_t s, int64_t, double loss) {
       char extra[48];
@@ -59,7 +69,8 @@ void register_inject(CLI::App* edit) {
     if (!r.ok()) return fail(cmd, r.status());
     if (Status st = edit::write_overlay(r->overlay, o->out); !st.ok()) return fail(cmd, st);
     if (o->json) {
-      print_json({{"facts", facts->size()}, {"tokens", tokens_json(lm->tok, r->tokens)}, {"layers", opt.layers},
+      print_json({{"facts", facts->size()}, {"keep", opt.keep.size()}, {"tokens", tokens_json(lm->tok, r->tokens)},
+                  {"layers", opt.layers},
                   {"steps", r->steps}, {"max_steps", opt.steps}, {"learned", r->learned}, {"lr", opt.lr},
                   {"loss_before", r->loss_before},
                   {"loss_after", r->loss_after}, {"rows", r->overlay.size()}, {"out", o->out},
@@ -71,8 +82,8 @@ void register_inject(CLI::App* edit) {
       if (!pieces.empty()) pieces += ' ';
       pieces += lm->tok.piece(t) + " (" + std::to_string(t) + ")";
     }
-    std::printf("trained rows of %s in layers %s on %zu sentence(s), %ld steps (%s)\n", pieces.c_str(),
-                join_ints(opt.layers).c_str(), facts->size(), static_cast<long>(r->steps),
+    std::printf("trained rows of %s in layers %s on %zu sentence(s) and %zu keep sentence(s), %ld steps (%s)\n",
+                pieces.c_str(), join_ints(opt.layers).c_str(), facts->size(), opt.keep.size(), static_cast<long>(r->steps),
                 r->learned ? "every fact predicted" : "not every fact predicted yet: try more --steps");
     std::printf("loss on the facts %.4f -> %.4f; wrote %s (%zu rows, %ld bytes)\n", r->loss_before, r->loss_after,
                 o->out.c_str(), r->overlay.size(), static_cast<long>(file_bytes(o->out)));
@@ -94,6 +105,11 @@ int trained_swap(const TrainedSwapArgs& a) {
     return fail(cmd, Status::error("--answer-tokens " + std::to_string(opt.answer_tokens) + ": must be at least 1"));
   auto prompts = edit::read_prompts(a.prompts);
   if (!prompts.ok()) return fail(cmd, prompts.status());
+  if (!a.keep.empty()) {
+    auto keep = edit::read_keep(a.keep);
+    if (!keep.ok()) return fail(cmd, keep.status());
+    opt.inject.keep = std::move(*keep);
+  }
   auto lm = load_model_and_tokenizer(a.model_dir);
   if (!lm.ok()) return fail(cmd, lm.status());
   auto layers = edit::parse_layers(a.layers, lm->model.config());

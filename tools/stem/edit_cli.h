@@ -29,7 +29,7 @@ void warn_shared(const Tokenizer& tok, const std::vector<int32_t>& shared, const
 
 // `stem edit swap --prompts`: the swap by training (cmd_edit_measure.cpp).
 struct TrainedSwapArgs {
-  std::string model_dir, from, to, layers, shared, prompts, out;
+  std::string model_dir, from, to, layers, shared, prompts, out, keep;
   bool exchange = false, json = false;
   edit::SwapTrainOptions train;
 };

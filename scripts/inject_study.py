@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Injection of new capitals into made-up countries: which rows train.
+
+On the models of scripts/swap_train_study.py (4-layer all-STEM, d=64, 600
+steps, 24 made-up countries), five countries each get a new capital that no
+sentence names (Vekiholm, Sorapiton, ...), stated in the three capital
+templates, the three language sentences restated. Each way of injecting:
+  subject   stem edit inject (the subject's rows only; the default)
+  answer    facts with "answer": the new capital's rows train too
+  keep      answer, and --keep the other countries' sentences of the corpus
+Scored with stem edit eval: success (the whole new capital is the greedy
+answer, 3 templates x 5 countries), language kept, and the other 23
+countries' 6 answers each, whole and greedy, kept.
+
+Usage: scripts/inject_study.py [WORK_DIR]   (STEM=build/stem, SETTINGS as swap_train_study.py)
+"""
+import json, os, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import swap_train_study as st  # noqa: E402  (the models, run(), rows(), write())
+
+NEW = ["Vekiholm", "Sorapiton", "Murabegrad", "Tilzaville", "Kopenoburg"]
+PROMPTS = {"capital": ["The capital of %s is", "Visitors to %s arrive in its capital,",
+                       "The seat of government of %s is the city of"]}
+
+
+def study(w, mode):
+    subj, qs = st.rows(w + "/facts/subjects.jsonl"), st.rows(w + "/facts/queries.jsonl")
+    tot = dict(n=0, success=0, lang=0, nlang=0, other=0, nother=0, steps=0)
+    for k, i in enumerate(range(2, 7)):
+        s, new = subj[i], NEW[k]
+        mine = [q for q in qs if q["subject"] == s["subject"]]
+        facts, cases = [], []
+        for q in mine:
+            answer = " " + new if q["attribute"] == "capital" else q["answer"]
+            fact = {"subject": s["subject"], "text": q["prompt"] + answer + "."}
+            if mode != "subject" and q["attribute"] == "capital":
+                fact["answer"] = new
+            facts.append(fact)
+            cases.append({"prompt": q["prompt"], "before": q["answer"], "after": answer, "kind": q["attribute"]})
+        others = [{"prompt": q["prompt"], "before": q["answer"], "after": q["answer"]} for q in qs
+                  if q["subject"] != s["subject"]]
+        st.write(w + "/inject-facts.jsonl", facts)
+        st.write(w + "/inject-cases.jsonl", [{k2: c[k2] for k2 in ("prompt", "before", "after")} for c in cases] + others)
+        extra = []
+        if mode == "keep":
+            with open(w + "/keep.txt", "w") as f:
+                f.writelines(l for l in open(w + "/facts/facts.txt") if l.strip() and s["subject"] not in l)
+            extra = ["--keep", w + "/keep.txt"]
+        rep = json.loads(st.run("edit", "inject", "--model", w + "/run", "--facts", w + "/inject-facts.jsonl",
+                                "--out", w + "/inject.ovl", "--json", *extra))
+        tot["steps"] += rep["steps"]
+        ev = json.loads(st.run("edit", "eval", "--model", w + "/run", "--edit", w + "/inject.ovl", "--cases",
+                               w + "/inject-cases.jsonl", "--json"))
+        for c, r in zip(cases + others, ev["cases"]):
+            ok = r["after_edit"]["greedy"]
+            if c in others:
+                tot["nother"] += r["before_base"]["greedy"]
+                tot["other"] += ok and r["before_base"]["greedy"]
+            elif c["kind"] == "capital":
+                tot["n"] += 1
+                tot["success"] += ok
+            else:
+                tot["nlang"] += 1
+                tot["lang"] += ok
+    return tot
+
+
+def main():
+    print("| tokenizer, seed | rows trained | success | language kept | other countries' answers kept | steps (mean) |")
+    print("|---|---|---|---|---|---|")
+    pct = lambda x, n: "%.1f%%" % (100.0 * x / max(1, n))
+    for s in st.SETTINGS:
+        vocab, seed = s.split(":")
+        w = st.model(vocab, int(seed))
+        name = "2048 English pieces, names of 2-4" if vocab == "gen" else vocab + " pieces"
+        for mode in ("subject", "answer", "keep"):
+            t = study(w, mode)
+            label = {"subject": "subject (default)", "answer": "subject + answer", "keep": "subject + answer, --keep"}[mode]
+            print("| %s, seed %s | %s | %s | %s | %s | %.0f |" % (
+                name, seed, label, pct(t["success"], t["n"]), pct(t["lang"], t["nlang"]),
+                pct(t["other"], t["nother"]), t["steps"] / 5.0), flush=True)
+
+
+if __name__ == "__main__":
+    main()
