@@ -1,7 +1,9 @@
 // Comm over MPI (see comm.h): MPI_COMM_WORLD, initialised once with
 // MPI_THREAD_FUNNELED (only the training thread communicates), errors
 // returned rather than aborting so that each failure is reported with the
-// operation it hit; finalised at exit. Compiled only when CMake finds MPI.
+// operation it hit; finalised at exit. Sums are added here in rank order
+// (all-to-all, ordered add, all-gather), never by MPI_SUM, whose order
+// depends on the algorithm. Compiled only when CMake finds MPI.
 #define OMPI_SKIP_MPICXX 1  // the C API only (no deprecated C++ bindings)
 #include <mpi.h>
 

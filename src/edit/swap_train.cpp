@@ -4,7 +4,6 @@
 #include "edit/swap_train.h"
 
 #include <algorithm>
-#include <set>
 
 #include "edit/inject.h"
 
