@@ -75,7 +75,7 @@ shorten() {
       -e 's/^(build\/stem study .*)$/\1 --steps 4 --seeds 1 --models dense,stem-all --limit 4 --capacity-people 300 --capacity-steps 2 --capacity-models dense/' \
       -e 's/^(bash scripts\/world_edit.sh)$/STEPS=20 \1/' \
       -e 's/^(\/usr\/bin\/python3 scripts\/edit_study.py)$/\1 --seeds 1 --depths 4 --layouts all-stem --pairs 2/' \
-      -e 's/^SETTINGS="[^"]*" (\/usr\/bin\/python3 scripts\/(swap_train|inject)_study.py)/SETTINGS="768:2" \1/' \
+      -e 's/^(\/usr\/bin\/python3 scripts\/(swap_train|inject)_study.py)$/SETTINGS=768:2 \1/' \
       -e 's/--benchmark_min_time=[0-9.]+ --benchmark_repetitions=[0-9]+/--benchmark_min_time=0.01 --benchmark_repetitions=1/' \
       -e 's/(bash scripts\/bench_compare.sh)$/\1 --quick/' \
       -e 's/^((LONG=1 )?bash scripts\/convert_study.sh)/STEPS=4 \1/'

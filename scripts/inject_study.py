@@ -12,7 +12,8 @@ Scored with stem edit eval: success (the whole new capital is the greedy
 answer, 3 templates x 5 countries), language kept, and the other 23
 countries' 6 answers each, whole and greedy, kept.
 
-Usage: scripts/inject_study.py [WORK_DIR]   (STEM=build/stem, SETTINGS as swap_train_study.py)
+Usage: scripts/inject_study.py [WORK_DIR]   (STEM=build/stem, SETTINGS="450:1 450:2 450:3 768:1 768:2";
+       settings as in swap_train_study.py: gen:1 trains 144 sentences with a 2048-way head, slow with --keep)
 """
 import json, os, sys
 
@@ -67,10 +68,11 @@ def study(w, mode):
 
 
 def main():
+    settings = os.environ.get("SETTINGS", "450:1 450:2 450:3 768:1 768:2").split()
     print("| tokenizer, seed | rows trained | success | language kept | other countries' answers kept | steps (mean) |")
     print("|---|---|---|---|---|---|")
     pct = lambda x, n: "%.1f%%" % (100.0 * x / max(1, n))
-    for s in st.SETTINGS:
+    for s in settings:
         vocab, seed = s.split(":")
         w = st.model(vocab, int(seed))
         name = "2048 English pieces, names of 2-4" if vocab == "gen" else vocab + " pieces"

@@ -14,14 +14,14 @@ Settings: VOCAB:SEED (a tokenizer of VOCAB pieces trained on the facts: 450
 gives names of about 3 pieces, 768 of one), or gen:SEED (names of 2-4 pieces
 under a 2048-piece tokenizer of the built-in English corpus).
 
-Usage: scripts/swap_train_study.py [WORK_DIR]   (STEM=build/stem, SETTINGS="450:1 450:2 768:1 gen:1")
+Usage: scripts/swap_train_study.py [WORK_DIR]   (STEM=build/stem, SETTINGS="450:1 450:2 450:3 768:1 768:2 gen:1 gen:2")
 """
 import json, os, subprocess, sys, tempfile
 
 STEM = os.environ.get("STEM", os.path.join(os.path.dirname(__file__), "..", "build", "stem"))
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 WORK = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp()
-SETTINGS = os.environ.get("SETTINGS", "450:1 450:2 768:1 gen:1").split()
+SETTINGS = os.environ.get("SETTINGS", "450:1 450:2 450:3 768:1 768:2 gen:1 gen:2").split()
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpus", "builtin")
 
 
