@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "stem/edit.h"
 #include "io/files.h"
@@ -48,38 +47,13 @@ Result<EditCases> read_cases(const std::string& path) {
   return out;
 }
 
-namespace {
-// Lines of text, or JSON lines with "control" or "prompt"; `what` for an empty file.
-Result<std::vector<std::string>> read_prompt_lines(const std::string& path, const std::string& what) {
-  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
-  std::istringstream in(text);
-  std::string line;
-  std::vector<std::string> out;
-  int64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    if (line.front() == '{') {
-      const std::string where = path + ":" + std::to_string(n);
-      STEM_ASSIGN_OR_RETURN(nlohmann::json j, io::parse_json_object(line, where));
-      STEM_ASSIGN_OR_RETURN(std::string c, io::string_field(j, j.contains("control") ? "control" : "prompt", where));
-      out.push_back(c);
-    } else {
-      out.push_back(line);
-    }
-  }
-  if (out.empty()) return Status::error(path + ": no " + what);
-  return out;
-}
-}  // namespace
-
 Result<std::vector<std::string>> read_controls(const std::string& path) {
-  return read_prompt_lines(path, "control prompts");
+  return io::read_text_lines(path, {"control", "prompt"}, "control prompts");
 }
 
-Result<std::vector<std::string>> read_prompts(const std::string& path) { return read_prompt_lines(path, "prompts"); }
-
+Result<std::vector<std::string>> read_prompts(const std::string& path) {
+  return io::read_text_lines(path, {"control", "prompt"}, "prompts");
+}
 
 Result<EditEvalResult> evaluate_edits(model::Transformer& m, const Tokenizer& tok, const EditCases& cases,
                                       const std::vector<Overlay>& edits, const EvalProgress& progress) {

@@ -10,7 +10,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "core/check.h"
 #include "io/files.h"
@@ -46,24 +45,7 @@ Result<std::vector<Fact>> read_facts(const std::string& path) {
 }
 
 Result<std::vector<std::string>> read_keep(const std::string& path) {
-  STEM_ASSIGN_OR_RETURN(std::string text, io::read_text(path));
-  std::istringstream in(text);
-  std::vector<std::string> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    if (line.front() != '{') {
-      out.push_back(line);
-      continue;
-    }
-    const std::string where = path + ":" + std::to_string(n);
-    STEM_ASSIGN_OR_RETURN(nlohmann::json j, io::parse_json_object(line, where));
-    STEM_ASSIGN_OR_RETURN(std::string t, io::string_field(j, "text", where));
-    out.push_back(t);
-  }
-  if (out.empty()) return Status::error(path + ": no keep sentences");
-  return out;
+  return io::read_text_lines(path, {"text"}, "keep sentences");
 }
 
 Result<std::vector<std::vector<int32_t>>> fact_sequences(const Tokenizer& tok, const std::vector<Fact>& facts,
@@ -86,7 +68,7 @@ Result<std::vector<std::vector<int32_t>>> fact_sequences(const Tokenizer& tok, c
 Result<std::vector<std::vector<int32_t>>> keep_sequences(const Tokenizer& tok, const std::vector<std::string>& keep,
                                                          int64_t max_positions) {
   std::vector<Fact> sentences;
-  for (size_t i = 0; i < keep.size(); ++i) sentences.push_back({"", keep[i], static_cast<int64_t>(i + 1)});
+  for (size_t i = 0; i < keep.size(); ++i) sentences.push_back({"", keep[i], static_cast<int64_t>(i + 1), ""});
   return fact_sequences(tok, sentences, max_positions, "keep sentence");
 }
 

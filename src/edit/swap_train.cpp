@@ -60,7 +60,7 @@ Result<SwapTrainResult> swap_by_training(model::Transformer& m, const Tokenizer&
     auto answer = greedy_answer(m, tok, replace_all(prompts[i], from, to), opt.answer_tokens);
     if (!answer.ok()) return answer.status().with_context(where);
     res.answers.push_back(*answer);
-    res.facts.push_back({from, prompts[i] + *answer, static_cast<int64_t>(i + 1)});
+    res.facts.push_back({from, prompts[i] + *answer, static_cast<int64_t>(i + 1), ""});
   }
   STEM_ASSIGN_OR_RETURN(auto seqs, fact_sequences(tok, res.facts, m.config().max_position_embeddings, "swap: prompt"));
   STEM_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, injection_tokens(tok, res.facts, seqs, {}, "swap: prompt"));

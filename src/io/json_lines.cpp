@@ -18,6 +18,30 @@ Result<nlohmann::json> parse_json_object(const std::string& line, const std::str
   }
 }
 
+Result<std::vector<std::string>> read_text_lines(const std::string& path, const std::vector<std::string>& keys,
+                                                 const std::string& what) {
+  STEM_ASSIGN_OR_RETURN(std::string text, read_text(path));
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (line.front() != '{') {
+      out.push_back(line);
+      continue;
+    }
+    const std::string where = path + ":" + std::to_string(n);
+    STEM_ASSIGN_OR_RETURN(nlohmann::json j, parse_json_object(line, where));
+    size_t k = 0;
+    while (k + 1 < keys.size() && !j.contains(keys[k])) ++k;
+    STEM_ASSIGN_OR_RETURN(std::string v, string_field(j, keys[k], where));
+    out.push_back(v);
+  }
+  if (out.empty()) return Status::error(path + ": no " + what);
+  return out;
+}
+
 Result<std::vector<JsonLine>> read_json_lines(const std::string& path) {
   STEM_ASSIGN_OR_RETURN(std::string text, read_text(path));
   std::istringstream in(text);
