@@ -169,11 +169,12 @@ PYBIND11_MODULE(stem, mod) {
           "Log-likelihood of a continuation after a context (lm-evaluation-harness rules)")
       .def(
           "perplexity",
-          [](stem::Model& m, const std::string& data, int64_t seq, int64_t batch, int64_t max_tokens) {
+          [](stem::Model& m, const std::string& data, int64_t seq, int64_t batch, int64_t max_tokens, bool decode) {
             stem::PerplexityOptions o;
             o.seq = seq;
             o.batch = batch;
             o.max_tokens = max_tokens;
+            o.decode = decode;
             const stem::PerplexityResult p = native([&] { return stem::evaluate_perplexity(m, data, o); });
             py::dict d;
             d["data"] = p.data;
@@ -184,11 +185,14 @@ PYBIND11_MODULE(stem, mod) {
             d["perplexity_high"] = p.ppl_high;
             d["windows"] = p.windows;
             d["predicted_tokens"] = p.predicted;
+            d["path"] = p.path;
             d["window_loss"] = p.window_loss;  // per window, in order: paired comparisons of two models
             return d;
           },
           py::arg("data"), py::arg("seq") = 512, py::arg("batch") = 4, py::arg("max_tokens") = 0,
-          "Perplexity on a data directory's held-out split, a .tok shard or a file of token ids (as stem eval)")
+          py::arg("decode") = false,
+          "Perplexity on a data directory's held-out split, a .tok shard or a file of token ids (as stem eval; "
+          "decode=True feeds one token at a time through the decode step)")
       .def(
           "generate",
           [](stem::Model& m, const stem::Tokenizer& tok, const std::string& prompt, int64_t max_new_tokens,

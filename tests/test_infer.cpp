@@ -421,7 +421,14 @@ TEST(Eval, PerplexityEqualsPerWindowScores) {
     EXPECT_NEAR(r->mean_loss, ms.mean, 1e-5 * ms.mean) << "batch " << B;
     EXPECT_NEAR(r->se, ms.se, 1e-4 * ms.se) << "batch " << B;
     EXPECT_NEAR(r->perplexity, std::exp(ms.mean), 1e-4 * std::exp(ms.mean));
+    EXPECT_EQ(r->path, "forward");
   }
+  // The same windows one token at a time through the decoder.
+  auto dec = eval::perplexity(engine(m), read, static_cast<int64_t>(stream.size()), {.seq = T, .decode = true});
+  ASSERT_TRUE(dec.ok()) << dec.status().message();
+  EXPECT_EQ(dec->path, "decode");
+  ASSERT_EQ(dec->window_loss.size(), want.size());
+  for (size_t w = 0; w < want.size(); ++w) EXPECT_NEAR(dec->window_loss[w], want[w], 1e-5 * want[w]) << "window " << w;
   // max_tokens limits the windows.
   auto r = eval::perplexity(engine(m), read, static_cast<int64_t>(stream.size()),
                             {.seq = T, .batch = 2, .max_tokens = 3 * T + 5});

@@ -33,6 +33,11 @@ struct PerplexityOptions {
   int64_t seq = 512;       // T, tokens per window (2 <= T <= max_position_embeddings)
   int64_t batch = 4;       // windows per forward
   int64_t max_tokens = 0;  // use at most this many tokens of the stream (0: all)
+  // Feed each window one token at a time through the decode step, the
+  // kernels `generate` runs (with Q8 weights they differ from prefill's:
+  // docs/precision.md). Otherwise F32 models run the training forward in
+  // batches, and BF16 or Q8 ones the decoder's prefill, a window at a time.
+  bool decode = false;
 };
 
 // The token stream is cut into non-overlapping windows of T tokens (each
@@ -51,6 +56,7 @@ struct PerplexityResult {
   double perplexity = 0.0;     // exp(mean_loss)
   double ppl_low = 0.0, ppl_high = 0.0;  // exp(mean_loss -+ 1.96 se); NaN with one window
   double seconds = 0.0;
+  std::string path;            // how the windows ran: "forward", "prefill" or "decode"
   std::vector<double> window_loss;  // [windows] the mean loss of each window, in order
 };
 

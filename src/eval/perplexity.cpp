@@ -1,6 +1,7 @@
 // Windowed perplexity (see perplexity.h). Per-window mean losses are summed in
-// double from Transformer::losses(); forward's own mean is not used because the
-// standard error needs the windows separately. Also the public
+// double, from Transformer::losses() (F32 weights, batched forward) or from the
+// decoder's logits (BF16 or Q8 weights, or --decode); forward's own mean is not
+// used because the standard error needs the windows separately. Also the public
 // evaluate_perplexity (stem/eval.h), which opens the data it is given, and
 // paired_difference, two results compared window by window.
 #include "eval/perplexity.h"
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "core/timer.h"
+#include "infer/decoder.h"
 #include "io/files.h"
 #include "io/token_shards.h"
 #include "model/engine.h"
@@ -44,6 +46,67 @@ void summarize(const std::vector<double>& window_means, PerplexityResult& r) {
   r.ppl_high = std::exp(m.mean + 1.96 * m.se);
 }
 
+namespace {
+
+// The mean next-token loss of window `ids` [T] from its logits, one position
+// at a time as they come: log-sum-exp in double.
+class WindowLoss {
+ public:
+  explicit WindowLoss(int64_t V) : V_(V) {}
+  void add(const float* logits, int32_t next) {
+    float mx = logits[0];
+    for (int64_t v = 1; v < V_; ++v) mx = std::max(mx, logits[v]);
+    double s = 0.0;
+    for (int64_t v = 0; v < V_; ++v) s += std::exp(static_cast<double>(logits[v]) - mx);
+    sum_ += std::log(s) + mx - logits[next];
+    ++n_;
+  }
+  double mean() const { return sum_ / static_cast<double>(n_); }
+
+ private:
+  int64_t V_;
+  double sum_ = 0.0;
+  int64_t n_ = 0;
+};
+
+// Windows of T ids batched through Transformer::forward (F32 weights).
+Status forward_windows(model::Transformer& model, int64_t B, int64_t T, const int32_t* ids,
+                       std::vector<double>& means) {
+  STEM_RETURN_IF_ERROR(model.prepare_rows(ids, B * T));
+  model.forward(ids, B, T);
+  const float* losses = model.losses();
+  for (int64_t b = 0; b < B; ++b) {
+    double s = 0.0;
+    for (int64_t t = 0; t + 1 < T; ++t) s += losses[b * T + t];
+    means.push_back(s / static_cast<double>(T - 1));
+  }
+  return ok_status();
+}
+
+// One window through the decoder from an empty cache: in prefill chunks
+// (every position's logits into `logits` [chunk, V]) or one step at a time.
+Status decode_window(infer::Decoder& dec, int64_t T, int64_t V, const int32_t* ids, bool steps,
+                     std::vector<float>& logits, std::vector<double>& means) {
+  dec.reset();
+  WindowLoss loss(V);
+  for (int64_t t0 = 0; t0 + 1 < T;) {
+    if (steps) {
+      STEM_ASSIGN_OR_RETURN(const float* l, dec.step(ids[t0]));
+      loss.add(l, ids[t0 + 1]);
+      ++t0;
+      continue;
+    }
+    const int64_t n = std::min(dec.chunk(), T - 1 - t0);
+    STEM_RETURN_IF_ERROR(dec.prefill(ids + t0, n, logits.data()).status());
+    for (int64_t i = 0; i < n; ++i) loss.add(logits.data() + i * V, ids[t0 + i + 1]);
+    t0 += n;
+  }
+  means.push_back(loss.mean());
+  return ok_status();
+}
+
+}  // namespace
+
 Result<PerplexityResult> perplexity(model::Transformer& model, const TokenReader& read,
                                     int64_t n_tokens, const PerplexityOptions& opts,
                                     const PerplexityProgress& progress) {
@@ -65,28 +128,35 @@ Result<PerplexityResult> perplexity(model::Transformer& model, const TokenReader
   r.tokens_used = windows * T;
   r.tokens_dropped = n_tokens - r.tokens_used;
   r.predicted = windows * (T - 1);
+  // BF16 and Q8 matrices only the decoder reads; it takes one window at a time.
+  const bool decoder = opts.decode || !model.f32_weights();
+  r.path = opts.decode ? "decode" : decoder ? "prefill" : "forward";
+  const int64_t batch = decoder ? 1 : opts.batch;
+  std::unique_ptr<infer::Decoder> dec;
+  std::vector<float> logits;
+  if (decoder) {
+    infer::DecoderOptions dopt;
+    dopt.max_context = T;
+    dec = std::make_unique<infer::Decoder>(model, dopt);
+    if (!opts.decode) logits.resize(static_cast<size_t>(dec->chunk() * V));
+  }
   core::Timer timer;
   std::vector<double> means;
   means.reserve(windows);
-  std::vector<int32_t> ids(static_cast<size_t>(std::min(opts.batch, windows) * T));
+  std::vector<int32_t> ids(static_cast<size_t>(std::min(batch, windows) * T));
   double running = 0.0;
-  for (int64_t w0 = 0; w0 < windows; w0 += opts.batch) {
-    const int64_t B = std::min(opts.batch, windows - w0);
+  for (int64_t w0 = 0; w0 < windows; w0 += batch) {
+    const int64_t B = std::min(batch, windows - w0);
     read(w0 * T, B * T, ids.data());
     for (int64_t i = 0; i < B * T; ++i)
       if (ids[i] < 0 || ids[i] >= V)
         return Status::error("eval: token id " + std::to_string(ids[i]) + " at offset " +
                              std::to_string(w0 * T + i) + " is outside [0, vocab_size = " +
                              std::to_string(V) + ")");
-    STEM_RETURN_IF_ERROR(model.prepare_rows(ids.data(), B * T));
-    model.forward(ids.data(), B, T);
-    const float* losses = model.losses();
-    for (int64_t b = 0; b < B; ++b) {
-      double s = 0.0;
-      for (int64_t t = 0; t + 1 < T; ++t) s += losses[b * T + t];
-      means.push_back(s / static_cast<double>(T - 1));
-      running += means.back();
-    }
+    const size_t before = means.size();
+    STEM_RETURN_IF_ERROR(decoder ? decode_window(*dec, T, V, ids.data(), opts.decode, logits, means)
+                                 : forward_windows(model, B, T, ids.data(), means));
+    for (size_t i = before; i < means.size(); ++i) running += means[i];
     if (progress) progress(w0 + B, windows, running / static_cast<double>(means.size()));
   }
   summarize(means, r);

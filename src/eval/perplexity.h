@@ -1,7 +1,8 @@
 // Perplexity of a model on held-out tokens: the token stream cut into
 // non-overlapping windows of T tokens (each predicts its T-1 next tokens; the
 // tail that does not fill a window is dropped), windows batched through
-// Transformer::forward. Reports the mean loss, the perplexity, and a standard
+// Transformer::forward, or, for BF16 or Q8 weights (which only the decoder
+// reads) and with `decode`, one at a time through infer::Decoder. Reports the mean loss, the perplexity, and a standard
 // error of the mean loss computed from the per-window means, which are closer
 // to independent than single tokens, with the perplexity interval
 // exp(mean +- 1.96 SE).

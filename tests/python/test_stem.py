@@ -109,6 +109,10 @@ class StemModule(unittest.TestCase):
         self.assertEqual(got["data"], want["data"])
         self.assertEqual(len(got["window_loss"]), got["windows"])
         self.assertAlmostEqual(float(np.mean(got["window_loss"])), got["loss"], places=12)
+        self.assertEqual(got["path"], "forward")
+        steps = m.perplexity(self.data, seq=64, max_tokens=256, decode=True)
+        self.assertEqual(steps["path"], "decode")
+        self.assertAlmostEqual(steps["window_loss"][0], got["window_loss"][0], delta=1e-5 * got["loss"])
         with self.assertRaises(RuntimeError):
             m.perplexity(os.path.join(self.tmp.name, "missing"))
 

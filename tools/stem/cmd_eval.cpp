@@ -3,7 +3,9 @@
 // separated ids. Prints the mean loss with its standard error (from per-window
 // means) and the perplexity with its 95% interval. It does not tokenize text:
 // run `stem prepare` first. --compare scores a second model on the same
-// windows and gives the difference with its paired standard error. With
+// windows and gives the difference with its paired standard error. BF16 and
+// Q8 weights run through the decoder, and --decode runs one token at a time
+// (the path stem/eval.h's PerplexityOptions names). With
 // --task, multiple-choice and cloze tasks instead (cmd_eval_tasks.cpp).
 #include <cmath>
 #include <cstdio>
@@ -20,7 +22,7 @@ void register_eval(CLI::App& app) {
   struct Opts {
     std::string model_dir, data, compare;
     int64_t seq = 0, batch = 4, max_tokens = 0;
-    bool json = false;
+    bool json = false, decode = false;
     LoadFlags load;
     std::vector<std::string> edits;
     TaskFlags tasks;
@@ -33,6 +35,9 @@ void register_eval(CLI::App& app) {
   sub->add_option("--seq", o->seq, "Tokens per window (default: min(512, max_position_embeddings))");
   sub->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str();
   sub->add_option("--max-tokens", o->max_tokens, "Evaluate at most this many tokens (0: all)")->capture_default_str();
+  sub->add_flag("--decode", o->decode,
+                "Feed each window one token at a time through the decode step, the kernels `generate` runs (slower; "
+                "BF16 and Q8 weights otherwise go through the decoder's prefill, F32 through the batched forward)");
   sub->add_option("--compare", o->compare,
                   "A second model scored on the same windows (without --edit): the loss difference and its paired "
                   "standard error");
@@ -57,6 +62,7 @@ void register_eval(CLI::App& app) {
     opts.seq = o->seq > 0 ? o->seq : std::min<int64_t>(512, cfg.max_position_embeddings);
     opts.batch = o->batch;
     opts.max_tokens = o->max_tokens;
+    opts.decode = o->decode;
     auto run = [&](Model& model, const std::string& label) -> Result<PerplexityResult> {
       std::unique_ptr<Progress> bar;
       auto progress = [&](int64_t done, int64_t total, double loss) {
@@ -95,6 +101,7 @@ void register_eval(CLI::App& app) {
                   {"perplexity", r->perplexity},
                   {"perplexity_low", r->ppl_low},
                   {"perplexity_high", r->ppl_high},
+                  {"path", r->path},
                   {"seconds", r->seconds},
                   {"tokens_per_second", tps},
                   {"compare", other ? nlohmann::json{{"model", o->compare},
@@ -113,7 +120,7 @@ void register_eval(CLI::App& app) {
     else
       std::printf("loss %.4f +- %.4f (SE)  perplexity %.3f  95%% interval [%.3f, %.3f]\n", r->mean_loss, r->se,
                   r->perplexity, r->ppl_low, r->ppl_high);
-    std::printf("%.1fs, %.0f tokens/s\n", r->seconds, tps);
+    std::printf("%.1fs, %.0f tokens/s (%s)\n", r->seconds, tps, r->path.c_str());
     if (other)
       std::printf("compare %s: loss %.4f +- %.4f (SE)\ndifference (model - compare): %+.4f +- %.4f (paired SE over %ld windows)\n",
                   o->compare.c_str(), other->mean_loss, other->se, diff->mean, diff->se, static_cast<long>(diff->windows));
