@@ -151,6 +151,28 @@ void BM_matvec_bf16(benchmark::State& state) {
 }
 BENCHMARK(BM_matvec_bf16)->Apply(matvec_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
+// Q8 weights (blocks of 32 with a scale, x quantized the same way by the
+// call): copies of one quantized W as above. Args: out, in, cold; GB/s counts
+// the Q8 bytes (1.125 a weight).
+void BM_matvec_q8(benchmark::State& state) {
+  const int64_t out = state.range(0), in = state.range(1), row = k::q8_row_bytes(in), bytes = out * row;
+  const int64_t copies = state.range(2) ? std::max<int64_t>(1, ((int64_t{256} << 20) + bytes - 1) / bytes) : 1;
+  const auto w = rand_vec(out * in, 0.05f);
+  std::vector<uint8_t> W(static_cast<size_t>(copies * bytes));
+  for (int64_t r = 0; r < out; ++r) k::quantize_q8_row(W.data() + r * row, w.data() + r * in, in);
+  for (int64_t c = 1; c < copies; ++c) std::memcpy(W.data() + c * bytes, W.data(), static_cast<size_t>(bytes));
+  const auto x = rand_vec(in, 1.0f, 5);
+  std::vector<float> y(out);
+  for (int64_t c = 0; c < copies; ++c) k::matvec_q8(y.data(), W.data() + c * bytes, x.data(), out, in);
+  int64_t i = 0;
+  for (auto _ : state) {
+    k::matvec_q8(y.data(), W.data() + (i++ % copies) * bytes, x.data(), out, in);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+BENCHMARK(BM_matvec_q8)->Apply(matvec_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
 // Gate and up of config S (2 x [1376, 512], BF16, cold) as two matvec_bf16
 // calls (arg 0) or one matvec_batch (arg 1): what one fork/join saves.
 void BM_matvec_gate_up_bf16(benchmark::State& state) {

@@ -425,10 +425,16 @@ TEST_P(BackendOps, Q8QuantizeMatvecAndPrefillLinear) {
   for (int64_t r = 0; r < out; ++r) k().dequantize_q8_row(back + r * in, q + r * row, in);
   const VecF deq = dev.get(back, out * in);
   EXPECT_TRUE(near_rel(deq, W, 1.0 / 254));  // half a step of 1/127 of each block's max
+  // The matvec multiplies with x quantized as a Q8 row too.
+  float* x1 = dev.put(VecF(x.begin(), x.begin() + in));
+  uint8_t* x1q = dev.put(std::vector<uint8_t>(row, 0));
+  k().quantize_q8_row(x1q, x1, in);
+  float* x1_back = dev.zeros(in);
+  k().dequantize_q8_row(x1_back, x1q, in);
   float* y1 = dev.zeros(out);
-  k().matvec_q8(y1, q, dev.put(VecF(x.begin(), x.begin() + in)), out, in, false);
+  k().matvec_q8(y1, q, x1, out, in, false);
   VecD y1d(out);
-  ref::linear_forward(y1d.data(), to_d(VecF(x.begin(), x.begin() + in)).data(), to_d(deq).data(), 1, in, out, false);
+  ref::linear_forward(y1d.data(), to_d(dev.get(x1_back, in)).data(), to_d(deq).data(), 1, in, out, false);
   EXPECT_TRUE(near_rel(dev.get(y1, out), y1d, kTol));
   float* y = dev.zeros(N * out);
   k().linear_forward_q8(y, dev.put(x), q, N, in, out, false, dev.zeros(kern::linear_bf16_scratch(in, out)));

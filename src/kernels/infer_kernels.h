@@ -118,12 +118,15 @@ inline int64_t q8_row_bytes(int64_t n) { return (n + 31) / 32 * 36; }
 void quantize_q8_row(uint8_t* dst, const float* src, int64_t n);
 // dst[i] = q * scale, exactly the value every Q8 kernel multiplies by.
 void dequantize_q8_row(float* dst, const uint8_t* src, int64_t n);
-// The matvec with Q8 weights W[out] rows: each weight dequantized as above,
-// products and sums in F32 (x is not quantized), so the result equals matvec
-// on the dequantized W up to summation order. Reads 1.125 bytes a weight.
+// The matvec with Q8 weights W[out] rows: x is quantized as a Q8 row (once a
+// call), each block's 32 products summed exactly in int32 and added times
+// the two scales' product in F32, so the result equals the product of the
+// dequantized W and the dequantized x up to F32 summation, the same bits on
+// every code path. Reads 1.125 bytes a weight.
 void matvec_q8(float* y, const uint8_t* W, const float* x, int64_t out, int64_t in, bool accumulate = false);
 // y[N,out] = x[N,in] W^T (+ y) with Q8 W, as linear_forward_bf16 (panels
-// dequantized into scratch, then sgemm); scratch as linear_bf16_scratch.
+// dequantized into scratch, then sgemm; x not quantized), but N = 1 is
+// matvec_q8; scratch as linear_bf16_scratch.
 void linear_forward_q8(float* y, const float* x, const uint8_t* W, int64_t N, int64_t in, int64_t out,
                        bool accumulate, float* scratch);
 

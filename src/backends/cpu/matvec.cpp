@@ -26,8 +26,11 @@
 // Code paths, chosen once from the CPU (target attributes, not -march, so one
 // binary runs anywhere): AVX-512 (F+BW+VL+DQ), AVX2+FMA, and portable C++ that
 // the compiler may vectorise for baseline x86-64 or any other architecture.
-// Q8 weights (int8 blocks with an F32 scale) have an AVX-512 kernel and the
-// portable one (AVX2 CPUs take the portable one).
+// Q8 weights (int8 blocks with an F32 scale) meet x quantized the same way,
+// and each block is an exact int32 dot product (AVX512-VNNI's vpdpbusd, or
+// AVX2's vpmaddubsw + vpmaddwd, or scalar), added times the two scales into
+// 8 F32 lanes: instructions per byte as few as F32's, and the same bits on
+// every path (docs/precision.md).
 // Not here: the prefill (several rows) path, which is a GEMM (linear_bf16.cpp,
 // gemm.cpp), and attention (attention_cached.cpp).
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -44,6 +47,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -58,8 +62,6 @@ namespace {
 // Rows per pass on AVX-512 (x loads shared by the rows, kRows streams of W in
 // flight); AVX2, with 16 registers, takes 8.
 constexpr int kRows = 16;
-// A BF16 block of kRows rows up to this size prefetches the next block.
-constexpr int64_t kPrefetchBlockBytes = 32 * 1024;
 // Below this much work a call stays on one thread, work = bytes of F32
 // weights + half the bytes of BF16 ones. Measured (cold, 2 threads against 1):
 // even at 256 KiB of F32 weights; BF16, whose second thread costs more to get
@@ -97,24 +99,36 @@ void rows_portable(float* y, const T* W, const float* x, int64_t r0, int64_t r1,
   }
 }
 
-// Q8 rows (q8_row_bytes(in) bytes each), x padded with zeros to whole blocks:
-// each weight dequantized (q * scale, as dequantize_q8_row) then multiplied.
-void rows_q8_portable(float* y, const uint8_t* W, const float* xp, int64_t r0, int64_t r1, int64_t in,
+// Q8 rows (q8_row_bytes(in) bytes each) times xq, x quantized the same way:
+// per block, the exact int32 dot products of its 8 groups of 4 weights, each
+// group's times the two scales' product added into its own F32 lane, the 8
+// lanes summed at the end in hsum8's pairs. The SIMD kernels compute the same
+// lanes in the same order, so every path gives the same bits.
+inline float sum_lanes8(const float* a) {
+  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+void rows_q8_portable(float* y, const uint8_t* W, const uint8_t* xq, int64_t r0, int64_t r1, int64_t in,
                       bool accumulate) {
   const int64_t row = q8_row_bytes(in), nb = (in + 31) / 32;
   for (int64_t r = r0; r < r1; ++r) {
     float acc[8] = {};
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* blk = W + r * row + b * 36;
-      float scale;
-      std::memcpy(&scale, blk, 4);
+      const uint8_t* xb = xq + b * 36;
+      float sw, sx;
+      std::memcpy(&sw, blk, 4);
+      std::memcpy(&sx, xb, 4);
+      const float scale = sw * sx;
       const auto* q = reinterpret_cast<const int8_t*>(blk + 4);
-      for (int i = 0; i < 32; i += 8)
-        for (int l = 0; l < 8; ++l) acc[l] += static_cast<float>(q[i + l]) * scale * xp[b * 32 + i + l];
+      const auto* p = reinterpret_cast<const int8_t*>(xb + 4);
+      for (int l = 0; l < 8; ++l) {
+        int32_t dot = 0;
+        for (int i = 4 * l; i < 4 * l + 4; ++i) dot += int32_t{q[i]} * int32_t{p[i]};
+        acc[l] = std::fma(static_cast<float>(dot), scale, acc[l]);
+      }
     }
-    float s = 0.0f;
-    for (int l = 0; l < 8; ++l) s += acc[l];
-    store(y + r, s, accumulate);
+    store(y + r, sum_lanes8(acc), accumulate);
   }
 }
 
@@ -161,6 +175,54 @@ STEM_AVX2 void rows_avx2(float* y, const T* W, const float* x, int64_t r0, int64
     r += 4;
   }
   for (; r < r1; ++r) block_avx2<1>(y + r, W + r * in, x, in, accumulate);
+}
+
+// The int32 dot products of 32 int8 weights w and 32 int8 x, in 8 lanes of 4
+// products each: |w| (unsigned) times x with w's sign, pairs summed to 16 bits
+// (at most 2 x 127 x 127, no saturation), then pairs of those to 32 bits.
+STEM_AVX2 inline __m256i dot_q8_avx2(__m256i w, __m256i x) {
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+// R rows of Q8 w (row bytes apart) times xq: per block, the 8 lanes' int32
+// dot products (DOT(w, x) of 32 int8 each) converted (exact: below 2^24) and
+// added times sw * sx into the row's F32 lanes. One function per instruction
+// set, since GCC inlines intrinsics only into functions of their target.
+#define STEM_Q8_BLOCK(NAME, TARGET, DOT)                                                                       \
+  template <int R, bool Prefetch>                                                                              \
+  TARGET inline void NAME(float* y, const uint8_t* w, const uint8_t* xq, int64_t nb, int64_t row, int64_t pf, \
+                          bool accumulate) {                                                                   \
+    __m256 acc[R];                                                                                             \
+    for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();                                                  \
+    for (int64_t b = 0; b < nb; ++b) {                                                                         \
+      const uint8_t* xb = xq + b * 36;                                                                         \
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 4));                        \
+      float sx;                                                                                                \
+      std::memcpy(&sx, xb, 4);                                                                                 \
+      for (int j = 0; j < R; ++j) {                                                                            \
+        const uint8_t* blk = w + j * row + b * 36;                                                             \
+        if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(blk + pf), _MM_HINT_T1);                      \
+        float sw;                                                                                              \
+        std::memcpy(&sw, blk, 4);                                                                              \
+        const __m256i d = DOT(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 4)), xv);             \
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(sw * sx), acc[j]);                      \
+      }                                                                                                        \
+    }                                                                                                          \
+    for (int j = 0; j < R; ++j) store(y + j, hsum8(acc[j]), accumulate);                                       \
+  }
+STEM_Q8_BLOCK(block_q8_avx2, STEM_AVX2, dot_q8_avx2)
+
+STEM_AVX2 void rows_q8_avx2(float* y, const uint8_t* W, const uint8_t* xq, int64_t r0, int64_t r1, int64_t in,
+                            bool accumulate) {
+  const int64_t row = q8_row_bytes(in), nb = (in + 31) / 32;
+  int64_t r = r0;
+  for (; r + 8 <= r1; r += 8) block_q8_avx2<8, false>(y + r, W + r * row, xq, nb, row, 0, accumulate);
+  if (r + 4 <= r1) {
+    block_q8_avx2<4, false>(y + r, W + r * row, xq, nb, row, 0, accumulate);
+    r += 4;
+  }
+  for (; r < r1; ++r) block_q8_avx2<1, false>(y + r, W + r * row, xq, nb, row, 0, accumulate);
 }
 
 // ---------------------------------------------------------------- AVX-512
@@ -230,32 +292,6 @@ STEM_AVX512 inline void block_bf16_avx512(float* y, const uint16_t* w, const flo
   for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
 }
 
-// R rows of Q8 w (row bytes apart) times xp (x padded to whole blocks): per
-// block, its 32 int8 sign-extended in two halves, converted, multiplied by
-// the block's scale (the dequantized weights, exactly), then FMA with x.
-template <int R, bool Prefetch>
-STEM_AVX512 inline void block_q8_avx512(float* y, const uint8_t* w, const float* xp, int64_t in, int64_t row,
-                                        int64_t pf, bool accumulate) {
-  __m512 acc[R];
-  for (int j = 0; j < R; ++j) acc[j] = _mm512_setzero_ps();
-  const int64_t nb = (in + 31) / 32;
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m512 x0 = _mm512_loadu_ps(xp + b * 32), x1 = _mm512_loadu_ps(xp + b * 32 + 16);
-    for (int j = 0; j < R; ++j) {
-      const uint8_t* blk = w + j * row + b * 36;
-      if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(blk + pf), _MM_HINT_T1);
-      float sc;
-      std::memcpy(&sc, blk, 4);
-      const __m512 scale = _mm512_set1_ps(sc);
-      const __m512i q0 = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4)));
-      const __m512i q1 = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 20)));
-      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q0), scale), x0, acc[j]);
-      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q1), scale), x1, acc[j]);
-    }
-  }
-  for (int j = 0; j < R; ++j) store(y + j, hsum16(acc[j]), accumulate);
-}
-
 
 // kRows rows a pass, then 8, 4, 1 for the remainder: block<R, Prefetch>(r)
 // computes rows [r, r + R). Measured choices (docs/performance.md, "Decode
@@ -264,9 +300,10 @@ STEM_AVX512 inline void block_q8_avx512(float* y, const uint8_t* w, const float*
 // block's lines into L2 (_MM_HINT_T1) lets the L2 keep more misses in flight
 // than the core's L1 alone. On an AMD Zen 4 that made M-shape decode 25%
 // faster in F32, 55-75% in BF16 and 15-30% in Q8, where the non-temporal
-// prefetch (_MM_HINT_NTA) measured before gained F32 nothing. BF16 and Q8
-// prefetch 512 bytes ahead in the row instead when the next block is further
-// than kPrefetchBlockBytes; F32 always takes the next block.
+// prefetch (_MM_HINT_NTA) measured before gained F32 nothing. Every dtype
+// takes the next block, however far: BF16 and Q8 had taken 512 bytes ahead in
+// the row past 32 KB a block, which was 3-27% (BF16) and 13% (Q8) slower on
+// rows 1376 and 2752 wide (docs/performance.md).
 template <bool PrefetchFull, class Block>
 STEM_AVX512 inline void passes(int64_t r0, int64_t r1, Block&& block) {
   constexpr int R = kRows;
@@ -293,18 +330,26 @@ STEM_AVX512 void rows_avx512(float* y, const float* W, const float* x, int64_t r
 // BF16, x being the de-interleaved xeo.
 STEM_AVX512 void rows_bf16_avx512(float* y, const uint16_t* W, const float* xeo, int64_t r0, int64_t r1, int64_t in,
                                   bool accumulate) {
-  const int64_t pf = kRows * in * 2 <= kPrefetchBlockBytes ? kRows * in : 256;
   passes<true>(r0, r1, [&](auto R, auto prefetch, int64_t r) {
-    block_bf16_avx512<decltype(R)::value, decltype(prefetch)::value>(y + r, W + r * in, xeo, in, pf, accumulate);
+    block_bf16_avx512<decltype(R)::value, decltype(prefetch)::value>(y + r, W + r * in, xeo, in, kRows * in,
+                                                                     accumulate);
   });
 }
-// Q8, x being padded to whole blocks.
-STEM_AVX512 void rows_q8_avx512(float* y, const uint8_t* W, const float* xp, int64_t r0, int64_t r1, int64_t in,
-                                bool accumulate) {
-  const int64_t row = q8_row_bytes(in);
-  const int64_t pf = kRows * row <= kPrefetchBlockBytes ? kRows * row : 512;
+// Q8 times xq with AVX512-VNNI: vpdpbusd (|w| unsigned times x with w's sign)
+// gives the 8 lanes' int32 sums in one instruction; on 256-bit vectors, so a
+// block is one register and Zen 4 runs each at full rate.
+#define STEM_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+STEM_VNNI inline __m256i dot_q8_vnni(__m256i w, __m256i x) {
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+STEM_Q8_BLOCK(block_q8_vnni, STEM_VNNI, dot_q8_vnni)
+
+STEM_VNNI void rows_q8_vnni(float* y, const uint8_t* W, const uint8_t* xq, int64_t r0, int64_t r1, int64_t in,
+                            bool accumulate) {
+  const int64_t row = q8_row_bytes(in), nb = (in + 31) / 32;
   passes<true>(r0, r1, [&](auto R, auto prefetch, int64_t r) {
-    block_q8_avx512<decltype(R)::value, decltype(prefetch)::value>(y + r, W + r * row, xp, in, row, pf, accumulate);
+    block_q8_vnni<decltype(R)::value, decltype(prefetch)::value>(y + r, W + r * row, xq, nb, row, kRows * row,
+                                                                 accumulate);
   });
 }
 #endif  // STEM_MATVEC_X86
@@ -344,29 +389,41 @@ RowsFn<T> rows_fn() {
   }
 }
 
-RowsFn<uint8_t> rows_q8_fn() {
+using Q8RowsFn = void (*)(float*, const uint8_t*, const uint8_t*, int64_t, int64_t, int64_t, bool);
+
+bool has_vnni() {
 #ifdef STEM_MATVEC_X86
-  if (matvec_path() == MatvecPath::kAvx512) return &rows_q8_avx512;
+  static const bool vnni = (__builtin_cpu_init(), __builtin_cpu_supports("avx512vnni"));
+  return vnni;
+#else
+  return false;
+#endif
+}
+
+Q8RowsFn rows_q8_fn() {
+#ifdef STEM_MATVEC_X86
+  if (matvec_path() == MatvecPath::kAvx512 && has_vnni()) return &rows_q8_vnni;
+  if (matvec_path() >= MatvecPath::kAvx2) return &rows_q8_avx2;
 #endif
   return &rows_q8_portable;
 }
 
 // The x of each kind of job: x itself for F32; for BF16 x or x de-interleaved
-// (the AVX-512 kernel); for Q8 x padded with zeros to whole blocks.
+// (the AVX-512 kernel); for Q8 x quantized as a Q8 row.
 struct Xs {
   const float* x;
   const float* x16;
-  const float* x8;
+  const uint8_t* xq;
 };
 
 // Rows [r0, r1) of one job.
 void run_rows(const MatvecJob& j, const Xs& xs, int64_t in, int64_t r0, int64_t r1, RowsFn<float> f32,
-              RowsFn<uint16_t> bf16, RowsFn<uint8_t> q8) {
+              RowsFn<uint16_t> bf16, Q8RowsFn q8) {
   if (r0 >= r1) return;
   const float* x = xs.x;
   const float* x16 = xs.x16;
   if (j.q8)
-    q8(j.y, static_cast<const uint8_t*>(j.W), xs.x8, r0, r1, in, j.accumulate);
+    q8(j.y, static_cast<const uint8_t*>(j.W), xs.xq, r0, r1, in, j.accumulate);
   else if (j.bf16)
     bf16(j.y, static_cast<const uint16_t*>(j.W), x16, r0, r1, in, j.accumulate);
   else
@@ -381,7 +438,7 @@ int64_t row_bytes_of(const MatvecJob& j, int64_t in) {
 }
 
 void run_share(const MatvecJob* jobs, int n_jobs, const Xs& xs, int64_t in, int t, int nt, int64_t total,
-               RowsFn<float> f32, RowsFn<uint16_t> bf16, RowsFn<uint8_t> q8) {
+               RowsFn<float> f32, RowsFn<uint16_t> bf16, Q8RowsFn q8) {
   const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
   int64_t base = 0;  // bytes before job i
   for (int i = 0; i < n_jobs; ++i) {
@@ -428,14 +485,15 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
   }
   const RowsFn<float> f32 = rows_fn<float>();
   const RowsFn<uint16_t> bf16 = rows_fn<uint16_t>();
-  const RowsFn<uint8_t> q8 = rows_q8_fn();
-  Xs xs{x, x, x};
+  const Q8RowsFn q8 = rows_q8_fn();
+  Xs xs{x, x, nullptr};
   bool any_bf16 = false, any_q8 = false;
   for (int i = 0; i < n_jobs; ++i) {
     any_bf16 = any_bf16 || (jobs[i].bf16 && !jobs[i].q8);
     any_q8 = any_q8 || jobs[i].q8;
   }
-  thread_local std::vector<float> xeo, xpad;  // the caller's (workers read them)
+  thread_local std::vector<float> xeo;  // the caller's (workers read them)
+  thread_local std::vector<uint8_t> xq;
 #ifdef STEM_MATVEC_X86
   if (any_bf16 && bf16 == &rows_bf16_avx512) {
     xeo.resize(static_cast<size_t>((in + 31) / 32 * 32));
@@ -443,10 +501,10 @@ void matvec_batch(const MatvecJob* jobs, int n_jobs, const float* x, int64_t in)
     xs.x16 = xeo.data();
   }
 #endif
-  if (any_q8 && in % 32 != 0) {
-    xpad.assign(static_cast<size_t>((in + 31) / 32 * 32), 0.0f);
-    std::copy(x, x + in, xpad.begin());
-    xs.x8 = xpad.data();
+  if (any_q8) {
+    xq.resize(static_cast<size_t>(q8_row_bytes(in)));
+    quantize_q8_row(xq.data(), x, in);
+    xs.xq = xq.data();
   }
   if (work < kParallelWork || omp_in_parallel() || omp_get_max_threads() == 1) {
     run_share(jobs, n_jobs, xs, in, 0, 1, total, f32, bf16, q8);
