@@ -119,11 +119,12 @@ struct MatvecData {
   const T* w(int64_t i) const { return W.data() + (i % copies) * out * in; }
 };
 
-// Args: out, in, cold.
+// Args: out, in, cold. The shapes of the S and M configs, and 4096 x 14336
+// (a larger model's down projection, the shape ggml's test-backend-ops times).
 void matvec_args(benchmark::internal::Benchmark* b) {
   for (int cold : {1, 0})
     for (auto [out, in] : {std::pair<int64_t, int64_t>{1376, 512}, {512, 1376}, {8192, 512},
-                           {2752, 1024}, {1024, 2752}, {32000, 1024}})
+                           {2752, 1024}, {1024, 2752}, {32000, 1024}, {4096, 14336}})
       b->Args({out, in, cold});
 }
 

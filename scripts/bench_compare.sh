@@ -22,10 +22,12 @@
 # it also runs `stem bench train --precision bf16` right after the F32 run and
 # adds its columns (mixed precision against PyTorch in F32).
 #
-# Usage: scripts/bench_compare.sh [--quick] [--no-coretype] [--steps N] [--warmup W] [--save DIR]
+# Usage: scripts/bench_compare.sh [--quick] [--no-coretype] [--only NAME] [--steps N] [--warmup W] [--save DIR]
 #   STEM=path/to/stem (default build/stem); PYTHON (default /usr/bin/python3).
 #   --quick: S configs only at batch 2 x seq 64, --steps 2 --warmup 1 (a smoke
-#   test of the harness, not a measurement). --save DIR keeps every run's JSON.
+#   test of the harness, not a measurement). --only NAME (S-dense, S-stem,
+#   M-dense or M-stem; repeatable) runs those configs alone. --save DIR keeps
+#   every run's JSON.
 #   Run the real thing on a quiet machine: the table goes to stdout, progress to stderr.
 set -euo pipefail
 
@@ -35,11 +37,12 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 OPENBLAS_DIR=/usr/lib/x86_64-linux-gnu/openblas-openmp
 TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4
 
-quick=0 coretype=1 steps=5 warmup=1 save=""
+quick=0 coretype=1 steps=5 warmup=1 save="" only=()
 while (($#)); do
   case "$1" in
     --quick) quick=1; steps=2; warmup=1 ;;
     --no-coretype) coretype=0 ;;
+    --only) only+=("$2"); shift ;;
     --steps) steps=$2; shift ;;
     --warmup) warmup=$2; shift ;;
     --save) save=$2; mkdir -p "$save"; shift ;;
@@ -55,6 +58,14 @@ if ((quick)); then
 else
   runs=("S-dense configs/S-dense.json 8 256" "S-stem configs/S-stem.json 8 256"
         "M-dense configs/M-dense.json 4 512" "M-stem configs/M-stem.json 4 512")
+fi
+if ((${#only[@]})); then
+  kept=()
+  for r in "${runs[@]}"; do
+    for name in "${only[@]}"; do [[ ${r%% *} == "$name" ]] && kept+=("$r"); done
+  done
+  ((${#kept[@]})) || { echo "--only ${only[*]}: no such config (S-dense, S-stem, M-dense, M-stem)" >&2; exit 2; }
+  runs=("${kept[@]}")
 fi
 
 [[ -x $STEM ]] || { echo "no stem binary at $STEM (set STEM=...)" >&2; exit 1; }
