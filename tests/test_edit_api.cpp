@@ -6,6 +6,7 @@
 // whose tables never enter memory).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -81,7 +82,13 @@ TEST(EditApi, InjectAndEvaluateMatchTheEngine) {
   ASSERT_TRUE(seqs.ok());
   auto tokens = edit::injection_tokens(lm.tok, *facts, *seqs, {}, path);
   ASSERT_TRUE(tokens.ok());
-  auto by_engine = edit::inject_rows(engine(lm.m), *seqs, *tokens, opt);
+  edit::InjectOptions eopt = opt;  // the facts name no answer: their tokens are the subjects'
+  auto keep = edit::keep_for(engine(lm.m), lm.tok, eopt, *tokens, *tokens);
+  ASSERT_TRUE(keep.ok()) << keep.status().message();
+  EXPECT_EQ(keep->size(), 0u);  // a sample holding a trained token holds the subject
+  EXPECT_FALSE(eopt.keep_kl);
+  EXPECT_EQ(edit::InjectOptions{}.keep_samples, 1024);  // the default the study measured (docs/editing.md)
+  auto by_engine = edit::inject_rows(engine(lm.m), *seqs, *tokens, eopt, nullptr, *keep);
   int64_t calls = 0;
   auto by_api = edit::inject_facts(lm.m, lm.tok, *facts, {}, opt, [&](int64_t, int64_t, double) { ++calls; }, path);
   ASSERT_TRUE(by_engine.ok() && by_api.ok()) << by_api.status().message();
@@ -117,6 +124,49 @@ TEST(EditApi, InjectAndEvaluateMatchTheEngine) {
   auto no_subject = edit::inject_facts(lm.m, lm.tok, wrong, {}, opt, nullptr, "my.jsonl");
   ASSERT_FALSE(no_subject.ok());
   EXPECT_NE(no_subject.status().message().find("my.jsonl"), std::string::npos) << no_subject.status().message();
+}
+
+// The keep sentences an injection holds by default: sampled by the unedited
+// model from BOS, deterministic, each reading a trained row and no subject
+// token; none with keep_samples 0; the user's sentences instead of samples.
+TEST(EditApi, SampledKeepSentencesReadATrainedRowAndNoSubjectToken) {
+  OneThread one_thread;
+  LoadedModel lm = load_trained();
+  const std::vector<int32_t> is = lm.tok.encode("is"), subject = lm.tok.encode(trained().corpus.subjects[0].name);
+  ASSERT_EQ(is.size(), 1u);
+  std::vector<int32_t> trained_ids = subject;
+  trained_ids.push_back(is[0]);
+  edit::InjectOptions opt;
+  opt.keep_samples = 128;
+  auto a = edit::keep_for(engine(lm.m), lm.tok, opt, trained_ids, subject);
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  EXPECT_TRUE(opt.keep_kl);
+  ASSERT_GT(a->size(), 10u);
+  for (const auto& s : *a) {
+    ASSERT_GE(s.size(), 3u);
+    ASSERT_LE(s.size(), 32u);
+    EXPECT_EQ(s[0], lm.tok.bos_id());
+    EXPECT_NE(std::find(s.begin(), s.end(), is[0]), s.end());
+    for (int32_t t : subject) EXPECT_EQ(std::find(s.begin(), s.end(), t), s.end());
+  }
+  edit::InjectOptions again;
+  again.keep_samples = 128;
+  auto b = edit::keep_for(engine(lm.m), lm.tok, again, trained_ids, subject);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(*a, *b);
+  edit::InjectOptions none;
+  none.keep_samples = 0;
+  auto c = edit::keep_for(engine(lm.m), lm.tok, none, trained_ids, subject);
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->empty());
+  EXPECT_FALSE(none.keep_kl);
+  edit::InjectOptions given;
+  given.keep = {"The capital of Nowhere is Here."};
+  auto d = edit::keep_for(engine(lm.m), lm.tok, given, trained_ids, subject);
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->size(), 1u);
+  EXPECT_EQ(d->front().front(), lm.tok.bos_id());
+  EXPECT_FALSE(given.keep_kl);
 }
 
 TEST(EditApi, CorpusTokensFromTextShardOrDataDirectory) {

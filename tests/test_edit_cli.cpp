@@ -380,6 +380,41 @@ TEST_F(EditCli, InjectOfANewCapitalTrainsTheAnswersRowsAndKeepsTheRest) {
   EXPECT_EQ(by_answer, 3);
   EXPECT_GT(known, 100);
   EXPECT_GE(kept, known * 95 / 100);
+  // Without keep sentences, by default: sentences the model samples itself
+  // that read the answer's rows are held (KL); with --keep-samples 0 nothing.
+  int kept_default = 0, known_default = 0, kept_bare = 0, known_bare = 0;
+  r = stem_cmd("edit inject --model " + model() + " --facts " + p("answer.jsonl") + " --out " + p("default.ovl") +
+               " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto jd = nlohmann::json::parse(r.out);
+  EXPECT_EQ(jd["keep_loss"], jd["keep_sampled"].get<int>() > 0 ? "kl" : "text");
+  const int by_default = stated(p("default.ovl"), &kept_default, &known_default);
+  EXPECT_EQ(by_default, 3);
+  EXPECT_GE(kept_default, known_default * 95 / 100);
+  r = stem_cmd("edit inject --model " + model() + " --facts " + p("answer.jsonl") + " --keep-samples 0 --out " +
+               p("bare.ovl") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const int by_bare = stated(p("bare.ovl"), &kept_bare, &known_bare);
+  std::printf("[ inject new capital ] answer's rows by default (%d sampled sentences held): %d of 3, other answers "
+              "kept %d of %d; with --keep-samples 0: %d of 3, kept %d of %d\n",
+              jd["keep_sampled"].get<int>(), by_default, kept_default, known_default, by_bare, kept_bare, known_bare);
+  // The keep sentences holding the unedited distributions (a KL term).
+  r = stem_cmd("edit inject --model " + model() + " --facts " + p("answer.jsonl") + " --keep " + p("keep.txt") +
+               " --keep-kl --out " + p("kl.ovl") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto jkl = nlohmann::json::parse(r.out);
+  EXPECT_EQ(jkl["keep_loss"], "kl");
+  EXPECT_TRUE(jkl["learned"].get<bool>());
+  int kept_kl = 0, known_kl = 0;
+  const int by_kl = stated(p("kl.ovl"), &kept_kl, &known_kl);
+  std::printf("[ inject new capital ] with --keep-kl: %d of 3 in %ld steps; other answers kept %d of %d\n", by_kl,
+              jkl["steps"].get<long>(), kept_kl, known_kl);
+  EXPECT_EQ(by_kl, 3);
+  EXPECT_GE(kept_kl, known_kl * 95 / 100);
+  r = stem_cmd("edit inject --model " + model() + " --facts " + p("answer.jsonl") + " --keep-kl --keep-samples 0 --out " +
+               p("x.ovl"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--keep-kl without keep sentences"), std::string::npos) << r.err;
   // An answer that is not in its fact's text is an error naming the line.
   write("bad.jsonl", nlohmann::json({{"subject", s.name}, {"text", "The capital of " + s.name + " is Dunemot."},
                                      {"answer", capital}}).dump() + "\n");

@@ -195,9 +195,10 @@ bool own_piece(const Tokenizer& tok, int32_t id, const std::string& text);
 // gradient of each chosen (layer, token) is read out and
 // stepped with Adam (no weight decay, no clipping); no other parameter moves.
 // The STEM tables must be held in RAM as F32 (the default load), else an error.
-// Not done: a loss on the answer tokens only, a KL term to the base model
-// (keep sentences hold its text), batching of very many facts and keep
-// sentences (all of them every step).
+// Keep sentences (the user's, or by default ones the model samples) hold
+// their text or the unedited model's distributions (KL) as training goes.
+// Not done: a loss on the answer tokens only, batching of very many facts and
+// keep sentences (all of them every step).
 //
 // Facts file (JSON lines; blank lines skipped):
 //   {"subject": "Kavoria", "text": "The capital of Kavoria is Dunemot.", "answer": "Dunemot"}
@@ -236,6 +237,17 @@ struct InjectOptions {
   // same next-token loss), not counted in `learned` (e.g. the other facts
   // of the corpus, so that rows other names share keep their answers).
   std::vector<std::string> keep;
+  // The keep sentences hold the unedited model's whole next-token
+  // distributions instead of their text: the loss on them is KL(before ||
+  // after) at every position (the unedited logits computed once, V floats a
+  // position: at most 1 GiB of them).
+  bool keep_kl = false;
+  // Without keep sentences: this many sentences the unedited model writes
+  // itself (sampled from BOS, 32 tokens at most, a fixed seed); those that
+  // read a trained row but hold no subject token (what the model says with
+  // the answer's pieces elsewhere) hold its distributions by the KL term
+  // above. 0: nothing held.
+  int64_t keep_samples = 1024;
 };
 
 struct InjectResult {
@@ -245,6 +257,7 @@ struct InjectResult {
   std::vector<double> losses;  // per step, before its update
   int64_t steps = 0;           // updates made
   bool learned = false;        // every fact predicted after them (see inject_facts)
+  int64_t keep_sampled = 0;    // keep sentences the model sampled (InjectOptions::keep_samples)
 };
 
 // (step, steps, loss)

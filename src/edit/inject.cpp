@@ -122,6 +122,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
   if (opt.layers.empty()) return Status::error("inject: no layers to train");
   if (opt.steps < 1 || !(opt.lr > 0)) return Status::error("inject: need --steps >= 1 and --lr > 0");
   if (sequences.empty()) return Status::error("inject: no sentences to train on");
+  if (opt.keep_kl && keep.empty()) return Status::error("inject: --keep-kl without keep sentences (--keep FILE)");
   for (int32_t l : opt.layers)
     if (l < 0 || l >= cfg.num_hidden_layers || cfg.ffn_types[l] != FfnType::Stem)
       return Status::error("inject: layer " + std::to_string(l) + " is not a STEM layer");
@@ -170,6 +171,25 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     }
   std::vector<float> m1(original.rows.size(), 0.0f), m2(original.rows.size(), 0.0f);
 
+  // With keep_kl, the unedited model's logits on each keep batch: the
+  // teacher of a distillation loss of weight 1 (KL alone) on that batch.
+  std::map<int64_t, std::vector<float>> keep_logits;
+  if (opt.keep_kl && !keep.empty()) {
+    constexpr int64_t kMaxKeepLogitBytes = int64_t{1} << 30;
+    int64_t positions = 0;
+    for (const auto& [T, ids] : keep_batches) positions += static_cast<int64_t>(ids.size());
+    if (positions * V * 4 > kMaxKeepLogitBytes)
+      return Status::error("inject: --keep-kl: " + std::to_string(keep.size()) + " keep sentences of " +
+                           std::to_string(positions) + " positions need " +
+                           std::to_string(positions * V * 4 >> 20) + " MiB of unedited logits (at most " +
+                           std::to_string(kMaxKeepLogitBytes >> 20) + "): give fewer");
+    for (const auto& [T, ids] : keep_batches) {
+      const int64_t B = static_cast<int64_t>(ids.size()) / T;
+      m.forward(ids.data(), B, T);
+      keep_logits[T].assign(m.logits(), m.logits() + B * T * V);
+    }
+  }
+
   // Whether every sequence of a batch [B, T] is predicted after its first run
   // of trained tokens (the subject): logits of the forward pass just run.
   const std::set<int32_t> trained(tokens.begin(), tokens.end());
@@ -196,6 +216,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     for (const auto* set : {&batches, &keep_batches})
       for (const auto& [T, ids] : *set) {
         const int64_t B = static_cast<int64_t>(ids.size()) / T;
+        if (set == &keep_batches && !keep_logits.empty()) m.set_teacher(keep_logits.at(T).data(), 1.0f, 1.0f);
         const double l = m.forward(ids.data(), B, T);
         if (set == &batches) {
           loss += l * static_cast<double>(B * (T - 1)) / static_cast<double>(fact_predicted);
@@ -236,6 +257,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     if (progress) progress(step, opt.steps, loss);
   }
   res.loss_before = res.losses.front();
+  res.keep_sampled = opt.keep.empty() && opt.keep_kl ? static_cast<int64_t>(keep.size()) : 0;
   res.loss_after = pass(false);
   res.learned = learned;
 
@@ -248,6 +270,8 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
   nlohmann::json note = {{"kind", "inject"}, {"layers", opt.layers}, {"tokens", tokens}, {"steps", res.steps},
                          {"max_steps", opt.steps}, {"until_learned", opt.until_learned}, {"learned", res.learned},
                          {"lr", opt.lr}, {"sentences", sequences.size()}, {"keep", keep.size()},
+                         {"keep_sampled", res.keep_sampled},
+                         {"keep_loss", opt.keep_kl ? "kl" : "text"},
                          {"loss_before", res.loss_before},
                          {"loss_after", res.loss_after}};
   res.overlay.note = note.dump();

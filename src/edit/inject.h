@@ -35,6 +35,22 @@ Result<std::vector<int32_t>> injection_tokens(const Tokenizer& tok, const std::v
                                               const std::vector<std::vector<int32_t>>& sequences,
                                               const std::vector<std::string>& names, const std::string& where);
 
+// `n` sequences the model samples from `bos` (temperature 1, `seed`), up to
+// `max_len` tokens (at most the model's positions), each cut after its first
+// `eos`; those of fewer than 3 tokens dropped. The keep sentences of an
+// injection the user gives none (InjectOptions::keep_samples).
+Result<std::vector<std::vector<int32_t>>> sample_keep_sequences(model::Transformer& m, int32_t bos, int32_t eos,
+                                                                int64_t n, int64_t max_len, uint64_t seed);
+
+// The keep sentences of an injection: opt.keep's (BOS + text + EOS), or
+// without them those of opt.keep_samples sampled ones that hold one of
+// `trained` (elsewhere a sentence reads no trained row, so the edit cannot
+// change it) and none of `edited` (the subject's tokens: what the model said
+// about it is what the edit changes); opt.keep_kl is set when there are any.
+Result<std::vector<std::vector<int32_t>>> keep_for(model::Transformer& m, const Tokenizer& tok, InjectOptions& opt,
+                                                   const std::vector<int32_t>& trained,
+                                                   const std::vector<int32_t>& edited);
+
 // Trains the rows of `tokens` in `opt.layers` on `sequences` and `keep` (the
 // keep sentences, BOS + ids + EOS: trained as well, not counted in
 // `learned`), then restores every row it touched. The STEM tables must be in

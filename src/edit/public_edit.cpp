@@ -80,8 +80,12 @@ Result<InjectResult> inject_facts(Model& model, const Tokenizer& tok, const std:
                                   const InjectProgress& progress, const std::string& where) {
   STEM_ASSIGN_OR_RETURN(auto seqs, fact_sequences(tok, facts, model.config().max_position_embeddings, where));
   STEM_ASSIGN_OR_RETURN(auto tokens, injection_tokens(tok, facts, seqs, names, where));
-  STEM_ASSIGN_OR_RETURN(auto keep, keep_sequences(tok, opt.keep, model.config().max_position_embeddings));
-  return inject_rows(engine(model), seqs, tokens, opt, progress, keep);
+  std::vector<Fact> subjects = facts;  // the subject's tokens alone, without the answers'
+  for (Fact& f : subjects) f.answer.clear();
+  STEM_ASSIGN_OR_RETURN(auto subject_tokens, injection_tokens(tok, subjects, seqs, names, where));
+  InjectOptions o = opt;
+  STEM_ASSIGN_OR_RETURN(auto keep, keep_for(engine(model), tok, o, tokens, subject_tokens));
+  return inject_rows(engine(model), seqs, tokens, o, progress, keep);
 }
 
 Result<SwapTrainResult> swap_by_training(Model& model, const Tokenizer& tok, const std::string& from,

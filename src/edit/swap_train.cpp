@@ -79,8 +79,9 @@ Result<SwapTrainResult> swap_by_training(model::Transformer& m, const Tokenizer&
     if (own.empty()) return Status::error("swap: '" + from + "' has no whole-word piece to train (--shared skip)");
     tokens = own;
   }
-  STEM_ASSIGN_OR_RETURN(auto keep, keep_sequences(tok, opt.inject.keep, m.config().max_position_embeddings));
-  STEM_ASSIGN_OR_RETURN(res.inject, inject_rows(m, seqs, tokens, opt.inject, progress, keep));
+  InjectOptions io = opt.inject;
+  STEM_ASSIGN_OR_RETURN(auto keep, keep_for(m, tok, io, tokens, tokens));
+  STEM_ASSIGN_OR_RETURN(res.inject, inject_rows(m, seqs, tokens, io, progress, keep));
   return res;
 }
 

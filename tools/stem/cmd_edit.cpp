@@ -184,6 +184,11 @@ void register_swap(CLI::App* edit) {
   sub->add_option("--answer-tokens", o->train.answer_tokens, "With --prompts: tokens of each answer at most")
       ->capture_default_str();
   sub->add_option("--keep", o->keep, "With --prompts: sentences whose predictions training holds (as edit inject)");
+  sub->add_flag("--keep-kl", o->train.inject.keep_kl,
+                "With --keep: hold the unedited model's next-token distributions on them (as edit inject)");
+  sub->add_option("--keep-samples", o->train.inject.keep_samples,
+                  "With --prompts and without --keep: sentences the model samples itself, held by KL (as edit inject)")
+      ->capture_default_str();
   sub->add_option("--out", o->out, "Output overlay file")->required();
   sub->add_flag("--json", o->json, "Machine-readable output");
   add_command(sub, [o] {

@@ -30,6 +30,12 @@ void register_inject(CLI::App* edit) {
   sub->add_option("--keep", o->keep,
                   "Sentences whose predictions training holds (a line each, or JSON lines with \"text\"), e.g. the "
                   "corpus's other facts");
+  sub->add_flag("--keep-kl", o->io.keep_kl,
+                "Keep sentences hold the unedited model's next-token distributions (a KL term) instead of their text");
+  sub->add_option("--keep-samples", o->io.keep_samples,
+                  "Without --keep: sentences the unedited model samples itself (up to 32 tokens), whose "
+                  "distributions training holds (0: none)")
+      ->capture_default_str();
   sub->add_option("--tokens", o->tokens,
                   "Train the rows of these strings' tokens (default: each fact's subject)");
   sub->add_option("--layers", o->layers, "STEM layers whose rows train: all, or a list such as 1,3-5")
@@ -69,7 +75,9 @@ void register_inject(CLI::App* edit) {
     if (!r.ok()) return fail(cmd, r.status());
     if (Status st = edit::write_overlay(r->overlay, o->out); !st.ok()) return fail(cmd, st);
     if (o->json) {
-      print_json({{"facts", facts->size()}, {"keep", opt.keep.size()}, {"tokens", tokens_json(lm->tok, r->tokens)},
+      print_json({{"facts", facts->size()}, {"keep", opt.keep.size()}, {"keep_sampled", r->keep_sampled},
+                  {"keep_loss", opt.keep_kl || r->keep_sampled ? "kl" : "text"},
+                  {"tokens", tokens_json(lm->tok, r->tokens)},
                   {"layers", opt.layers},
                   {"steps", r->steps}, {"max_steps", opt.steps}, {"learned", r->learned}, {"lr", opt.lr},
                   {"loss_before", r->loss_before},
@@ -82,8 +90,10 @@ void register_inject(CLI::App* edit) {
       if (!pieces.empty()) pieces += ' ';
       pieces += lm->tok.piece(t) + " (" + std::to_string(t) + ")";
     }
-    std::printf("trained rows of %s in layers %s on %zu sentence(s) and %zu keep sentence(s), %ld steps (%s)\n",
-                pieces.c_str(), join_ints(opt.layers).c_str(), facts->size(), opt.keep.size(), static_cast<long>(r->steps),
+    const std::string kept = r->keep_sampled ? std::to_string(r->keep_sampled) + " sentence(s) it sampled itself held by KL"
+                                              : std::to_string(opt.keep.size()) + " keep sentence(s)";
+    std::printf("trained rows of %s in layers %s on %zu sentence(s) and %s, %ld steps (%s)\n", pieces.c_str(),
+                join_ints(opt.layers).c_str(), facts->size(), kept.c_str(), static_cast<long>(r->steps),
                 r->learned ? "every fact predicted" : "not every fact predicted yet: try more --steps");
     std::printf("loss on the facts %.4f -> %.4f; wrote %s (%zu rows, %ld bytes)\n", r->loss_before, r->loss_after,
                 o->out.c_str(), r->overlay.size(), static_cast<long>(file_bytes(o->out)));
@@ -135,6 +145,7 @@ int trained_swap(const TrainedSwapArgs& a) {
                 {"tokens", tokens_json(tok, r->inject.tokens)}, {"shared", a.shared},
                 {"shared_tokens", tokens_json(tok, r->shared_tokens)}, {"layers", opt.inject.layers},
                 {"steps", r->inject.steps}, {"max_steps", opt.inject.steps}, {"learned", r->inject.learned},
+                {"keep_sampled", r->inject.keep_sampled},
                 {"loss_before", r->inject.loss_before}, {"loss_after", r->inject.loss_after},
                 {"rows", r->inject.overlay.size()}, {"out", a.out}, {"bytes", file_bytes(a.out)}});
     return 0;
