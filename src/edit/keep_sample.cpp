@@ -7,17 +7,16 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
-#include <random>
 
 #include "edit/inject.h"
 #include "infer/decoder.h"
+#include "infer/sampler.h"
 
 namespace stem::edit {
 namespace {
 constexpr int64_t kSampleLength = 32;
 constexpr uint64_t kSampleSeed = 1;
-constexpr int64_t kSampleBatch = 64;  // sequences a sampling forward takes (its logits: 64 x 32 x V floats)
+constexpr int64_t kSampleBatch = 64;  // sequences a batched decoder pass takes
 }  // namespace
 
 Result<std::vector<std::vector<int32_t>>> sample_keep_sequences(model::Transformer& m, int32_t bos, int32_t eos,
@@ -47,27 +46,17 @@ Result<std::vector<std::vector<int32_t>>> sample_keep_sequences(model::Transform
   std::vector<std::vector<int32_t>> seqs(static_cast<size_t>(n), std::vector<int32_t>{bos});
   std::vector<float> logits(static_cast<size_t>(n * V));
   std::vector<infer::SlotChunk> chunks(static_cast<size_t>(n));
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
-  std::vector<double> p(static_cast<size_t>(V));
+  infer::SamplerOptions so;  // the model's own distribution: no cut
+  so.temperature = 1.0f;
+  so.top_k = 0;
+  so.top_p = 1.0f;
+  so.seed = seed;
+  infer::Sampler sampler(so, V);
   for (int64_t t = 1; t < max_len; ++t) {
     for (int64_t b = 0; b < n; ++b)
       chunks[b] = infer::SlotChunk{static_cast<int32_t>(b), &seqs[b].back(), 1, logits.data() + b * V, nullptr};
     STEM_RETURN_IF_ERROR(dec.forward_slots(chunks.data(), n).with_context("inject: keep samples"));
-    for (int64_t b = 0; b < n; ++b) {
-      const float* l = logits.data() + b * V;
-      const float mx = *std::max_element(l, l + V);
-      double sum = 0.0;
-      for (int64_t v = 0; v < V; ++v) sum += p[v] = std::exp(static_cast<double>(l[v]) - mx);
-      double u = unit(rng) * sum;
-      int64_t pick = V - 1;
-      for (int64_t v = 0; v < V; ++v)
-        if ((u -= p[v]) < 0) {
-          pick = v;
-          break;
-        }
-      seqs[b].push_back(static_cast<int32_t>(pick));
-    }
+    for (int64_t b = 0; b < n; ++b) seqs[b].push_back(sampler.sample(logits.data() + b * V));
   }
   std::vector<std::vector<int32_t>> out;
   for (auto& s : seqs) {
