@@ -36,8 +36,9 @@ Result<std::vector<std::vector<int32_t>>> sample_keep_sequences(model::Transform
   dopt.prefetch = false;
   infer::Decoder dec(m, dopt);
   // Passes of one token a sequence are too small to share across threads:
-  // on the demo's STEM model 1024 samples took 6.3 s on one thread and 15.5 s
-  // on two (OpenMP waits); the caller's thread count comes back after.
+  // on the demo's STEM model, beside another job, 1024 samples took 6.3 s on
+  // one thread and 15.5 s on two (OpenMP waits); the caller's count comes
+  // back after.
   struct OneThread {
     int before = omp_get_max_threads();
     OneThread() { omp_set_num_threads(1); }
