@@ -258,6 +258,7 @@ struct InjectResult {
   int64_t steps = 0;           // updates made
   bool learned = false;        // every fact predicted after them (see inject_facts)
   int64_t keep_sampled = 0;    // keep sentences the model sampled (InjectOptions::keep_samples)
+  bool keep_kl = false;        // the keep sentences held their distributions (KL), not their text
 };
 
 // (step, steps, loss)

@@ -257,6 +257,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
     if (progress) progress(step, opt.steps, loss);
   }
   res.loss_before = res.losses.front();
+  res.keep_kl = opt.keep_kl;
   res.keep_sampled = opt.keep.empty() && opt.keep_kl ? static_cast<int64_t>(keep.size()) : 0;
   res.loss_after = pass(false);
   res.learned = learned;
@@ -271,7 +272,7 @@ Result<InjectResult> inject_rows(model::Transformer& m, const std::vector<std::v
                          {"max_steps", opt.steps}, {"until_learned", opt.until_learned}, {"learned", res.learned},
                          {"lr", opt.lr}, {"sentences", sequences.size()}, {"keep", keep.size()},
                          {"keep_sampled", res.keep_sampled},
-                         {"keep_loss", opt.keep_kl ? "kl" : "text"},
+                         {"keep_loss", res.keep_kl ? "kl" : "text"},
                          {"loss_before", res.loss_before},
                          {"loss_after", res.loss_after}};
   res.overlay.note = note.dump();

@@ -27,12 +27,16 @@ std::vector<int32_t> context_ids(const Tokenizer& tok, const std::string& contex
   return ids;
 }
 
-std::vector<double> log_softmax(const float* z, int64_t V) {
+double log_sum_exp(const float* z, int64_t V) {
   double mx = -INFINITY;
   for (int64_t i = 0; i < V; ++i) mx = std::max(mx, static_cast<double>(z[i]));
   double s = 0;
   for (int64_t i = 0; i < V; ++i) s += std::exp(static_cast<double>(z[i]) - mx);
-  const double lse = mx + std::log(s);
+  return mx + std::log(s);
+}
+
+std::vector<double> log_softmax(const float* z, int64_t V) {
+  const double lse = log_sum_exp(z, V);
   std::vector<double> out(V);
   for (int64_t i = 0; i < V; ++i) out[i] = static_cast<double>(z[i]) - lse;
   return out;

@@ -25,6 +25,8 @@ std::vector<int32_t> continuation_ids(const Tokenizer& tok, const std::string& c
                                       const std::string& continuation);
 // BOS + encode(context).
 std::vector<int32_t> context_ids(const Tokenizer& tok, const std::string& context);
+// log(sum exp z) of one logits row, in double.
+double log_sum_exp(const float* z, int64_t V);
 // log-softmax of one logits row, in double.
 std::vector<double> log_softmax(const float* z, int64_t V);
 

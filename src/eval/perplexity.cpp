@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/timer.h"
+#include "eval/continuation.h"
 #include "infer/decoder.h"
 #include "io/files.h"
 #include "io/token_shards.h"
@@ -48,17 +49,13 @@ void summarize(const std::vector<double>& window_means, PerplexityResult& r) {
 
 namespace {
 
-// The mean next-token loss of window `ids` [T] from its logits, one position
-// at a time as they come: log-sum-exp in double.
+// The mean next-token loss of a window from its logits, one position at a
+// time as they come (log-sum-exp in double).
 class WindowLoss {
  public:
   explicit WindowLoss(int64_t V) : V_(V) {}
   void add(const float* logits, int32_t next) {
-    float mx = logits[0];
-    for (int64_t v = 1; v < V_; ++v) mx = std::max(mx, logits[v]);
-    double s = 0.0;
-    for (int64_t v = 0; v < V_; ++v) s += std::exp(static_cast<double>(logits[v]) - mx);
-    sum_ += std::log(s) + mx - logits[next];
+    sum_ += log_sum_exp(logits, V_) - logits[next];
     ++n_;
   }
   double mean() const { return sum_ / static_cast<double>(n_); }

@@ -76,7 +76,7 @@ void register_inject(CLI::App* edit) {
     if (Status st = edit::write_overlay(r->overlay, o->out); !st.ok()) return fail(cmd, st);
     if (o->json) {
       print_json({{"facts", facts->size()}, {"keep", opt.keep.size()}, {"keep_sampled", r->keep_sampled},
-                  {"keep_loss", opt.keep_kl || r->keep_sampled ? "kl" : "text"},
+                  {"keep_loss", r->keep_kl ? "kl" : "text"},
                   {"tokens", tokens_json(lm->tok, r->tokens)},
                   {"layers", opt.layers},
                   {"steps", r->steps}, {"max_steps", opt.steps}, {"learned", r->learned}, {"lr", opt.lr},
